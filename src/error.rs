@@ -1,0 +1,220 @@
+//! The one error type of keygate's services, with its stable codes and statuses.
+//!
+//! Every failure a client can see is a variant here; the HTTP and WebSocket layers
+//! map it to a status and a JSON body in one place each. Messages are written for
+//! people and never contain secrets, tokens, or echoed input.
+
+use crate::apikey::ApiKeyError;
+use crate::challenge::ChallengeError;
+use crate::identity::IdentityError;
+use crate::token::TokenError;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Identity(#[from] IdentityError),
+    #[error("{0}")]
+    Challenge(#[from] ChallengeError),
+    #[error("{0}")]
+    Token(#[from] TokenError),
+    #[error("{0}")]
+    ApiKey(#[from] ApiKeyError),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("this challenge has already been used; ask for a new one")]
+    ChallengeUsed,
+    #[error("missing access token: send it as Authorization: Bearer <token>")]
+    MissingToken,
+    #[error("this session has been revoked; sign in again")]
+    SessionRevoked,
+    #[error("this session has expired; sign in again")]
+    SessionExpired,
+    #[error("refresh token is invalid, expired, or bound to another client")]
+    InvalidRefreshToken,
+    #[error("refresh token was already used; the session has been revoked")]
+    RefreshTokenReused,
+    #[error("{0}")]
+    InvalidScope(String),
+    #[error("requests from this origin are not allowed")]
+    ForbiddenOrigin,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("not found")]
+    NotFound,
+    #[error("request body is too large")]
+    PayloadTooLarge,
+    #[error("message is larger than 16 KiB")]
+    MessageTooLarge,
+    #[error("sign-in was not completed in time")]
+    HandshakeTimeout,
+    #[error("too many requests; retry after {retry_after} s")]
+    RateLimited { retry_after: u64 },
+    #[error("the service is unavailable; try again shortly")]
+    Unavailable,
+    #[error("internal error")]
+    Internal,
+    /// An error passed through from a remote Hub, code and message as it sent them.
+    #[error("{message}")]
+    Remote {
+        status: u16,
+        code: String,
+        message: String,
+    },
+}
+
+impl Error {
+    pub fn bad_request(msg: impl Into<String>) -> Self {
+        Error::BadRequest(msg.into())
+    }
+
+    /// The stable snake_case code.
+    pub fn code(&self) -> &str {
+        match self {
+            Error::Identity(_) => IdentityError::CODE,
+            Error::Challenge(e) => e.code(),
+            Error::Token(e) => e.code(),
+            Error::ApiKey(_) => ApiKeyError::CODE,
+            Error::BadRequest(_) => "bad_request",
+            Error::ChallengeUsed => "challenge_used",
+            Error::MissingToken => "invalid_token",
+            Error::SessionRevoked => "session_revoked",
+            Error::SessionExpired => "session_expired",
+            Error::InvalidRefreshToken => "invalid_refresh_token",
+            Error::RefreshTokenReused => "refresh_token_reused",
+            Error::InvalidScope(_) => "invalid_scope",
+            Error::ForbiddenOrigin => "forbidden_origin",
+            Error::Forbidden(_) => "forbidden",
+            Error::NotFound => "not_found",
+            Error::PayloadTooLarge => "payload_too_large",
+            Error::MessageTooLarge => "message_too_large",
+            Error::HandshakeTimeout => "handshake_timeout",
+            Error::RateLimited { .. } => "rate_limited",
+            Error::Unavailable => "unavailable",
+            Error::Internal => "internal_error",
+            Error::Remote { code, .. } => code,
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::Identity(_) | Error::BadRequest(_) => 400,
+            Error::Challenge(ChallengeError::BadAudience | ChallengeError::Malformed) => 400,
+            Error::Challenge(_)
+            | Error::Token(_)
+            | Error::ApiKey(_)
+            | Error::ChallengeUsed
+            | Error::MissingToken
+            | Error::SessionRevoked
+            | Error::SessionExpired
+            | Error::InvalidRefreshToken
+            | Error::RefreshTokenReused => 401,
+            Error::InvalidScope(_) | Error::ForbiddenOrigin | Error::Forbidden(_) => 403,
+            Error::NotFound => 404,
+            Error::PayloadTooLarge | Error::MessageTooLarge => 413,
+            Error::HandshakeTimeout => 408,
+            Error::RateLimited { .. } => 429,
+            Error::Unavailable => 503,
+            Error::Internal => 500,
+            Error::Remote { status, .. } => *status,
+        }
+    }
+
+    /// The human message sent to clients.
+    pub fn message(&self) -> String {
+        self.to_string()
+    }
+
+    /// The `WWW-Authenticate` challenge for a 401, per RFC 6750.
+    pub fn www_authenticate(&self) -> Option<String> {
+        if self.status() != 401 {
+            return None;
+        }
+        Some(match self {
+            Error::ApiKey(_) => r#"KeygateApiSig realm="keygate""#.to_owned(),
+            Error::MissingToken => r#"Bearer realm="keygate""#.to_owned(),
+            e => format!(
+                r#"Bearer realm="keygate", error="invalid_token", error_description="{}""#,
+                e.code()
+            ),
+        })
+    }
+
+    /// The status that goes with a code, for errors that arrive without one (a
+    /// WebSocket error frame from a remote Hub).
+    pub fn status_for_code(code: &str) -> u16 {
+        match code {
+            "bad_request" | "invalid_identity" => 400,
+            "invalid_challenge"
+            | "challenge_expired"
+            | "challenge_used"
+            | "invalid_signature"
+            | "invalid_api_key"
+            | "invalid_token"
+            | "token_expired"
+            | "session_revoked"
+            | "session_expired"
+            | "invalid_refresh_token"
+            | "refresh_token_reused" => 401,
+            "invalid_scope" | "forbidden_origin" | "forbidden" => 403,
+            "not_found" => 404,
+            "handshake_timeout" => 408,
+            "payload_too_large" | "message_too_large" => 413,
+            "rate_limited" => 429,
+            "unavailable" => 503,
+            _ => 502,
+        }
+    }
+
+    /// Rebuilds an error from a code and message sent by a remote Hub, keeping the
+    /// local variant where one exists.
+    pub fn from_remote(status: u16, code: &str, message: &str) -> Self {
+        Error::Remote {
+            status: if (400..600).contains(&status) {
+                status
+            } else {
+                502
+            },
+            code: code
+                .chars()
+                .filter(|c| c.is_ascii_lowercase() || *c == '_')
+                .take(64)
+                .collect(),
+            message: message.chars().take(512).collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_and_statuses() {
+        assert_eq!(
+            Error::from(IdentityError::PrivateKey).code(),
+            "invalid_identity"
+        );
+        assert_eq!(Error::from(IdentityError::PrivateKey).status(), 400);
+        assert_eq!(
+            Error::from(ChallengeError::Expired).code(),
+            "challenge_expired"
+        );
+        assert_eq!(Error::from(ChallengeError::Expired).status(), 401);
+        assert_eq!(
+            Error::from(ChallengeError::BadSignature).code(),
+            "invalid_signature"
+        );
+        assert_eq!(Error::from(ApiKeyError).status(), 401);
+        assert_eq!(Error::RateLimited { retry_after: 3 }.status(), 429);
+        assert!(
+            Error::SessionRevoked
+                .www_authenticate()
+                .unwrap()
+                .contains("invalid_token")
+        );
+        assert_eq!(Error::NotFound.www_authenticate(), None);
+        let r = Error::from_remote(200, "Bad Code!", "m");
+        assert_eq!((r.status(), r.code()), (502, "adode"));
+    }
+}

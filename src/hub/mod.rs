@@ -1,0 +1,616 @@
+//! The Hub: the token authority. This module is the service itself (no HTTP);
+//! `routes` puts it on the wire.
+//!
+//! It owns the nonce key and the signing keys (both created on first start and kept
+//! in the store, so tokens stay valid across restarts), authenticates apps by their
+//! API-key signatures, issues challenges, and turns a signed challenge into a
+//! durable session and an access token.
+
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::apikey::{self, ApiKeyError, ApiSecret};
+use crate::challenge::{self, IssuedChallenge, NonceKey};
+use crate::error::Error;
+use crate::identity::Identity;
+use crate::session::{self, SessionPolicy};
+use crate::store::{
+    ApiKeyRecord, RedeemOutcome, Redemption, RefreshOutcome, Revoke, SessionRecord,
+    SigningKeyRecord, Store,
+};
+use crate::time::{Clock, UnixTime, format_rfc3339};
+use crate::token::{AccessClaims, Jwks, TokenSigner, TokenVerifier};
+
+pub mod routes;
+
+const NONCE_KEY_NAME: &str = "challenge_nonce_key";
+/// Longest client id and scope string accepted in a token request.
+const MAX_CLIENT_ID_LEN: usize = 128;
+const MAX_SCOPE_LEN: usize = 1024;
+
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    /// The `iss` of every token: the Hub's public URL.
+    pub issuer: String,
+    /// Lifetime of a challenge, in seconds.
+    pub challenge_ttl: i64,
+}
+
+/// The options of a token request, shared by every surface (WS frames, HTTP bodies).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+pub struct TokenOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// `"offline"` asks for a refresh token (requires `client_id`); `"online"` or
+    /// absent does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// Requested access-token lifetime in seconds, honoured up to the key's maximum.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expiration: Option<i64>,
+}
+
+/// What the user's side of a sign-in brings back: identity, challenge, signature.
+#[derive(Debug, Clone)]
+pub struct SignedChallenge<'a> {
+    pub pubkey: &'a str,
+    pub challenge: &'a str,
+    pub sig: &'a str,
+}
+
+/// Where a request came from, recorded on the session when known.
+#[derive(Debug, Clone, Default)]
+pub struct ClientMeta {
+    pub user_agent: Option<String>,
+    pub address: Option<String>,
+}
+
+/// The token body of `POST /v1/token`, `POST /api/token` and `/v1/token/refresh`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedToken {
+    pub token: String,
+    pub token_type: String,
+    pub expires_at: String,
+    pub expires_in: i64,
+    pub session_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+}
+
+/// `GET /v1/whoami`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WhoAmI {
+    pub identity: String,
+    pub session_id: String,
+    pub aud: String,
+    pub scope: String,
+    pub client_id: Option<String>,
+    pub expires_at: String,
+}
+
+/// One row of `GET /v1/sessions`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionView {
+    pub session_id: String,
+    pub identity: String,
+    pub app: String,
+    pub client_id: Option<String>,
+    pub scope: String,
+    pub created_at: String,
+    pub last_used_at: String,
+    pub expires_at: String,
+    pub user_agent: Option<String>,
+    pub address: Option<String>,
+    pub current: bool,
+}
+
+/// `GET /v1/revocations?since=`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RevocationFeed {
+    pub revocations: Vec<crate::store::RevocationEvent>,
+    pub cursor: i64,
+}
+
+/// The signing keys in use: the newest signs, all verify.
+struct KeyRing {
+    signer: Arc<TokenSigner>,
+    verifier: TokenVerifier,
+    jwks: Jwks,
+}
+
+pub struct Hub {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: HubConfig,
+    nonce_key: NonceKey,
+    keys: RwLock<Arc<KeyRing>>,
+}
+
+impl Hub {
+    /// Opens the Hub on `store`, creating the nonce key and the first signing key
+    /// on first start.
+    pub async fn open(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        config: HubConfig,
+    ) -> Result<Self, Error> {
+        let now = clock.now();
+        let mut fresh = [0u8; 32];
+        rand::fill(&mut fresh);
+        let nonce_key = store
+            .secret_or_insert(NONCE_KEY_NAME, fresh.to_vec(), now)
+            .await?;
+        let nonce_key: [u8; 32] = nonce_key.try_into().map_err(|_| Error::Internal)?;
+        let mut records = store.signing_keys().await?;
+        if records.is_empty() {
+            let sk = ed25519_dalek::SigningKey::generate(&mut rand::rng());
+            let record = SigningKeyRecord {
+                kid: TokenSigner::new(sk.clone()).kid().to_owned(),
+                secret: sk.to_bytes(),
+                created_at: now,
+                retired_at: None,
+            };
+            store.insert_signing_key(record.clone()).await?;
+            records.push(record);
+        }
+        let ring = KeyRing::new(&records, &config.issuer).ok_or(Error::Internal)?;
+        Ok(Hub {
+            store,
+            clock,
+            config,
+            nonce_key: NonceKey::from_bytes(nonce_key),
+            keys: RwLock::new(Arc::new(ring)),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn now(&self) -> UnixTime {
+        self.clock.now()
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.config.issuer
+    }
+
+    fn ring(&self) -> Arc<KeyRing> {
+        // A poisoned lock only means a panic elsewhere; the ring itself is immutable.
+        match self.keys.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    pub fn jwks(&self) -> Jwks {
+        self.ring().jwks.clone()
+    }
+
+    /// Checks an app's API-key signature headers; every failure is the same 401.
+    pub async fn authenticate_app(
+        &self,
+        key_id: Option<&str>,
+        msg: Option<&str>,
+        sig: Option<&str>,
+    ) -> Result<ApiKeyRecord, Error> {
+        let (Some(key_id), Some(msg), Some(sig)) = (key_id, msg, sig) else {
+            return Err(ApiKeyError.into());
+        };
+        if !apikey::valid_key_id(key_id) {
+            return Err(ApiKeyError.into());
+        }
+        let key = self.live_api_key(key_id).await?;
+        key.secret.verify(msg, sig, self.now())?;
+        Ok(key)
+    }
+
+    /// A key that exists and is not revoked.
+    pub async fn live_api_key(&self, key_id: &str) -> Result<ApiKeyRecord, Error> {
+        match self.store.api_key(key_id).await? {
+            Some(k) if k.revoked_at.is_none() => Ok(k),
+            _ => Err(ApiKeyError.into()),
+        }
+    }
+
+    /// Checks that `secret` is the secret of the live key `key_id` (for a Provider
+    /// configured from `.env` in the same process).
+    pub async fn api_key_with_secret(
+        &self,
+        key_id: &str,
+        secret: &ApiSecret,
+    ) -> Result<ApiKeyRecord, Error> {
+        let key = self.live_api_key(key_id).await?;
+        if bool::from(subtle::ConstantTimeEq::ct_eq(
+            &key.secret.as_bytes()[..],
+            &secret.as_bytes()[..],
+        )) {
+            Ok(key)
+        } else {
+            Err(ApiKeyError.into())
+        }
+    }
+
+    /// Issues a challenge for `pubkey` on behalf of `app`. The audience defaults to
+    /// the app's key id (a backend-only app).
+    pub fn challenge(
+        &self,
+        app: &ApiKeyRecord,
+        pubkey: &str,
+        audience: Option<&str>,
+    ) -> Result<IssuedChallenge, Error> {
+        let identity = Identity::parse(pubkey)?;
+        let mut random = [0u8; 16];
+        rand::fill(&mut random);
+        Ok(challenge::issue(
+            &self.nonce_key,
+            &app.id,
+            audience.unwrap_or(&app.id),
+            &identity,
+            self.now(),
+            self.config.challenge_ttl,
+            random,
+        )?)
+    }
+
+    /// Redeems a signed challenge: verifies it, records the session durably, and
+    /// only then mints the token.
+    pub async fn redeem(
+        &self,
+        app: &ApiKeyRecord,
+        signed: SignedChallenge<'_>,
+        options: &TokenOptions,
+        expected_audience: Option<&str>,
+        meta: ClientMeta,
+    ) -> Result<IssuedToken, Error> {
+        let identity = Identity::parse(signed.pubkey)?;
+        let request = validate_options(app, options)?;
+        let now = self.now();
+        let verified = challenge::verify(
+            &self.nonce_key,
+            &app.id,
+            signed.challenge,
+            &identity,
+            expected_audience,
+            signed.sig,
+            now,
+        )?;
+        let (session_id, refresh_token) = {
+            let mut rng = rand::rng();
+            let sid = session::random_id(&mut rng);
+            (
+                sid,
+                request.offline.then(|| session::new_secret_token(&mut rng)),
+            )
+        };
+        let session = crate::store::NewSession {
+            id: session_id,
+            subject: identity.to_string(),
+            api_key: app.id.clone(),
+            client_id: options.client_id.clone(),
+            scope: request.scope,
+            created_at: now,
+            expires_at: now + app.policy.session_ttl,
+            idle_timeout: app.policy.idle_timeout,
+            user_agent: meta.user_agent.map(|s| truncate(s, 256)),
+            address: meta.address,
+        };
+        let redemption = Redemption {
+            nonce_id: verified.nonce_id,
+            nonce_expires_at: verified.expires_at,
+            refresh: refresh_token
+                .as_deref()
+                .zip(options.client_id.clone())
+                .map(|(t, c)| (session::hash_secret(t), c)),
+            session,
+        };
+        match self.store.redeem(redemption.clone()).await? {
+            RedeemOutcome::Created => {}
+            RedeemOutcome::ChallengeUsed => return Err(Error::ChallengeUsed),
+            RedeemOutcome::ApiKeyRevoked => return Err(ApiKeyError.into()),
+        }
+        let s = redemption.session;
+        Ok(self.mint(
+            &s.subject,
+            &s.api_key,
+            &s.id,
+            &s.scope,
+            s.client_id.clone(),
+            &app.policy,
+            request.expiration,
+            now,
+            s.expires_at,
+            refresh_token,
+        ))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn mint(
+        &self,
+        subject: &str,
+        app: &str,
+        session_id: &str,
+        scope: &str,
+        client_id: Option<String>,
+        policy: &SessionPolicy,
+        expiration: Option<i64>,
+        now: UnixTime,
+        session_expires_at: UnixTime,
+        refresh_token: Option<String>,
+    ) -> IssuedToken {
+        let exp = policy.access_expiry(expiration, now, session_expires_at);
+        let claims = AccessClaims {
+            iss: self.config.issuer.clone(),
+            sub: subject.to_owned(),
+            aud: app.to_owned(),
+            iat: now,
+            nbf: now,
+            exp,
+            jti: session::random_id(&mut rand::rng()),
+            sid: session_id.to_owned(),
+            scope: scope.to_owned(),
+            client_id,
+        };
+        IssuedToken {
+            token: self.ring().signer.mint(&claims),
+            token_type: "Bearer".into(),
+            expires_at: format_rfc3339(exp),
+            expires_in: exp - now,
+            session_id: session_id.to_owned(),
+            refresh_token,
+        }
+    }
+
+    /// Verifies an access token and checks its session live in the store.
+    pub async fn authenticate_user(
+        &self,
+        token: Option<&str>,
+    ) -> Result<(AccessClaims, SessionRecord), Error> {
+        let token = token.ok_or(Error::MissingToken)?;
+        let now = self.now();
+        let claims = self.ring().verifier.verify(token, now)?;
+        let session = self
+            .store
+            .session(&claims.sid)
+            .await?
+            .ok_or(Error::SessionRevoked)?;
+        if session.subject != claims.sub {
+            return Err(Error::SessionRevoked);
+        }
+        session.check(now)?;
+        Ok((claims, session))
+    }
+
+    pub async fn whoami(&self, token: Option<&str>) -> Result<WhoAmI, Error> {
+        let (c, _) = self.authenticate_user(token).await?;
+        Ok(WhoAmI {
+            identity: c.sub,
+            session_id: c.sid,
+            aud: c.aud,
+            scope: c.scope,
+            client_id: c.client_id,
+            expires_at: format_rfc3339(c.exp),
+        })
+    }
+
+    /// Rotates a refresh token: a new access token and a new refresh token.
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        client_id: &str,
+    ) -> Result<IssuedToken, Error> {
+        if refresh_token.len() > 128 || client_id.is_empty() || client_id.len() > MAX_CLIENT_ID_LEN
+        {
+            return Err(Error::InvalidRefreshToken);
+        }
+        let now = self.now();
+        let next = session::new_secret_token(&mut rand::rng());
+        let outcome = self
+            .store
+            .rotate_refresh_token(
+                session::hash_secret(refresh_token),
+                client_id,
+                session::hash_secret(&next),
+                now,
+            )
+            .await?;
+        let s = match outcome {
+            RefreshOutcome::Rotated(s) => s,
+            RefreshOutcome::Invalid => return Err(Error::InvalidRefreshToken),
+            RefreshOutcome::Reused => return Err(Error::RefreshTokenReused),
+            RefreshOutcome::Revoked => return Err(Error::SessionRevoked),
+            RefreshOutcome::Expired => return Err(Error::SessionExpired),
+        };
+        let policy = match self.store.api_key(&s.api_key).await? {
+            Some(k) if k.revoked_at.is_none() => k.policy,
+            _ => return Err(Error::SessionRevoked),
+        };
+        Ok(self.mint(
+            &s.subject,
+            &s.api_key,
+            &s.id,
+            &s.scope,
+            s.client_id.clone(),
+            &policy,
+            None,
+            now,
+            s.expires_at,
+            Some(next),
+        ))
+    }
+
+    /// The caller's own sessions, newest first, live ones only.
+    pub async fn sessions(&self, token: Option<&str>) -> Result<Vec<SessionView>, Error> {
+        let (claims, _) = self.authenticate_user(token).await?;
+        let now = self.now();
+        let rows = self.store.sessions_of(&claims.sub).await?;
+        Ok(rows
+            .into_iter()
+            .filter(|s| s.check(now).is_ok())
+            .map(|s| SessionView {
+                current: s.id == claims.sid,
+                session_id: s.id,
+                identity: s.subject,
+                app: s.api_key,
+                client_id: s.client_id,
+                scope: s.scope,
+                created_at: format_rfc3339(s.created_at),
+                last_used_at: format_rfc3339(s.last_used_at),
+                expires_at: format_rfc3339(s.expires_at),
+                user_agent: s.user_agent,
+                address: s.address,
+            })
+            .collect())
+    }
+
+    /// Revokes one of the caller's own sessions.
+    pub async fn revoke_session(&self, token: Option<&str>, sid: &str) -> Result<(), Error> {
+        let (claims, _) = self.authenticate_user(token).await?;
+        let which = Revoke::One {
+            subject: &claims.sub,
+            id: sid,
+        };
+        match self.store.revoke_sessions(which, self.now()).await? {
+            0 => Err(Error::NotFound),
+            _ => Ok(()),
+        }
+    }
+
+    /// `POST /v1/logout`: `local` ends this session, `others` every other session of
+    /// this identity, `global` all of them.
+    pub async fn logout(&self, token: Option<&str>, scope: &str) -> Result<u64, Error> {
+        let (claims, _) = self.authenticate_user(token).await?;
+        let which = match scope {
+            "local" => Revoke::One {
+                subject: &claims.sub,
+                id: &claims.sid,
+            },
+            "others" => Revoke::AllOfExcept {
+                subject: &claims.sub,
+                keep: &claims.sid,
+            },
+            "global" => Revoke::AllOf {
+                subject: &claims.sub,
+            },
+            _ => return Err(Error::bad_request("scope must be local, others or global")),
+        };
+        Ok(self.store.revoke_sessions(which, self.now()).await?)
+    }
+
+    /// RFC 7662 introspection, answered from live state: a revoked session is
+    /// inactive at once. Store failures are errors, never "inactive".
+    pub async fn introspect(&self, token: &str) -> Result<serde_json::Value, Error> {
+        match self.authenticate_user(Some(token)).await {
+            Ok((c, _)) => {
+                let mut v = serde_json::to_value(&c).map_err(|_| Error::Internal)?;
+                v["active"] = true.into();
+                v["token_type"] = "access_token".into();
+                Ok(v)
+            }
+            Err(e @ (Error::Unavailable | Error::Internal)) => Err(e),
+            Err(_) => Ok(serde_json::json!({ "active": false })),
+        }
+    }
+
+    /// The revocation feed after `since`: events and the cursor to ask from next.
+    pub async fn revocation_feed(&self, since: i64) -> Result<RevocationFeed, Error> {
+        let revocations = self.store.revocations_since(since.max(0), 1000).await?;
+        let cursor = revocations.last().map_or(since.max(0), |r| r.seq);
+        Ok(RevocationFeed {
+            revocations,
+            cursor,
+        })
+    }
+}
+
+impl KeyRing {
+    fn new(records: &[SigningKeyRecord], issuer: &str) -> Option<Self> {
+        let signers: Vec<TokenSigner> = records
+            .iter()
+            .map(|r| TokenSigner::new(ed25519_dalek::SigningKey::from_bytes(&r.secret)))
+            .collect();
+        let current = records
+            .iter()
+            .zip(&signers)
+            .filter(|(r, _)| r.retired_at.is_none())
+            .max_by_key(|(r, _)| r.created_at)
+            .map(|(r, _)| r.kid.clone())?;
+        let jwks = Jwks {
+            keys: signers.iter().map(|s| s.jwk().clone()).collect(),
+        };
+        let verifier = TokenVerifier::new(&jwks, issuer);
+        let signer = signers.into_iter().find(|s| s.kid() == current)?;
+        Some(KeyRing {
+            signer: Arc::new(signer),
+            verifier,
+            jwks,
+        })
+    }
+}
+
+struct ValidRequest {
+    offline: bool,
+    scope: String,
+    expiration: Option<i64>,
+}
+
+fn validate_options(app: &ApiKeyRecord, o: &TokenOptions) -> Result<ValidRequest, Error> {
+    if let Some(c) = &o.client_id
+        && (c.is_empty() || c.len() > MAX_CLIENT_ID_LEN || !c.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err(Error::bad_request(
+            "client_id must be 1 to 128 visible ASCII characters",
+        ));
+    }
+    let offline = match o.access_type.as_deref() {
+        None | Some("online") => false,
+        Some("offline") if o.client_id.is_some() => true,
+        Some("offline") => {
+            return Err(Error::bad_request(
+                "access_type offline requires a client_id",
+            ));
+        }
+        Some(_) => return Err(Error::bad_request("access_type must be online or offline")),
+    };
+    let scope = o.scope.as_deref().unwrap_or("");
+    if scope.len() > MAX_SCOPE_LEN {
+        return Err(Error::bad_request("scope is too long"));
+    }
+    let mut granted: Vec<&str> = Vec::new();
+    for s in scope.split_whitespace() {
+        if !app.scopes.iter().any(|allowed| allowed == s) {
+            return Err(Error::InvalidScope(format!(
+                "this app may not grant the scope {s:?}"
+            )));
+        }
+        if !granted.contains(&s) {
+            granted.push(s);
+        }
+    }
+    if let Some(e) = o.expiration
+        && e <= 0
+    {
+        return Err(Error::bad_request(
+            "expiration must be a positive number of seconds",
+        ));
+    }
+    Ok(ValidRequest {
+        offline,
+        scope: granted.join(" "),
+        expiration: o.expiration,
+    })
+}
+
+fn truncate(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut cut = max;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+    }
+    s
+}

@@ -1,0 +1,312 @@
+//! The Hub's HTTP and WebSocket surface. Handlers are a few lines: read the
+//! request, call [`Hub`], turn the result into a response.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use warp::filters::BoxedFilter;
+use warp::http::{HeaderMap, StatusCode};
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+use super::{ClientMeta, Hub, SignedChallenge, TokenOptions};
+use crate::apikey::{HEADER_KEY, HEADER_MSG, HEADER_SIG};
+use crate::error::Error;
+use crate::http::{bearer, error_response, header_str, json, json_body, reply};
+use crate::signin::{self, LocalSignIn};
+use crate::store::ApiKeyRecord;
+use crate::time::format_rfc3339;
+
+#[derive(Debug, Deserialize)]
+struct ChallengeRequest {
+    pubkey: String,
+    #[serde(default)]
+    audience: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ChallengeBody {
+    pub challenge: String,
+    pub expires_at: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct TokenRequest {
+    pubkey: String,
+    challenge: String,
+    sig: String,
+    #[serde(flatten)]
+    options: TokenOptions,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+    pub client_id: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct LogoutRequest {
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct IntrospectRequest {
+    token: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct FeedQuery {
+    #[serde(default)]
+    since: i64,
+}
+
+fn with_hub(
+    hub: Arc<Hub>,
+) -> impl Filter<Extract = (Arc<Hub>,), Error = std::convert::Infallible> + Clone {
+    warp::any().map(move || hub.clone())
+}
+
+/// Authenticates the calling app from its API-key signature headers.
+async fn app(hub: &Hub, headers: &HeaderMap) -> Result<ApiKeyRecord, Error> {
+    hub.authenticate_app(
+        header_str(headers, HEADER_KEY),
+        header_str(headers, HEADER_MSG),
+        header_str(headers, HEADER_SIG),
+    )
+    .await
+}
+
+/// User-agent and address of the request, recorded on sessions.
+pub fn client_meta()
+-> impl Filter<Extract = (ClientMeta,), Error = std::convert::Infallible> + Clone {
+    warp::header::headers_cloned()
+        .and(warp::addr::remote())
+        .map(
+            |h: HeaderMap, addr: Option<std::net::SocketAddr>| ClientMeta {
+                user_agent: header_str(&h, "user-agent").map(str::to_owned),
+                address: addr.map(|a| a.ip().to_string()),
+            },
+        )
+}
+
+/// Every Hub route, API-key endpoints and user endpoints.
+pub fn routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
+    api_routes(hub.clone()).or(user_routes(hub)).unify().boxed()
+}
+
+/// Endpoints for app backends (API-key authenticated) and the public JWKS.
+pub fn api_routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
+    let jwks = warp::path!(".well-known" / "jwks.json")
+        .and(warp::get())
+        .and(with_hub(hub.clone()))
+        .map(|hub: Arc<Hub>| {
+            let mut res = json(StatusCode::OK, &hub.jwks());
+            res.headers_mut().insert(
+                warp::http::header::CACHE_CONTROL,
+                warp::http::HeaderValue::from_static("public, max-age=60"),
+            );
+            res
+        });
+
+    let challenge = warp::path!("v1" / "challenge")
+        .and(warp::post())
+        .and(with_hub(hub.clone()))
+        .and(warp::header::headers_cloned())
+        .and(json_body::<ChallengeRequest>())
+        .then(
+            |hub: Arc<Hub>, headers: HeaderMap, body: Result<ChallengeRequest, Error>| async move {
+                reply(
+                    async {
+                        let app = app(&hub, &headers).await?;
+                        let body = body?;
+                        let c = hub.challenge(&app, &body.pubkey, body.audience.as_deref())?;
+                        Ok(ChallengeBody {
+                            challenge: c.text,
+                            expires_at: format_rfc3339(c.expires_at),
+                        })
+                    }
+                    .await,
+                )
+            },
+        );
+
+    let token = warp::path!("v1" / "token")
+        .and(warp::post())
+        .and(with_hub(hub.clone()))
+        .and(warp::header::headers_cloned())
+        .and(json_body::<TokenRequest>())
+        .then(
+            |hub: Arc<Hub>, headers: HeaderMap, body: Result<TokenRequest, Error>| async move {
+                reply(
+                    async {
+                        let app = app(&hub, &headers).await?;
+                        let b = body?;
+                        let signed = SignedChallenge {
+                            pubkey: &b.pubkey,
+                            challenge: &b.challenge,
+                            sig: &b.sig,
+                        };
+                        hub.redeem(&app, signed, &b.options, None, ClientMeta::default())
+                            .await
+                    }
+                    .await,
+                )
+            },
+        );
+
+    let ws_token = warp::path!("v1" / "ws" / "token")
+        .and(warp::ws())
+        .and(with_hub(hub.clone()))
+        .and(warp::header::headers_cloned())
+        .then(
+            |ws: warp::ws::Ws, hub: Arc<Hub>, headers: HeaderMap| async move {
+                match app(&hub, &headers).await {
+                    Ok(app) => ws
+                        .max_message_size(signin::MAX_FRAME)
+                        .max_frame_size(signin::MAX_FRAME)
+                        .on_upgrade(move |socket| {
+                            signin::serve(
+                                socket,
+                                LocalSignIn::new(hub, app, None, ClientMeta::default()),
+                            )
+                        })
+                        .into_response(),
+                    Err(e) => error_response(&e),
+                }
+            },
+        );
+
+    let introspect = warp::path!("v1" / "introspect")
+        .and(warp::post())
+        .and(with_hub(hub.clone()))
+        .and(warp::header::headers_cloned())
+        .and(warp::body::content_length_limit(crate::http::MAX_BODY))
+        .and(warp::body::bytes())
+        .then(
+            |hub: Arc<Hub>, headers: HeaderMap, body: warp::hyper::body::Bytes| async move {
+                reply(
+                    async {
+                        app(&hub, &headers).await?;
+                        let req: IntrospectRequest = if body.first() == Some(&b'{') {
+                            serde_json::from_slice(&body)
+                                .map_err(|_| Error::bad_request("malformed JSON body"))?
+                        } else {
+                            serde_urlencoded::from_bytes(&body)
+                                .map_err(|_| Error::bad_request("malformed form body"))?
+                        };
+                        hub.introspect(&req.token).await
+                    }
+                    .await,
+                )
+            },
+        );
+
+    let revocations = warp::path!("v1" / "revocations")
+        .and(warp::get())
+        .and(with_hub(hub.clone()))
+        .and(warp::query::<FeedQuery>())
+        .then(
+            |hub: Arc<Hub>, q: FeedQuery| async move { reply(hub.revocation_feed(q.since).await) },
+        );
+
+    jwks.map(crate::http::boxed)
+        .or(challenge)
+        .unify()
+        .or(token)
+        .unify()
+        .or(ws_token)
+        .unify()
+        .or(introspect)
+        .unify()
+        .or(revocations)
+        .unify()
+        .boxed()
+}
+
+/// Endpoints for users, authenticated by their access or refresh token. The
+/// Provider answers these on its own origin too.
+pub fn user_routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
+    let whoami = warp::path!("v1" / "whoami")
+        .and(warp::get())
+        .and(with_hub(hub.clone()))
+        .and(warp::header::headers_cloned())
+        .then(|hub: Arc<Hub>, h: HeaderMap| async move { reply(hub.whoami(bearer(&h)).await) });
+
+    let refresh = warp::path!("v1" / "token" / "refresh")
+        .and(warp::post())
+        .and(with_hub(hub.clone()))
+        .and(json_body::<RefreshRequest>())
+        .then(
+            |hub: Arc<Hub>, body: Result<RefreshRequest, Error>| async move {
+                reply(
+                    async {
+                        let b = body?;
+                        hub.refresh(&b.refresh_token, &b.client_id).await
+                    }
+                    .await,
+                )
+            },
+        );
+
+    let list = warp::path!("v1" / "sessions")
+        .and(warp::get())
+        .and(with_hub(hub.clone()))
+        .and(warp::header::headers_cloned())
+        .then(|hub: Arc<Hub>, h: HeaderMap| async move {
+            reply(
+                hub.sessions(bearer(&h))
+                    .await
+                    .map(|s| serde_json::json!({ "sessions": s })),
+            )
+        });
+
+    let revoke = warp::path!("v1" / "sessions" / String)
+        .and(warp::delete())
+        .and(with_hub(hub.clone()))
+        .and(warp::header::headers_cloned())
+        .then(|sid: String, hub: Arc<Hub>, h: HeaderMap| async move {
+            match hub.revoke_session(bearer(&h), &sid).await {
+                Ok(()) => StatusCode::NO_CONTENT.into_response(),
+                Err(e) => error_response(&e),
+            }
+        });
+
+    let logout = warp::path!("v1" / "logout")
+        .and(warp::post())
+        .and(with_hub(hub))
+        .and(warp::header::headers_cloned())
+        .and(warp::body::content_length_limit(crate::http::MAX_BODY))
+        .and(warp::body::bytes())
+        .then(
+            |hub: Arc<Hub>, h: HeaderMap, body: warp::hyper::body::Bytes| async move {
+                reply(
+                    async {
+                        let req: LogoutRequest = if body.is_empty() {
+                            LogoutRequest::default()
+                        } else {
+                            serde_json::from_slice(&body)
+                                .map_err(|_| Error::bad_request("malformed JSON body"))?
+                        };
+                        let n = hub
+                            .logout(bearer(&h), req.scope.as_deref().unwrap_or("local"))
+                            .await?;
+                        Ok(serde_json::json!({ "revoked": n }))
+                    }
+                    .await,
+                )
+            },
+        );
+
+    whoami
+        .or(refresh)
+        .unify()
+        .or(list)
+        .unify()
+        .or(revoke)
+        .unify()
+        .or(logout)
+        .unify()
+        .boxed()
+}

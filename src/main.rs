@@ -1,0 +1,597 @@
+//! The `keygate` command: servers (`serve`, `hub`, `provider`), the user's key and
+//! sign-in (`id`, `login`, `token verify`), and administration (`keys`, `sessions`).
+//! It parses, builds configuration, and calls into the library.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+
+use keygate::apikey::{self, ApiSecret};
+use keygate::hub::TokenOptions;
+use keygate::identity::Identity;
+use keygate::server::{self, Mode};
+use keygate::session::SessionPolicy;
+use keygate::store::{ApiKeyRecord, Revoke, SqliteStore, Store};
+use keygate::time::{Clock, SystemClock, format_rfc3339};
+
+#[derive(Parser)]
+#[command(
+    name = "keygate",
+    version,
+    about = "Identity tokens for users who hold their own Ed25519 keys"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the Hub and the Provider in one process on an embedded SQLite store.
+    Serve(ServeArgs),
+    /// Run the Hub alone (the token authority).
+    Hub(ServeArgs),
+    /// Run a Provider alone, talking to a remote Hub.
+    Provider(ProviderArgs),
+    /// Your identity key: create it or show it.
+    #[command(subcommand)]
+    Id(IdCommand),
+    /// Sign in to a Provider with your key and print the token.
+    Login(LoginArgs),
+    /// Access tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Apps' API keys (administration, on the database directly).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Users' sessions (administration, on the database directly).
+    #[command(subcommand)]
+    Sessions(SessionsCommand),
+}
+
+#[derive(Args, Clone)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, env = "KEYGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    #[command(flatten)]
+    db: DbArgs,
+    /// Issuer URL put in tokens (default http://localhost:<port>).
+    #[arg(long, env = "KEYGATE_ISSUER")]
+    issuer: Option<String>,
+    /// Public origin of the Provider; repeat for several (default
+    /// http://localhost:<port> and http://127.0.0.1:<port>).
+    #[arg(long = "origin", env = "KEYGATE_ORIGINS", value_delimiter = ',')]
+    origins: Vec<String>,
+    /// Directory served at / (default: the web-demo/ of this source tree, if present).
+    #[arg(long, env = "KEYGATE_WEB_ROOT")]
+    web_root: Option<PathBuf>,
+    /// Challenge lifetime in seconds.
+    #[arg(long, env = "KEYGATE_CHALLENGE_TTL", default_value_t = keygate::challenge::DEFAULT_TTL)]
+    challenge_ttl: i64,
+}
+
+#[derive(Args, Clone)]
+struct DbArgs {
+    /// Database URL.
+    #[arg(long, env = "KEYGATE_DATABASE", default_value = "sqlite://keygate.db")]
+    database: String,
+}
+
+#[derive(Args)]
+struct ProviderArgs {
+    #[arg(long, env = "KEYGATE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The Hub's URL, e.g. ws://127.0.0.1:8081.
+    #[arg(long, env = "HUB_URL")]
+    hub_url: String,
+    #[arg(long = "origin", env = "KEYGATE_ORIGINS", value_delimiter = ',')]
+    origins: Vec<String>,
+    #[arg(long, env = "KEYGATE_WEB_ROOT")]
+    web_root: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct KeyArg {
+    /// Key file (PKCS#8 PEM).
+    #[arg(long, env = "KEYGATE_KEY")]
+    key: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum IdCommand {
+    /// Create a new Ed25519 key (file mode 0600; never overwrites).
+    New(KeyArg),
+    /// Show the identity of a key in its three spellings.
+    Show(KeyArg),
+}
+
+#[derive(Args)]
+struct LoginArgs {
+    /// The Provider's sign-in URL: ws://host:port/ws/userauth (or http://host:port with --http).
+    #[arg(long, default_value = "ws://127.0.0.1:8080/ws/userauth")]
+    url: String,
+    #[command(flatten)]
+    key: KeyArg,
+    /// Use the HTTP flow instead of the WebSocket.
+    #[arg(long)]
+    http: bool,
+    /// The audience to expect (default: the URL's origin).
+    #[arg(long)]
+    audience: Option<String>,
+    #[arg(long)]
+    client_id: Option<String>,
+    /// Ask for a refresh token (needs --client-id).
+    #[arg(long)]
+    offline: bool,
+    #[arg(long)]
+    scope: Option<String>,
+    /// Access token lifetime in seconds (up to the app's maximum).
+    #[arg(long)]
+    expiration: Option<i64>,
+    /// Print the whole token response as JSON instead of the token alone.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Verify a token offline against a JWKS URL and print its claims.
+    Verify {
+        token: String,
+        /// e.g. http://127.0.0.1:8080/.well-known/jwks.json
+        #[arg(long)]
+        jwks: String,
+        /// Expected issuer (default: the JWKS URL's origin with host localhost).
+        #[arg(long)]
+        issuer: Option<String>,
+        /// Expected audience (an API key id); any if omitted.
+        #[arg(long)]
+        audience: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create an API key; its secret is printed once.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Scopes tokens made through this key may carry (space or comma separated).
+        #[arg(long, default_value = "")]
+        scopes: String,
+        /// Allow this key to create brokered tokens.
+        #[arg(long)]
+        broker: bool,
+        #[arg(long, default_value_t = keygate::session::DEFAULT_ACCESS_TTL)]
+        access_ttl: i64,
+        #[arg(long, default_value_t = keygate::session::DEFAULT_SESSION_TTL)]
+        session_ttl: i64,
+        #[arg(long, default_value_t = keygate::session::DEFAULT_IDLE_TIMEOUT)]
+        idle_timeout: i64,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// List API keys (never their secrets).
+    List(DbArgs),
+    /// Revoke an API key and every session made through it.
+    Revoke {
+        id: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionsCommand {
+    /// List an identity's sessions.
+    List {
+        #[arg(long)]
+        identity: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Revoke one session (--session) or all of an identity's sessions.
+    Revoke {
+        #[arg(long)]
+        identity: String,
+        #[arg(long)]
+        session: Option<String>,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+}
+
+type CliResult = Result<(), String>;
+
+fn main() -> ExitCode {
+    let _ = dotenvy::dotenv();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> CliResult {
+    match command {
+        Command::Serve(a) => serve(Mode::Serve, a, None).await,
+        Command::Hub(a) => serve(Mode::Hub, a, None).await,
+        Command::Provider(a) => {
+            let args = ServeArgs {
+                listen: a.listen,
+                db: DbArgs {
+                    database: String::new(),
+                },
+                issuer: None,
+                origins: a.origins,
+                web_root: a.web_root,
+                challenge_ttl: keygate::challenge::DEFAULT_TTL,
+            };
+            serve(Mode::Provider, args, Some(a.hub_url)).await
+        }
+        Command::Id(IdCommand::New(k)) => id_new(&key_path(k.key)?),
+        Command::Id(IdCommand::Show(k)) => id_show(&key_path(k.key)?),
+        Command::Login(a) => login(a).await,
+        Command::Token(TokenCommand::Verify {
+            token,
+            jwks,
+            issuer,
+            audience,
+        }) => token_verify(&token, &jwks, issuer, audience).await,
+        Command::Keys(k) => keys(k).await,
+        Command::Sessions(s) => sessions(s).await,
+    }
+}
+
+fn user_api_key() -> Result<Option<(String, ApiSecret)>, String> {
+    match (
+        std::env::var("USER_API_KEY"),
+        std::env::var("USER_API_SECRET"),
+    ) {
+        (Ok(id), Ok(secret)) if !id.is_empty() => {
+            let secret = ApiSecret::parse(secret.trim())
+                .ok_or("USER_API_SECRET is not a keygate API secret (b… base32)")?;
+            Ok(Some((id.trim().to_owned(), secret)))
+        }
+        (Ok(id), _) if !id.is_empty() => {
+            Err("USER_API_KEY is set but USER_API_SECRET is not".into())
+        }
+        _ => Ok(None),
+    }
+}
+
+fn default_web_root() -> Option<PathBuf> {
+    let in_tree = Path::new(env!("CARGO_MANIFEST_DIR")).join("web-demo");
+    [PathBuf::from("web-demo"), in_tree]
+        .into_iter()
+        .find(|p| p.join("index.html").is_file())
+}
+
+async fn serve(mode: Mode, a: ServeArgs, hub_url: Option<String>) -> CliResult {
+    let mut opts = server::Options::new(mode, a.listen, a.db.database);
+    opts.issuer = a.issuer;
+    opts.origins = a.origins;
+    opts.web_root = a.web_root.or_else(default_web_root);
+    opts.challenge_ttl = a.challenge_ttl;
+    opts.user_api_key = user_api_key()?;
+    opts.hub_url = hub_url;
+    let running = server::start(opts).await.map_err(|e| e.to_string())?;
+    let what = match mode {
+        Mode::Serve => "hub and provider",
+        Mode::Hub => "hub",
+        Mode::Provider => "provider",
+    };
+    tracing::info!(
+        issuer = running.issuer.as_deref().unwrap_or("-"),
+        provider_key = running.provider_key.as_deref().unwrap_or("-"),
+        "keygate {what} listening on http://{}",
+        running.addr
+    );
+    running.run_until(shutdown_signal()).await;
+    tracing::info!("keygate stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+fn key_path(given: Option<PathBuf>) -> Result<PathBuf, String> {
+    if let Some(p) = given {
+        return Ok(p);
+    }
+    let base = std::env::var_os("XDG_CONFIG_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
+        .ok_or("cannot find a config directory: pass --key")?;
+    Ok(base.join("keygate").join("id_ed25519.pem"))
+}
+
+fn id_new(path: &Path) -> CliResult {
+    use std::io::Write;
+    let key = SigningKey::generate(&mut rand::rng());
+    let pem = key
+        .to_pkcs8_pem(LineEnding::LF)
+        .map_err(|e| format!("cannot encode the key: {e}"))?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    }
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut file = opts.open(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => format!(
+            "{} already exists; keygate never overwrites a key (move it away first)",
+            path.display()
+        ),
+        _ => format!("cannot create {}: {e}", path.display()),
+    })?;
+    file.write_all(pem.as_bytes())
+        .and_then(|_| file.sync_all())
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    eprintln!("created {}", path.display());
+    println!("{}", Identity::from(&key));
+    Ok(())
+}
+
+fn load_key(path: &Path) -> Result<SigningKey, String> {
+    let pem = std::fs::read_to_string(path).map_err(|e| {
+        format!(
+            "cannot read {}: {e} (create a key with `keygate id new`)",
+            path.display()
+        )
+    })?;
+    SigningKey::from_pkcs8_pem(&pem)
+        .map_err(|_| format!("{} is not an Ed25519 PKCS#8 key", path.display()))
+}
+
+fn id_show(path: &Path) -> CliResult {
+    let id = Identity::from(&load_key(path)?);
+    println!("identity: {id}");
+    println!("peer id:  {}", id.peer_id());
+    println!("did:key:  {}", id.did_key());
+    Ok(())
+}
+
+async fn login(a: LoginArgs) -> CliResult {
+    let key = load_key(&key_path(a.key.key)?)?;
+    let options = TokenOptions {
+        client_id: a.client_id,
+        access_type: a.offline.then(|| "offline".to_owned()),
+        scope: a.scope,
+        expiration: a.expiration,
+    };
+    let now = SystemClock.now();
+    let issued = if a.http {
+        keygate::client::login_http(&a.url, &key, a.audience.as_deref(), options, now).await
+    } else {
+        keygate::client::login_ws(&a.url, &key, a.audience.as_deref(), options, now).await
+    }
+    .map_err(|e| e.to_string())?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&issued).map_err(|e| e.to_string())?
+        );
+    } else {
+        println!("{}", issued.token);
+    }
+    Ok(())
+}
+
+async fn token_verify(
+    token: &str,
+    jwks: &str,
+    issuer: Option<String>,
+    audience: Option<String>,
+) -> CliResult {
+    let issuer = match issuer {
+        Some(i) => i,
+        None => {
+            let origin = keygate::client::origin_of(jwks).map_err(|e| e.to_string())?;
+            origin.replace("://127.0.0.1:", "://localhost:")
+        }
+    };
+    let mut verifier = keygate::client::fetch_verifier(jwks, &issuer)
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(aud) = audience {
+        verifier = verifier.with_audiences(vec![aud]);
+    }
+    let claims = verifier
+        .verify(token.trim(), SystemClock.now())
+        .map_err(|e| format!("invalid token: {e}"))?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&claims).map_err(|e| e.to_string())?
+    );
+    Ok(())
+}
+
+async fn open_store(db: &DbArgs) -> Result<Arc<SqliteStore>, String> {
+    SqliteStore::open(&db.database)
+        .await
+        .map(Arc::new)
+        .map_err(|e| format!("cannot open {}: {e}", db.database))
+}
+
+async fn keys(k: KeysCommand) -> CliResult {
+    match k {
+        KeysCommand::Create {
+            name,
+            scopes,
+            broker,
+            access_ttl,
+            session_ttl,
+            idle_timeout,
+            db,
+        } => {
+            let store = open_store(&db).await?;
+            let key = apikey::generate(&mut rand::rng());
+            let policy = SessionPolicy {
+                access_ttl,
+                session_ttl,
+                idle_timeout,
+            };
+            if access_ttl < keygate::session::MIN_ACCESS_TTL
+                || session_ttl < access_ttl
+                || idle_timeout <= 0
+            {
+                return Err(
+                    "need access_ttl >= 60, session_ttl >= access_ttl and idle_timeout > 0".into(),
+                );
+            }
+            store
+                .insert_api_key(ApiKeyRecord {
+                    id: key.id.clone(),
+                    name,
+                    secret: key.secret.clone(),
+                    scopes: scopes
+                        .split([' ', ','])
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_owned)
+                        .collect(),
+                    can_broker: broker,
+                    policy,
+                    created_at: SystemClock.now(),
+                    revoked_at: None,
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+            eprintln!("API key created. The secret is shown once: store it now (e.g. in .env).");
+            println!("USER_API_KEY={}", key.id);
+            println!("USER_API_SECRET={}", key.secret.reveal());
+            Ok(())
+        }
+        KeysCommand::List(db) => {
+            let store = open_store(&db).await?;
+            for k in store.api_keys().await.map_err(|e| e.to_string())? {
+                println!(
+                    "{}\t{}\t{}\tscopes={}\tbroker={}\t{}",
+                    k.id,
+                    k.name,
+                    format_rfc3339(k.created_at),
+                    k.scopes.join(","),
+                    k.can_broker,
+                    k.revoked_at.map_or("active".to_owned(), |t| format!(
+                        "revoked {}",
+                        format_rfc3339(t)
+                    )),
+                );
+            }
+            Ok(())
+        }
+        KeysCommand::Revoke { id, db } => {
+            let store = open_store(&db).await?;
+            if store
+                .revoke_api_key(&id, SystemClock.now())
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                println!("revoked {id} and every session made through it");
+                Ok(())
+            } else {
+                Err(format!("no live key {id}"))
+            }
+        }
+    }
+}
+
+async fn sessions(s: SessionsCommand) -> CliResult {
+    match s {
+        SessionsCommand::List { identity, db } => {
+            let identity = Identity::parse(&identity)
+                .map_err(|e| e.to_string())?
+                .to_string();
+            let store = open_store(&db).await?;
+            for s in store
+                .sessions_of(&identity)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                let state = match s.check(SystemClock.now()) {
+                    Ok(()) => "active".to_owned(),
+                    Err(e) => e.code().to_owned(),
+                };
+                println!(
+                    "{}\t{}\tcreated {}\texpires {}\t{}\t{}",
+                    s.id,
+                    s.api_key,
+                    format_rfc3339(s.created_at),
+                    format_rfc3339(s.expires_at),
+                    s.client_id.as_deref().unwrap_or("-"),
+                    state
+                );
+            }
+            Ok(())
+        }
+        SessionsCommand::Revoke {
+            identity,
+            session,
+            db,
+        } => {
+            let identity = Identity::parse(&identity)
+                .map_err(|e| e.to_string())?
+                .to_string();
+            let store = open_store(&db).await?;
+            let which = match &session {
+                Some(id) => Revoke::One {
+                    subject: &identity,
+                    id,
+                },
+                None => Revoke::AllOf { subject: &identity },
+            };
+            let n = store
+                .revoke_sessions(which, SystemClock.now())
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("revoked {n} session(s)");
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! The Provider: an app's backend that brokers tokens for its users. It holds the
+//! app's user-group API key, relays the Hub's challenge to the user and the user's
+//! signature back, and never sees a private key.
+//!
+//! The Hub is either in this process (`keygate serve`) or remote (`keygate
+//! provider --hub-url ws://…`), reached over WebSocket for the socket flow and over
+//! HTTP for the rest.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use serde::Deserialize;
+use warp::filters::BoxedFilter;
+use warp::http::{HeaderMap, StatusCode};
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+use crate::challenge::{self, IssuedChallenge};
+use crate::client::{self, HubClient, WsStream};
+use crate::error::Error;
+use crate::http::{error_response, header_str, json_body, reply};
+use crate::hub::routes::{ChallengeBody, client_meta};
+use crate::hub::{ClientMeta, Hub, IssuedToken, SignedChallenge, TokenOptions};
+use crate::identity::Identity;
+use crate::signin::{self, ClientFrame, LocalSignIn, ServerFrame, SignInBackend};
+use crate::store::ApiKeyRecord;
+use crate::time::{format_rfc3339, parse_rfc3339};
+
+/// How the Provider reaches its Hub.
+pub enum HubLink {
+    Local { hub: Arc<Hub>, app: ApiKeyRecord },
+    Remote(HubClient),
+}
+
+pub struct Provider {
+    link: HubLink,
+    /// Public origins, first one the default audience.
+    origins: Vec<String>,
+    web_root: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChallengeQuery {
+    id: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct TokenRequest {
+    id: String,
+    challenge: String,
+    sig: String,
+    #[serde(flatten)]
+    options: TokenOptions,
+}
+
+impl Provider {
+    pub fn new(link: HubLink, origins: Vec<String>, web_root: Option<PathBuf>) -> Self {
+        Provider {
+            link,
+            origins,
+            web_root,
+        }
+    }
+
+    pub fn origins(&self) -> &[String] {
+        &self.origins
+    }
+
+    /// The audience of a request: its `Origin` when that is one of ours (else 403);
+    /// with no `Origin` (a CLI, a backend, a same-origin GET), the configured origin
+    /// whose host matches `Host`, or the first one.
+    pub fn audience(&self, headers: &HeaderMap) -> Result<String, Error> {
+        if let Some(origin) = headers.get("origin") {
+            let origin = origin.to_str().map_err(|_| Error::ForbiddenOrigin)?;
+            return self
+                .origins
+                .iter()
+                .find(|o| o.as_str() == origin)
+                .cloned()
+                .ok_or(Error::ForbiddenOrigin);
+        }
+        let host = header_str(headers, "host");
+        let by_host = host.and_then(|h| {
+            self.origins.iter().find(|o| {
+                o.split_once("://")
+                    .is_some_and(|(_, authority)| authority == h)
+            })
+        });
+        by_host
+            .or(self.origins.first())
+            .cloned()
+            .ok_or(Error::ForbiddenOrigin)
+    }
+
+    async fn challenge(&self, id: &str, audience: &str) -> Result<IssuedChallenge, Error> {
+        match &self.link {
+            HubLink::Local { hub, app } => hub.challenge(app, id, Some(audience)),
+            HubLink::Remote(client) => {
+                Identity::parse(id)?;
+                Ok(client.challenge(id, Some(audience)).await?)
+            }
+        }
+    }
+
+    async fn token(
+        &self,
+        req: TokenRequest,
+        audience: &str,
+        meta: ClientMeta,
+    ) -> Result<IssuedToken, Error> {
+        match &self.link {
+            HubLink::Local { hub, app } => {
+                let signed = SignedChallenge {
+                    pubkey: &req.id,
+                    challenge: &req.challenge,
+                    sig: &req.sig,
+                };
+                hub.redeem(app, signed, &req.options, Some(audience), meta)
+                    .await
+            }
+            HubLink::Remote(client) => {
+                // The Hub checks that it issued the challenge; we check that it was
+                // issued for this origin.
+                let identity = Identity::parse(&req.id)?;
+                challenge::check_addressed_to(&req.challenge, audience, &identity)?;
+                Ok(client
+                    .token(&req.id, &req.challenge, &req.sig, &req.options)
+                    .await?)
+            }
+        }
+    }
+}
+
+/// Sign-in relayed to a remote Hub's `/v1/ws/token`.
+struct RemoteSignIn {
+    client: HubClient,
+    audience: String,
+    socket: Option<WsStream>,
+}
+
+impl SignInBackend for RemoteSignIn {
+    fn begin(&mut self, mut frame: ClientFrame) -> BoxFuture<'_, Result<IssuedChallenge, Error>> {
+        async move {
+            let pubkey = frame
+                .pubkey
+                .as_deref()
+                .ok_or_else(|| Error::bad_request("a token request needs a pubkey"))?;
+            Identity::parse(pubkey)?;
+            frame.audience = Some(self.audience.clone());
+            let mut ws = self.client.connect_ws().await?;
+            let answer = client::exchange(&mut ws, &frame).await?;
+            self.socket = Some(ws);
+            match answer {
+                ServerFrame::Challenge { value, expires_at } => Ok(IssuedChallenge {
+                    expires_at: parse_rfc3339(&expires_at).unwrap_or_default(),
+                    text: value,
+                }),
+                _ => Err(Error::Unavailable),
+            }
+        }
+        .boxed()
+    }
+
+    fn finish(&mut self, sig: String) -> BoxFuture<'_, Result<IssuedToken, Error>> {
+        async move {
+            let mut ws = self.socket.take().ok_or(Error::Unavailable)?;
+            let frame = ClientFrame {
+                kind: "challenge".into(),
+                sig: Some(sig),
+                ..Default::default()
+            };
+            let answer = client::exchange(&mut ws, &frame).await;
+            let _ = futures_util::SinkExt::close(&mut ws).await;
+            match answer? {
+                ServerFrame::Token {
+                    value,
+                    token_type,
+                    expires_at,
+                    expires_in,
+                    session_id,
+                    refresh_token,
+                } => Ok(IssuedToken {
+                    token: value,
+                    token_type,
+                    expires_at,
+                    expires_in,
+                    session_id,
+                    refresh_token,
+                }),
+                _ => Err(Error::Unavailable),
+            }
+        }
+        .boxed()
+    }
+}
+
+fn with_provider(
+    p: Arc<Provider>,
+) -> impl Filter<Extract = (Arc<Provider>,), Error = std::convert::Infallible> + Clone {
+    warp::any().map(move || p.clone())
+}
+
+/// The Provider's routes: `/ws/userauth`, `/api/token`, the web demo at `/`, and in
+/// split mode the user endpoints forwarded to the Hub.
+pub fn routes(provider: Arc<Provider>) -> BoxedFilter<(Response,)> {
+    let ws = warp::path!("ws" / "userauth")
+        .and(warp::ws())
+        .and(with_provider(provider.clone()))
+        .and(warp::header::headers_cloned())
+        .and(client_meta())
+        .map(
+            |ws: warp::ws::Ws, p: Arc<Provider>, headers: HeaderMap, meta: ClientMeta| {
+                let audience = match p.audience(&headers) {
+                    Ok(a) => a,
+                    Err(e) => return error_response(&e),
+                };
+                let ws = ws
+                    .max_message_size(signin::MAX_FRAME)
+                    .max_frame_size(signin::MAX_FRAME);
+                match &p.link {
+                    HubLink::Local { hub, app } => {
+                        let backend =
+                            LocalSignIn::new(hub.clone(), app.clone(), Some(audience), meta);
+                        ws.on_upgrade(move |s| signin::serve(s, backend))
+                            .into_response()
+                    }
+                    HubLink::Remote(client) => {
+                        let backend = RemoteSignIn {
+                            client: client.clone(),
+                            audience,
+                            socket: None,
+                        };
+                        ws.on_upgrade(move |s| signin::serve(s, backend))
+                            .into_response()
+                    }
+                }
+            },
+        );
+
+    let get_challenge = warp::path!("api" / "token")
+        .and(warp::get())
+        .and(with_provider(provider.clone()))
+        .and(warp::header::headers_cloned())
+        .and(
+            warp::query::<ChallengeQuery>()
+                .map(Some)
+                .or(warp::any().map(|| None))
+                .unify(),
+        )
+        .then(
+            |p: Arc<Provider>, headers: HeaderMap, q: Option<ChallengeQuery>| async move {
+                reply(
+                    async {
+                        let audience = p.audience(&headers)?;
+                        let q =
+                            q.ok_or_else(|| Error::bad_request("pass the identity as ?id=…"))?;
+                        let c = p.challenge(&q.id, &audience).await?;
+                        Ok(ChallengeBody {
+                            challenge: c.text,
+                            expires_at: format_rfc3339(c.expires_at),
+                        })
+                    }
+                    .await,
+                )
+            },
+        );
+
+    let post_token = warp::path!("api" / "token")
+        .and(warp::post())
+        .and(with_provider(provider.clone()))
+        .and(warp::header::headers_cloned())
+        .and(client_meta())
+        .and(json_body::<TokenRequest>())
+        .then(
+            |p: Arc<Provider>,
+             headers: HeaderMap,
+             meta: ClientMeta,
+             body: Result<TokenRequest, Error>| async move {
+                reply(
+                    async {
+                        let audience = p.audience(&headers)?;
+                        p.token(body?, &audience, meta).await
+                    }
+                    .await,
+                )
+            },
+        );
+
+    let api = ws.or(get_challenge).unify().or(post_token).unify().boxed();
+    let api = match &provider.link {
+        HubLink::Local { .. } => api,
+        HubLink::Remote(_) => api.or(forwarded(provider.clone())).unify().boxed(),
+    };
+    api.or(static_files(provider.web_root.clone()))
+        .unify()
+        .boxed()
+}
+
+/// Split mode: the user endpoints answered on the Provider's origin by the Hub.
+fn forwarded(provider: Arc<Provider>) -> BoxedFilter<(Response,)> {
+    warp::path("v1")
+        .and(warp::path::full())
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .and(warp::method())
+        .and(warp::header::headers_cloned())
+        .and(warp::body::content_length_limit(crate::http::MAX_BODY))
+        .and(warp::body::bytes())
+        .and(with_provider(provider))
+        .then(
+            |path: warp::path::FullPath,
+             query: String,
+             method: warp::http::Method,
+             headers: HeaderMap,
+             body: warp::hyper::body::Bytes,
+             p: Arc<Provider>| async move {
+                let path = path.as_str();
+                let allowed = matches!(
+                    path,
+                    "/v1/whoami" | "/v1/token/refresh" | "/v1/sessions" | "/v1/logout"
+                ) || path
+                    .strip_prefix("/v1/sessions/")
+                    .is_some_and(crate::session::valid_id);
+                let HubLink::Remote(client) = &p.link else {
+                    return error_response(&Error::NotFound);
+                };
+                if !allowed {
+                    return error_response(&Error::NotFound);
+                }
+                let target = if query.is_empty() {
+                    path.to_owned()
+                } else {
+                    format!("{path}?{query}")
+                };
+                let method = reqwest::Method::from_bytes(method.as_str().as_bytes())
+                    .unwrap_or(reqwest::Method::GET);
+                match client
+                    .forward(method, &target, &headers, body.to_vec())
+                    .await
+                {
+                    Ok((status, bytes)) => {
+                        let mut res = Response::new(bytes.into());
+                        *res.status_mut() =
+                            StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+                        let h = res.headers_mut();
+                        h.insert(
+                            "content-type",
+                            warp::http::HeaderValue::from_static("application/json"),
+                        );
+                        h.insert(
+                            "cache-control",
+                            warp::http::HeaderValue::from_static("no-store"),
+                        );
+                        res
+                    }
+                    Err(e) => error_response(&e.into()),
+                }
+            },
+        )
+        .boxed()
+}
+
+const PLACEHOLDER: &str = "<!doctype html><meta charset=utf-8><title>keygate</title>\
+<h1>keygate is running</h1><p>Sign in over <code>/ws/userauth</code> or <code>/api/token</code>.</p>";
+
+fn static_files(web_root: Option<PathBuf>) -> BoxedFilter<(Response,)> {
+    match web_root {
+        Some(dir) if dir.is_dir() => warp::get()
+            .and(warp::fs::dir(dir))
+            .map(|f: warp::fs::File| {
+                let mut res = f.into_response();
+                res.headers_mut().insert(
+                    "x-content-type-options",
+                    warp::http::HeaderValue::from_static("nosniff"),
+                );
+                res
+            })
+            .boxed(),
+        _ => warp::get()
+            .and(warp::path::end())
+            .map(|| warp::reply::html(PLACEHOLDER).into_response())
+            .boxed(),
+    }
+}

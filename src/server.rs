@@ -1,0 +1,299 @@
+//! Assembles and runs the servers: `serve` (Hub and Provider in one process),
+//! `hub`, and `provider`. Used by the CLI and by the integration tests, which start
+//! real servers on `127.0.0.1:0`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use warp::Filter;
+
+use crate::apikey::{self, ApiSecret};
+use crate::challenge;
+use crate::client::HubClient;
+use crate::error::Error;
+use crate::hub::{Hub, HubConfig};
+use crate::provider::{HubLink, Provider};
+use crate::session::SessionPolicy;
+use crate::store::{ApiKeyRecord, SqliteStore, Store};
+use crate::time::{Clock, SystemClock};
+
+/// Name under which `serve` remembers the key it provisioned for its Provider.
+const BUILTIN_PROVIDER_KEY: &str = "builtin_provider_api_key";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Hub and Provider in one process on one port.
+    Serve,
+    Hub,
+    Provider,
+}
+
+pub struct Options {
+    pub mode: Mode,
+    pub listen: SocketAddr,
+    /// `sqlite://path` (Hub modes).
+    pub database: String,
+    /// The tokens' `iss`; by default `http://localhost:<port>`.
+    pub issuer: Option<String>,
+    /// The Provider's public origins; by default `http://localhost:<port>` and
+    /// `http://127.0.0.1:<port>`.
+    pub origins: Vec<String>,
+    pub web_root: Option<PathBuf>,
+    pub challenge_ttl: i64,
+    /// The Provider's user-group key (`USER_API_KEY`, `USER_API_SECRET`).
+    pub user_api_key: Option<(String, ApiSecret)>,
+    /// Provider mode: the Hub's URL (`ws://…`).
+    pub hub_url: Option<String>,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Options {
+    pub fn new(mode: Mode, listen: SocketAddr, database: impl Into<String>) -> Self {
+        Options {
+            mode,
+            listen,
+            database: database.into(),
+            issuer: None,
+            origins: Vec::new(),
+            web_root: None,
+            challenge_ttl: challenge::DEFAULT_TTL,
+            user_api_key: None,
+            hub_url: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("database: {0}")]
+    Store(#[from] crate::store::StoreError),
+    #[error("{0}")]
+    Config(String),
+    #[error("hub: {0}")]
+    Hub(Error),
+}
+
+/// A running server.
+pub struct Running {
+    pub addr: SocketAddr,
+    pub hub: Option<Arc<Hub>>,
+    pub store: Option<SqliteStore>,
+    /// The API key id the Provider uses.
+    pub provider_key: Option<String>,
+    pub origins: Vec<String>,
+    pub issuer: Option<String>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+    background: Vec<JoinHandle<()>>,
+}
+
+impl Running {
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// Stops accepting, lets requests in flight finish, and closes the store.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
+        for t in &self.background {
+            t.abort();
+        }
+        if let Some(store) = &self.store {
+            store.close().await;
+        }
+    }
+
+    /// Runs until `signal` completes, then stops.
+    pub async fn run_until(self, signal: impl std::future::Future<Output = ()>) {
+        signal.await;
+        self.stop().await;
+    }
+}
+
+/// Starts a server as `opts` says and returns once it is listening.
+pub async fn start(opts: Options) -> Result<Running, StartError> {
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|e| StartError::Bind(opts.listen, e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Bind(opts.listen, e))?;
+    let origins = if opts.origins.is_empty() {
+        vec![
+            format!("http://localhost:{}", addr.port()),
+            format!("http://127.0.0.1:{}", addr.port()),
+        ]
+    } else {
+        opts.origins.clone()
+    };
+    if let Some(bad) = origins
+        .iter()
+        .find(|o| !challenge::valid_audience(o) || !o.contains("://"))
+    {
+        return Err(StartError::Config(format!("not an origin: {bad:?}")));
+    }
+    let issuer = opts
+        .issuer
+        .clone()
+        .unwrap_or_else(|| format!("http://localhost:{}", addr.port()));
+
+    let mut background = Vec::new();
+    let (hub, store) = match opts.mode {
+        Mode::Serve | Mode::Hub => {
+            let store = SqliteStore::open(&opts.database).await?;
+            let config = HubConfig {
+                issuer: issuer.clone(),
+                challenge_ttl: opts.challenge_ttl,
+            };
+            let hub = Hub::open(Arc::new(store.clone()), opts.clock.clone(), config)
+                .await
+                .map_err(StartError::Hub)?;
+            background.push(spawn_purger(store.clone(), opts.clock.clone()));
+            (Some(Arc::new(hub)), Some(store))
+        }
+        Mode::Provider => (None, None),
+    };
+
+    let mut provider_key = None;
+    let routes = match opts.mode {
+        Mode::Hub => crate::hub::routes::routes(hub.clone().expect("hub mode has a hub")),
+        Mode::Serve => {
+            let hub = hub.clone().expect("serve mode has a hub");
+            let app = provider_app(&hub, opts.user_api_key.as_ref()).await?;
+            provider_key = Some(app.id.clone());
+            let provider = Provider::new(
+                HubLink::Local {
+                    hub: hub.clone(),
+                    app,
+                },
+                origins.clone(),
+                opts.web_root.clone(),
+            );
+            crate::hub::routes::routes(hub)
+                .or(crate::provider::routes(Arc::new(provider)))
+                .unify()
+                .boxed()
+        }
+        Mode::Provider => {
+            let (id, secret) = opts.user_api_key.clone().ok_or_else(|| {
+                StartError::Config("a provider needs USER_API_KEY and USER_API_SECRET".into())
+            })?;
+            let url = opts
+                .hub_url
+                .as_deref()
+                .ok_or_else(|| StartError::Config("a provider needs --hub-url (HUB_URL)".into()))?;
+            let client =
+                HubClient::new(url, &id, secret).map_err(|e| StartError::Config(e.to_string()))?;
+            provider_key = Some(id);
+            let provider = Provider::new(
+                HubLink::Remote(client),
+                origins.clone(),
+                opts.web_root.clone(),
+            );
+            crate::provider::routes(Arc::new(provider))
+        }
+    };
+    let routes = routes
+        .recover(crate::http::recover)
+        .unify()
+        .with(warp::log::custom(|info| {
+            tracing::debug!(
+                method = %info.method(),
+                path = info.path(),
+                status = info.status().as_u16(),
+                micros = info.elapsed().as_micros() as u64,
+                "request"
+            );
+        }));
+
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = warp::serve(routes).incoming(listener).graceful(async move {
+        let _ = rx.await;
+    });
+    let task = tokio::spawn(server.run());
+    Ok(Running {
+        addr,
+        hub,
+        store,
+        provider_key,
+        origins,
+        issuer: matches!(opts.mode, Mode::Serve | Mode::Hub).then_some(issuer),
+        shutdown: Some(tx),
+        task,
+        background,
+    })
+}
+
+/// The key `serve`'s Provider uses: `USER_API_KEY`/`USER_API_SECRET` when given
+/// (and present in this store), else one provisioned on first start.
+async fn provider_app(
+    hub: &Hub,
+    configured: Option<&(String, ApiSecret)>,
+) -> Result<ApiKeyRecord, StartError> {
+    if let Some((id, secret)) = configured {
+        return hub.api_key_with_secret(id, secret).await.map_err(|_| {
+            StartError::Config(format!(
+                "USER_API_KEY {id} with this USER_API_SECRET is not a live key in this database \
+                 (create one with `keygate keys create`, or unset both to use the built-in key)"
+            ))
+        });
+    }
+    let fresh = apikey::generate(&mut rand::rng());
+    let now = hub.now();
+    let chosen = hub
+        .store()
+        .secret_or_insert(BUILTIN_PROVIDER_KEY, fresh.id.clone().into_bytes(), now)
+        .await?;
+    let chosen = String::from_utf8(chosen)
+        .map_err(|_| StartError::Config("corrupt built-in key id".into()))?;
+    if chosen == fresh.id {
+        hub.store()
+            .insert_api_key(ApiKeyRecord {
+                id: fresh.id.clone(),
+                name: "keygate serve built-in provider".into(),
+                secret: fresh.secret,
+                scopes: Vec::new(),
+                can_broker: false,
+                policy: SessionPolicy::default(),
+                created_at: now,
+                revoked_at: None,
+            })
+            .await?;
+        tracing::info!(
+            key = %fresh.id,
+            "provisioned the built-in provider's user-group API key (its secret stays in the database)"
+        );
+    }
+    hub.live_api_key(&chosen).await.map_err(|_| {
+        StartError::Config(format!(
+            "the built-in provider key {chosen} has been revoked; set USER_API_KEY and USER_API_SECRET"
+        ))
+    })
+}
+
+/// Deletes spent nonces once their challenges have expired anyway.
+fn spawn_purger(store: SqliteStore, clock: Arc<dyn Clock>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            if let Err(e) = store.purge_expired(clock.now() - challenge::MAX_TTL).await {
+                tracing::warn!(error = %e, "purge of expired nonces failed");
+            }
+        }
+    })
+}

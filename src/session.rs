@@ -1,0 +1,119 @@
+//! Sessions and their secrets: ids, refresh tokens, lifetimes.
+//!
+//! A session is what a sign-in creates; every access token names one (`sid`).
+//! Refresh tokens are opaque 256-bit secrets stored only as SHA-256 hashes.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+
+use crate::time::UnixTime;
+
+/// Default lifetime of an access token.
+pub const DEFAULT_ACCESS_TTL: i64 = 3600;
+/// Default absolute lifetime of a session.
+pub const DEFAULT_SESSION_TTL: i64 = 10 * 3600;
+/// Default idle timeout: a session unused (no refresh, no sign-in renewal) for this
+/// long ends.
+pub const DEFAULT_IDLE_TIMEOUT: i64 = 4 * 3600;
+/// Shortest access token lifetime a request may ask for.
+pub const MIN_ACCESS_TTL: i64 = 60;
+const REFRESH_PREFIX: &str = "kgr_";
+
+/// Lifetimes that an API key sets for the sessions made through it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SessionPolicy {
+    /// Access token lifetime when a request asks for none, and the most it may ask.
+    pub access_ttl: i64,
+    /// Absolute session lifetime.
+    pub session_ttl: i64,
+    /// Idle timeout.
+    pub idle_timeout: i64,
+}
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        SessionPolicy {
+            access_ttl: DEFAULT_ACCESS_TTL,
+            session_ttl: DEFAULT_SESSION_TTL,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+        }
+    }
+}
+
+impl SessionPolicy {
+    /// When an access token minted now expires: the requested `expiration` (seconds)
+    /// honoured up to the key's maximum, and never past the session's end.
+    pub fn access_expiry(
+        &self,
+        requested: Option<i64>,
+        now: UnixTime,
+        session_expires_at: UnixTime,
+    ) -> UnixTime {
+        let ttl = requested
+            .unwrap_or(self.access_ttl)
+            .clamp(MIN_ACCESS_TTL, self.access_ttl.max(MIN_ACCESS_TTL));
+        (now + ttl).min(session_expires_at)
+    }
+}
+
+/// A fresh random identifier (session id, token id): 128 bits, base64url.
+pub fn random_id<R: rand::CryptoRng + ?Sized>(rng: &mut R) -> String {
+    let mut b = [0u8; 16];
+    rng.fill_bytes(&mut b);
+    URL_SAFE_NO_PAD.encode(b)
+}
+
+/// Whether a string has the shape of an id made by [`random_id`].
+pub fn valid_id(s: &str) -> bool {
+    s.len() == 22
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A new opaque bearer secret (refresh token, brokered token id): 256 bits.
+pub fn new_secret_token<R: rand::CryptoRng + ?Sized>(rng: &mut R) -> String {
+    let mut b = [0u8; 32];
+    rng.fill_bytes(&mut b);
+    let mut s = String::with_capacity(REFRESH_PREFIX.len() + 43);
+    s.push_str(REFRESH_PREFIX);
+    URL_SAFE_NO_PAD.encode_string(b, &mut s);
+    s
+}
+
+/// The only form in which bearer secrets are stored.
+pub fn hash_secret(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn access_expiry_is_bounded_by_key_and_session() {
+        let p = SessionPolicy::default();
+        let now = 1_000_000;
+        assert_eq!(p.access_expiry(None, now, now + 36_000), now + 3600);
+        assert_eq!(p.access_expiry(Some(600), now, now + 36_000), now + 600);
+        assert_eq!(
+            p.access_expiry(Some(1_000_000), now, now + 36_000),
+            now + 3600
+        );
+        assert_eq!(p.access_expiry(Some(1), now, now + 36_000), now + 60);
+        assert_eq!(p.access_expiry(None, now, now + 100), now + 100);
+    }
+
+    #[test]
+    fn secrets_and_ids() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let id = random_id(&mut rng);
+        assert!(valid_id(&id));
+        assert!(!valid_id("short"));
+        let t = new_secret_token(&mut rng);
+        assert!(t.starts_with("kgr_") && t.len() == 47);
+        assert_ne!(t, new_secret_token(&mut rng));
+        assert_eq!(hash_secret(&t), hash_secret(&t.clone()));
+    }
+}

@@ -1,0 +1,227 @@
+//! Durable state: API keys, server secrets, sessions, refresh tokens, used nonces.
+//!
+//! [`Store`] is the interface the Hub needs; `sqlite` implements it on an embedded
+//! database. The sign-in hot path ([`Store::redeem`]) is group-committed: every
+//! redemption waiting at a moment shares one transaction and one fsync, and each
+//! caller learns its own outcome only after that commit is durable.
+
+use futures_util::future::BoxFuture;
+
+use crate::apikey::ApiSecret;
+use crate::session::SessionPolicy;
+use crate::time::UnixTime;
+
+pub mod sqlite;
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached or is overloaded: a 503, never a token.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Internal(String),
+    #[error("already exists")]
+    Conflict,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                StoreError::Unavailable(e.to_string())
+            }
+            sqlx::Error::Database(ref d) if d.is_unique_violation() => StoreError::Conflict,
+            sqlx::Error::Database(ref d)
+                if d.message().contains("locked") || d.message().contains("busy") =>
+            {
+                StoreError::Unavailable(e.to_string())
+            }
+            e => StoreError::Internal(e.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for crate::Error {
+    fn from(e: StoreError) -> Self {
+        tracing::error!(error = %e, "store error");
+        match e {
+            StoreError::Unavailable(_) => crate::Error::Unavailable,
+            StoreError::Internal(_) | StoreError::Conflict => crate::Error::Internal,
+        }
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// An app's API key as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub id: String,
+    pub name: String,
+    pub secret: ApiSecret,
+    /// Scopes tokens made through this key may carry.
+    pub scopes: Vec<String>,
+    /// May create brokered token ids.
+    pub can_broker: bool,
+    pub policy: SessionPolicy,
+    pub created_at: UnixTime,
+    pub revoked_at: Option<UnixTime>,
+}
+
+/// A signing key as stored (the 32-byte Ed25519 seed).
+#[derive(Clone)]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    pub secret: [u8; 32],
+    pub created_at: UnixTime,
+    pub retired_at: Option<UnixTime>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewSession {
+    pub id: String,
+    pub subject: String,
+    pub api_key: String,
+    pub client_id: Option<String>,
+    pub scope: String,
+    pub created_at: UnixTime,
+    pub expires_at: UnixTime,
+    pub idle_timeout: i64,
+    pub user_agent: Option<String>,
+    pub address: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    pub id: String,
+    pub subject: String,
+    pub api_key: String,
+    pub client_id: Option<String>,
+    pub scope: String,
+    pub created_at: UnixTime,
+    pub last_used_at: UnixTime,
+    pub expires_at: UnixTime,
+    pub idle_timeout: i64,
+    pub revoked_at: Option<UnixTime>,
+    pub user_agent: Option<String>,
+    pub address: Option<String>,
+}
+
+impl SessionRecord {
+    /// Whether the session may still be used at `now`.
+    pub fn check(&self, now: UnixTime) -> Result<(), crate::Error> {
+        if self.revoked_at.is_some() {
+            Err(crate::Error::SessionRevoked)
+        } else if now >= self.expires_at || now >= self.last_used_at + self.idle_timeout {
+            Err(crate::Error::SessionExpired)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// Everything a successful sign-in writes, atomically.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redemption {
+    /// The challenge's nonce id: recorded so that it can be redeemed once.
+    pub nonce_id: [u8; 16],
+    pub nonce_expires_at: UnixTime,
+    pub session: NewSession,
+    /// Hash of a new refresh token and the client it is bound to.
+    pub refresh: Option<([u8; 32], String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedeemOutcome {
+    Created,
+    ChallengeUsed,
+    ApiKeyRevoked,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    /// The old token is spent, the new one stored; here is the session.
+    Rotated(SessionRecord),
+    /// Unknown token, or bound to another client.
+    Invalid,
+    /// A spent token was presented again: the session is now revoked.
+    Reused,
+    Revoked,
+    Expired,
+}
+
+/// Which sessions a revocation ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revoke<'a> {
+    One { subject: &'a str, id: &'a str },
+    AllOf { subject: &'a str },
+    AllOfExcept { subject: &'a str, keep: &'a str },
+    ApiKey { id: &'a str },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RevocationEvent {
+    pub seq: i64,
+    pub session_id: String,
+    pub revoked_at: UnixTime,
+    /// After this the session's tokens have expired anyway.
+    pub expires_at: UnixTime,
+}
+
+/// The state behind a Hub.
+pub trait Store: Send + Sync + 'static {
+    /// A server secret by name, created from `fresh` if absent (first writer wins).
+    fn secret_or_insert(
+        &self,
+        name: &str,
+        fresh: Vec<u8>,
+        now: UnixTime,
+    ) -> BoxFuture<'_, StoreResult<Vec<u8>>>;
+
+    fn signing_keys(&self) -> BoxFuture<'_, StoreResult<Vec<SigningKeyRecord>>>;
+    fn insert_signing_key(&self, key: SigningKeyRecord) -> BoxFuture<'_, StoreResult<()>>;
+
+    fn insert_api_key(&self, key: ApiKeyRecord) -> BoxFuture<'_, StoreResult<()>>;
+    fn api_key(&self, id: &str) -> BoxFuture<'_, StoreResult<Option<ApiKeyRecord>>>;
+    fn api_keys(&self) -> BoxFuture<'_, StoreResult<Vec<ApiKeyRecord>>>;
+    /// Revokes a key and every session made through it. False if no live key.
+    fn revoke_api_key(&self, id: &str, now: UnixTime) -> BoxFuture<'_, StoreResult<bool>>;
+
+    /// Records a sign-in: spends the nonce and stores the session (and refresh
+    /// token) in one durable transaction, unless the nonce was already spent or the
+    /// API key has been revoked.
+    fn redeem(&self, r: Redemption) -> BoxFuture<'_, StoreResult<RedeemOutcome>>;
+
+    fn session(&self, id: &str) -> BoxFuture<'_, StoreResult<Option<SessionRecord>>>;
+    fn sessions_of(&self, subject: &str) -> BoxFuture<'_, StoreResult<Vec<SessionRecord>>>;
+    /// Marks a session used now (sign-in renewal).
+    fn touch_session(&self, id: &str, now: UnixTime) -> BoxFuture<'_, StoreResult<()>>;
+    /// Revokes sessions; returns how many were live.
+    fn revoke_sessions<'a>(
+        &'a self,
+        which: Revoke<'a>,
+        now: UnixTime,
+    ) -> BoxFuture<'a, StoreResult<u64>>;
+
+    /// Spends refresh token `old` (if bound to `client_id`) and stores `new` in its
+    /// place, atomically; a spent token presented again revokes the session.
+    fn rotate_refresh_token<'a>(
+        &'a self,
+        old: [u8; 32],
+        client_id: &'a str,
+        new: [u8; 32],
+        now: UnixTime,
+    ) -> BoxFuture<'a, StoreResult<RefreshOutcome>>;
+
+    /// The revocation feed after cursor `since`, oldest first, at most `limit`.
+    fn revocations_since(
+        &self,
+        since: i64,
+        limit: u32,
+    ) -> BoxFuture<'_, StoreResult<Vec<RevocationEvent>>>;
+
+    /// Deletes nonces and feed entries that can no longer matter.
+    fn purge_expired(&self, now: UnixTime) -> BoxFuture<'_, StoreResult<u64>>;
+}

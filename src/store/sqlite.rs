@@ -1,0 +1,590 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`, so a
+//! committed sign-in survives a power cut.
+//!
+//! One connection writes and several read. Sign-ins reach the writer through a
+//! channel and are committed in groups: the writer drains whatever is waiting (up to
+//! [`MAX_BATCH`]) into one transaction, so N concurrent sign-ins cost one fsync,
+//! not N. Other writes take the same single write connection in turn.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use tokio::sync::{mpsc, oneshot};
+
+use super::*;
+use crate::apikey::ApiSecret;
+
+/// Most sign-ins committed in one transaction.
+pub const MAX_BATCH: usize = 512;
+const READERS: u32 = 4;
+
+struct Job {
+    redemption: Redemption,
+    reply: oneshot::Sender<StoreResult<RedeemOutcome>>,
+}
+
+/// The SQLite store. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStore {
+    write: SqlitePool,
+    read: SqlitePool,
+    jobs: mpsc::Sender<Job>,
+}
+
+fn migrator() -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "init".into(),
+        MigrationType::Simple,
+        sqlx::SqlSafeStr::into_sql_str(include_str!("sqlite/0001_init.sql")),
+        false,
+    )])
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` (`sqlite://path` or a plain
+    /// path) and applies migrations.
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let url = if url.starts_with("sqlite:") {
+            url.to_owned()
+        } else {
+            format!("sqlite://{url}")
+        };
+        let opts = SqliteConnectOptions::from_str(&url)
+            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let write = SqlitePoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts.clone())
+            .await?;
+        migrator()
+            .run(&write)
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let read = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await?;
+        let (jobs, rx) = mpsc::channel(MAX_BATCH * 4);
+        tokio::spawn(group_committer(write.clone(), rx));
+        Ok(SqliteStore { write, read, jobs })
+    }
+
+    /// `PRAGMA integrity_check`: "ok" on a healthy file.
+    pub async fn integrity_check(&self) -> StoreResult<String> {
+        Ok(sqlx::query_scalar("PRAGMA integrity_check")
+            .fetch_one(&self.read)
+            .await?)
+    }
+
+    pub async fn close(&self) {
+        self.read.close().await;
+        self.write.close().await;
+    }
+}
+
+async fn group_committer(pool: SqlitePool, mut rx: mpsc::Receiver<Job>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        match commit_batch(&pool, &batch).await {
+            Ok(outcomes) => {
+                for (job, outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = job.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+}
+
+async fn commit_batch(pool: &SqlitePool, batch: &[Job]) -> StoreResult<Vec<RedeemOutcome>> {
+    let mut tx = pool.begin().await?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for job in batch {
+        let r = &job.redemption;
+        let spent = sqlx::query(
+            "INSERT INTO used_nonces (nonce, expires_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(&r.nonce_id[..])
+        .bind(r.nonce_expires_at)
+        .execute(&mut *tx)
+        .await?;
+        if spent.rows_affected() == 0 {
+            outcomes.push(RedeemOutcome::ChallengeUsed);
+            continue;
+        }
+        let s = &r.session;
+        let created = sqlx::query(
+            "INSERT INTO sessions (id, subject, api_key, client_id, scope, created_at, \
+             last_used_at, expires_at, idle_timeout, user_agent, address) \
+             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
+             WHERE EXISTS (SELECT 1 FROM api_keys WHERE id = ? AND revoked_at IS NULL)",
+        )
+        .bind(&s.id)
+        .bind(&s.subject)
+        .bind(&s.api_key)
+        .bind(&s.client_id)
+        .bind(&s.scope)
+        .bind(s.created_at)
+        .bind(s.created_at)
+        .bind(s.expires_at)
+        .bind(s.idle_timeout)
+        .bind(&s.user_agent)
+        .bind(&s.address)
+        .bind(&s.api_key)
+        .execute(&mut *tx)
+        .await?;
+        if created.rows_affected() == 0 {
+            outcomes.push(RedeemOutcome::ApiKeyRevoked);
+            continue;
+        }
+        if let Some((hash, client_id)) = &r.refresh {
+            insert_refresh(&mut tx, hash, &s.id, client_id, s.created_at).await?;
+        }
+        outcomes.push(RedeemOutcome::Created);
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+async fn insert_refresh(
+    tx: &mut Transaction<'_, Sqlite>,
+    hash: &[u8; 32],
+    session_id: &str,
+    client_id: &str,
+    now: UnixTime,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO refresh_tokens (hash, session_id, client_id, created_at) VALUES (?, ?, ?, ?)",
+    )
+    .bind(&hash[..])
+    .bind(session_id)
+    .bind(client_id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+const SESSION_COLUMNS: &str = "id, subject, api_key, client_id, scope, created_at, last_used_at, \
+     expires_at, idle_timeout, revoked_at, user_agent, address";
+
+fn session_from_row(row: &SqliteRow) -> Result<SessionRecord, sqlx::Error> {
+    Ok(SessionRecord {
+        id: row.try_get("id")?,
+        subject: row.try_get("subject")?,
+        api_key: row.try_get("api_key")?,
+        client_id: row.try_get("client_id")?,
+        scope: row.try_get("scope")?,
+        created_at: row.try_get("created_at")?,
+        last_used_at: row.try_get("last_used_at")?,
+        expires_at: row.try_get("expires_at")?,
+        idle_timeout: row.try_get("idle_timeout")?,
+        revoked_at: row.try_get("revoked_at")?,
+        user_agent: row.try_get("user_agent")?,
+        address: row.try_get("address")?,
+    })
+}
+
+fn api_key_from_row(row: &SqliteRow) -> Result<ApiKeyRecord, sqlx::Error> {
+    let secret: Vec<u8> = row.try_get("secret")?;
+    let secret: [u8; 32] = secret
+        .try_into()
+        .map_err(|_| sqlx::Error::Decode("api key secret is not 32 bytes".into()))?;
+    let scopes: String = row.try_get("scopes")?;
+    Ok(ApiKeyRecord {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        secret: ApiSecret::from_bytes(secret),
+        scopes: scopes.split_whitespace().map(str::to_owned).collect(),
+        can_broker: row.try_get::<i64, _>("can_broker")? != 0,
+        policy: SessionPolicy {
+            access_ttl: row.try_get("access_ttl")?,
+            session_ttl: row.try_get("session_ttl")?,
+            idle_timeout: row.try_get("idle_timeout")?,
+        },
+        created_at: row.try_get("created_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
+}
+
+/// Revokes the sessions `UPDATE … WHERE` picks and appends them to the feed.
+async fn revoke_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    which: &Revoke<'_>,
+    now: UnixTime,
+) -> StoreResult<u64> {
+    let query = match which {
+        Revoke::One { subject, id } => sqlx::query(
+            "UPDATE sessions SET revoked_at = ? WHERE revoked_at IS NULL AND subject = ? AND id = ? \
+             RETURNING id, expires_at",
+        )
+        .bind(now)
+        .bind(*subject)
+        .bind(*id),
+        Revoke::AllOf { subject } => sqlx::query(
+            "UPDATE sessions SET revoked_at = ? WHERE revoked_at IS NULL AND subject = ? \
+             RETURNING id, expires_at",
+        )
+        .bind(now)
+        .bind(*subject),
+        Revoke::AllOfExcept { subject, keep } => sqlx::query(
+            "UPDATE sessions SET revoked_at = ? WHERE revoked_at IS NULL AND subject = ? AND id != ? \
+             RETURNING id, expires_at",
+        )
+        .bind(now)
+        .bind(*subject)
+        .bind(*keep),
+        Revoke::ApiKey { id } => sqlx::query(
+            "UPDATE sessions SET revoked_at = ? WHERE revoked_at IS NULL AND api_key = ? \
+             RETURNING id, expires_at",
+        )
+        .bind(now)
+        .bind(*id),
+    };
+    let rows = query.fetch_all(&mut **tx).await?;
+    for row in &rows {
+        let id: String = row.try_get("id")?;
+        let expires_at: i64 = row.try_get("expires_at")?;
+        sqlx::query(
+            "INSERT INTO revocations (session_id, revoked_at, expires_at) VALUES (?, ?, ?)",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(expires_at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(rows.len() as u64)
+}
+
+impl Store for SqliteStore {
+    fn secret_or_insert(
+        &self,
+        name: &str,
+        fresh: Vec<u8>,
+        now: UnixTime,
+    ) -> BoxFuture<'_, StoreResult<Vec<u8>>> {
+        let name = name.to_owned();
+        async move {
+            sqlx::query(
+                "INSERT INTO server_secrets (name, value, created_at) VALUES (?, ?, ?) \
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&name)
+            .bind(fresh)
+            .bind(now)
+            .execute(&self.write)
+            .await?;
+            Ok(
+                sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = ?")
+                    .bind(&name)
+                    .fetch_one(&self.write)
+                    .await?,
+            )
+        }
+        .boxed()
+    }
+
+    fn signing_keys(&self) -> BoxFuture<'_, StoreResult<Vec<SigningKeyRecord>>> {
+        async move {
+            let rows = sqlx::query(
+                "SELECT kid, secret, created_at, retired_at FROM signing_keys ORDER BY created_at",
+            )
+            .fetch_all(&self.read)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    let secret: Vec<u8> = row.try_get("secret")?;
+                    Ok(SigningKeyRecord {
+                        kid: row.try_get("kid")?,
+                        secret: secret.try_into().map_err(|_| {
+                            StoreError::Internal("signing key is not 32 bytes".into())
+                        })?,
+                        created_at: row.try_get("created_at")?,
+                        retired_at: row.try_get("retired_at")?,
+                    })
+                })
+                .collect()
+        }
+        .boxed()
+    }
+
+    fn insert_signing_key(&self, key: SigningKeyRecord) -> BoxFuture<'_, StoreResult<()>> {
+        async move {
+            sqlx::query(
+                "INSERT INTO signing_keys (kid, secret, created_at, retired_at) VALUES (?, ?, ?, ?)",
+            )
+            .bind(&key.kid)
+            .bind(&key.secret[..])
+            .bind(key.created_at)
+            .bind(key.retired_at)
+            .execute(&self.write)
+            .await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn insert_api_key(&self, key: ApiKeyRecord) -> BoxFuture<'_, StoreResult<()>> {
+        async move {
+            sqlx::query(
+                "INSERT INTO api_keys (id, name, secret, scopes, can_broker, access_ttl, \
+                 session_ttl, idle_timeout, created_at, revoked_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&key.id)
+            .bind(&key.name)
+            .bind(&key.secret.as_bytes()[..])
+            .bind(key.scopes.join(" "))
+            .bind(i64::from(key.can_broker))
+            .bind(key.policy.access_ttl)
+            .bind(key.policy.session_ttl)
+            .bind(key.policy.idle_timeout)
+            .bind(key.created_at)
+            .bind(key.revoked_at)
+            .execute(&self.write)
+            .await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn api_key(&self, id: &str) -> BoxFuture<'_, StoreResult<Option<ApiKeyRecord>>> {
+        let id = id.to_owned();
+        async move {
+            let row = sqlx::query("SELECT * FROM api_keys WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&self.read)
+                .await?;
+            Ok(row.as_ref().map(api_key_from_row).transpose()?)
+        }
+        .boxed()
+    }
+
+    fn api_keys(&self) -> BoxFuture<'_, StoreResult<Vec<ApiKeyRecord>>> {
+        async move {
+            let rows = sqlx::query("SELECT * FROM api_keys ORDER BY created_at, id")
+                .fetch_all(&self.read)
+                .await?;
+            Ok(rows
+                .iter()
+                .map(api_key_from_row)
+                .collect::<Result<_, _>>()?)
+        }
+        .boxed()
+    }
+
+    fn revoke_api_key(&self, id: &str, now: UnixTime) -> BoxFuture<'_, StoreResult<bool>> {
+        let id = id.to_owned();
+        async move {
+            let mut tx = self.write.begin().await?;
+            let done = sqlx::query(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+            )
+            .bind(now)
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+            revoke_in(&mut tx, &Revoke::ApiKey { id: &id }, now).await?;
+            tx.commit().await?;
+            Ok(done.rows_affected() == 1)
+        }
+        .boxed()
+    }
+
+    fn redeem(&self, redemption: Redemption) -> BoxFuture<'_, StoreResult<RedeemOutcome>> {
+        async move {
+            let (reply, rx) = oneshot::channel();
+            self.jobs
+                .send(Job { redemption, reply })
+                .await
+                .map_err(|_| StoreError::Unavailable("store is shutting down".into()))?;
+            rx.await
+                .map_err(|_| StoreError::Unavailable("store is shutting down".into()))?
+        }
+        .boxed()
+    }
+
+    fn session(&self, id: &str) -> BoxFuture<'_, StoreResult<Option<SessionRecord>>> {
+        let id = id.to_owned();
+        async move {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?"
+            )))
+            .bind(id)
+            .fetch_optional(&self.read)
+            .await?;
+            Ok(row.as_ref().map(session_from_row).transpose()?)
+        }
+        .boxed()
+    }
+
+    fn sessions_of(&self, subject: &str) -> BoxFuture<'_, StoreResult<Vec<SessionRecord>>> {
+        let subject = subject.to_owned();
+        async move {
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions WHERE subject = ? ORDER BY created_at DESC, id"
+            )))
+            .bind(subject)
+            .fetch_all(&self.read)
+            .await?;
+            Ok(rows
+                .iter()
+                .map(session_from_row)
+                .collect::<Result<_, _>>()?)
+        }
+        .boxed()
+    }
+
+    fn touch_session(&self, id: &str, now: UnixTime) -> BoxFuture<'_, StoreResult<()>> {
+        let id = id.to_owned();
+        async move {
+            sqlx::query("UPDATE sessions SET last_used_at = ? WHERE id = ?")
+                .bind(now)
+                .bind(id)
+                .execute(&self.write)
+                .await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn revoke_sessions<'a>(
+        &'a self,
+        which: Revoke<'a>,
+        now: UnixTime,
+    ) -> BoxFuture<'a, StoreResult<u64>> {
+        async move {
+            let mut tx = self.write.begin().await?;
+            let n = revoke_in(&mut tx, &which, now).await?;
+            tx.commit().await?;
+            Ok(n)
+        }
+        .boxed()
+    }
+
+    fn rotate_refresh_token<'a>(
+        &'a self,
+        old: [u8; 32],
+        client_id: &'a str,
+        new: [u8; 32],
+        now: UnixTime,
+    ) -> BoxFuture<'a, StoreResult<RefreshOutcome>> {
+        async move {
+            let mut tx = self.write.begin().await?;
+            let Some(row) = sqlx::query(
+                "SELECT session_id, client_id, spent_at FROM refresh_tokens WHERE hash = ?",
+            )
+            .bind(&old[..])
+            .fetch_optional(&mut *tx)
+            .await?
+            else {
+                return Ok(RefreshOutcome::Invalid);
+            };
+            let session_id: String = row.try_get("session_id")?;
+            let bound_to: String = row.try_get("client_id")?;
+            let spent_at: Option<i64> = row.try_get("spent_at")?;
+            if bound_to != client_id {
+                return Ok(RefreshOutcome::Invalid);
+            }
+            let session = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?"
+            )))
+            .bind(&session_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(session) = session.as_ref().map(session_from_row).transpose()? else {
+                return Ok(RefreshOutcome::Invalid);
+            };
+            if spent_at.is_some() {
+                let which = Revoke::One {
+                    subject: &session.subject,
+                    id: &session.id,
+                };
+                revoke_in(&mut tx, &which, now).await?;
+                tx.commit().await?;
+                return Ok(RefreshOutcome::Reused);
+            }
+            match session.check(now) {
+                Err(crate::Error::SessionRevoked) => return Ok(RefreshOutcome::Revoked),
+                Err(_) => return Ok(RefreshOutcome::Expired),
+                Ok(()) => {}
+            }
+            sqlx::query("UPDATE refresh_tokens SET spent_at = ? WHERE hash = ?")
+                .bind(now)
+                .bind(&old[..])
+                .execute(&mut *tx)
+                .await?;
+            insert_refresh(&mut tx, &new, &session.id, client_id, now).await?;
+            sqlx::query("UPDATE sessions SET last_used_at = ? WHERE id = ?")
+                .bind(now)
+                .bind(&session.id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(RefreshOutcome::Rotated(SessionRecord {
+                last_used_at: now,
+                ..session
+            }))
+        }
+        .boxed()
+    }
+
+    fn revocations_since(
+        &self,
+        since: i64,
+        limit: u32,
+    ) -> BoxFuture<'_, StoreResult<Vec<RevocationEvent>>> {
+        async move {
+            let rows = sqlx::query(
+                "SELECT seq, session_id, revoked_at, expires_at FROM revocations \
+                 WHERE seq > ? ORDER BY seq LIMIT ?",
+            )
+            .bind(since)
+            .bind(i64::from(limit))
+            .fetch_all(&self.read)
+            .await?;
+            rows.iter()
+                .map(|row| {
+                    Ok(RevocationEvent {
+                        seq: row.try_get("seq")?,
+                        session_id: row.try_get("session_id")?,
+                        revoked_at: row.try_get("revoked_at")?,
+                        expires_at: row.try_get("expires_at")?,
+                    })
+                })
+                .collect()
+        }
+        .boxed()
+    }
+
+    fn purge_expired(&self, now: UnixTime) -> BoxFuture<'_, StoreResult<u64>> {
+        async move {
+            let nonces = sqlx::query("DELETE FROM used_nonces WHERE expires_at < ?")
+                .bind(now)
+                .execute(&self.write)
+                .await?;
+            Ok(nonces.rows_affected())
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,453 @@
+//! Access tokens: EdDSA JWTs (RFC 8037) with `typ` `at+jwt` (RFC 9068).
+//!
+//! Minting is done here by hand because it sits on the sign-in hot path: the header
+//! is encoded once per key and the signing key keeps its expanded form, so a mint is
+//! one serde_json call, one base64 pass and one Ed25519 signature. Verification goes
+//! through the stock `jsonwebtoken` crate with the algorithm pinned to EdDSA, and a
+//! test checks that what we mint verifies there from the JWKS alone.
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::{Signer, SigningKey};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::time::UnixTime;
+
+/// The most clock leeway a verifier may allow for `exp` and `nbf`.
+pub const MAX_LEEWAY: i64 = 60;
+/// Tokens longer than this are refused before any parsing.
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+pub const TOKEN_TYPE: &str = "at+jwt";
+
+/// The claims of a keygate access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    /// Canonical identity (or, for brokered tokens, a namespaced endpoint id).
+    pub sub: String,
+    /// The app: its API key id.
+    pub aud: String,
+    pub iat: UnixTime,
+    pub nbf: UnixTime,
+    pub exp: UnixTime,
+    pub jti: String,
+    pub sid: String,
+    /// Space-separated scopes; may be empty.
+    pub scope: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("token is not a well-formed JWT")]
+    Malformed,
+    #[error("token algorithm must be EdDSA")]
+    UnsupportedAlgorithm,
+    #[error("token type must be at+jwt")]
+    WrongType,
+    #[error("token was signed by an unknown key")]
+    UnknownKey,
+    #[error("token signature is invalid")]
+    BadSignature,
+    #[error("token was issued by another issuer")]
+    WrongIssuer,
+    #[error("token is for another audience")]
+    WrongAudience,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not valid yet")]
+    NotYetValid,
+}
+
+impl TokenError {
+    pub fn code(self) -> &'static str {
+        match self {
+            TokenError::Expired => "token_expired",
+            _ => "invalid_token",
+        }
+    }
+}
+
+/// One public key in a JWKS document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jwk {
+    pub kty: String,
+    pub crv: String,
+    pub x: String,
+    pub kid: String,
+    pub alg: String,
+    #[serde(rename = "use")]
+    pub use_: String,
+}
+
+impl Jwk {
+    pub fn ed25519(public: &[u8; 32]) -> Self {
+        let x = URL_SAFE_NO_PAD.encode(public);
+        Jwk {
+            kid: thumbprint(&x),
+            kty: "OKP".into(),
+            crv: "Ed25519".into(),
+            x,
+            alg: "EdDSA".into(),
+            use_: "sig".into(),
+        }
+    }
+}
+
+/// `GET /.well-known/jwks.json`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jwks {
+    pub keys: Vec<Jwk>,
+}
+
+/// RFC 7638 JWK thumbprint of an Ed25519 key: the key id.
+fn thumbprint(x: &str) -> String {
+    let canonical = format!(r#"{{"crv":"Ed25519","kty":"OKP","x":"{x}"}}"#);
+    URL_SAFE_NO_PAD.encode(Sha256::digest(canonical.as_bytes()))
+}
+
+/// A key id is looked up in memory only, but is still held to a tight alphabet.
+fn valid_kid(kid: &str) -> bool {
+    !kid.is_empty()
+        && kid.len() <= 64
+        && kid
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A signing key with its precomputed JWS header.
+pub struct TokenSigner {
+    key: SigningKey,
+    jwk: Jwk,
+    header_b64: String,
+}
+
+impl TokenSigner {
+    pub fn new(key: SigningKey) -> Self {
+        let jwk = Jwk::ed25519(key.verifying_key().as_bytes());
+        let header = format!(
+            r#"{{"alg":"EdDSA","typ":"{TOKEN_TYPE}","kid":"{}"}}"#,
+            jwk.kid
+        );
+        TokenSigner {
+            key,
+            header_b64: URL_SAFE_NO_PAD.encode(header),
+            jwk,
+        }
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.jwk.kid
+    }
+
+    pub fn jwk(&self) -> &Jwk {
+        &self.jwk
+    }
+
+    pub fn signing_key(&self) -> &SigningKey {
+        &self.key
+    }
+
+    /// Mints a compact JWS of `claims`.
+    pub fn mint(&self, claims: &AccessClaims) -> String {
+        // Serializing a struct of strings and integers cannot fail.
+        let payload = serde_json::to_vec(claims).unwrap_or_default();
+        let mut out = String::with_capacity(self.header_b64.len() + payload.len() * 4 / 3 + 92);
+        out.push_str(&self.header_b64);
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(&payload, &mut out);
+        let sig = self.key.sign(out.as_bytes());
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(sig.to_bytes(), &mut out);
+        out
+    }
+}
+
+/// Verifies access tokens offline against a set of public keys.
+#[derive(Clone)]
+pub struct TokenVerifier {
+    keys: HashMap<String, DecodingKey>,
+    issuer: String,
+    audiences: Option<Vec<String>>,
+    leeway: i64,
+}
+
+impl TokenVerifier {
+    /// A verifier for tokens of `issuer` signed by any key in `jwks`. Keys that are
+    /// not Ed25519/EdDSA signing keys are ignored.
+    pub fn new(jwks: &Jwks, issuer: impl Into<String>) -> Self {
+        let keys = jwks
+            .keys
+            .iter()
+            .filter(|k| {
+                k.kty == "OKP"
+                    && k.crv == "Ed25519"
+                    && k.alg == "EdDSA"
+                    && k.use_ == "sig"
+                    && valid_kid(&k.kid)
+            })
+            .filter_map(|k| Some((k.kid.clone(), DecodingKey::from_ed_components(&k.x).ok()?)))
+            .collect();
+        TokenVerifier {
+            keys,
+            issuer: issuer.into(),
+            audiences: None,
+            leeway: MAX_LEEWAY,
+        }
+    }
+
+    /// Accept only tokens whose `aud` is one of these (by default any audience).
+    pub fn with_audiences(mut self, audiences: Vec<String>) -> Self {
+        self.audiences = Some(audiences);
+        self
+    }
+
+    /// Clock leeway for `exp`/`nbf`, capped at [`MAX_LEEWAY`].
+    pub fn with_leeway(mut self, leeway: i64) -> Self {
+        self.leeway = leeway.clamp(0, MAX_LEEWAY);
+        self
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    pub fn verify(&self, token: &str, now: UnixTime) -> Result<AccessClaims, TokenError> {
+        if token.len() > MAX_TOKEN_LEN || token.bytes().filter(|&b| b == b'.').count() != 2 {
+            return Err(TokenError::Malformed);
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(TokenError::UnsupportedAlgorithm);
+        }
+        match header.typ.as_deref() {
+            Some(t) if t.eq_ignore_ascii_case(TOKEN_TYPE) => {}
+            Some(t) if t.eq_ignore_ascii_case("application/at+jwt") => {}
+            _ => return Err(TokenError::WrongType),
+        }
+        if header.crit.is_some() || header.jku.is_some() || header.jwk.is_some() {
+            return Err(TokenError::Malformed);
+        }
+        let key = header
+            .kid
+            .as_deref()
+            .filter(|k| valid_kid(k))
+            .and_then(|kid| self.keys.get(kid))
+            .ok_or(TokenError::UnknownKey)?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        let data = jsonwebtoken::decode::<AccessClaims>(token, key, &validation).map_err(|e| {
+            match e.kind() {
+                jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature,
+                _ => TokenError::Malformed,
+            }
+        })?;
+        let c = data.claims;
+        if c.iss != self.issuer {
+            return Err(TokenError::WrongIssuer);
+        }
+        if let Some(auds) = &self.audiences
+            && !auds.iter().any(|a| *a == c.aud)
+        {
+            return Err(TokenError::WrongAudience);
+        }
+        if now >= c.exp + self.leeway {
+            return Err(TokenError::Expired);
+        }
+        if now + self.leeway < c.nbf {
+            return Err(TokenError::NotYetValid);
+        }
+        Ok(c)
+    }
+}
+
+/// Reads the claims of a token without verifying it: for display only.
+pub fn decode_unverified(token: &str) -> Option<serde_json::Value> {
+    let payload = token.split('.').nth(1)?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: UnixTime = 1_795_430_809;
+    const ISS: &str = "http://127.0.0.1:8080";
+
+    fn claims() -> AccessClaims {
+        AccessClaims {
+            iss: ISS.into(),
+            sub: "bbaareitest".into(),
+            aud: "kgk_app".into(),
+            iat: NOW,
+            nbf: NOW,
+            exp: NOW + 3600,
+            jti: "j1".into(),
+            sid: "s1".into(),
+            scope: "read write".into(),
+            client_id: Some("cli".into()),
+        }
+    }
+
+    fn signer(seed: u8) -> TokenSigner {
+        TokenSigner::new(SigningKey::from_bytes(&[seed; 32]))
+    }
+
+    fn verifier(signers: &[&TokenSigner]) -> TokenVerifier {
+        let jwks = Jwks {
+            keys: signers.iter().map(|s| s.jwk().clone()).collect(),
+        };
+        TokenVerifier::new(&jwks, ISS)
+    }
+
+    #[test]
+    fn header_is_pinned() {
+        let s = signer(1);
+        let t = s.mint(&claims());
+        let h = jsonwebtoken::decode_header(&t).unwrap();
+        assert_eq!(h.alg, Algorithm::EdDSA);
+        assert_eq!(h.typ.as_deref(), Some("at+jwt"));
+        assert_eq!(h.kid.as_deref(), Some(s.kid()));
+        assert_eq!(s.kid().len(), 43);
+    }
+
+    #[test]
+    fn mint_then_verify() {
+        let s = signer(1);
+        let v = verifier(&[&s]);
+        let t = s.mint(&claims());
+        assert_eq!(v.verify(&t, NOW).unwrap(), claims());
+        let v2 = v.clone().with_audiences(vec!["kgk_app".into()]);
+        assert!(v2.verify(&t, NOW).is_ok());
+    }
+
+    #[test]
+    fn time_and_audience_checks() {
+        let s = signer(1);
+        let v = verifier(&[&s]);
+        let t = s.mint(&claims());
+        assert!(v.verify(&t, NOW + 3600 + 59).is_ok());
+        assert_eq!(v.verify(&t, NOW + 3600 + 60), Err(TokenError::Expired));
+        assert!(v.verify(&t, NOW - 60).is_ok());
+        assert_eq!(v.verify(&t, NOW - 61), Err(TokenError::NotYetValid));
+        let strict = v.clone().with_leeway(0);
+        assert_eq!(strict.verify(&t, NOW + 3600), Err(TokenError::Expired));
+        assert_eq!(
+            v.clone().with_leeway(3600).verify(&t, NOW + 3600 + 60),
+            Err(TokenError::Expired)
+        );
+        let other = v.clone().with_audiences(vec!["kgk_other".into()]);
+        assert_eq!(other.verify(&t, NOW), Err(TokenError::WrongAudience));
+        let wrong_iss = TokenVerifier::new(
+            &Jwks {
+                keys: vec![s.jwk().clone()],
+            },
+            "http://evil",
+        );
+        assert_eq!(wrong_iss.verify(&t, NOW), Err(TokenError::WrongIssuer));
+    }
+
+    #[test]
+    fn key_rotation_and_unknown_keys() {
+        let old = signer(1);
+        let new = signer(2);
+        let both = verifier(&[&old, &new]);
+        assert!(both.verify(&old.mint(&claims()), NOW).is_ok());
+        assert!(both.verify(&new.mint(&claims()), NOW).is_ok());
+        let only_new = verifier(&[&new]);
+        assert_eq!(
+            only_new.verify(&old.mint(&claims()), NOW),
+            Err(TokenError::UnknownKey)
+        );
+    }
+
+    #[test]
+    fn forgeries_are_refused() {
+        let s = signer(1);
+        let v = verifier(&[&s]);
+        let t = s.mint(&claims());
+        let parts: Vec<&str> = t.split('.').collect();
+        let b64 = |j: &str| URL_SAFE_NO_PAD.encode(j);
+        // Payload swapped under the original signature.
+        let mut c = claims();
+        c.sub = "bbaareiattacker".into();
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            b64(&serde_json::to_string(&c).unwrap()),
+            parts[2]
+        );
+        assert_eq!(v.verify(&forged, NOW), Err(TokenError::BadSignature));
+        // alg none / HS256 confusion, wrong typ, missing kid.
+        let none = format!("{}.{}.", b64(r#"{"alg":"none","typ":"at+jwt"}"#), parts[1]);
+        assert!(v.verify(&none, NOW).is_err());
+        let hs = format!(
+            "{}.{}.{}",
+            b64(&format!(
+                r#"{{"alg":"HS256","typ":"at+jwt","kid":"{}"}}"#,
+                s.kid()
+            )),
+            parts[1],
+            parts[2]
+        );
+        assert_eq!(v.verify(&hs, NOW), Err(TokenError::UnsupportedAlgorithm));
+        let jwt = format!(
+            "{}.{}.{}",
+            b64(&format!(
+                r#"{{"alg":"EdDSA","typ":"JWT","kid":"{}"}}"#,
+                s.kid()
+            )),
+            parts[1],
+            parts[2]
+        );
+        assert_eq!(v.verify(&jwt, NOW), Err(TokenError::WrongType));
+        let nokid = format!(
+            "{}.{}.{}",
+            b64(r#"{"alg":"EdDSA","typ":"at+jwt"}"#),
+            parts[1],
+            parts[2]
+        );
+        assert_eq!(v.verify(&nokid, NOW), Err(TokenError::UnknownKey));
+        let pathkid = format!(
+            "{}.{}.{}",
+            b64(r#"{"alg":"EdDSA","typ":"at+jwt","kid":"../../etc/passwd"}"#),
+            parts[1],
+            parts[2]
+        );
+        assert_eq!(v.verify(&pathkid, NOW), Err(TokenError::UnknownKey));
+        for junk in ["", "a.b", "a.b.c.d", "....", &"a".repeat(10_000)] {
+            assert!(v.verify(junk, NOW).is_err(), "{junk}");
+        }
+    }
+
+    #[test]
+    fn stock_library_verifies_from_jwks_alone() {
+        // What a service in another language does: fetch the JWKS JSON, build a key
+        // from it, verify with a stock library.
+        let s = signer(3);
+        let t = s.mint(&claims());
+        let jwks_json = serde_json::to_string(&Jwks {
+            keys: vec![s.jwk().clone()],
+        })
+        .unwrap();
+        let set: jsonwebtoken::jwk::JwkSet = serde_json::from_str(&jwks_json).unwrap();
+        let jwk = set.find(s.kid()).unwrap();
+        let key = DecodingKey::from_jwk(jwk).unwrap();
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.set_issuer(&[ISS]);
+        validation.set_audience(&["kgk_app"]);
+        validation.validate_exp = false; // fixed clock in this test
+        let data = jsonwebtoken::decode::<serde_json::Value>(&t, &key, &validation).unwrap();
+        assert_eq!(data.claims["sub"], "bbaareitest");
+        assert_eq!(data.header.typ.as_deref(), Some("at+jwt"));
+    }
+}

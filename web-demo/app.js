@@ -1,0 +1,419 @@
+// The page: wires the identity (keystore.js, identity.js) and the protocol client
+// (client.js) to the DOM. All state lives in IndexedDB, so a reload keeps both the key
+// and the sign-in.
+
+import { identityOf } from './identity.js';
+import * as store from './keystore.js';
+import {
+  signIn, refresh, whoami, listSessions, revokeSession, logout, decodeJwt,
+  ChallengeRefused, SignInCancelled,
+} from './client.js';
+import { describe, SESSION_OVER } from './errors.js';
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  keyRecord: null, // { keyPair, createdAt }
+  identity: null,
+  session: null, // { token, refresh_token, session_id, expires_at, expires_in, receivedAt, via }
+  challenge: null, // { deadline, settle } while the person looks at a challenge
+};
+
+// ---- small DOM helpers ---------------------------------------------------------------
+
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(props)) {
+    if (k === 'class') node.className = v;
+    else if (k === 'text') node.textContent = v;
+    else if (k.startsWith('on')) node.addEventListener(k.slice(2), v);
+    else node.setAttribute(k, v);
+  }
+  node.append(...children.filter((c) => c != null));
+  return node;
+}
+
+/** Shows a message in one of the cards' status lines; kind is ok, bad or info. */
+function say(target, kind, text, code = null) {
+  const box = $(target);
+  box.className = `msg ${kind}`;
+  box.replaceChildren(text);
+  if (code) box.append(el('span', { class: 'code', text: code }));
+}
+
+const quiet = (target) => $(target).replaceChildren();
+
+function sayError(target, err) {
+  const { text, code, detail } = describe(err);
+  say(target, 'bad', text, [code, detail].filter(Boolean).join(' · ') || null);
+}
+
+/** Runs an action with its button disabled, so double clicks don't fire twice. */
+async function busy(button, action) {
+  if (button.disabled) return;
+  button.disabled = true;
+  button.classList.add('busy');
+  try {
+    await action();
+  } finally {
+    button.classList.remove('busy');
+    button.disabled = false;
+  }
+}
+
+function countdown(ms) {
+  const s = Math.max(0, Math.ceil(ms / 1000));
+  const h = Math.floor(s / 3600);
+  const m = Math.floor((s % 3600) / 60);
+  const pad = (n) => String(n).padStart(2, '0');
+  return h ? `${h}:${pad(m)}:${pad(s % 60)}` : `${m}:${pad(s % 60)}`;
+}
+
+const relative = new Intl.RelativeTimeFormat(undefined, { numeric: 'auto' });
+function ago(iso) {
+  const t = Date.parse(iso);
+  if (!Number.isFinite(t)) return null;
+  const s = Math.round((t - Date.now()) / 1000);
+  const [n, unit] = Math.abs(s) < 60 ? [s, 'second'] : Math.abs(s) < 3600 ? [s / 60, 'minute']
+    : Math.abs(s) < 86400 ? [s / 3600, 'hour'] : [s / 86400, 'day'];
+  return Math.abs(s) < 10 ? 'just now' : relative.format(Math.round(n), unit);
+}
+
+const when = (iso) => {
+  const t = Date.parse(iso);
+  return Number.isFinite(t) ? new Date(t).toLocaleString() : '';
+};
+
+function device(ua) {
+  if (!ua) return 'Unknown device';
+  const browser = /Edg\//.test(ua) ? 'Edge' : /Firefox\//.test(ua) ? 'Firefox'
+    : /Chrom(e|ium)\//.test(ua) ? 'Chrome' : /Safari\//.test(ua) ? 'Safari' : ua.split(/[/ ]/)[0];
+  const os = /Android/.test(ua) ? 'Android' : /iPhone|iPad/.test(ua) ? 'iOS' : /Windows/.test(ua) ? 'Windows'
+    : /Mac OS X/.test(ua) ? 'macOS' : /CrOS/.test(ua) ? 'ChromeOS' : /Linux/.test(ua) ? 'Linux' : null;
+  return os ? `${browser} on ${os}` : browser;
+}
+
+// ---- identity --------------------------------------------------------------------------
+
+async function loadIdentity() {
+  state.keyRecord = (await store.load(store.KEYPAIR)) ?? (await store.createKeyPair());
+  state.identity = await identityOf(state.keyRecord.keyPair.publicKey);
+  $('identity').textContent = state.identity;
+  $('key-meta').textContent = `Key created ${when(state.keyRecord.createdAt)} · Ed25519 · private key not extractable`;
+  for (const id of ['copy', 'new-identity', 'sign-in']) $(id).disabled = false;
+}
+
+async function copyIdentity() {
+  try {
+    await navigator.clipboard.writeText(state.identity);
+  } catch {
+    // Clipboard refused (permissions, insecure context): select the text instead.
+    getSelection().selectAllChildren($('identity'));
+    say('identity-msg', 'info', 'Selected — press Ctrl+C (⌘C) to copy.');
+    return;
+  }
+  $('copy').textContent = 'Copied ✓';
+  setTimeout(() => { $('copy').textContent = 'Copy'; }, 1600);
+}
+
+async function replaceIdentity() {
+  const dialog = $('confirm-new');
+  $('confirm-old').textContent = `${state.identity.slice(0, 16)}…`;
+  const answer = await new Promise((resolve) => {
+    const done = (value) => () => dialog.close(value);
+    $('keep-identity').onclick = done('keep');
+    $('replace-identity').onclick = done('replace');
+    dialog.addEventListener('close', () => resolve(dialog.returnValue), { once: true });
+    dialog.returnValue = 'keep';
+    dialog.showModal();
+  });
+  if (answer !== 'replace') return;
+  if (state.session) {
+    await logout(state.session.token, 'local').catch(() => {}); // best effort: the key is going anyway
+    await forgetSession();
+  }
+  await store.remove(store.KEYPAIR);
+  await loadIdentity();
+  quiet('signin-msg');
+  say('identity-msg', 'ok', 'New identity ready. The old key is gone from this browser.');
+}
+
+// ---- sign-in ---------------------------------------------------------------------------
+
+function showChallenge(challenge, { refused = false } = {}) {
+  const items = challenge.checks.map((c) => el('li', { class: c.ok ? 'ok' : 'bad' },
+    el('span', {},
+      el('span', { class: 'what', text: c.ok ? `${c.label} matches: ` : `${c.label} is wrong. ` }),
+      c.ok ? el('span', { class: c.label === 'Identity' ? 'mono' : '', text: c.label === 'Identity' ? 'your identity' : c.value })
+        : c.problem)));
+  if (!refused) items.push(el('li', { class: 'time' }, el('span', {}, 'Expires in ', el('strong', { id: 'challenge-left', class: 'mono', text: countdown(challenge.deadline - Date.now()) }))));
+  $('checks').replaceChildren(...items);
+  $('challenge-text').textContent = challenge.text;
+  $('challenge-actions').hidden = refused;
+  $('challenge').hidden = false;
+}
+
+function hideChallenge() {
+  $('challenge').hidden = true;
+  state.challenge = null;
+}
+
+/** Shows the checked challenge and waits for Sign (true) or Cancel / expiry (false). */
+function approve(challenge) {
+  showChallenge(challenge);
+  $('approve').focus({ preventScroll: true });
+  return new Promise((resolve) => {
+    state.challenge = { deadline: challenge.deadline, settle: resolve, expired: false };
+  });
+}
+
+function settleChallenge(yes) {
+  const pending = state.challenge;
+  if (!pending) return;
+  $('challenge-actions').hidden = true;
+  pending.settle(yes);
+}
+
+async function doSignIn() {
+  quiet('signin-msg');
+  hideChallenge();
+  say('signin-msg', 'info', 'Asking the server for a challenge…');
+  try {
+    const result = await signIn({
+      identity: state.identity,
+      privateKey: state.keyRecord.keyPair.privateKey,
+      approve: (challenge) => { quiet('signin-msg'); return approve(challenge); },
+    });
+    hideChallenge();
+    await adoptSession({ ...result, receivedAt: Date.now() });
+    say('signin-msg', 'ok', `Signed in over ${result.via}. The server checked your signature and issued a token.`);
+    if (matchMedia('(max-width: 959px)').matches) $('token-card').scrollIntoView({ behavior: 'smooth', block: 'start' });
+    await showSessions();
+  } catch (err) {
+    const expired = state.challenge?.expired;
+    if (err instanceof ChallengeRefused) {
+      state.challenge = null;
+      showChallenge(err.challenge, { refused: true });
+      say('signin-msg', 'bad', 'Not signed. This challenge isn’t for this page or this identity, so it could be a phishing relay.');
+      return;
+    }
+    hideChallenge();
+    if (err instanceof SignInCancelled) {
+      say('signin-msg', 'info', expired
+        ? 'The challenge expired before you signed it. Nothing was signed — sign in again.'
+        : 'Cancelled. Nothing was signed.');
+    } else {
+      sayError('signin-msg', err);
+    }
+  }
+}
+
+// ---- token and sessions ----------------------------------------------------------------
+
+async function adoptSession(session) {
+  state.session = session;
+  await store.save(store.SESSION, session);
+  renderSession();
+}
+
+async function forgetSession() {
+  state.session = null;
+  await store.remove(store.SESSION);
+  renderSession();
+}
+
+/** After an error: when the sign-in is gone for good, drop it and say so. */
+async function handleSessionError(target, err) {
+  if (SESSION_OVER.has(err?.code)) {
+    await forgetSession();
+    sayError('signin-msg', err);
+    return;
+  }
+  sayError(target, err);
+}
+
+function renderSession() {
+  const s = state.session;
+  const signedIn = Boolean(s);
+  $('token-card').hidden = !signedIn;
+  $('sessions-card').hidden = !signedIn;
+  $('signed-out-card').hidden = signedIn;
+  document.body.classList.toggle('signed-in', signedIn);
+  $('sign-in').textContent = signedIn ? 'Sign in again (new session)' : 'Sign in';
+  if (!signedIn) {
+    $('sessions').replaceChildren();
+    $('whoami-out').hidden = true;
+    for (const id of ['token-msg', 'sessions-msg']) quiet(id);
+    return;
+  }
+  let decoded;
+  try {
+    decoded = decodeJwt(s.token);
+  } catch {
+    decoded = { header: null, payload: {} };
+  }
+  $('claims').textContent = JSON.stringify({ header: decoded.header, claims: decoded.payload }, null, 2);
+  $('claim-sub').textContent = decoded.payload.sub ?? '–';
+  $('claim-sid').textContent = decoded.payload.sid ?? s.session_id ?? '–';
+  $('claim-exp').textContent = when(s.expires_at) || '–';
+  $('via').textContent = s.via;
+  $('refresh-state').textContent = s.refresh_token ? 'refresh token held (offline access)' : 'no refresh token';
+  $('refresh').disabled = !s.refresh_token;
+  $('whoami-out').hidden = true;
+  tick();
+}
+
+function tick() {
+  const s = state.session;
+  if (s) {
+    const total = (s.expires_in ?? 3600) * 1000;
+    const left = s.receivedAt + total - Date.now();
+    $('countdown').textContent = countdown(left);
+    const pill = $('token-state');
+    pill.textContent = left > 0 ? 'valid' : 'expired';
+    pill.className = `pill ${left > 0 ? 'ok' : 'bad'}`;
+    const bar = $('bar');
+    bar.style.width = `${Math.max(0, Math.min(100, (left / total) * 100))}%`;
+    bar.classList.toggle('low', left < total * 0.1);
+  }
+  const c = state.challenge;
+  if (c && !c.expired) {
+    const left = c.deadline - Date.now();
+    const out = $('challenge-left');
+    if (out) out.textContent = countdown(left);
+    if (left <= 0) {
+      c.expired = true;
+      settleChallenge(false);
+    }
+  }
+}
+
+async function doRefresh() {
+  quiet('token-msg');
+  try {
+    const fresh = await refresh(state.session.refresh_token);
+    await adoptSession({ ...fresh, refresh_token: fresh.refresh_token ?? null, receivedAt: Date.now(), via: 'refresh' });
+    say('token-msg', 'ok', 'New access token issued. The old refresh token is now spent; a new one replaced it.');
+    await showSessions();
+  } catch (err) {
+    await handleSessionError('token-msg', err);
+  }
+}
+
+async function doWhoami() {
+  quiet('token-msg');
+  try {
+    const me = await whoami(state.session.token);
+    $('whoami-out').textContent = JSON.stringify(me, null, 2);
+    $('whoami-out').hidden = false;
+  } catch (err) {
+    await handleSessionError('token-msg', err);
+  }
+}
+
+function sessionItem(s) {
+  const mine = s.current || s.session_id === state.session?.session_id;
+  const times = [
+    s.created_at && `started ${ago(s.created_at)}`,
+    s.last_used_at && `last used ${ago(s.last_used_at)}`,
+    s.expires_at && `ends ${ago(s.expires_at)}`,
+  ].filter(Boolean).join(' · ');
+  const revoke = el('button', { type: 'button', class: 'small danger', text: 'Revoke', 'data-sid': s.session_id });
+  revoke.addEventListener('click', () => busy(revoke, () => doRevoke(s.session_id, mine)));
+  return el('li', { class: `session${mine ? ' current' : ''}`, 'data-sid': s.session_id },
+    el('div', { class: 'title' }, s.client_id ?? 'no client id', mine ? el('span', { class: 'pill here', text: 'this browser' }) : null),
+    el('div', { class: 'detail', title: s.user_agent ?? '' }, [device(s.user_agent), s.address].filter(Boolean).join(' · ')),
+    times ? el('div', { class: 'detail', text: times }) : null,
+    el('div', { class: 'sid mono', text: s.session_id }),
+    revoke);
+}
+
+async function showSessions() {
+  if (!state.session) return;
+  try {
+    const { sessions } = await listSessions(state.session.token);
+    const mineFirst = (a, b) => Number(Boolean(b.current)) - Number(Boolean(a.current))
+      || String(b.created_at ?? '').localeCompare(String(a.created_at ?? ''));
+    $('sessions').replaceChildren(...[...sessions].sort(mineFirst).map(sessionItem));
+  } catch (err) {
+    await handleSessionError('sessions-msg', err);
+  }
+}
+
+async function doRevoke(sid, mine) {
+  quiet('sessions-msg');
+  try {
+    await revokeSession(state.session.token, sid);
+  } catch (err) {
+    await handleSessionError('sessions-msg', err);
+    return;
+  }
+  if (mine) {
+    await forgetSession();
+    say('signin-msg', 'info', 'You revoked this browser’s session, so you are signed out here.');
+  } else {
+    say('sessions-msg', 'ok', 'Session revoked. Its tokens stop working right away.');
+    await showSessions();
+  }
+}
+
+async function doLogout(scope) {
+  quiet('sessions-msg');
+  let revoked;
+  try {
+    ({ revoked } = await logout(state.session.token, scope));
+  } catch (err) {
+    await handleSessionError('sessions-msg', err);
+    return;
+  }
+  const n = `${revoked ?? 0} session${revoked === 1 ? '' : 's'}`;
+  if (scope === 'others') {
+    say('sessions-msg', 'ok', `Logged out everywhere else (${n} ended). You stay signed in here.`);
+    await showSessions();
+    return;
+  }
+  await forgetSession();
+  say('signin-msg', 'info', scope === 'global'
+    ? `Logged out everywhere: ${n} ended, this one included.`
+    : 'Logged out. This session has ended on the server.');
+}
+
+// ---- start -----------------------------------------------------------------------------
+
+function wire() {
+  $('copy').addEventListener('click', copyIdentity);
+  $('new-identity').addEventListener('click', () => busy($('new-identity'), replaceIdentity));
+  $('sign-in').addEventListener('click', () => busy($('sign-in'), doSignIn));
+  $('approve').addEventListener('click', () => settleChallenge(true));
+  $('cancel').addEventListener('click', () => settleChallenge(false));
+  $('refresh').addEventListener('click', () => busy($('refresh'), doRefresh));
+  $('whoami').addEventListener('click', () => busy($('whoami'), doWhoami));
+  $('load-sessions').addEventListener('click', () => busy($('load-sessions'), showSessions));
+  for (const button of $('logout').querySelectorAll('button')) {
+    button.addEventListener('click', () => busy(button, () => doLogout(button.dataset.scope)));
+  }
+  setInterval(tick, 1000);
+}
+
+async function start() {
+  if (!window.isSecureContext || !crypto.subtle) {
+    $('unsupported').textContent = 'This page must be opened over https:// or on localhost: browsers only offer WebCrypto there.';
+    $('unsupported').hidden = false;
+    return;
+  }
+  wire();
+  try {
+    await loadIdentity();
+  } catch (err) {
+    $('unsupported').textContent = err?.name === 'NotSupportedError'
+      ? 'This browser can’t make Ed25519 keys with WebCrypto. Try a current Chrome, Edge, Firefox or Safari.'
+      : `Couldn’t set up your key: ${err?.message ?? err}. Private windows sometimes block the storage this needs.`;
+    $('unsupported').hidden = false;
+    return;
+  }
+  state.session = (await store.load(store.SESSION)) ?? null;
+  renderSession();
+  if (state.session) await showSessions();
+}
+
+start();

@@ -1,0 +1,467 @@
+// Browser test of the web demo: a real keygate server (KEYGATE_BIN, default
+// <repo>/target/debug/keygate) on 127.0.0.1:0 and Debian's headless Chromium on a fresh
+// profile. The page signs in, shows its claims, refreshes, lists and revokes sessions,
+// logs out, falls back to HTTP, refuses foreign challenges and reports a dead server;
+// meanwhile every frame and request body it sends is held against an allowlist.
+//   cd web-demo/test && npm ci --no-audit --no-fund && node --test
+
+import { describe, test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const demoDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const repoDir = path.resolve(demoDir, '..');
+const KEYGATE_BIN = process.env.KEYGATE_BIN || path.join(repoDir, 'target', 'debug', 'keygate');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const SCREENSHOT = path.join(demoDir, 'screenshot.png');
+const STEP = 15_000; // ceiling for any single wait in the page
+
+const IDENTITY = /^bbaarei[a-z2-7]{52}$/;
+const SIGNATURE = /^[A-Za-z0-9_-]{86}$/; // 64 bytes, base64url, unpadded
+
+// ---- the server --------------------------------------------------------------------
+
+/** Starts `keygate serve` and resolves with its base URL once it says it is listening. */
+function startKeygate(dir) {
+  assert.ok(fs.existsSync(KEYGATE_BIN), `no keygate binary at ${KEYGATE_BIN}: build it (cargo build) or set KEYGATE_BIN`);
+  const child = spawn(KEYGATE_BIN, ['serve', '--listen', '127.0.0.1:0', '--database', `sqlite://${dir}/kg.db`], {
+    env: { ...process.env, RUST_LOG: 'info', NO_COLOR: '1' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const log = fs.createWriteStream(path.join(dir, 'keygate.log'));
+  let seen = '';
+  const url = new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`keygate did not say "listening on" within 30 s:\n${seen.slice(-2000)}`)), 30_000);
+    const scan = (chunk) => {
+      log.write(chunk);
+      if (seen.length < 100_000) seen += chunk.toString();
+      // eslint-disable-next-line no-control-regex
+      const m = /listening on (http:\/\/\S+)/.exec(seen.replace(/\x1b\[[0-9;]*m/g, ''));
+      if (m) { clearTimeout(timer); resolve(new URL(m[1]).origin); }
+    };
+    child.stdout.on('data', scan);
+    child.stderr.on('data', scan);
+    child.on('error', (err) => { clearTimeout(timer); reject(err); });
+    child.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`keygate exited (${code ?? signal}) before listening:\n${seen.slice(-2000)}`));
+    });
+  });
+  return { child, url, logPath: path.join(dir, 'keygate.log') };
+}
+
+function stopKeygate(child) {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const force = setTimeout(() => { child.kill('SIGKILL'); resolve(); }, 5_000);
+    child.once('exit', () => { clearTimeout(force); resolve(); });
+    child.kill('SIGTERM');
+  });
+}
+
+// ---- what the page sends -----------------------------------------------------------
+
+/** Everything the page sent and received, for the allowlist check at the end. */
+const traffic = {
+  sent: [], // { where, json | raw }
+  requests: [], // { url, method, authorization }
+  challenges: new Set(),
+  tokens: new Set(),
+  refreshTokens: new Set(),
+  identities: new Set(),
+  pending: [], // response bodies still being read
+  problems: [], // uncaught exceptions and console errors in the page
+};
+
+function noteReceived(body) {
+  if (!body || typeof body !== 'object') return;
+  if (body.type === 'challenge' && typeof body.value === 'string') traffic.challenges.add(body.value);
+  if (typeof body.challenge === 'string') traffic.challenges.add(body.challenge);
+  if (body.type === 'token' && typeof body.value === 'string') traffic.tokens.add(body.value);
+  if (typeof body.token === 'string') traffic.tokens.add(body.token);
+  if (typeof body.refresh_token === 'string') traffic.refreshTokens.add(body.refresh_token);
+}
+
+function parseOrRaw(text) {
+  try {
+    return { json: JSON.parse(text) };
+  } catch {
+    return { raw: text };
+  }
+}
+
+function watch(page) {
+  page.on('pageerror', (err) => traffic.problems.push(`uncaught: ${err.message}`));
+  page.on('console', (msg) => { if (msg.type() === 'error') traffic.problems.push(`console: ${msg.text()}`); });
+  page.on('websocket', (ws) => {
+    ws.on('framesent', ({ payload }) => traffic.sent.push({ where: `ws ${ws.url()}`, ...parseOrRaw(String(payload)) }));
+    ws.on('framereceived', ({ payload }) => noteReceived(parseOrRaw(String(payload)).json));
+  });
+  page.on('request', (req) => {
+    traffic.requests.push({ url: req.url(), method: req.method(), authorization: req.headers().authorization ?? null });
+    const body = req.postData();
+    if (body !== null && body !== '') traffic.sent.push({ where: `${req.method()} ${req.url()}`, ...parseOrRaw(body) });
+  });
+  page.on('response', (res) => {
+    if (!/json/.test(res.headers()['content-type'] ?? '')) return;
+    traffic.pending.push(res.json().then(noteReceived, () => {}));
+  });
+}
+
+/** The only keys the page may send, each with the only values it may carry. */
+const ALLOWED = {
+  type: (v) => v === 'token' || v === 'challenge',
+  pubkey: (v) => traffic.identities.has(v),
+  id: (v) => traffic.identities.has(v),
+  client_id: (v) => v === 'web-demo',
+  access_type: (v) => v === 'offline',
+  challenge: (v) => traffic.challenges.has(v),
+  sig: (v) => SIGNATURE.test(v),
+  refresh_token: (v) => traffic.refreshTokens.has(v),
+  scope: (v) => ['local', 'others', 'global'].includes(v),
+};
+
+// ---- page helpers ------------------------------------------------------------------
+
+const text = async (page, sel) => ((await page.textContent(sel, { timeout: STEP })) ?? '').trim();
+
+async function identityOf(page) {
+  await page.waitForFunction(() => /^bbaarei/.test(document.getElementById('identity').textContent), null, { timeout: STEP });
+  const id = await text(page, '#identity');
+  traffic.identities.add(id);
+  return id;
+}
+
+/** Reads the demo's IndexedDB record (key pair or session) inside the page. */
+const readStore = (page, key) => page.evaluate((k) => new Promise((resolve, reject) => {
+  const open = indexedDB.open('keygate-demo');
+  open.onerror = () => reject(open.error);
+  open.onsuccess = () => {
+    const get = open.result.transaction('kv').objectStore('kv').get(k);
+    get.onsuccess = () => resolve(get.result ? JSON.parse(JSON.stringify(get.result, (_, v) => (v instanceof CryptoKey ? '[CryptoKey]' : v))) : null);
+    get.onerror = () => reject(get.error);
+  };
+}), key);
+
+async function claimsOf(page) {
+  return JSON.parse(await text(page, '#claims')).claims;
+}
+
+/** Clicks "Sign in", checks the challenge shown, signs it and waits for the token. */
+async function signIn(page, { origin, identity, via = 'WebSocket' }) {
+  const before = await page.evaluate(() => document.getElementById('claims').textContent);
+  await page.click('#sign-in', { timeout: STEP });
+  await page.waitForSelector('#challenge-actions:not([hidden]) #approve', { timeout: STEP });
+  const challenge = await text(page, '#challenge-text');
+  const lines = challenge.split('\n');
+  assert.equal(lines[0], 'keygate sign-in challenge v1');
+  assert.equal(lines[1], `audience: ${origin}`);
+  assert.equal(lines[2], `identity: ${identity}`);
+  assert.match(await text(page, '#checks'), /Expires in \d+:\d\d/);
+  await page.click('#approve', { timeout: STEP });
+  await page.waitForFunction((old) => {
+    const card = document.getElementById('token-card');
+    return !card.hidden && document.getElementById('claims').textContent !== old;
+  }, before, { timeout: STEP });
+  assert.match(await text(page, '#signin-msg'), new RegExp(`Signed in over ${via}`));
+  assert.equal(await text(page, '#via'), via);
+  return claimsOf(page);
+}
+
+async function sessionItems(page) {
+  return page.$$eval('#sessions > li', (items) => items.map((li) => ({ sid: li.dataset.sid, current: li.classList.contains('current') })));
+}
+
+/** Clicks "Reload list" and waits until the list shows `count` sessions. */
+async function reloadSessions(page, count) {
+  await page.click('#load-sessions', { timeout: STEP });
+  await page.waitForFunction((n) => document.querySelectorAll('#sessions > li').length === n, count, { timeout: STEP });
+  return sessionItems(page);
+}
+
+const whoamiStatus = (origin, token) =>
+  fetch(`${origin}/v1/whoami`, { headers: { Authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(STEP) })
+    .then(async (res) => ({ status: res.status, body: await res.json().catch(() => null) }));
+
+// ---- the test ----------------------------------------------------------------------
+
+describe('keygate web demo in Chromium', { timeout: 240_000 }, () => {
+  let tmp;
+  let server;
+  let origin;
+  let context;
+  let page;
+  let identity;
+
+  before(async () => {
+    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'keygate-web-demo-'));
+    server = startKeygate(tmp);
+    origin = await server.url;
+    assert.match(origin, /^http:\/\/127\.0\.0\.1:\d+$/);
+    assert.ok(fs.existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: apt-get install -y chromium, or set CHROMIUM`);
+    context = await chromium.launchPersistentContext(path.join(tmp, 'profile'), {
+      executablePath: CHROMIUM,
+      headless: true,
+      viewport: { width: 1280, height: 800 },
+      timeout: 60_000,
+      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking',
+        '--disable-component-update', '--disable-sync', '--no-first-run'],
+    });
+    context.setDefaultTimeout(STEP);
+    context.on('page', watch);
+    page = context.pages()[0] ?? (await context.newPage());
+    watch(page);
+  });
+
+  after(async () => {
+    await context?.close().catch(() => {});
+    await stopKeygate(server?.child);
+    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+  });
+
+  test('a fresh profile gets an Ed25519 identity whose private key cannot be exported', async () => {
+    await page.goto(`${origin}/`, { timeout: STEP });
+    identity = await identityOf(page);
+    assert.match(identity, IDENTITY);
+
+    const key = await page.evaluate(() => new Promise((resolve, reject) => {
+      const open = indexedDB.open('keygate-demo');
+      open.onerror = () => reject(open.error);
+      open.onsuccess = () => {
+        const get = open.result.transaction('kv').objectStore('kv').get('keypair');
+        get.onerror = () => reject(get.error);
+        get.onsuccess = async () => {
+          const { privateKey, publicKey } = get.result.keyPair;
+          const refused = async (format) => crypto.subtle.exportKey(format, privateKey).then(() => false, () => true);
+          resolve({
+            extractable: privateKey.extractable,
+            type: privateKey.type,
+            algorithm: privateKey.algorithm.name,
+            usages: privateKey.usages,
+            pkcs8Refused: await refused('pkcs8'),
+            jwkRefused: await refused('jwk'),
+            raw: Array.from(new Uint8Array(await crypto.subtle.exportKey('raw', publicKey))),
+          });
+        };
+      };
+    }));
+    assert.equal(key.extractable, false);
+    assert.equal(key.type, 'private');
+    assert.equal(key.algorithm, 'Ed25519');
+    assert.deepEqual(key.usages, ['sign']);
+    assert.equal(key.pkcs8Refused, true, 'exportKey("pkcs8") must reject');
+    assert.equal(key.jwkRefused, true, 'exportKey("jwk") must reject');
+
+    // The identity shown is the canonical form of that public key, computed here independently.
+    const bytes = Buffer.from([0x08, 0x01, 0x12, 0x20, ...key.raw]);
+    let bits = '';
+    for (const b of bytes) bits += b.toString(2).padStart(8, '0');
+    const alphabet = 'abcdefghijklmnopqrstuvwxyz234567';
+    const expected = 'b' + (bits.padEnd(Math.ceil(bits.length / 5) * 5, '0').match(/.{5}/g) ?? [])
+      .map((five) => alphabet[parseInt(five, 2)]).join('');
+    assert.equal(identity, expected);
+
+    await page.reload({ timeout: STEP });
+    assert.equal(await identityOf(page), identity, 'the key survives a reload');
+  });
+
+  test('signs in over WebSocket and shows the claims with a live countdown', async () => {
+    const claims = await signIn(page, { origin, identity });
+    assert.equal(claims.sub, identity);
+    assert.equal(await text(page, '#claim-sub'), identity);
+    assert.ok(claims.sid && claims.exp > claims.iat, 'sid, iat, exp present');
+    const header = JSON.parse(await text(page, '#claims')).header;
+    assert.equal(header.alg, 'EdDSA');
+    assert.equal(header.typ, 'at+jwt');
+    assert.equal(await text(page, '#token-state'), 'valid');
+    assert.match(await text(page, '#refresh-state'), /refresh token held/);
+
+    const first = await text(page, '#countdown');
+    assert.match(first, /^\d+:\d\d(:\d\d)?$/);
+    await page.waitForFunction((t) => document.getElementById('countdown').textContent !== t, first, { timeout: 5_000 });
+
+    const items = await sessionItems(page); // loaded right after signing in
+    assert.equal(items.filter((s) => s.current).length, 1);
+    assert.equal(items.find((s) => s.current).sid, claims.sid);
+
+    await page.click('#whoami');
+    await page.waitForSelector('#whoami-out:not([hidden])');
+    assert.equal(JSON.parse(await text(page, '#whoami-out')).identity, identity);
+  });
+
+  test('refresh replaces the token and spends the refresh token', async () => {
+    const before = await readStore(page, 'session');
+    const oldClaims = await claimsOf(page);
+    await page.click('#refresh');
+    await page.waitForFunction(() => document.getElementById('token-msg').classList.contains('ok'), null, { timeout: STEP });
+    const after = await readStore(page, 'session');
+    const claims = await claimsOf(page);
+    assert.notEqual(after.token, before.token);
+    assert.ok(after.refresh_token, 'a new refresh token came back');
+    assert.notEqual(after.refresh_token, before.refresh_token);
+    assert.notEqual(claims.jti, oldClaims.jti);
+    assert.equal(claims.sub, identity);
+    assert.equal(claims.sid, oldClaims.sid, 'a refresh stays in the same session');
+  });
+
+  test('lists sessions, revokes one and the current one, then signs in again', async () => {
+    const oldSession = await readStore(page, 'session');
+    const second = await signIn(page, { origin, identity }); // a second session for this identity
+    assert.notEqual(second.sid, oldSession.session_id);
+    let items = await reloadSessions(page, 2);
+    assert.deepEqual(items.filter((s) => s.current).map((s) => s.sid), [second.sid]);
+
+    // Revoke the older session: it disappears and its token stops working at once.
+    await page.click(`#sessions > li[data-sid="${oldSession.session_id}"] button`);
+    await page.waitForFunction(() => document.getElementById('sessions-msg').classList.contains('ok'), null, { timeout: STEP });
+    items = await reloadSessions(page, 1);
+    assert.equal(items[0].sid, second.sid);
+    const dead = await whoamiStatus(origin, oldSession.token);
+    assert.equal(dead.status, 401, `a revoked session's token is refused (got ${dead.status})`);
+    assert.equal(dead.body?.error, 'session_revoked');
+
+    // Revoke this browser's own session: the page signs out.
+    await page.click(`#sessions > li[data-sid="${second.sid}"] button`);
+    await page.waitForSelector('#signed-out-card:not([hidden])', { timeout: STEP });
+    assert.match(await text(page, '#signin-msg'), /signed out/i);
+    assert.equal(await readStore(page, 'session'), null);
+
+    const again = await signIn(page, { origin, identity });
+    assert.equal(again.sub, identity);
+    assert.notEqual(again.sid, second.sid);
+  });
+
+  test('logs out other sessions, this one, and everywhere; the screenshot shows a signed-in page', async () => {
+    const older = (await readStore(page, 'session')).session_id;
+    const claims = await signIn(page, { origin, identity });
+    const items = await reloadSessions(page, 2);
+    assert.deepEqual(items.map((s) => s.sid).sort(), [older, claims.sid].sort());
+    await page.evaluate(() => window.scrollTo(0, 0));
+    await page.screenshot({ path: SCREENSHOT, fullPage: true, timeout: STEP });
+
+    await page.click('#logout [data-scope="others"]');
+    await page.waitForFunction(() => document.getElementById('sessions-msg').classList.contains('ok'), null, { timeout: STEP });
+    assert.match(await text(page, '#sessions-msg'), /\b1 session\b/);
+    assert.deepEqual((await reloadSessions(page, 1)).map((s) => s.sid), [claims.sid]);
+
+    await page.click('#logout [data-scope="local"]');
+    await page.waitForSelector('#signed-out-card:not([hidden])', { timeout: STEP });
+    assert.match(await text(page, '#signin-msg'), /Logged out/);
+
+    await signIn(page, { origin, identity });
+    await signIn(page, { origin, identity });
+    await page.click('#logout [data-scope="global"]');
+    await page.waitForSelector('#signed-out-card:not([hidden])', { timeout: STEP });
+    assert.match(await text(page, '#signin-msg'), /Logged out everywhere: 2 sessions ended/);
+  });
+
+  test('falls back to HTTP when WebSockets cannot open', async () => {
+    const httpPage = await context.newPage();
+    try {
+      await httpPage.addInitScript(() => {
+        window.WebSocket = class { constructor() { throw new DOMException('blocked by the test', 'SecurityError'); } };
+      });
+      await httpPage.goto(`${origin}/`, { timeout: STEP });
+      assert.equal(await identityOf(httpPage), identity, 'the same profile keeps the same identity');
+      const claims = await signIn(httpPage, { origin, identity, via: 'HTTP' });
+      assert.equal(claims.sub, identity);
+      assert.ok(traffic.requests.some((r) => r.method === 'POST' && new URL(r.url).pathname === '/api/token'));
+      await httpPage.click('#logout [data-scope="local"]');
+      await httpPage.waitForSelector('#signed-out-card:not([hidden])', { timeout: STEP });
+    } finally {
+      await httpPage.close();
+    }
+  });
+
+  test('refuses to sign a challenge for another site or another identity', async () => {
+    const cases = [
+      { audience: 'https://evil.example', who: identity, expect: /meant for "https:\/\/evil\.example"/ },
+      { audience: origin, who: `bbaarei${'a'.repeat(52)}`, expect: /identity that is not yours/ },
+    ];
+    for (const c of cases) {
+      const fake = await context.newPage();
+      let signed = false;
+      try {
+        await fake.routeWebSocket(/\/ws\/userauth$/, (ws) => {
+          ws.onMessage((message) => {
+            const msg = JSON.parse(String(message));
+            if (msg.type !== 'token') { signed = true; return; }
+            const now = new Date();
+            const at = (d) => d.toISOString().replace(/\.\d{3}Z$/, 'Z');
+            const value = ['keygate sign-in challenge v1', `audience: ${c.audience}`, `identity: ${c.who}`,
+              'nonce: AAAAAAAAAAAAAAAAAAAAAA', `issued-at: ${at(now)}`, `expires-at: ${at(new Date(+now + 60_000))}`].join('\n');
+            traffic.challenges.add(value);
+            ws.send(JSON.stringify({ type: 'challenge', value, expires_at: at(new Date(+now + 60_000)) }));
+          });
+        });
+        await fake.goto(`${origin}/`, { timeout: STEP });
+        await identityOf(fake);
+        await fake.click('#sign-in');
+        await fake.waitForFunction(() => document.getElementById('signin-msg').classList.contains('bad'), null, { timeout: STEP });
+        assert.match(await text(fake, '#signin-msg'), /Not signed/);
+        assert.match(await text(fake, '#checks'), c.expect);
+        assert.equal(await fake.isVisible('#approve'), false, 'no way to sign it anyway');
+        assert.equal(signed, false, 'no signature was sent');
+      } finally {
+        await fake.close();
+      }
+    }
+  });
+
+  test('"New identity" asks first, then replaces the key', async () => {
+    await page.click('#new-identity');
+    await page.waitForSelector('#confirm-new[open]');
+    await page.click('#keep-identity');
+    await page.waitForSelector('#confirm-new:not([open])', { state: 'attached' });
+    assert.equal(await text(page, '#identity'), identity);
+
+    await page.click('#new-identity');
+    await page.click('#replace-identity');
+    await page.waitForFunction((old) => {
+      const shown = document.getElementById('identity').textContent;
+      return shown !== old && /^bbaarei/.test(shown);
+    }, identity, { timeout: STEP });
+    const fresh = await identityOf(page);
+    assert.match(fresh, IDENTITY);
+    const claims = await signIn(page, { origin, identity: fresh });
+    assert.equal(claims.sub, fresh);
+  });
+
+  test('sends nothing but the identity, challenges, signatures and tokens, and only to its own origin', async () => {
+    await Promise.all(traffic.pending);
+    assert.deepEqual(traffic.problems, [], 'no script errors, CSP violations or failed loads');
+    assert.ok(traffic.sent.length >= 10, `saw ${traffic.sent.length} messages`);
+    assert.ok(traffic.sent.some((m) => m.where.startsWith('ws ') && m.json?.sig), 'WebSocket frames were seen');
+    for (const m of traffic.sent) {
+      assert.ok(m.json && typeof m.json === 'object' && !Array.isArray(m.json), `${m.where} sent non-JSON: ${m.raw}`);
+      for (const [k, v] of Object.entries(m.json)) {
+        assert.ok(Object.hasOwn(ALLOWED, k), `${m.where} sent a key outside the allowlist: ${k}`);
+        assert.ok(ALLOWED[k](v), `${m.where} sent an unexpected ${k}: ${JSON.stringify(v).slice(0, 80)}`);
+      }
+    }
+    const secrets = [...traffic.tokens, ...traffic.refreshTokens];
+    for (const r of traffic.requests) {
+      assert.equal(new URL(r.url).origin, origin, `request to another origin: ${r.url}`);
+      for (const s of secrets) assert.ok(!r.url.includes(s), `a token travelled in a URL: ${r.method} ${r.url}`);
+      if (r.authorization) {
+        const [scheme, token] = r.authorization.split(' ');
+        assert.equal(scheme, 'Bearer');
+        assert.ok(traffic.tokens.has(token), `${r.url} carried an unknown bearer token`);
+      }
+    }
+  });
+
+  test('says plainly when the server is down', async () => {
+    await stopKeygate(server.child);
+    await page.click('#sign-in');
+    await page.waitForFunction(() => document.getElementById('signin-msg').classList.contains('bad'), null, { timeout: STEP });
+    const message = await text(page, '#signin-msg');
+    assert.match(message, /Can’t reach the server/);
+    assert.match(message, /network/);
+  });
+});
