@@ -79,6 +79,22 @@ pub fn json_body<T: DeserializeOwned + Send>()
         })
 }
 
+/// The raw body, at most [`MAX_BODY`] bytes; empty for a request that declares no
+/// body at all (a GET, a DELETE), which warp's length limit would otherwise refuse.
+pub fn optional_body() -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+    let declared = warp::body::content_length_limit(MAX_BODY).and(warp::body::bytes());
+    let none = warp::header::optional::<String>("content-length")
+        .and(warp::header::optional::<String>("transfer-encoding"))
+        .and_then(|len: Option<String>, te: Option<String>| async move {
+            if len.is_none() && te.is_none() {
+                Ok(Bytes::new())
+            } else {
+                Err(warp::reject::not_found())
+            }
+        });
+    declared.or(none).unify()
+}
+
 trait ClassifyMsg {
     fn classify_msg(&self) -> &'static str;
 }

@@ -305,8 +305,7 @@ fn forwarded(provider: Arc<Provider>) -> BoxedFilter<(Response,)> {
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .and(warp::method())
         .and(warp::header::headers_cloned())
-        .and(warp::body::content_length_limit(crate::http::MAX_BODY))
-        .and(warp::body::bytes())
+        .and(crate::http::optional_body())
         .and(with_provider(provider))
         .then(
             |path: warp::path::FullPath,

@@ -1,0 +1,8 @@
+//! End-to-end tests: real servers on 127.0.0.1:0, real clients, real SQLite files.
+//! One test binary with modules inside keeps link time down.
+
+mod support;
+
+mod errors;
+mod flows;
+mod split;

@@ -1,0 +1,221 @@
+//! Starting servers and talking to them like a client would.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use futures_util::{SinkExt, StreamExt};
+use keygate::apikey::{self, ApiSecret};
+use keygate::server::{self, Mode, Options, Running};
+use keygate::session::SessionPolicy;
+use keygate::store::{ApiKeyRecord, Store};
+use keygate::time::{Clock, ManualClock, SystemClock};
+use keygate::token::{Jwks, TokenVerifier};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+pub type Ws = keygate::client::WsStream;
+
+/// Bound on every wait in these tests.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct TestServer {
+    pub running: Running,
+    pub clock: ManualClock,
+    pub dir: Arc<tempfile::TempDir>,
+}
+
+impl TestServer {
+    pub fn http(&self) -> String {
+        self.running.http_url()
+    }
+    pub fn ws(&self, path: &str) -> String {
+        self.running.ws_url(path)
+    }
+    pub fn origin(&self) -> String {
+        format!("http://127.0.0.1:{}", self.running.addr.port())
+    }
+    pub async fn stop(self) -> Arc<tempfile::TempDir> {
+        self.running.stop().await;
+        self.dir
+    }
+    /// Creates an API key directly in the store; returns (id, secret).
+    pub async fn api_key(&self, scopes: &[&str]) -> (String, ApiSecret) {
+        let store = self.running.store.as_ref().expect("hub mode");
+        let key = apikey::generate(&mut rand::rng());
+        store
+            .insert_api_key(ApiKeyRecord {
+                id: key.id.clone(),
+                name: "test app".into(),
+                secret: key.secret.clone(),
+                scopes: scopes.iter().map(|s| s.to_string()).collect(),
+                can_broker: false,
+                policy: SessionPolicy::default(),
+                created_at: self.clock.now(),
+                revoked_at: None,
+            })
+            .await
+            .unwrap();
+        (key.id, key.secret)
+    }
+}
+
+pub fn db_url(dir: &tempfile::TempDir) -> String {
+    format!("sqlite://{}", dir.path().join("keygate.db").display())
+}
+
+pub fn options(mode: Mode, dir: &tempfile::TempDir, clock: &ManualClock) -> Options {
+    let mut o = Options::new(mode, "127.0.0.1:0".parse().unwrap(), db_url(dir));
+    o.issuer = Some("http://keygate.test".into());
+    o.clock = Arc::new(clock.clone());
+    o
+}
+
+/// `keygate serve` on a fresh database with a clock starting at the real time.
+pub async fn serve() -> TestServer {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    serve_in(dir).await
+}
+
+pub async fn serve_in(dir: Arc<tempfile::TempDir>) -> TestServer {
+    let clock = ManualClock::new(SystemClock.now());
+    let running = server::start(options(Mode::Serve, &dir, &clock))
+        .await
+        .unwrap();
+    TestServer {
+        running,
+        clock,
+        dir,
+    }
+}
+
+pub fn user(seed: u8) -> SigningKey {
+    SigningKey::from_bytes(&[seed; 32])
+}
+
+pub fn id(key: &SigningKey) -> String {
+    keygate::Identity::from(key).to_string()
+}
+
+pub async fn connect(url: &str, origin: Option<&str>) -> Ws {
+    let mut req = url.into_client_request().unwrap();
+    if let Some(o) = origin {
+        req.headers_mut().insert("origin", o.parse().unwrap());
+    }
+    let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
+        .await
+        .expect("connect in time")
+        .expect("connect");
+    ws
+}
+
+pub async fn send(ws: &mut Ws, v: serde_json::Value) {
+    ws.send(Message::text(v.to_string())).await.unwrap();
+}
+
+pub async fn send_raw(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text.to_owned())).await.unwrap();
+}
+
+/// The next JSON text frame.
+pub async fn recv(ws: &mut Ws) -> serde_json::Value {
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("frame in time")
+            .expect("socket open")
+            .expect("frame");
+        if let Message::Text(t) = msg {
+            return serde_json::from_str(&t).unwrap();
+        }
+    }
+}
+
+/// Reads until the server closes; returns the close code.
+pub async fn close_code(ws: &mut Ws) -> Option<u16> {
+    loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("close in time")
+        {
+            Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => return None,
+        }
+    }
+}
+
+/// Expects an error frame with `code`, then a close with `close`.
+pub async fn expect_error(ws: &mut Ws, code: &str, close: u16) -> serde_json::Value {
+    let f = recv(ws).await;
+    assert_eq!(f["type"], "error", "{f}");
+    assert_eq!(f["code"], code, "{f}");
+    assert!(f["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert_eq!(close_code(ws).await, Some(close));
+    f
+}
+
+pub fn sign(key: &SigningKey, text: &str) -> String {
+    keygate::challenge::sign(key, text)
+}
+
+/// A whole WebSocket sign-in; returns the token frame.
+pub async fn ws_login(
+    url: &str,
+    origin: Option<&str>,
+    key: &SigningKey,
+    extra: serde_json::Value,
+) -> serde_json::Value {
+    let mut ws = connect(url, origin).await;
+    let mut first = serde_json::json!({"type": "token", "pubkey": id(key)});
+    if let (Some(f), Some(e)) = (first.as_object_mut(), extra.as_object()) {
+        f.extend(e.clone());
+    }
+    send(&mut ws, first).await;
+    let c = recv(&mut ws).await;
+    assert_eq!(c["type"], "challenge", "{c}");
+    let text = c["value"].as_str().unwrap().to_owned();
+    send(
+        &mut ws,
+        serde_json::json!({"type": "challenge", "sig": sign(key, &text)}),
+    )
+    .await;
+    let t = recv(&mut ws).await;
+    assert_eq!(close_code(&mut ws).await, Some(1000));
+    t
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder().timeout(WAIT).build().unwrap()
+}
+
+pub async fn jwks(base: &str) -> Jwks {
+    http()
+        .get(format!("{base}/.well-known/jwks.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+pub async fn verifier(base: &str) -> TokenVerifier {
+    TokenVerifier::new(&jwks(base).await, "http://keygate.test")
+}
+
+/// Headers of an API-key-signed request expiring in `ttl` seconds from `now`.
+pub fn api_headers(id: &str, secret: &ApiSecret, expires_at: i64) -> reqwest::header::HeaderMap {
+    let (msg, sig) = secret.sign(expires_at);
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(apikey::HEADER_KEY, id.parse().unwrap());
+    h.insert(apikey::HEADER_MSG, msg.parse().unwrap());
+    h.insert(apikey::HEADER_SIG, sig.parse().unwrap());
+    h
+}
+
+pub async fn json_of(res: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = res.status().as_u16();
+    let v = res.json().await.unwrap_or(serde_json::Value::Null);
+    (status, v)
+}
