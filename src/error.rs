@@ -33,6 +33,8 @@ pub enum Error {
     InvalidRefreshToken,
     #[error("refresh token was already used; the session has been revoked")]
     RefreshTokenReused,
+    #[error("this token id is unknown, expired or already used")]
+    InvalidGrant,
     #[error("{0}")]
     InvalidScope(String),
     #[error("requests from this origin are not allowed")]
@@ -81,6 +83,7 @@ impl Error {
             Error::SessionExpired => "session_expired",
             Error::InvalidRefreshToken => "invalid_refresh_token",
             Error::RefreshTokenReused => "refresh_token_reused",
+            Error::InvalidGrant => "invalid_grant",
             Error::InvalidScope(_) => "invalid_scope",
             Error::ForbiddenOrigin => "forbidden_origin",
             Error::Forbidden(_) => "forbidden",
@@ -108,7 +111,8 @@ impl Error {
             | Error::SessionRevoked
             | Error::SessionExpired
             | Error::InvalidRefreshToken
-            | Error::RefreshTokenReused => 401,
+            | Error::RefreshTokenReused
+            | Error::InvalidGrant => 401,
             Error::InvalidScope(_) | Error::ForbiddenOrigin | Error::Forbidden(_) => 403,
             Error::NotFound => 404,
             Error::PayloadTooLarge | Error::MessageTooLarge => 413,

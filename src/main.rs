@@ -135,6 +135,9 @@ struct LoginArgs {
     /// Access token lifetime in seconds (up to the app's maximum).
     #[arg(long)]
     expiration: Option<i64>,
+    /// Renew this session (same identity and app) instead of starting a new one.
+    #[arg(long, value_name = "SESSION_ID")]
+    renew: Option<String>,
     /// Print the whole token response as JSON instead of the token alone.
     #[arg(long)]
     json: bool,
@@ -405,6 +408,7 @@ async fn login(a: LoginArgs) -> CliResult {
         access_type: a.offline.then(|| "offline".to_owned()),
         scope: a.scope,
         expiration: a.expiration,
+        session_id: a.renew,
     };
     let now = SystemClock.now();
     let issued = if a.http {

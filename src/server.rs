@@ -163,7 +163,11 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
                 .await
                 .map_err(StartError::Hub)?;
             background.push(spawn_purger(store.clone(), opts.clock.clone()));
-            (Some(Arc::new(hub)), Some(store))
+            let hub = Arc::new(hub);
+            background.push(tokio::spawn(
+                hub.clone().follow_revocations(Duration::from_millis(200)),
+            ));
+            (Some(hub), Some(store))
         }
         Mode::Provider => (None, None),
     };

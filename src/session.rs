@@ -18,7 +18,10 @@ pub const DEFAULT_SESSION_TTL: i64 = 10 * 3600;
 pub const DEFAULT_IDLE_TIMEOUT: i64 = 4 * 3600;
 /// Shortest access token lifetime a request may ask for.
 pub const MIN_ACCESS_TTL: i64 = 60;
-const REFRESH_PREFIX: &str = "kgr_";
+/// Prefix of refresh tokens.
+pub const REFRESH_PREFIX: &str = "kgr_";
+/// Prefix of brokered token ids.
+pub const BROKER_PREFIX: &str = "kgb_";
 
 /// Lifetimes that an API key sets for the sessions made through it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -72,11 +75,11 @@ pub fn valid_id(s: &str) -> bool {
 }
 
 /// A new opaque bearer secret (refresh token, brokered token id): 256 bits.
-pub fn new_secret_token<R: rand::CryptoRng + ?Sized>(rng: &mut R) -> String {
+pub fn new_secret_token<R: rand::CryptoRng + ?Sized>(rng: &mut R, prefix: &str) -> String {
     let mut b = [0u8; 32];
     rng.fill_bytes(&mut b);
-    let mut s = String::with_capacity(REFRESH_PREFIX.len() + 43);
-    s.push_str(REFRESH_PREFIX);
+    let mut s = String::with_capacity(prefix.len() + 43);
+    s.push_str(prefix);
     URL_SAFE_NO_PAD.encode_string(b, &mut s);
     s
 }
@@ -111,9 +114,9 @@ mod tests {
         let id = random_id(&mut rng);
         assert!(valid_id(&id));
         assert!(!valid_id("short"));
-        let t = new_secret_token(&mut rng);
+        let t = new_secret_token(&mut rng, REFRESH_PREFIX);
         assert!(t.starts_with("kgr_") && t.len() == 47);
-        assert_ne!(t, new_secret_token(&mut rng));
+        assert_ne!(t, new_secret_token(&mut rng, REFRESH_PREFIX));
         assert_eq!(hash_secret(&t), hash_secret(&t.clone()));
     }
 }

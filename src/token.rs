@@ -40,6 +40,9 @@ pub struct AccessClaims {
     pub scope: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// Brokered tokens: the role the app vouched for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -295,6 +298,7 @@ mod tests {
             sid: "s1".into(),
             scope: "read write".into(),
             client_id: Some("cli".into()),
+            role: None,
         }
     }
 

@@ -16,8 +16,8 @@ use crate::error::Error;
 use crate::identity::Identity;
 use crate::session::{self, SessionPolicy};
 use crate::store::{
-    ApiKeyRecord, RedeemOutcome, Redemption, RefreshOutcome, Revoke, SessionRecord,
-    SigningKeyRecord, Store,
+    ApiKeyRecord, BrokerGrant, NewSession, RedeemOutcome, Redemption, RefreshOutcome,
+    RevocationEvent, Revoke, SessionRecord, SigningKeyRecord, Store,
 };
 use crate::time::{Clock, UnixTime, format_rfc3339};
 use crate::token::{AccessClaims, Jwks, TokenSigner, TokenVerifier};
@@ -51,6 +51,10 @@ pub struct TokenOptions {
     /// Requested access-token lifetime in seconds, honoured up to the key's maximum.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expiration: Option<i64>,
+    /// Renew this session of the same identity and app (signing a fresh challenge
+    /// instead of presenting a refresh token) rather than start a new one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
 }
 
 /// What the user's side of a sign-in brings back: identity, challenge, signature.
@@ -107,6 +111,17 @@ pub struct SessionView {
     pub current: bool,
 }
 
+/// `POST /v1/broker/tokens` answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerToken {
+    pub token_id: String,
+    pub expires_at: String,
+}
+
+/// Default and longest lifetime of a brokered token id.
+pub const BROKER_DEFAULT_TTL: i64 = 300;
+pub const BROKER_MAX_TTL: i64 = 3600;
+
 /// `GET /v1/revocations?since=`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RevocationFeed {
@@ -122,6 +137,8 @@ struct KeyRing {
 }
 
 pub struct Hub {
+    /// Live revocations for push subscribers, fed by [`Hub::follow_revocations`].
+    revocations: tokio::sync::broadcast::Sender<RevocationEvent>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     config: HubConfig,
@@ -158,6 +175,7 @@ impl Hub {
         }
         let ring = KeyRing::new(&records, &config.issuer).ok_or(Error::Internal)?;
         Ok(Hub {
+            revocations: tokio::sync::broadcast::channel(1024).0,
             store,
             clock,
             config,
@@ -283,7 +301,9 @@ impl Hub {
             let sid = session::random_id(&mut rng);
             (
                 sid,
-                request.offline.then(|| session::new_secret_token(&mut rng)),
+                request
+                    .offline
+                    .then(|| session::new_secret_token(&mut rng, session::REFRESH_PREFIX)),
             )
         };
         let session = crate::store::NewSession {
@@ -305,36 +325,40 @@ impl Hub {
                 .as_deref()
                 .zip(options.client_id.clone())
                 .map(|(t, c)| (session::hash_secret(t), c)),
+            renew: options.session_id.clone(),
             session,
         };
-        match self.store.redeem(redemption.clone()).await? {
-            RedeemOutcome::Created => {}
+        let s = match self.store.redeem(redemption.clone()).await? {
+            RedeemOutcome::Created => {
+                let s = redemption.session;
+                (s.subject, s.id, s.scope, s.client_id, s.expires_at)
+            }
+            RedeemOutcome::Renewed(s) => (s.subject, s.id, s.scope, s.client_id, s.expires_at),
             RedeemOutcome::ChallengeUsed => return Err(Error::ChallengeUsed),
             RedeemOutcome::ApiKeyRevoked => return Err(ApiKeyError.into()),
-        }
-        let s = redemption.session;
+            RedeemOutcome::SessionGone => return Err(Error::SessionRevoked),
+        };
+        let (subject, sid, scope, client_id, session_expires_at) = s;
         Ok(self.mint(
-            &s.subject,
-            &s.api_key,
-            &s.id,
-            &s.scope,
-            s.client_id.clone(),
+            Grant {
+                subject: &subject,
+                app: &app.id,
+                session_id: &sid,
+                scope: &scope,
+                client_id,
+                role: None,
+            },
             &app.policy,
             request.expiration,
             now,
-            s.expires_at,
+            session_expires_at,
             refresh_token,
         ))
     }
 
-    #[allow(clippy::too_many_arguments)]
     fn mint(
         &self,
-        subject: &str,
-        app: &str,
-        session_id: &str,
-        scope: &str,
-        client_id: Option<String>,
+        grant: Grant<'_>,
         policy: &SessionPolicy,
         expiration: Option<i64>,
         now: UnixTime,
@@ -344,22 +368,23 @@ impl Hub {
         let exp = policy.access_expiry(expiration, now, session_expires_at);
         let claims = AccessClaims {
             iss: self.config.issuer.clone(),
-            sub: subject.to_owned(),
-            aud: app.to_owned(),
+            sub: grant.subject.to_owned(),
+            aud: grant.app.to_owned(),
             iat: now,
             nbf: now,
             exp,
             jti: session::random_id(&mut rand::rng()),
-            sid: session_id.to_owned(),
-            scope: scope.to_owned(),
-            client_id,
+            sid: grant.session_id.to_owned(),
+            scope: grant.scope.to_owned(),
+            client_id: grant.client_id,
+            role: grant.role,
         };
         IssuedToken {
             token: self.ring().signer.mint(&claims),
             token_type: "Bearer".into(),
             expires_at: format_rfc3339(exp),
             expires_in: exp - now,
-            session_id: session_id.to_owned(),
+            session_id: grant.session_id.to_owned(),
             refresh_token,
         }
     }
@@ -407,7 +432,7 @@ impl Hub {
             return Err(Error::InvalidRefreshToken);
         }
         let now = self.now();
-        let next = session::new_secret_token(&mut rand::rng());
+        let next = session::new_secret_token(&mut rand::rng(), session::REFRESH_PREFIX);
         let outcome = self
             .store
             .rotate_refresh_token(
@@ -429,11 +454,14 @@ impl Hub {
             _ => return Err(Error::SessionRevoked),
         };
         Ok(self.mint(
-            &s.subject,
-            &s.api_key,
-            &s.id,
-            &s.scope,
-            s.client_id.clone(),
+            Grant {
+                subject: &s.subject,
+                app: &s.api_key,
+                session_id: &s.id,
+                scope: &s.scope,
+                client_id: s.client_id.clone(),
+                role: None,
+            },
             &policy,
             None,
             now,
@@ -524,6 +552,137 @@ impl Hub {
             cursor,
         })
     }
+
+    /// Subscribes to revocations as they happen (any node, any process writing the
+    /// store), for the push feed.
+    pub fn subscribe_revocations(&self) -> tokio::sync::broadcast::Receiver<RevocationEvent> {
+        self.revocations.subscribe()
+    }
+
+    /// Polls the store's revocation feed and broadcasts new entries, so push
+    /// subscribers learn of a revocation made anywhere within about `every`.
+    pub async fn follow_revocations(self: Arc<Self>, every: std::time::Duration) {
+        let mut cursor = loop {
+            match self.store.revocation_cursor().await {
+                Ok(c) => break c,
+                Err(_) => tokio::time::sleep(every).await,
+            }
+        };
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            match self.store.revocations_since(cursor, 1000).await {
+                Ok(events) => {
+                    for e in events {
+                        cursor = e.seq;
+                        let _ = self.revocations.send(e);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "revocation feed poll failed"),
+            }
+        }
+    }
+
+    /// `POST /v1/broker/tokens`: a one-time token id the app hands to its user.
+    pub async fn create_broker_token(
+        &self,
+        app: &ApiKeyRecord,
+        endpoint_id: &str,
+        role: &str,
+        ttl: Option<i64>,
+    ) -> Result<BrokerToken, Error> {
+        if !app.can_broker {
+            return Err(Error::Forbidden(
+                "this API key may not broker tokens".into(),
+            ));
+        }
+        if endpoint_id.is_empty()
+            || endpoint_id.len() > 128
+            || !endpoint_id.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(Error::bad_request(
+                "endpoint_id must be 1 to 128 visible ASCII characters",
+            ));
+        }
+        if role.is_empty()
+            || role.len() > 64
+            || !role
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        {
+            return Err(Error::bad_request("role must be 1 to 64 of [A-Za-z0-9_.-]"));
+        }
+        let ttl = ttl.unwrap_or(BROKER_DEFAULT_TTL);
+        if !(1..=BROKER_MAX_TTL).contains(&ttl) {
+            return Err(Error::bad_request("ttl must be between 1 and 3600 seconds"));
+        }
+        let token_id = session::new_secret_token(&mut rand::rng(), session::BROKER_PREFIX);
+        let expires_at = self.now() + ttl;
+        self.store
+            .insert_broker_token(BrokerGrant {
+                hash: session::hash_secret(&token_id),
+                api_key: app.id.clone(),
+                endpoint_id: endpoint_id.to_owned(),
+                role: role.to_owned(),
+                expires_at,
+            })
+            .await?;
+        Ok(BrokerToken {
+            token_id,
+            expires_at: format_rfc3339(expires_at),
+        })
+    }
+
+    /// `POST /v1/session-tokens`: exchanges a brokered token id, once, for an access
+    /// token whose subject is `<key id>:<endpoint id>`.
+    pub async fn exchange_broker_token(
+        &self,
+        token_id: &str,
+        meta: ClientMeta,
+    ) -> Result<IssuedToken, Error> {
+        if !token_id.starts_with(session::BROKER_PREFIX) || token_id.len() > 128 {
+            return Err(Error::InvalidGrant);
+        }
+        let now = self.now();
+        let draft = NewSession {
+            id: session::random_id(&mut rand::rng()),
+            subject: String::new(),
+            api_key: String::new(),
+            client_id: None,
+            scope: String::new(),
+            created_at: now,
+            expires_at: now,
+            idle_timeout: 0,
+            user_agent: meta.user_agent.map(|s| truncate(s, 256)),
+            address: meta.address,
+        };
+        let (s, role) = self
+            .store
+            .exchange_broker_token(session::hash_secret(token_id), draft, now)
+            .await?
+            .ok_or(Error::InvalidGrant)?;
+        let policy = self
+            .live_api_key(&s.api_key)
+            .await
+            .map_err(|_| Error::InvalidGrant)?
+            .policy;
+        Ok(self.mint(
+            Grant {
+                subject: &s.subject,
+                app: &s.api_key,
+                session_id: &s.id,
+                scope: &s.scope,
+                client_id: None,
+                role: Some(role),
+            },
+            &policy,
+            None,
+            now,
+            s.expires_at,
+            None,
+        ))
+    }
 }
 
 impl KeyRing {
@@ -549,6 +708,16 @@ impl KeyRing {
             jwks,
         })
     }
+}
+
+/// Who and what a token is for.
+struct Grant<'a> {
+    subject: &'a str,
+    app: &'a str,
+    session_id: &'a str,
+    scope: &'a str,
+    client_id: Option<String>,
+    role: Option<String>,
 }
 
 struct ValidRequest {
@@ -589,6 +758,11 @@ fn validate_options(app: &ApiKeyRecord, o: &TokenOptions) -> Result<ValidRequest
         if !granted.contains(&s) {
             granted.push(s);
         }
+    }
+    if o.session_id.is_some() && offline {
+        return Err(Error::bad_request(
+            "renewing a session keeps its refresh token: do not ask for access_type offline",
+        ));
     }
     if let Some(e) = o.expiration
         && e <= 0

@@ -57,6 +57,19 @@ struct IntrospectRequest {
 }
 
 #[derive(Debug, Deserialize)]
+struct BrokerRequest {
+    endpoint_id: String,
+    role: String,
+    #[serde(default)]
+    ttl: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ExchangeRequest {
+    token_id: String,
+}
+
+#[derive(Debug, Deserialize)]
 struct FeedQuery {
     #[serde(default)]
     since: i64,
@@ -211,7 +224,40 @@ pub fn api_routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
             |hub: Arc<Hub>, q: FeedQuery| async move { reply(hub.revocation_feed(q.since).await) },
         );
 
+    let broker = warp::path!("v1" / "broker" / "tokens")
+        .and(warp::post())
+        .and(with_hub(hub.clone()))
+        .and(warp::header::headers_cloned())
+        .and(json_body::<BrokerRequest>())
+        .then(
+            |hub: Arc<Hub>, headers: HeaderMap, body: Result<BrokerRequest, Error>| async move {
+                reply(
+                    async {
+                        let app = app(&hub, &headers).await?;
+                        let b = body?;
+                        hub.create_broker_token(&app, &b.endpoint_id, &b.role, b.ttl)
+                            .await
+                    }
+                    .await,
+                )
+            },
+        );
+
+    let feed_ws = warp::path!("v1" / "revocations" / "ws")
+        .and(warp::ws())
+        .and(with_hub(hub.clone()))
+        .and(warp::query::<FeedQuery>())
+        .map(|ws: warp::ws::Ws, hub: Arc<Hub>, q: FeedQuery| {
+            ws.max_message_size(signin::MAX_FRAME)
+                .on_upgrade(move |socket| push_revocations(socket, hub, q.since))
+                .into_response()
+        });
+
     jwks.map(crate::http::boxed)
+        .or(broker)
+        .unify()
+        .or(feed_ws)
+        .unify()
         .or(challenge)
         .unify()
         .or(token)
@@ -273,6 +319,17 @@ pub fn user_routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
             }
         });
 
+    let exchange = warp::path!("v1" / "session-tokens")
+        .and(warp::post())
+        .and(with_hub(hub.clone()))
+        .and(client_meta())
+        .and(json_body::<ExchangeRequest>())
+        .then(
+            |hub: Arc<Hub>, meta: ClientMeta, body: Result<ExchangeRequest, Error>| async move {
+                reply(async { hub.exchange_broker_token(&body?.token_id, meta).await }.await)
+            },
+        );
+
     let logout = warp::path!("v1" / "logout")
         .and(warp::post())
         .and(with_hub(hub))
@@ -302,6 +359,8 @@ pub fn user_routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
     whoami
         .or(refresh)
         .unify()
+        .or(exchange)
+        .unify()
         .or(list)
         .unify()
         .or(revoke)
@@ -309,4 +368,56 @@ pub fn user_routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
         .or(logout)
         .unify()
         .boxed()
+}
+
+/// The push side of the revocation feed: the backlog after `since`, then every new
+/// revocation as the Hub learns of it, as `{"type":"revocation",…}` text frames.
+async fn push_revocations(socket: warp::ws::WebSocket, hub: Arc<Hub>, since: i64) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::sync::broadcast::error::RecvError;
+    let (mut tx, mut rx) = socket.split();
+    let mut live = hub.subscribe_revocations();
+    let mut cursor = since.max(0);
+    let frame = |e: &crate::store::RevocationEvent| {
+        let mut v = serde_json::to_value(e).unwrap_or_default();
+        v["type"] = "revocation".into();
+        warp::ws::Message::text(v.to_string())
+    };
+    // Backlog (and catch-up after lagging), from the store.
+    'outer: loop {
+        loop {
+            let Ok(batch) = hub.store().revocations_since(cursor, 1000).await else {
+                break 'outer;
+            };
+            if batch.is_empty() {
+                break;
+            }
+            for e in &batch {
+                cursor = e.seq;
+                if tx.send(frame(e)).await.is_err() {
+                    break 'outer;
+                }
+            }
+        }
+        loop {
+            tokio::select! {
+                event = live.recv() => match event {
+                    Ok(e) if e.seq <= cursor => {}
+                    Ok(e) => {
+                        cursor = e.seq;
+                        if tx.send(frame(&e)).await.is_err() {
+                            break 'outer;
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => continue 'outer,
+                    Err(RecvError::Closed) => break 'outer,
+                },
+                incoming = rx.next() => match incoming {
+                    Some(Ok(m)) if !m.is_close() => {}
+                    _ => break 'outer,
+                },
+            }
+        }
+    }
+    let _ = tx.close().await;
 }

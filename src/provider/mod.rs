@@ -363,19 +363,39 @@ fn forwarded(provider: Arc<Provider>) -> BoxedFilter<(Response,)> {
 const PLACEHOLDER: &str = "<!doctype html><meta charset=utf-8><title>keygate</title>\
 <h1>keygate is running</h1><p>Sign in over <code>/ws/userauth</code> or <code>/api/token</code>.</p>";
 
+/// Serves the web demo: the top-level page files of `web_root` only (no
+/// subdirectories such as the browser test's `node_modules`, no dotfiles).
 fn static_files(web_root: Option<PathBuf>) -> BoxedFilter<(Response,)> {
     match web_root {
-        Some(dir) if dir.is_dir() => warp::get()
-            .and(warp::fs::dir(dir))
-            .map(|f: warp::fs::File| {
-                let mut res = f.into_response();
-                res.headers_mut().insert(
-                    "x-content-type-options",
-                    warp::http::HeaderValue::from_static("nosniff"),
-                );
-                res
-            })
-            .boxed(),
+        Some(dir) if dir.is_dir() => {
+            let page_file = warp::path::peek().and_then(|tail: warp::path::Peek| async move {
+                let name = tail.as_str();
+                let served = name.is_empty()
+                    || (!name.contains('/')
+                        && !name.starts_with('.')
+                        && [".html", ".js", ".css", ".svg", ".png", ".ico"]
+                            .iter()
+                            .any(|ext| name.ends_with(ext)));
+                if served {
+                    Ok(())
+                } else {
+                    Err(warp::reject::not_found())
+                }
+            });
+            warp::get()
+                .and(page_file)
+                .untuple_one()
+                .and(warp::fs::dir(dir))
+                .map(|f: warp::fs::File| {
+                    let mut res = f.into_response();
+                    res.headers_mut().insert(
+                        "x-content-type-options",
+                        warp::http::HeaderValue::from_static("nosniff"),
+                    );
+                    res
+                })
+                .boxed()
+        }
         _ => warp::get()
             .and(warp::path::end())
             .map(|| warp::reply::html(PLACEHOLDER).into_response())

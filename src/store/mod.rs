@@ -131,13 +131,30 @@ pub struct Redemption {
     pub session: NewSession,
     /// Hash of a new refresh token and the client it is bound to.
     pub refresh: Option<([u8; 32], String)>,
+    /// Renew this existing session (same subject and app) instead of creating
+    /// `session`: only its last use moves.
+    pub renew: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedeemOutcome {
     Created,
+    /// The session named in `renew`, after renewal.
+    Renewed(SessionRecord),
     ChallengeUsed,
     ApiKeyRevoked,
+    /// The session to renew is not this identity's, or no longer live.
+    SessionGone,
+}
+
+/// A one-time token id an app minted for one of its users.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerGrant {
+    pub hash: [u8; 32],
+    pub api_key: String,
+    pub endpoint_id: String,
+    pub role: String,
+    pub expires_at: UnixTime,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -214,6 +231,21 @@ pub trait Store: Send + Sync + 'static {
         new: [u8; 32],
         now: UnixTime,
     ) -> BoxFuture<'a, StoreResult<RefreshOutcome>>;
+
+    fn insert_broker_token(&self, grant: BrokerGrant) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// Spends a brokered token id (once, before it expires, while its key is live)
+    /// and creates the session `session` for it in the same transaction; `session`'s
+    /// subject and app are filled from the grant. Returns the session and role.
+    fn exchange_broker_token(
+        &self,
+        hash: [u8; 32],
+        session: NewSession,
+        now: UnixTime,
+    ) -> BoxFuture<'_, StoreResult<Option<(SessionRecord, String)>>>;
+
+    /// The newest revocation feed cursor (0 when empty).
+    fn revocation_cursor(&self) -> BoxFuture<'_, StoreResult<i64>>;
 
     /// The revocation feed after cursor `since`, oldest first, at most `limit`.
     fn revocations_since(

@@ -132,6 +132,26 @@ async fn commit_batch(pool: &SqlitePool, batch: &[Job]) -> StoreResult<Vec<Redee
             continue;
         }
         let s = &r.session;
+        if let Some(sid) = &r.renew {
+            let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "UPDATE sessions SET last_used_at = ? WHERE id = ? AND subject = ? AND api_key = ? \
+                 AND revoked_at IS NULL AND expires_at > ? AND last_used_at + idle_timeout > ? \
+                 RETURNING {SESSION_COLUMNS}"
+            )))
+            .bind(s.created_at)
+            .bind(sid)
+            .bind(&s.subject)
+            .bind(&s.api_key)
+            .bind(s.created_at)
+            .bind(s.created_at)
+            .fetch_optional(&mut *tx)
+            .await?;
+            outcomes.push(match row {
+                Some(row) => RedeemOutcome::Renewed(session_from_row(&row)?),
+                None => RedeemOutcome::SessionGone,
+            });
+            continue;
+        }
         let created = sqlx::query(
             "INSERT INTO sessions (id, subject, api_key, client_id, scope, created_at, \
              last_used_at, expires_at, idle_timeout, user_agent, address) \
@@ -545,6 +565,105 @@ impl Store for SqliteStore {
                 last_used_at: now,
                 ..session
             }))
+        }
+        .boxed()
+    }
+
+    fn insert_broker_token(&self, g: BrokerGrant) -> BoxFuture<'_, StoreResult<()>> {
+        async move {
+            sqlx::query(
+                "INSERT INTO broker_tokens (hash, api_key, endpoint_id, role, expires_at) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(&g.hash[..])
+            .bind(&g.api_key)
+            .bind(&g.endpoint_id)
+            .bind(&g.role)
+            .bind(g.expires_at)
+            .execute(&self.write)
+            .await?;
+            Ok(())
+        }
+        .boxed()
+    }
+
+    fn exchange_broker_token(
+        &self,
+        hash: [u8; 32],
+        session: NewSession,
+        now: UnixTime,
+    ) -> BoxFuture<'_, StoreResult<Option<(SessionRecord, String)>>> {
+        async move {
+            let mut tx = self.write.begin().await?;
+            let Some(grant) = sqlx::query(
+                "UPDATE broker_tokens SET used_at = ? \
+                 WHERE hash = ? AND used_at IS NULL AND expires_at > ? \
+                 AND EXISTS (SELECT 1 FROM api_keys k WHERE k.id = broker_tokens.api_key \
+                             AND k.revoked_at IS NULL AND k.can_broker != 0) \
+                 RETURNING api_key, endpoint_id, role",
+            )
+            .bind(now)
+            .bind(&hash[..])
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?
+            else {
+                return Ok(None);
+            };
+            let api_key: String = grant.try_get("api_key")?;
+            let endpoint_id: String = grant.try_get("endpoint_id")?;
+            let role: String = grant.try_get("role")?;
+            let policy = sqlx::query("SELECT session_ttl, idle_timeout FROM api_keys WHERE id = ?")
+                .bind(&api_key)
+                .fetch_one(&mut *tx)
+                .await?;
+            let session_ttl: i64 = policy.try_get("session_ttl")?;
+            let idle_timeout: i64 = policy.try_get("idle_timeout")?;
+            let record = SessionRecord {
+                id: session.id,
+                subject: format!("{api_key}:{endpoint_id}"),
+                api_key,
+                client_id: session.client_id,
+                scope: session.scope,
+                created_at: now,
+                last_used_at: now,
+                expires_at: now + session_ttl,
+                idle_timeout,
+                revoked_at: None,
+                user_agent: session.user_agent,
+                address: session.address,
+            };
+            sqlx::query(
+                "INSERT INTO sessions (id, subject, api_key, client_id, scope, created_at, \
+                 last_used_at, expires_at, idle_timeout, user_agent, address) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&record.id)
+            .bind(&record.subject)
+            .bind(&record.api_key)
+            .bind(&record.client_id)
+            .bind(&record.scope)
+            .bind(now)
+            .bind(now)
+            .bind(record.expires_at)
+            .bind(record.idle_timeout)
+            .bind(&record.user_agent)
+            .bind(&record.address)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(Some((record, role)))
+        }
+        .boxed()
+    }
+
+    fn revocation_cursor(&self) -> BoxFuture<'_, StoreResult<i64>> {
+        async move {
+            Ok(
+                sqlx::query_scalar("SELECT COALESCE(MAX(seq), 0) FROM revocations")
+                    .fetch_one(&self.read)
+                    .await?,
+            )
         }
         .boxed()
     }

@@ -24,6 +24,13 @@ const STEP = 15_000; // ceiling for any single wait in the page
 const IDENTITY = /^bbaarei[a-z2-7]{52}$/;
 const SIGNATURE = /^[A-Za-z0-9_-]{86}$/; // 64 bytes, base64url, unpadded
 
+/** Resolves as `promise` does, or rejects after `ms`. */
+function within(ms, promise, what) {
+  let timer;
+  const late = new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`${what}: no answer in ${ms} ms`)), ms); });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
 // ---- the server --------------------------------------------------------------------
 
 /** Starts `keygate serve` and resolves with its base URL once it says it is listening. */
@@ -219,7 +226,7 @@ describe('keygate web demo in Chromium', { timeout: 240_000 }, () => {
   });
 
   after(async () => {
-    await context?.close().catch(() => {});
+    await within(STEP, context?.close() ?? Promise.resolve(), 'closing Chromium').catch(() => {});
     await stopKeygate(server?.child);
     if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
   });
@@ -433,7 +440,7 @@ describe('keygate web demo in Chromium', { timeout: 240_000 }, () => {
   });
 
   test('sends nothing but the identity, challenges, signatures and tokens, and only to its own origin', async () => {
-    await Promise.all(traffic.pending);
+    await within(STEP, Promise.all(traffic.pending), 'reading response bodies');
     assert.deepEqual(traffic.problems, [], 'no script errors, CSP violations or failed loads');
     assert.ok(traffic.sent.length >= 10, `saw ${traffic.sent.length} messages`);
     assert.ok(traffic.sent.some((m) => m.where.startsWith('ws ') && m.json?.sig), 'WebSocket frames were seen');
