@@ -29,6 +29,7 @@ pub mod error;
 pub mod http;
 pub mod hub;
 pub mod identity;
+pub mod logging;
 pub mod provider;
 pub mod server;
 pub mod session;

@@ -4,5 +4,7 @@
 mod support;
 
 mod errors;
+mod examples;
 mod flows;
+mod lifecycle;
 mod split;

@@ -1,0 +1,729 @@
+//! Sessions and token lifecycle: lifetimes, refresh rotation, revocation,
+//! introspection, logout scopes, scopes, brokered tokens, and secrets at rest.
+
+use std::time::{Duration, Instant};
+
+use keygate::time::Clock;
+use serde_json::{Value, json};
+
+use crate::support::*;
+
+fn offline() -> Value {
+    json!({"client_id": "cli", "access_type": "offline"})
+}
+
+async fn login(s: &TestServer, seed: u8, extra: Value) -> Value {
+    ws_login(&s.ws("/ws/userauth"), Some(&s.origin()), &user(seed), extra).await
+}
+
+async fn refresh(s: &TestServer, token: &str, client_id: &str) -> (u16, Value) {
+    json_of(
+        http()
+            .post(format!("{}/v1/token/refresh", s.http()))
+            .json(&json!({"refresh_token": token, "client_id": client_id}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+async fn get(s: &TestServer, path: &str, token: &str) -> (u16, Value) {
+    json_of(
+        http()
+            .get(format!("{}{path}", s.http()))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+async fn post(s: &TestServer, path: &str, token: &str, body: Value) -> (u16, Value) {
+    json_of(
+        http()
+            .post(format!("{}{path}", s.http()))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+fn tok(v: &Value) -> &str {
+    v["value"].as_str().or(v["token"].as_str()).unwrap()
+}
+
+#[tokio::test]
+async fn many_sessions_per_identity_and_requested_lifetimes() {
+    let s = serve().await;
+    let a = login(&s, 40, json!({})).await;
+    let b = login(&s, 40, json!({"expiration": 120})).await;
+    let c = login(&s, 40, json!({"expiration": 999_999})).await;
+    assert_ne!(a["session_id"], b["session_id"]);
+    assert_eq!(b["expires_in"], 120);
+    assert_eq!(c["expires_in"], 3600, "capped at the key's maximum");
+    let (status, body) = get(&s, "/v1/sessions", tok(&a)).await;
+    assert_eq!(status, 200);
+    let sessions = body["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 3);
+    let current: Vec<&Value> = sessions.iter().filter(|x| x["current"] == true).collect();
+    assert_eq!(current.len(), 1);
+    assert_eq!(current[0]["session_id"], a["session_id"]);
+    for field in [
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "client_id",
+        "user_agent",
+        "address",
+    ] {
+        assert!(current[0].get(field).is_some(), "{field}");
+    }
+    assert_eq!(current[0]["address"], "127.0.0.1");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_reuse_revokes_the_session() {
+    let s = serve().await;
+    let t = login(&s, 41, offline()).await;
+    let r0 = t["refresh_token"].as_str().unwrap().to_owned();
+    assert!(r0.len() >= 43, "at least 256 bits");
+
+    let (status, n1) = refresh(&s, &r0, "cli").await;
+    assert_eq!(status, 200, "{n1}");
+    assert_eq!(n1["session_id"], t["session_id"]);
+    let r1 = n1["refresh_token"].as_str().unwrap().to_owned();
+    assert_ne!(r1, r0);
+    assert_eq!(get(&s, "/v1/whoami", tok(&n1)).await.0, 200);
+
+    // Bound to its client: another client id gets 401 and spends nothing.
+    let (status, body) = refresh(&s, &r1, "other").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_refresh_token"))
+    );
+
+    // The spent token again: 401, and the whole session is revoked.
+    let (status, body) = refresh(&s, &r0, "cli").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("refresh_token_reused"))
+    );
+    let (status, body) = get(&s, "/v1/whoami", tok(&n1)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("session_revoked"))
+    );
+    let (status, _) = refresh(&s, &r1, "cli").await;
+    assert_eq!(status, 401, "the live refresh token died with its session");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn twenty_parallel_refreshes_one_success() {
+    let s = serve().await;
+    let t = login(&s, 42, offline()).await;
+    let r = t["refresh_token"].as_str().unwrap().to_owned();
+    let url = format!("{}/v1/token/refresh", s.http());
+    let tasks: Vec<_> = (0..20)
+        .map(|_| {
+            let (url, r) = (url.clone(), r.clone());
+            tokio::spawn(async move {
+                json_of(
+                    http()
+                        .post(url)
+                        .json(&json!({"refresh_token": r, "client_id": "cli"}))
+                        .send()
+                        .await
+                        .unwrap(),
+                )
+                .await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        let (status, body) = t.await.unwrap();
+        match status {
+            200 => ok += 1,
+            401 => assert!(
+                ["refresh_token_reused", "session_revoked"]
+                    .contains(&body["error"].as_str().unwrap()),
+                "{body}"
+            ),
+            other => panic!("{other}: {body}"),
+        }
+    }
+    assert_eq!(ok, 1);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn refresh_and_access_tokens_are_not_interchangeable() {
+    let s = serve().await;
+    let t = login(&s, 43, offline()).await;
+    let r = t["refresh_token"].as_str().unwrap();
+    let (status, body) = get(&s, "/v1/whoami", r).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_token"))
+    );
+    let (status, body) = refresh(&s, tok(&t), "cli").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_refresh_token"))
+    );
+    // Without offline access there is no refresh token at all.
+    let online = login(&s, 43, json!({"client_id": "cli"})).await;
+    assert!(online.get("refresh_token").is_none());
+    // offline without a client_id is a bad request.
+    let mut ws = connect(&s.ws("/ws/userauth"), Some(&s.origin())).await;
+    send(
+        &mut ws,
+        json!({"type": "token", "pubkey": id(&user(43)), "access_type": "offline"}),
+    )
+    .await;
+    let c = recv(&mut ws).await;
+    send(
+        &mut ws,
+        json!({"type": "challenge", "sig": sign(&user(43), c["value"].as_str().unwrap())}),
+    )
+    .await;
+    expect_error(&mut ws, "bad_request", 1008).await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn renewal_by_signing_a_fresh_challenge() {
+    let s = serve().await;
+    let t = login(&s, 44, json!({})).await;
+    let sid = t["session_id"].as_str().unwrap();
+    s.clock.advance(600);
+    let renewed = login(&s, 44, json!({"session_id": sid})).await;
+    assert_eq!(renewed["type"], "token", "{renewed}");
+    assert_eq!(renewed["session_id"], sid);
+    let (_, list) = get(&s, "/v1/sessions", tok(&renewed)).await;
+    let row = &list["sessions"][0];
+    assert_ne!(row["created_at"], row["last_used_at"], "last use moved");
+    // Another identity cannot renew this session.
+    let mut ws = connect(&s.ws("/ws/userauth"), Some(&s.origin())).await;
+    send(
+        &mut ws,
+        json!({"type": "token", "pubkey": id(&user(45)), "session_id": sid}),
+    )
+    .await;
+    let c = recv(&mut ws).await;
+    send(
+        &mut ws,
+        json!({"type": "challenge", "sig": sign(&user(45), c["value"].as_str().unwrap())}),
+    )
+    .await;
+    expect_error(&mut ws, "session_revoked", 1008).await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn delete_session_and_logout_scopes() {
+    let s = serve().await;
+    let a = login(&s, 46, json!({})).await;
+    let b = login(&s, 46, json!({})).await;
+    let c = login(&s, 46, json!({})).await;
+    let d = login(&s, 46, json!({})).await;
+    let other = login(&s, 47, json!({})).await;
+
+    // Only one's own sessions can be deleted.
+    let res = http()
+        .delete(format!(
+            "{}/v1/sessions/{}",
+            s.http(),
+            other["session_id"].as_str().unwrap()
+        ))
+        .bearer_auth(tok(&a))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    let res = http()
+        .delete(format!(
+            "{}/v1/sessions/{}",
+            s.http(),
+            b["session_id"].as_str().unwrap()
+        ))
+        .bearer_auth(tok(&a))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(
+        get(&s, "/v1/whoami", tok(&b)).await.1["error"],
+        "session_revoked"
+    );
+
+    let (status, body) = post(&s, "/v1/logout", tok(&a), json!({"scope": "others"})).await;
+    assert_eq!((status, body["revoked"].as_u64()), (200, Some(2)));
+    assert_eq!(get(&s, "/v1/whoami", tok(&a)).await.0, 200);
+    assert_eq!(get(&s, "/v1/whoami", tok(&c)).await.0, 401);
+    assert_eq!(get(&s, "/v1/whoami", tok(&d)).await.0, 401);
+    assert_eq!(
+        get(&s, "/v1/whoami", tok(&other)).await.0,
+        200,
+        "other identities untouched"
+    );
+
+    let (status, body) = post(&s, "/v1/logout", tok(&a), json!({"scope": "local"})).await;
+    assert_eq!((status, body["revoked"].as_u64()), (200, Some(1)));
+    assert_eq!(get(&s, "/v1/whoami", tok(&a)).await.0, 401);
+
+    let e = login(&s, 46, json!({})).await;
+    let f = login(&s, 46, json!({})).await;
+    let (status, body) = post(&s, "/v1/logout", tok(&e), json!({"scope": "global"})).await;
+    assert_eq!((status, body["revoked"].as_u64()), (200, Some(2)));
+    assert_eq!(get(&s, "/v1/whoami", tok(&f)).await.0, 401);
+    let (status, body) = post(
+        &s,
+        "/v1/logout",
+        tok(&other),
+        json!({"scope": "everything"}),
+    )
+    .await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("bad_request")));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn idle_timeout_and_absolute_lifetime() {
+    let s = serve().await;
+    let t = login(&s, 48, offline()).await;
+    s.clock.advance(4 * 3600);
+    let (status, body) = refresh(&s, t["refresh_token"].as_str().unwrap(), "cli").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("session_expired"))
+    );
+
+    let t = login(&s, 48, offline()).await;
+    let mut r = t["refresh_token"].as_str().unwrap().to_owned();
+    for _ in 0..9 {
+        s.clock.advance(3600);
+        let (status, n) = refresh(&s, &r, "cli").await;
+        assert_eq!(status, 200, "{n}");
+        r = n["refresh_token"].as_str().unwrap().to_owned();
+        assert!(n["expires_in"].as_i64().unwrap() <= 3600);
+    }
+    s.clock.advance(3600);
+    let (status, body) = refresh(&s, &r, "cli").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("session_expired")),
+        "10 h absolute lifetime"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn introspection_and_api_key_revocation_are_live() {
+    let s = serve().await;
+    let (kid, secret) = s.api_key(&[]).await;
+    let t = login(&s, 49, json!({})).await;
+    let introspect = |token: String| {
+        let (url, h) = (
+            format!("{}/v1/introspect", s.http()),
+            api_headers(&kid, &secret, s.clock.now() + 60),
+        );
+        async move {
+            json_of(
+                http()
+                    .post(url)
+                    .headers(h)
+                    .form(&[("token", token)])
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let (status, body) = introspect(tok(&t).to_owned()).await;
+    assert_eq!(status, 200);
+    assert_eq!(body["active"], true);
+    assert_eq!(body["sub"], id(&user(49)));
+    assert_eq!(body["sid"], t["session_id"]);
+    let (_, body) = introspect("garbage".into()).await;
+    assert_eq!(body, json!({"active": false}));
+    // Introspection needs an API key.
+    let res = http()
+        .post(format!("{}/v1/introspect", s.http()))
+        .form(&[("token", tok(&t))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+
+    // Revoking the Provider's API key ends every session made through it, at once.
+    let provider_key = s.running.provider_key.clone().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args([
+            "keys",
+            "revoke",
+            &provider_key,
+            "--database",
+            &db_url(&s.dir),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, body) = introspect(tok(&t).to_owned()).await;
+    assert_eq!(body["active"], false);
+    assert_eq!(
+        get(&s, "/v1/whoami", tok(&t)).await.1["error"],
+        "session_revoked"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn admin_cli_lists_and_revokes_sessions() {
+    let s = serve().await;
+    let t = login(&s, 50, json!({})).await;
+    let who = id(&user(50));
+    let db = db_url(&s.dir);
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let list = run(&["sessions", "list", "--identity", &who, "--database", &db]);
+    assert!(
+        list.contains(t["session_id"].as_str().unwrap()) && list.contains("active"),
+        "{list}"
+    );
+    let out = run(&["sessions", "revoke", "--identity", &who, "--database", &db]);
+    assert!(out.contains("revoked 1"), "{out}");
+    assert_eq!(
+        get(&s, "/v1/whoami", tok(&t)).await.1["error"],
+        "session_revoked"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn offline_verifiers_learn_of_revocations_within_a_second() {
+    let s = serve().await;
+    let t = login(&s, 51, json!({})).await;
+    let verifier = keygate::client::OfflineVerifier::start(&s.http(), "http://keygate.test")
+        .await
+        .unwrap();
+    assert!(verifier.verify(tok(&t), s.clock.now()).is_ok());
+
+    // The pull feed.
+    let (status, feed) = json_of(
+        http()
+            .get(format!("{}/v1/revocations?since=0", s.http()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let cursor = feed["cursor"].as_i64().unwrap();
+
+    let revoked_at = Instant::now();
+    assert_eq!(post(&s, "/v1/logout", tok(&t), json!({})).await.0, 200);
+    let mut learned = None;
+    for _ in 0..40 {
+        if verifier.verify(tok(&t), s.clock.now()) == Err(keygate::Error::SessionRevoked) {
+            learned = Some(revoked_at.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let learned = learned.expect("revocation reached the offline verifier");
+    assert!(learned < Duration::from_secs(1), "{learned:?}");
+
+    let (_, feed) = json_of(
+        http()
+            .get(format!("{}/v1/revocations?since={cursor}", s.http()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(feed["revocations"][0]["session_id"], t["session_id"]);
+    assert!(feed["cursor"].as_i64().unwrap() > cursor);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn scopes_are_limited_by_the_api_key() {
+    let s = serve().await;
+    let (kid, secret) = s.api_key(&["read", "write"]).await;
+    let client = keygate::client::HubClient::new(&s.http(), &kid, secret).unwrap();
+    let key = user(52);
+    let with_scope = |scope: &str| keygate::hub::TokenOptions {
+        scope: Some(scope.into()),
+        ..Default::default()
+    };
+    let c = client.challenge(&id(&key), None).await.unwrap();
+    let t = client
+        .token(
+            &id(&key),
+            &c.text,
+            &sign(&key, &c.text),
+            &with_scope("read read write"),
+        )
+        .await
+        .unwrap();
+    let claims = verifier(&s.http())
+        .await
+        .verify(&t.token, s.clock.now())
+        .unwrap();
+    assert_eq!(claims.scope, "read write");
+    let c = client.challenge(&id(&key), None).await.unwrap();
+    match client
+        .token(
+            &id(&key),
+            &c.text,
+            &sign(&key, &c.text),
+            &with_scope("read admin"),
+        )
+        .await
+    {
+        Err(keygate::client::ClientError::Server { status, code, .. }) => {
+            assert_eq!((status, code.as_str()), (403, "invalid_scope"))
+        }
+        other => panic!("expected 403 invalid_scope, got {other:?}"),
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn brokered_tokens_work_once_and_are_namespaced() {
+    let s = serve().await;
+    let store = s.running.store.as_ref().unwrap();
+    let broker = keygate::apikey::generate(&mut rand::rng());
+    use keygate::store::Store;
+    store
+        .insert_api_key(keygate::store::ApiKeyRecord {
+            id: broker.id.clone(),
+            name: "broker".into(),
+            secret: broker.secret.clone(),
+            scopes: vec![],
+            can_broker: true,
+            policy: Default::default(),
+            created_at: s.clock.now(),
+            revoked_at: None,
+        })
+        .await
+        .unwrap();
+    let create = |h: reqwest::header::HeaderMap, body: Value| {
+        let url = format!("{}/v1/broker/tokens", s.http());
+        async move {
+            json_of(
+                http()
+                    .post(url)
+                    .headers(h)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let (status, grant) = create(
+        api_headers(&broker.id, &broker.secret, s.clock.now() + 60),
+        json!({"endpoint_id": "user-7", "role": "member", "ttl": 60}),
+    )
+    .await;
+    assert_eq!(status, 200, "{grant}");
+    let token_id = grant["token_id"].as_str().unwrap().to_owned();
+
+    let exchange = |token_id: String| {
+        let url = format!("{}/v1/session-tokens", s.http());
+        async move {
+            json_of(
+                http()
+                    .post(url)
+                    .json(&json!({"token_id": token_id}))
+                    .send()
+                    .await
+                    .unwrap(),
+            )
+            .await
+        }
+    };
+    let (status, t) = exchange(token_id.clone()).await;
+    assert_eq!(status, 200, "{t}");
+    let claims = verifier(&s.http())
+        .await
+        .verify(tok(&t), s.clock.now())
+        .unwrap();
+    assert_eq!(claims.sub, format!("{}:user-7", broker.id));
+    assert!(
+        keygate::Identity::parse(&claims.sub).is_err(),
+        "never a key identity"
+    );
+    assert_eq!(claims.role.as_deref(), Some("member"));
+    assert_eq!(get(&s, "/v1/whoami", tok(&t)).await.0, 200);
+
+    let (status, body) = exchange(token_id).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_grant")),
+        "works once"
+    );
+
+    let (_, grant) = create(
+        api_headers(&broker.id, &broker.secret, s.clock.now() + 60),
+        json!({"endpoint_id": "user-8", "role": "member", "ttl": 5}),
+    )
+    .await;
+    s.clock.advance(6);
+    let (status, _) = exchange(grant["token_id"].as_str().unwrap().to_owned()).await;
+    assert_eq!(status, 401, "expired");
+
+    let (kid, secret) = s.api_key(&[]).await;
+    let (status, body) = create(
+        api_headers(&kid, &secret, s.clock.now() + 60),
+        json!({"endpoint_id": "x", "role": "member"}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("forbidden")),
+        "no broker permission"
+    );
+    s.stop().await;
+}
+
+/// Everything the tracing subscriber of this test binary writes.
+static LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+
+struct LogSink;
+
+impl std::io::Write for LogSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        LOGS.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn tokens_and_secrets_are_never_stored_or_logged_in_plain_text() {
+    // What `RUST_LOG=trace keygate serve` would write.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(keygate::logging::filter("trace"))
+        .with_writer(|| LogSink)
+        .try_init();
+    let s = serve().await;
+    let key = user(53);
+    // A full run: offline sign-in over WS and HTTP, refresh, whoami, sessions,
+    // brokered token, logout.
+    let t = login(&s, 53, offline()).await;
+    let r0 = t["refresh_token"].as_str().unwrap().to_owned();
+    let (_, n) = refresh(&s, &r0, "cli").await;
+    let r1 = n["refresh_token"].as_str().unwrap().to_owned();
+    let (status, c) = json_of(
+        http()
+            .get(format!("{}/api/token", s.http()))
+            .query(&[("id", id(&key))])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let text = c["challenge"].as_str().unwrap();
+    let sig = sign(&key, text);
+    let h = http()
+        .post(format!("{}/api/token", s.http()))
+        .json(&json!({"id": id(&key), "challenge": text, "sig": sig}))
+        .send()
+        .await
+        .unwrap();
+    let (_, ht) = json_of(h).await;
+    assert_eq!(get(&s, "/v1/whoami", tok(&n)).await.0, 200);
+    assert_eq!(get(&s, "/v1/sessions", tok(&n)).await.0, 200);
+    let (kid, secret) = s.api_key(&[]).await;
+    let (_, _) = json_of(
+        http()
+            .post(format!("{}/v1/challenge", s.http()))
+            .headers(api_headers(&kid, &secret, s.clock.now() + 60))
+            .json(&json!({"pubkey": id(&key)}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        post(&s, "/v1/logout", tok(&ht), json!({"scope": "global"}))
+            .await
+            .0,
+        200
+    );
+    let dir = s.stop().await;
+
+    let secrets = [
+        tok(&t).to_owned(),
+        tok(&n).to_owned(),
+        tok(&ht).to_owned(),
+        r0.clone(),
+        r1.clone(),
+        sig,
+        secret.reveal(),
+    ];
+    let mut at_rest = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        at_rest.extend(std::fs::read(entry.unwrap().path()).unwrap());
+    }
+    let logs = LOGS.lock().unwrap().clone();
+    assert!(!logs.is_empty(), "the subscriber captured the run");
+    let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    for secret in &secrets {
+        // A JWT's signature part alone would be enough to find it.
+        let needle = secret.rsplit('.').next().unwrap().as_bytes();
+        assert!(
+            !contains(&at_rest, needle),
+            "stored in plain text: {}…",
+            &secret[..12]
+        );
+        if contains(&logs, needle) {
+            let text = String::from_utf8_lossy(&logs);
+            let line = text
+                .lines()
+                .find(|l| l.contains(std::str::from_utf8(needle).unwrap()))
+                .unwrap_or("");
+            panic!(
+                "logged: {}… in {}",
+                &secret[..12],
+                &line[..line.len().min(300)]
+            );
+        }
+    }
+    // The refresh tokens are there, as hashes.
+    for r in [&r0, &r1] {
+        assert!(
+            contains(&at_rest, &keygate::session::hash_secret(r)),
+            "refresh token hash stored"
+        );
+    }
+}
