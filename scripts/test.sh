@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Runs every keygate test on a fresh machine: formatting and lints, the Rust unit
+# and integration tests (real servers on 127.0.0.1, real SQLite files), then the
+# browser test of web-demo/ in Debian's Chromium driven by playwright-core.
+# Installs what is missing (Chromium from apt, npm packages for the browser test).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else echo "scripts/test.sh: need root to run: $*" >&2; return 1; fi
+}
+
+apt_updated=""
+need_apt() {  # need_apt COMMAND PACKAGE...
+  command -v "$1" >/dev/null 2>&1 && return 0
+  shift
+  if [ -z "$apt_updated" ]; then as_root apt-get update -qq; apt_updated=1; fi
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+if [ ! -x /usr/bin/chromium ]; then need_apt chromium chromium; fi
+need_apt node nodejs npm
+
+echo "== cargo fmt / clippy"
+cargo fmt --all -- --check
+cargo clippy --locked --all-targets -- -D warnings
+
+echo "== cargo test"
+cargo test --locked
+
+echo "== browser test (web-demo, Chromium)"
+(
+  cd web-demo/test
+  npm ci --no-audit --no-fund --loglevel=error
+  KEYGATE_BIN="$(pwd)/../../target/debug/keygate" node --test
+)
