@@ -206,7 +206,7 @@ fn parse(text: &str) -> Result<Fields<'_>, ChallengeError> {
             .and_then(|l| l.strip_prefix(label))
             .ok_or(ChallengeError::Malformed)
     };
-    if field(HEADER)? != "" {
+    if !field(HEADER)?.is_empty() {
         return Err(ChallengeError::Malformed);
     }
     let audience = field("audience: ")?;

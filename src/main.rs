@@ -17,7 +17,7 @@ use keygate::hub::TokenOptions;
 use keygate::identity::Identity;
 use keygate::server::{self, Mode};
 use keygate::session::SessionPolicy;
-use keygate::store::{ApiKeyRecord, Revoke, SqliteStore, Store};
+use keygate::store::{ApiKeyRecord, Revoke, Store};
 use keygate::time::{Clock, SystemClock, format_rfc3339};
 
 #[derive(Parser)]
@@ -457,10 +457,9 @@ async fn token_verify(
     Ok(())
 }
 
-async fn open_store(db: &DbArgs) -> Result<Arc<SqliteStore>, String> {
-    SqliteStore::open(&db.database)
+async fn open_store(db: &DbArgs) -> Result<Arc<dyn Store>, String> {
+    keygate::store::open(&db.database)
         .await
-        .map(Arc::new)
         .map_err(|e| format!("cannot open {}: {e}", db.database))
 }
 

@@ -18,7 +18,7 @@ use crate::error::Error;
 use crate::hub::{Hub, HubConfig};
 use crate::provider::{HubLink, Provider};
 use crate::session::SessionPolicy;
-use crate::store::{ApiKeyRecord, SqliteStore, Store};
+use crate::store::{ApiKeyRecord, Store};
 use crate::time::{Clock, SystemClock};
 
 /// Name under which `serve` remembers the key it provisioned for its Provider.
@@ -84,7 +84,7 @@ pub enum StartError {
 pub struct Running {
     pub addr: SocketAddr,
     pub hub: Option<Arc<Hub>>,
-    pub store: Option<SqliteStore>,
+    pub store: Option<Arc<dyn Store>>,
     /// The API key id the Provider uses.
     pub provider_key: Option<String>,
     pub origins: Vec<String>,
@@ -154,12 +154,12 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
     let mut background = Vec::new();
     let (hub, store) = match opts.mode {
         Mode::Serve | Mode::Hub => {
-            let store = SqliteStore::open(&opts.database).await?;
+            let store = crate::store::open(&opts.database).await?;
             let config = HubConfig {
                 issuer: issuer.clone(),
                 challenge_ttl: opts.challenge_ttl,
             };
-            let hub = Hub::open(Arc::new(store.clone()), opts.clock.clone(), config)
+            let hub = Hub::open(store.clone(), opts.clock.clone(), config)
                 .await
                 .map_err(StartError::Hub)?;
             background.push(spawn_purger(store.clone(), opts.clock.clone()));
@@ -290,7 +290,7 @@ async fn provider_app(
 }
 
 /// Deletes spent nonces once their challenges have expired anyway.
-fn spawn_purger(store: SqliteStore, clock: Arc<dyn Clock>) -> JoinHandle<()> {
+fn spawn_purger(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {

@@ -258,7 +258,7 @@ impl TokenVerifier {
             return Err(TokenError::WrongIssuer);
         }
         if let Some(auds) = &self.audiences
-            && !auds.iter().any(|a| *a == c.aud)
+            && !auds.contains(&c.aud)
         {
             return Err(TokenError::WrongAudience);
         }

@@ -410,7 +410,13 @@ pub async fn login_http(
 
 /// Fetches a JWKS document and builds an offline verifier for `issuer`'s tokens.
 pub async fn fetch_verifier(jwks_url: &str, issuer: &str) -> Result<TokenVerifier, ClientError> {
-    let res = reqwest::get(jwks_url)
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .build()
+        .map_err(|e| ClientError::Protocol(e.to_string()))?;
+    let res = http
+        .get(jwks_url)
+        .send()
         .await
         .map_err(|_| ClientError::Connect(jwks_url.to_owned()))?;
     let jwks: Jwks = read_json(res).await?;
@@ -430,15 +436,34 @@ impl OfflineVerifier {
     /// Fetches the JWKS and the revocation backlog from `hub_url` (http://host:port)
     /// and starts following the push feed in the background.
     pub async fn start(hub_url: &str, issuer: &str) -> Result<std::sync::Arc<Self>, ClientError> {
+        Self::start_for(hub_url, issuer, None).await
+    }
+
+    /// Like [`OfflineVerifier::start`], accepting only tokens whose `aud` is one of
+    /// `audiences` (API key ids) when given.
+    pub async fn start_for(
+        hub_url: &str,
+        issuer: &str,
+        audiences: Option<Vec<String>>,
+    ) -> Result<std::sync::Arc<Self>, ClientError> {
         let base = hub_url.trim_end_matches('/');
-        let verifier = fetch_verifier(&format!("{base}/.well-known/jwks.json"), issuer).await?;
+        let mut verifier = fetch_verifier(&format!("{base}/.well-known/jwks.json"), issuer).await?;
+        if let Some(a) = audiences {
+            verifier = verifier.with_audiences(a);
+        }
         let this = std::sync::Arc::new(OfflineVerifier {
             verifier,
             revoked: Default::default(),
         });
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .map_err(|e| ClientError::Protocol(e.to_string()))?;
         let mut cursor = 0;
         loop {
-            let res = reqwest::get(format!("{base}/v1/revocations?since={cursor}"))
+            let res = http
+                .get(format!("{base}/v1/revocations?since={cursor}"))
+                .send()
                 .await
                 .map_err(|_| ClientError::Connect(base.to_owned()))?;
             let feed: serde_json::Value = read_json(res).await?;
@@ -463,10 +488,9 @@ impl OfflineVerifier {
 
     fn apply(&self, event: &serde_json::Value) {
         if let (Some(sid), Some(exp)) = (event["session_id"].as_str(), event["expires_at"].as_i64())
+            && let Ok(mut map) = self.revoked.write()
         {
-            if let Ok(mut map) = self.revoked.write() {
-                map.insert(sid.to_owned(), exp);
-            }
+            map.insert(sid.to_owned(), exp);
         }
     }
 
@@ -475,7 +499,10 @@ impl OfflineVerifier {
     async fn follow(this: std::sync::Weak<Self>, ws_base: String, mut cursor: i64) {
         loop {
             let url = format!("{ws_base}/v1/revocations/ws?since={cursor}");
-            if let Ok((mut ws, _)) = tokio_tungstenite::connect_async(url.as_str()).await {
+            let connect = tokio_tungstenite::connect_async(url.as_str());
+            if let Ok(Ok((mut ws, _))) =
+                tokio::time::timeout(std::time::Duration::from_secs(10), connect).await
+            {
                 while let Some(Ok(msg)) = ws.next().await {
                     let Message::Text(t) = msg else { continue };
                     let Ok(event) = serde_json::from_str::<serde_json::Value>(&t) else {

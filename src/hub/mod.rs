@@ -333,7 +333,10 @@ impl Hub {
                 let s = redemption.session;
                 (s.subject, s.id, s.scope, s.client_id, s.expires_at)
             }
-            RedeemOutcome::Renewed(s) => (s.subject, s.id, s.scope, s.client_id, s.expires_at),
+            RedeemOutcome::Renewed(s) => {
+                let s = *s;
+                (s.subject, s.id, s.scope, s.client_id, s.expires_at)
+            }
             RedeemOutcome::ChallengeUsed => return Err(Error::ChallengeUsed),
             RedeemOutcome::ApiKeyRevoked => return Err(ApiKeyError.into()),
             RedeemOutcome::SessionGone => return Err(Error::SessionRevoked),

@@ -55,6 +55,16 @@ impl From<StoreError> for crate::Error {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
+/// Opens the store a database URL names: `sqlite://path` (or a bare path).
+pub async fn open(url: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
+    if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        return Err(StoreError::Internal(
+            "PostgreSQL is not supported yet: use sqlite://path".into(),
+        ));
+    }
+    Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
+}
+
 /// An app's API key as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKeyRecord {
@@ -140,7 +150,7 @@ pub struct Redemption {
 pub enum RedeemOutcome {
     Created,
     /// The session named in `renew`, after renewal.
-    Renewed(SessionRecord),
+    Renewed(Box<SessionRecord>),
     ChallengeUsed,
     ApiKeyRevoked,
     /// The session to renew is not this identity's, or no longer live.
@@ -160,7 +170,7 @@ pub struct BrokerGrant {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RefreshOutcome {
     /// The old token is spent, the new one stored; here is the session.
-    Rotated(SessionRecord),
+    Rotated(Box<SessionRecord>),
     /// Unknown token, or bound to another client.
     Invalid,
     /// A spent token was presented again: the session is now revoked.
@@ -256,4 +266,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Deletes nonces and feed entries that can no longer matter.
     fn purge_expired(&self, now: UnixTime) -> BoxFuture<'_, StoreResult<u64>>;
+
+    /// Closes connections (after the server has stopped).
+    fn close(&self) -> BoxFuture<'_, ()>;
 }

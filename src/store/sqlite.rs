@@ -90,11 +90,6 @@ impl SqliteStore {
             .fetch_one(&self.read)
             .await?)
     }
-
-    pub async fn close(&self) {
-        self.read.close().await;
-        self.write.close().await;
-    }
 }
 
 async fn group_committer(pool: SqlitePool, mut rx: mpsc::Receiver<Job>) {
@@ -147,7 +142,7 @@ async fn commit_batch(pool: &SqlitePool, batch: &[Job]) -> StoreResult<Vec<Redee
             .fetch_optional(&mut *tx)
             .await?;
             outcomes.push(match row {
-                Some(row) => RedeemOutcome::Renewed(session_from_row(&row)?),
+                Some(row) => RedeemOutcome::Renewed(Box::new(session_from_row(&row)?)),
                 None => RedeemOutcome::SessionGone,
             });
             continue;
@@ -561,10 +556,10 @@ impl Store for SqliteStore {
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
-            Ok(RefreshOutcome::Rotated(SessionRecord {
+            Ok(RefreshOutcome::Rotated(Box::new(SessionRecord {
                 last_used_at: now,
                 ..session
-            }))
+            })))
         }
         .boxed()
     }
@@ -703,6 +698,14 @@ impl Store for SqliteStore {
                 .execute(&self.write)
                 .await?;
             Ok(nonces.rows_affected())
+        }
+        .boxed()
+    }
+
+    fn close(&self) -> BoxFuture<'_, ()> {
+        async move {
+            self.read.close().await;
+            self.write.close().await;
         }
         .boxed()
     }

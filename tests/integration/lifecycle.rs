@@ -517,7 +517,6 @@ async fn brokered_tokens_work_once_and_are_namespaced() {
     let s = serve().await;
     let store = s.running.store.as_ref().unwrap();
     let broker = keygate::apikey::generate(&mut rand::rng());
-    use keygate::store::Store;
     store
         .insert_api_key(keygate::store::ApiKeyRecord {
             id: broker.id.clone(),

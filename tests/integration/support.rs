@@ -8,7 +8,7 @@ use futures_util::{SinkExt, StreamExt};
 use keygate::apikey::{self, ApiSecret};
 use keygate::server::{self, Mode, Options, Running};
 use keygate::session::SessionPolicy;
-use keygate::store::{ApiKeyRecord, Store};
+use keygate::store::ApiKeyRecord;
 use keygate::time::{Clock, ManualClock, SystemClock};
 use keygate::token::{Jwks, TokenVerifier};
 use tokio_tungstenite::tungstenite::Message;
