@@ -70,7 +70,7 @@ impl ApiSecret {
     }
 
     pub fn parse(s: &str) -> Option<Self> {
-        if s.len() > 128 {
+        if s.len() > 128 || !is_base32_lower(s) {
             return None;
         }
         let (base, bytes) = multibase::decode(s).ok()?;
@@ -108,7 +108,7 @@ impl ApiSecret {
         if expires_at <= now || expires_at > now + MAX_SIG_AHEAD {
             return Err(ApiKeyError);
         }
-        if sig.len() > 128 {
+        if sig.len() > 128 || !is_base32_lower(sig) {
             return Err(ApiKeyError);
         }
         let (base, given) = multibase::decode(sig).map_err(|_| ApiKeyError)?;
@@ -122,6 +122,15 @@ impl ApiSecret {
             Err(ApiKeyError)
         }
     }
+}
+
+/// `b` followed by RFC 4648 base32 lower case only: the multibase decoder folds
+/// case, and a secret or signature must have exactly one spelling.
+fn is_base32_lower(s: &str) -> bool {
+    s.strip_prefix('b').is_some_and(|rest| {
+        rest.bytes()
+            .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
+    })
 }
 
 impl std::fmt::Debug for ApiSecret {

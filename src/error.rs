@@ -53,6 +53,8 @@ pub enum Error {
     RateLimited { retry_after: u64 },
     #[error("the service is unavailable; try again shortly")]
     Unavailable,
+    #[error("the upstream service could not be reached or did not answer in time")]
+    BadGateway,
     #[error("internal error")]
     Internal,
     /// An error passed through from a remote Hub, code and message as it sent them.
@@ -93,6 +95,7 @@ impl Error {
             Error::HandshakeTimeout => "handshake_timeout",
             Error::RateLimited { .. } => "rate_limited",
             Error::Unavailable => "unavailable",
+            Error::BadGateway => "bad_gateway",
             Error::Internal => "internal_error",
             Error::Remote { code, .. } => code,
         }
@@ -119,6 +122,7 @@ impl Error {
             Error::HandshakeTimeout => 408,
             Error::RateLimited { .. } => 429,
             Error::Unavailable => 503,
+            Error::BadGateway => 502,
             Error::Internal => 500,
             Error::Remote { status, .. } => *status,
         }

@@ -120,11 +120,22 @@ impl Identity {
             return Err(IdentityError::TooLong);
         }
         if let Some(rest) = input.strip_prefix("did:key:") {
-            return Self::parse_did_key(rest);
+            let id = Self::parse_did_key(rest)?;
+            if id.did_key() != input {
+                return Err(IdentityError::NonCanonicalEncoding);
+            }
+            return Ok(id);
         }
         match input.as_bytes()[0] {
             b'b' => Self::parse_canonical(input),
-            b'1' | b'Q' => Self::parse_peer_id(input),
+            b'1' | b'Q' => Self::parse_peer_id(input).and_then(|id| {
+                // One key, one spelling (non-minimal varints, reordered fields).
+                if id.peer_id() == input {
+                    Ok(id)
+                } else {
+                    Err(IdentityError::NonCanonicalEncoding)
+                }
+            }),
             // Other multibase bases (base32 upper, base58btc, base64, hex…) and the rest.
             _ => Err(IdentityError::UnsupportedBase),
         }

@@ -23,12 +23,16 @@
 //! ```
 
 pub mod apikey;
+pub mod bench;
 pub mod challenge;
 pub mod client;
 pub mod error;
+pub mod gateway;
 pub mod http;
 pub mod hub;
 pub mod identity;
+pub mod limits;
+pub mod listener;
 pub mod logging;
 pub mod provider;
 pub mod server;

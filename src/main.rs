@@ -15,6 +15,7 @@ use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use keygate::apikey::{self, ApiSecret};
 use keygate::hub::TokenOptions;
 use keygate::identity::Identity;
+use keygate::limits::Limits;
 use keygate::server::{self, Mode};
 use keygate::session::SessionPolicy;
 use keygate::store::{ApiKeyRecord, Revoke, Store};
@@ -53,6 +54,11 @@ enum Command {
     /// Users' sessions (administration, on the database directly).
     #[command(subcommand)]
     Sessions(SessionsCommand),
+    /// Run the token-checking reverse proxy in front of your services.
+    Gateway(GatewayArgs),
+    /// Benchmarks: sign-in load, crypto floor, scale (see BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(keygate::bench::BenchCommand),
 }
 
 #[derive(Args, Clone)]
@@ -75,6 +81,55 @@ struct ServeArgs {
     /// Challenge lifetime in seconds.
     #[arg(long, env = "KEYGATE_CHALLENGE_TTL", default_value_t = keygate::challenge::DEFAULT_TTL)]
     challenge_ttl: i64,
+    #[command(flatten)]
+    net: NetArgs,
+}
+
+/// TLS and abuse limits, shared by every server command.
+#[derive(Args, Clone)]
+struct NetArgs {
+    /// Serve HTTPS/WSS with this PEM certificate chain (needs --tls-key).
+    #[arg(long, env = "KEYGATE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key for --tls-cert.
+    #[arg(long, env = "KEYGATE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Open TCP connections, in all (0: no cap).
+    #[arg(long, env = "KEYGATE_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
+    max_connections: usize,
+    /// Open TCP connections per client address (0: no cap).
+    #[arg(long, env = "KEYGATE_MAX_CONNECTIONS_PER_IP", default_value_t = Limits::default().max_connections_per_ip)]
+    max_connections_per_ip: usize,
+    /// Open sign-in WebSockets, in all (0: no cap).
+    #[arg(long, env = "KEYGATE_MAX_HANDSHAKES", default_value_t = Limits::default().max_handshakes)]
+    max_handshakes: usize,
+    /// Open sign-in WebSockets per client address (0: no cap).
+    #[arg(long, env = "KEYGATE_MAX_HANDSHAKES_PER_IP", default_value_t = Limits::default().max_handshakes_per_ip)]
+    max_handshakes_per_ip: usize,
+    /// Seconds a sign-in socket has to finish.
+    #[arg(long, env = "KEYGATE_HANDSHAKE_TIMEOUT", default_value_t = 30)]
+    handshake_timeout: u64,
+    /// Sign-in requests per second per client address (bursts of twice that; 0: off).
+    #[arg(long, env = "KEYGATE_RATE_PER_IP", default_value_t = Limits::default().rate_per_ip)]
+    rate_per_ip: u32,
+    /// Challenges and redemptions per minute per identity (bursts of 10; 0: off).
+    #[arg(long, env = "KEYGATE_RATE_PER_IDENTITY", default_value_t = Limits::default().rate_per_identity_per_minute)]
+    rate_per_identity: u32,
+}
+
+impl NetArgs {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            max_handshakes: self.max_handshakes,
+            max_handshakes_per_ip: self.max_handshakes_per_ip,
+            handshake_timeout: std::time::Duration::from_secs(self.handshake_timeout.max(1)),
+            rate_per_ip: self.rate_per_ip,
+            rate_per_identity_per_minute: self.rate_per_identity,
+            ..Limits::default()
+        }
+    }
 }
 
 #[derive(Args, Clone)]
@@ -82,6 +137,13 @@ struct DbArgs {
     /// Database URL.
     #[arg(long, env = "KEYGATE_DATABASE", default_value = "sqlite://keygate.db")]
     database: String,
+}
+
+#[derive(Args)]
+struct GatewayArgs {
+    /// The gateway's configuration (see docs/gateway.md and examples/gateway.toml).
+    #[arg(long, env = "KEYGATE_GATEWAY_CONFIG", default_value = "gateway.toml")]
+    config: PathBuf,
 }
 
 #[derive(Args)]
@@ -95,6 +157,8 @@ struct ProviderArgs {
     origins: Vec<String>,
     #[arg(long, env = "KEYGATE_WEB_ROOT")]
     web_root: Option<PathBuf>,
+    #[command(flatten)]
+    net: NetArgs,
 }
 
 #[derive(Args)]
@@ -255,6 +319,7 @@ async fn run(command: Command) -> CliResult {
                 origins: a.origins,
                 web_root: a.web_root,
                 challenge_ttl: keygate::challenge::DEFAULT_TTL,
+                net: a.net,
             };
             serve(Mode::Provider, args, Some(a.hub_url)).await
         }
@@ -269,6 +334,10 @@ async fn run(command: Command) -> CliResult {
         }) => token_verify(&token, &jwks, issuer, audience).await,
         Command::Keys(k) => keys(k).await,
         Command::Sessions(s) => sessions(s).await,
+        Command::Gateway(a) => keygate::gateway::run(&a.config, shutdown_signal())
+            .await
+            .map_err(|e| e.to_string()),
+        Command::Bench(b) => keygate::bench::run(b).await,
     }
 }
 
@@ -302,8 +371,11 @@ async fn serve(mode: Mode, a: ServeArgs, hub_url: Option<String>) -> CliResult {
     opts.origins = a.origins;
     opts.web_root = a.web_root.or_else(default_web_root);
     opts.challenge_ttl = a.challenge_ttl;
+    opts.limits = a.net.limits();
+    opts.tls = a.net.tls_cert.clone().zip(a.net.tls_key.clone());
     opts.user_api_key = user_api_key()?;
     opts.hub_url = hub_url;
+    let running_tls = opts.tls.is_some();
     let running = server::start(opts).await.map_err(|e| e.to_string())?;
     let what = match mode {
         Mode::Serve => "hub and provider",
@@ -313,7 +385,8 @@ async fn serve(mode: Mode, a: ServeArgs, hub_url: Option<String>) -> CliResult {
     tracing::info!(
         issuer = running.issuer.as_deref().unwrap_or("-"),
         provider_key = running.provider_key.as_deref().unwrap_or("-"),
-        "keygate {what} listening on http://{}",
+        "keygate {what} listening on {}://{}",
+        if running_tls { "https" } else { "http" },
         running.addr
     );
     running.run_until(shutdown_signal()).await;

@@ -49,6 +49,11 @@ pub struct Options {
     /// Provider mode: the Hub's URL (`ws://…`).
     pub hub_url: Option<String>,
     pub clock: Arc<dyn Clock>,
+    pub limits: crate::limits::Limits,
+    /// Serve HTTPS and WSS with this certificate chain and key (PEM files).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// How long a shutdown waits for sign-ins in flight.
+    pub drain: Duration,
 }
 
 impl Options {
@@ -64,6 +69,9 @@ impl Options {
             user_api_key: None,
             hub_url: None,
             clock: Arc::new(SystemClock),
+            limits: crate::limits::Limits::default(),
+            tls: None,
+            drain: Duration::from_secs(30),
         }
     }
 }
@@ -151,6 +159,12 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         .clone()
         .unwrap_or_else(|| format!("http://localhost:{}", addr.port()));
 
+    let tls = match &opts.tls {
+        Some((cert, key)) => {
+            Some(crate::listener::tls_acceptor(cert, key).map_err(StartError::Config)?)
+        }
+        None => None,
+    };
     let mut background = Vec::new();
     let (hub, store) = match opts.mode {
         Mode::Serve | Mode::Hub => {
@@ -158,6 +172,7 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
             let config = HubConfig {
                 issuer: issuer.clone(),
                 challenge_ttl: opts.challenge_ttl,
+                limits: opts.limits.clone(),
             };
             let hub = Hub::open(store.clone(), opts.clock.clone(), config)
                 .await
@@ -171,6 +186,20 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         }
         Mode::Provider => (None, None),
     };
+    let guard = match &hub {
+        Some(hub) => hub.guard().clone(),
+        None => crate::limits::Guard::new(opts.limits.clone()),
+    };
+    background.push(tokio::spawn({
+        let guard = guard.clone();
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                guard.shrink();
+            }
+        }
+    }));
 
     let mut provider_key = None;
     let routes = match opts.mode {
@@ -186,7 +215,8 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
                 },
                 origins.clone(),
                 opts.web_root.clone(),
-            );
+            )
+            .with_guard(hub.guard().clone());
             crate::hub::routes::routes(hub)
                 .or(crate::provider::routes(Arc::new(provider)))
                 .unify()
@@ -207,7 +237,8 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
                 HubLink::Remote(client),
                 origins.clone(),
                 opts.web_root.clone(),
-            );
+            )
+            .with_guard(guard.clone());
             crate::provider::routes(Arc::new(provider))
         }
     };
@@ -224,11 +255,20 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
             );
         }));
 
+    let routes = routes.map(warp::Reply::into_response);
     let (tx, rx) = oneshot::channel::<()>();
-    let server = warp::serve(routes).incoming(listener).graceful(async move {
-        let _ = rx.await;
+    let (limits, drain) = (opts.limits.clone(), opts.drain);
+    let task = tokio::spawn(async move {
+        let stop = async move {
+            let _ = rx.await;
+        };
+        crate::listener::serve(listener, routes, limits, tls, stop, drain).await;
+        // Sign-in sockets outlive their HTTP connection: wait for them too.
+        let deadline = tokio::time::Instant::now() + drain;
+        while guard.handshakes.open() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     });
-    let task = tokio::spawn(server.run());
     Ok(Running {
         addr,
         hub,

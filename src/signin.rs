@@ -16,7 +16,14 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
-use warp::ws::{Message, WebSocket};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::{
+    CloseFrame, Role, WebSocketConfig, frame::coding::CloseCode,
+};
+use warp::Filter;
+use warp::hyper::upgrade::OnUpgrade;
+use warp::reply::Response;
 
 use crate::challenge::IssuedChallenge;
 use crate::error::Error;
@@ -26,10 +33,102 @@ use crate::time::format_rfc3339;
 
 /// Largest frame accepted (close 1009 beyond it).
 pub const MAX_FRAME: usize = 16 * 1024;
-/// A handshake not finished in this time is closed.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const CLOSE_POLICY: u16 = 1008;
 pub const CLOSE_TOO_BIG: u16 = 1009;
+/// Bytes read from a sign-in socket at a time. Sign-in frames are a few hundred
+/// bytes; tungstenite's default (128 KiB, zeroed on every read) cost more CPU
+/// than the signature check and made every idle socket hold 128 KiB.
+const READ_BUFFER: usize = 2048;
+
+/// An upgraded sign-in socket.
+pub type SignInSocket = WebSocketStream<hyper_util::rt::TokioIo<warp::hyper::upgrade::Upgraded>>;
+
+/// The WebSocket upgrade of the sign-in endpoints: warp's [`warp::ws()`] (same
+/// checks, same rejections), finished with a socket sized for sign-in frames.
+pub fn ws() -> impl Filter<Extract = (Upgrade,), Error = warp::Rejection> + Clone {
+    // warp::ws() takes the upgrade handle out of the request; keep a handle first.
+    warp::ext::optional::<OnUpgrade>()
+        .and(warp::ws())
+        .and(warp::header::<String>("sec-websocket-key"))
+        .map(
+            |on_upgrade: Option<OnUpgrade>, _checked: warp::ws::Ws, key: String| Upgrade {
+                on_upgrade,
+                key,
+                config: WebSocketConfig::default()
+                    .read_buffer_size(READ_BUFFER)
+                    .max_message_size(Some(MAX_FRAME))
+                    .max_frame_size(Some(MAX_FRAME)),
+            },
+        )
+}
+
+/// A WebSocket upgrade to finish with [`Upgrade::on_upgrade`].
+pub struct Upgrade {
+    on_upgrade: Option<OnUpgrade>,
+    key: String,
+    config: WebSocketConfig,
+}
+
+impl Upgrade {
+    /// Largest message accepted (default [`MAX_FRAME`]).
+    pub fn max_message_size(mut self, max: usize) -> Self {
+        self.config.max_message_size = Some(max);
+        self
+    }
+
+    /// Largest frame accepted (default [`MAX_FRAME`]).
+    pub fn max_frame_size(mut self, max: usize) -> Self {
+        self.config.max_frame_size = Some(max);
+        self
+    }
+
+    /// Answers `101 Switching Protocols` and runs `f` on the socket once upgraded.
+    pub fn on_upgrade<F, U>(self, f: F) -> Response
+    where
+        F: FnOnce(SignInSocket) -> U + Send + 'static,
+        U: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let Upgrade {
+            on_upgrade,
+            key,
+            config,
+        } = self;
+        match on_upgrade {
+            Some(on_upgrade) => {
+                tokio::spawn(async move {
+                    match on_upgrade.await {
+                        Ok(upgraded) => {
+                            let io = hyper_util::rt::TokioIo::new(upgraded);
+                            f(
+                                WebSocketStream::from_raw_socket(io, Role::Server, Some(config))
+                                    .await,
+                            )
+                            .await
+                        }
+                        Err(e) => tracing::debug!(error = %e, "websocket upgrade failed"),
+                    }
+                });
+            }
+            None => tracing::debug!("websocket upgrade without upgrade state"),
+        }
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let mut res = Response::default();
+        *res.status_mut() = warp::http::StatusCode::SWITCHING_PROTOCOLS;
+        let h = res.headers_mut();
+        h.insert(
+            warp::http::header::CONNECTION,
+            warp::http::HeaderValue::from_static("upgrade"),
+        );
+        h.insert(
+            warp::http::header::UPGRADE,
+            warp::http::HeaderValue::from_static("websocket"),
+        );
+        if let Ok(v) = warp::http::HeaderValue::from_str(&accept) {
+            h.insert(warp::http::header::SEC_WEBSOCKET_ACCEPT, v);
+        }
+        res
+    }
+}
 
 /// A frame from the client. Fields not used by a `type` are ignored.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -183,32 +282,33 @@ enum Outcome {
 }
 
 /// Runs one sign-in on an upgraded socket, then closes it: 1000 after a token,
-/// 1008 after an error (1009 for a frame over [`MAX_FRAME`]).
-pub async fn serve<B: SignInBackend>(ws: WebSocket, mut backend: B) {
-    let (mut tx, mut rx) = ws.split();
+/// 1008 after an error (1009 for a frame over [`MAX_FRAME`]). The flow must end
+/// within `deadline`; `slot` counts the socket against the caps until it closes.
+pub async fn serve<B: SignInBackend>(
+    mut ws: SignInSocket,
+    mut backend: B,
+    deadline: Duration,
+    slot: Option<crate::limits::HandshakeSlot>,
+) {
+    let _slot = slot;
     let flow = async {
         let mut pending = false;
         loop {
-            let msg = match rx.next().await {
-                None => return Ok(Outcome::ClientLeft),
+            let text = match ws.next().await {
+                None | Some(Ok(Message::Close(_))) => return Ok(Outcome::ClientLeft),
                 Some(Err(e)) => return Err(read_error(&e)),
-                Some(Ok(m)) => m,
+                Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => continue,
+                Some(Ok(Message::Binary(_))) => {
+                    return Err(Error::bad_request("frames must be JSON text"));
+                }
+                Some(Ok(Message::Text(t))) => t,
             };
-            if msg.is_close() {
-                return Ok(Outcome::ClientLeft);
-            }
-            if msg.is_ping() || msg.is_pong() {
-                continue;
-            }
-            let text = msg
-                .to_str()
-                .map_err(|_| Error::bad_request("frames must be JSON text"))?;
-            let frame: ClientFrame = serde_json::from_str(text)
+            let frame: ClientFrame = serde_json::from_str(text.as_str())
                 .map_err(|_| Error::bad_request("malformed JSON frame"))?;
             match (frame.kind.as_str(), pending) {
                 ("token", false) => {
                     let c = backend.begin(frame).await?;
-                    send(&mut tx, &ServerFrame::challenge(&c)).await?;
+                    send(&mut ws, &ServerFrame::challenge(&c)).await?;
                     pending = true;
                 }
                 ("token", true) => {
@@ -226,19 +326,22 @@ pub async fn serve<B: SignInBackend>(ws: WebSocket, mut backend: B) {
                         .sig
                         .ok_or_else(|| Error::bad_request("a challenge reply needs a sig"))?;
                     let t = backend.finish(sig).await?;
-                    send(&mut tx, &ServerFrame::token(t)).await?;
+                    // Queued, not flushed: it leaves with the close frame, in one write.
+                    ws.feed(ServerFrame::token(t).to_message())
+                        .await
+                        .map_err(|_| Error::bad_request("connection lost"))?;
                     return Ok(Outcome::Done);
                 }
                 _ => return Err(Error::bad_request("unknown message type")),
             }
         }
     };
-    let result = match tokio::time::timeout(HANDSHAKE_TIMEOUT, flow).await {
+    let result = match tokio::time::timeout(deadline, flow).await {
         Ok(r) => r,
         Err(_) => Err(Error::HandshakeTimeout),
     };
     let close = match result {
-        Ok(Outcome::Done) => Message::close_with(1000u16, "done"),
+        Ok(Outcome::Done) => close_frame(1000, "done"),
         Ok(Outcome::ClientLeft) => return,
         Err(e) => {
             let code = if e == Error::MessageTooLarge {
@@ -246,28 +349,30 @@ pub async fn serve<B: SignInBackend>(ws: WebSocket, mut backend: B) {
             } else {
                 CLOSE_POLICY
             };
-            let _ = tx.send(ServerFrame::error(&e).to_message()).await;
-            Message::close_with(code, e.code().to_owned())
+            let _ = ws.feed(ServerFrame::error(&e).to_message()).await;
+            close_frame(code, e.code())
         }
     };
-    let _ = tx.send(close).await;
-    let _ = tx.close().await;
+    let _ = ws.send(close).await;
+    let _ = SinkExt::close(&mut ws).await;
 }
 
-async fn send<S>(tx: &mut S, frame: &ServerFrame) -> Result<(), Error>
-where
-    S: futures_util::Sink<Message> + Unpin,
-{
-    tx.send(frame.to_message())
+fn close_frame(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.to_owned().into(),
+    }))
+}
+
+async fn send(ws: &mut SignInSocket, frame: &ServerFrame) -> Result<(), Error> {
+    ws.send(frame.to_message())
         .await
         .map_err(|_| Error::bad_request("connection lost"))
 }
 
-fn read_error(e: &warp::Error) -> Error {
-    use std::error::Error as _;
-    use tokio_tungstenite::tungstenite::Error as WsError;
-    match e.source().and_then(|s| s.downcast_ref::<WsError>()) {
-        Some(WsError::Capacity(_)) => Error::MessageTooLarge,
+fn read_error(e: &tokio_tungstenite::tungstenite::Error) -> Error {
+    match e {
+        tokio_tungstenite::tungstenite::Error::Capacity(_) => Error::MessageTooLarge,
         _ => Error::bad_request("malformed WebSocket frame"),
     }
 }

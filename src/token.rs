@@ -262,10 +262,10 @@ impl TokenVerifier {
         {
             return Err(TokenError::WrongAudience);
         }
-        if now >= c.exp + self.leeway {
+        if now >= c.exp.saturating_add(self.leeway) {
             return Err(TokenError::Expired);
         }
-        if now + self.leeway < c.nbf {
+        if now.saturating_add(self.leeway) < c.nbf {
             return Err(TokenError::NotYetValid);
         }
         Ok(c)

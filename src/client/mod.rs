@@ -520,6 +520,15 @@ impl OfflineVerifier {
         }
     }
 
+    /// Whether the feed has reported this session revoked: lets a caller that
+    /// caches verified claims (the gateway) re-check revocation alone.
+    pub fn is_revoked(&self, sid: &str) -> bool {
+        self.revoked
+            .read()
+            .map(|map| map.contains_key(sid))
+            .unwrap_or(true)
+    }
+
     /// Verifies a token: signature, claims, and that its session is not revoked.
     pub fn verify(&self, token: &str, now: UnixTime) -> Result<crate::token::AccessClaims, Error> {
         let claims = self.verifier.verify(token, now)?;

@@ -35,6 +35,7 @@ pub struct HubConfig {
     pub issuer: String,
     /// Lifetime of a challenge, in seconds.
     pub challenge_ttl: i64,
+    pub limits: crate::limits::Limits,
 }
 
 /// The options of a token request, shared by every surface (WS frames, HTTP bodies).
@@ -137,6 +138,7 @@ struct KeyRing {
 }
 
 pub struct Hub {
+    guard: Arc<crate::limits::Guard>,
     /// Live revocations for push subscribers, fed by [`Hub::follow_revocations`].
     revocations: tokio::sync::broadcast::Sender<RevocationEvent>,
     store: Arc<dyn Store>,
@@ -175,6 +177,7 @@ impl Hub {
         }
         let ring = KeyRing::new(&records, &config.issuer).ok_or(Error::Internal)?;
         Ok(Hub {
+            guard: crate::limits::Guard::new(config.limits.clone()),
             revocations: tokio::sync::broadcast::channel(1024).0,
             store,
             clock,
@@ -194,6 +197,11 @@ impl Hub {
 
     pub fn issuer(&self) -> &str {
         &self.config.issuer
+    }
+
+    /// The abuse limits this Hub (and a Provider in the same process) enforce.
+    pub fn guard(&self) -> &Arc<crate::limits::Guard> {
+        &self.guard
     }
 
     fn ring(&self) -> Arc<KeyRing> {
@@ -261,6 +269,7 @@ impl Hub {
         audience: Option<&str>,
     ) -> Result<IssuedChallenge, Error> {
         let identity = Identity::parse(pubkey)?;
+        self.guard.check_identity(&identity.to_string())?;
         let mut random = [0u8; 16];
         rand::fill(&mut random);
         Ok(challenge::issue(
@@ -285,6 +294,7 @@ impl Hub {
         meta: ClientMeta,
     ) -> Result<IssuedToken, Error> {
         let identity = Identity::parse(signed.pubkey)?;
+        self.guard.check_identity(&identity.to_string())?;
         let request = validate_options(app, options)?;
         let now = self.now();
         let verified = challenge::verify(

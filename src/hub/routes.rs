@@ -95,13 +95,11 @@ async fn app(hub: &Hub, headers: &HeaderMap) -> Result<ApiKeyRecord, Error> {
 pub fn client_meta()
 -> impl Filter<Extract = (ClientMeta,), Error = std::convert::Infallible> + Clone {
     warp::header::headers_cloned()
-        .and(warp::addr::remote())
-        .map(
-            |h: HeaderMap, addr: Option<std::net::SocketAddr>| ClientMeta {
-                user_agent: header_str(&h, "user-agent").map(str::to_owned),
-                address: addr.map(|a| a.ip().to_string()),
-            },
-        )
+        .and(crate::listener::peer_ip())
+        .map(|h: HeaderMap, ip: Option<std::net::IpAddr>| ClientMeta {
+            user_agent: header_str(&h, "user-agent").map(str::to_owned),
+            address: ip.map(|ip| ip.to_string()),
+        })
 }
 
 /// Every Hub route, API-key endpoints and user endpoints.
@@ -169,27 +167,38 @@ pub fn api_routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
             },
         );
 
-    let ws_token = warp::path!("v1" / "ws" / "token")
-        .and(warp::ws())
-        .and(with_hub(hub.clone()))
-        .and(warp::header::headers_cloned())
-        .then(
-            |ws: warp::ws::Ws, hub: Arc<Hub>, headers: HeaderMap| async move {
-                match app(&hub, &headers).await {
-                    Ok(app) => ws
-                        .max_message_size(signin::MAX_FRAME)
-                        .max_frame_size(signin::MAX_FRAME)
-                        .on_upgrade(move |socket| {
-                            signin::serve(
-                                socket,
-                                LocalSignIn::new(hub, app, None, ClientMeta::default()),
-                            )
-                        })
-                        .into_response(),
-                    Err(e) => error_response(&e),
-                }
-            },
-        );
+    let ws_token =
+        warp::path!("v1" / "ws" / "token")
+            .and(signin::ws())
+            .and(with_hub(hub.clone()))
+            .and(warp::header::headers_cloned())
+            .and(crate::listener::peer_ip())
+            .then(
+                |ws: signin::Upgrade,
+                 hub: Arc<Hub>,
+                 headers: HeaderMap,
+                 ip: Option<std::net::IpAddr>| async move {
+                    let admitted = async {
+                        let app = app(&hub, &headers).await?;
+                        let slot = hub.guard().handshake(ip)?;
+                        Ok::<_, Error>((app, slot))
+                    };
+                    match admitted.await {
+                        Ok((app, slot)) => {
+                            let deadline = hub.guard().limits.handshake_timeout;
+                            ws.max_message_size(signin::MAX_FRAME)
+                                .max_frame_size(signin::MAX_FRAME)
+                                .on_upgrade(move |socket| {
+                                    let backend =
+                                        LocalSignIn::new(hub, app, None, ClientMeta::default());
+                                    signin::serve(socket, backend, deadline, slot)
+                                })
+                                .into_response()
+                        }
+                        Err(e) => error_response(&e),
+                    }
+                },
+            );
 
     let introspect = warp::path!("v1" / "introspect")
         .and(warp::post())
@@ -280,21 +289,26 @@ pub fn user_routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
         .and(warp::header::headers_cloned())
         .then(|hub: Arc<Hub>, h: HeaderMap| async move { reply(hub.whoami(bearer(&h)).await) });
 
-    let refresh = warp::path!("v1" / "token" / "refresh")
-        .and(warp::post())
-        .and(with_hub(hub.clone()))
-        .and(json_body::<RefreshRequest>())
-        .then(
-            |hub: Arc<Hub>, body: Result<RefreshRequest, Error>| async move {
-                reply(
-                    async {
-                        let b = body?;
-                        hub.refresh(&b.refresh_token, &b.client_id).await
-                    }
-                    .await,
-                )
-            },
-        );
+    let refresh =
+        warp::path!("v1" / "token" / "refresh")
+            .and(warp::post())
+            .and(with_hub(hub.clone()))
+            .and(crate::listener::peer_ip())
+            .and(json_body::<RefreshRequest>())
+            .then(
+                |hub: Arc<Hub>,
+                 ip: Option<std::net::IpAddr>,
+                 body: Result<RefreshRequest, Error>| async move {
+                    reply(
+                        async {
+                            hub.guard().check_ip(ip)?;
+                            let b = body?;
+                            hub.refresh(&b.refresh_token, &b.client_id).await
+                        }
+                        .await,
+                    )
+                },
+            );
 
     let list = warp::path!("v1" / "sessions")
         .and(warp::get())
@@ -323,10 +337,20 @@ pub fn user_routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with_hub(hub.clone()))
         .and(client_meta())
+        .and(crate::listener::peer_ip())
         .and(json_body::<ExchangeRequest>())
         .then(
-            |hub: Arc<Hub>, meta: ClientMeta, body: Result<ExchangeRequest, Error>| async move {
-                reply(async { hub.exchange_broker_token(&body?.token_id, meta).await }.await)
+            |hub: Arc<Hub>,
+             meta: ClientMeta,
+             ip: Option<std::net::IpAddr>,
+             body: Result<ExchangeRequest, Error>| async move {
+                reply(
+                    async {
+                        hub.guard().check_ip(ip)?;
+                        hub.exchange_broker_token(&body?.token_id, meta).await
+                    }
+                    .await,
+                )
             },
         );
 

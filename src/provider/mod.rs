@@ -36,6 +36,7 @@ pub enum HubLink {
 
 pub struct Provider {
     link: HubLink,
+    guard: Arc<crate::limits::Guard>,
     /// Public origins, first one the default audience.
     origins: Vec<String>,
     web_root: Option<PathBuf>,
@@ -59,9 +60,17 @@ impl Provider {
     pub fn new(link: HubLink, origins: Vec<String>, web_root: Option<PathBuf>) -> Self {
         Provider {
             link,
+            guard: crate::limits::Guard::new(crate::limits::Limits::default()),
             origins,
             web_root,
         }
+    }
+
+    /// Enforce these limits (by default [`crate::limits::Limits::default`]); a
+    /// Provider sharing a process with its Hub shares the Hub's guard.
+    pub fn with_guard(mut self, guard: Arc<crate::limits::Guard>) -> Self {
+        self.guard = guard;
+        self
     }
 
     pub fn origins(&self) -> &[String] {
@@ -206,16 +215,26 @@ fn with_provider(
 /// split mode the user endpoints forwarded to the Hub.
 pub fn routes(provider: Arc<Provider>) -> BoxedFilter<(Response,)> {
     let ws = warp::path!("ws" / "userauth")
-        .and(warp::ws())
+        .and(signin::ws())
         .and(with_provider(provider.clone()))
         .and(warp::header::headers_cloned())
         .and(client_meta())
+        .and(crate::listener::peer_ip())
         .map(
-            |ws: warp::ws::Ws, p: Arc<Provider>, headers: HeaderMap, meta: ClientMeta| {
-                let audience = match p.audience(&headers) {
+            |ws: signin::Upgrade,
+             p: Arc<Provider>,
+             headers: HeaderMap,
+             meta: ClientMeta,
+             ip: Option<std::net::IpAddr>| {
+                let admitted = p
+                    .audience(&headers)
+                    .and_then(|a| p.guard.check_ip(ip).map(|()| a))
+                    .and_then(|a| Ok((a, p.guard.handshake(ip)?)));
+                let (audience, slot) = match admitted {
                     Ok(a) => a,
                     Err(e) => return error_response(&e),
                 };
+                let deadline = p.guard.limits.handshake_timeout;
                 let ws = ws
                     .max_message_size(signin::MAX_FRAME)
                     .max_frame_size(signin::MAX_FRAME);
@@ -223,7 +242,7 @@ pub fn routes(provider: Arc<Provider>) -> BoxedFilter<(Response,)> {
                     HubLink::Local { hub, app } => {
                         let backend =
                             LocalSignIn::new(hub.clone(), app.clone(), Some(audience), meta);
-                        ws.on_upgrade(move |s| signin::serve(s, backend))
+                        ws.on_upgrade(move |s| signin::serve(s, backend, deadline, slot))
                             .into_response()
                     }
                     HubLink::Remote(client) => {
@@ -232,7 +251,7 @@ pub fn routes(provider: Arc<Provider>) -> BoxedFilter<(Response,)> {
                             audience,
                             socket: None,
                         };
-                        ws.on_upgrade(move |s| signin::serve(s, backend))
+                        ws.on_upgrade(move |s| signin::serve(s, backend, deadline, slot))
                             .into_response()
                     }
                 }
@@ -243,6 +262,7 @@ pub fn routes(provider: Arc<Provider>) -> BoxedFilter<(Response,)> {
         .and(warp::get())
         .and(with_provider(provider.clone()))
         .and(warp::header::headers_cloned())
+        .and(crate::listener::peer_ip())
         .and(
             warp::query::<ChallengeQuery>()
                 .map(Some)
@@ -250,10 +270,14 @@ pub fn routes(provider: Arc<Provider>) -> BoxedFilter<(Response,)> {
                 .unify(),
         )
         .then(
-            |p: Arc<Provider>, headers: HeaderMap, q: Option<ChallengeQuery>| async move {
+            |p: Arc<Provider>,
+             headers: HeaderMap,
+             ip: Option<std::net::IpAddr>,
+             q: Option<ChallengeQuery>| async move {
                 reply(
                     async {
                         let audience = p.audience(&headers)?;
+                        p.guard.check_ip(ip)?;
                         let q =
                             q.ok_or_else(|| Error::bad_request("pass the identity as ?id=…"))?;
                         let c = p.challenge(&q.id, &audience).await?;
@@ -281,6 +305,8 @@ pub fn routes(provider: Arc<Provider>) -> BoxedFilter<(Response,)> {
                 reply(
                     async {
                         let audience = p.audience(&headers)?;
+                        p.guard
+                            .check_ip(meta.address.as_deref().and_then(|a| a.parse().ok()))?;
                         p.token(body?, &audience, meta).await
                     }
                     .await,

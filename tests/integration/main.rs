@@ -6,5 +6,6 @@ mod support;
 mod errors;
 mod examples;
 mod flows;
+mod gateway;
 mod lifecycle;
 mod split;

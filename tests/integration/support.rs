@@ -68,6 +68,10 @@ pub fn options(mode: Mode, dir: &tempfile::TempDir, clock: &ManualClock) -> Opti
     let mut o = Options::new(mode, "127.0.0.1:0".parse().unwrap(), db_url(dir));
     o.issuer = Some("http://keygate.test".into());
     o.clock = Arc::new(clock.clone());
+    // Tests hammer one identity from one address; the limits have tests of their own.
+    o.limits = keygate::limits::Limits::unlimited();
+    // Some tests stop the server with sign-in sockets left open on purpose.
+    o.drain = Duration::from_secs(1);
     o
 }
 

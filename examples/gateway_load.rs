@@ -1,0 +1,208 @@
+//! Load through the gateway against direct calls to the same upstream: requests per
+//! second at a fixed concurrency, and per-request latency at concurrency 1 (the
+//! latency the gateway adds). Everything runs in this one process on 127.0.0.1: a
+//! `keygate serve` on a temporary database, a tiny hyper upstream answering `ok`,
+//! the gateway, and the load loops (one keep-alive HTTP/1.1 connection per worker,
+//! bounded by time and by count).
+//!
+//! ```text
+//! cargo run --release --example gateway_load
+//! DURATION_SECS=5 CONCURRENCY=32 cargo run --release --example gateway_load
+//! ```
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::body::Bytes;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use keygate::gateway::{self, GatewayConfig};
+use keygate::hub::TokenOptions;
+use keygate::server::{self, Mode, Options};
+use keygate::time::{Clock, SystemClock};
+
+/// Hard cap on the requests of one phase, whatever the duration.
+const MAX_REQUESTS_PER_PHASE: usize = 2_000_000;
+
+fn env_num(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let secs = env_num("DURATION_SECS", 5).clamp(1, 60);
+    let concurrency = env_num("CONCURRENCY", 32).clamp(1, 256) as usize;
+    let rounds = env_num("ROUNDS", 3).clamp(1, 10);
+
+    let dir = tempfile::tempdir()?;
+    let db = format!("sqlite://{}", dir.path().join("keygate.db").display());
+    let hub = server::start(Options::new(Mode::Serve, "127.0.0.1:0".parse()?, db)).await?;
+    let key = ed25519_dalek::SigningKey::from_bytes(&[42; 32]);
+    let issued = keygate::client::login_ws(
+        &hub.ws_url("/ws/userauth"),
+        &key,
+        None,
+        TokenOptions::default(),
+        SystemClock.now(),
+    )
+    .await?;
+    let token = issued.token;
+
+    let upstream = start_upstream().await?;
+    let config = GatewayConfig::parse(&format!(
+        "listen = \"127.0.0.1:0\"\nhub = \"{}\"\nissuer = \"{}\"\n\
+         [[route]]\nname = \"api\"\nprefix = \"/\"\nupstream = \"http://{upstream}\"\n",
+        hub.http_url(),
+        hub.issuer.clone().unwrap_or_default(),
+    ))?;
+    let gw = gateway::start(config).await?;
+
+    // Warm up both paths (connections, the gateway's token cache).
+    for addr in [upstream, gw.addr] {
+        run_phase(addr, &token, 4, Duration::from_millis(500)).await?;
+    }
+
+    println!(
+        "gateway_load: {concurrency} connections x {secs} s per phase, {rounds} rounds, \
+         {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let mut direct_rps = Vec::new();
+    let mut gateway_rps = Vec::new();
+    let mut direct_lat = Vec::new();
+    let mut gateway_lat = Vec::new();
+    if let Ok(only) = std::env::var("ONLY") {
+        // For profiling one side: `ONLY=gateway perf record …`.
+        let addr = if only == "gateway" { gw.addr } else { upstream };
+        let p = run_phase(addr, &token, concurrency, Duration::from_secs(secs)).await?;
+        println!("{only}: {:.0} req/s, p50 {} µs, p99 {} µs", p.rps, p.p50, p.p99);
+        return Ok(());
+    }
+    for round in 1..=rounds {
+        let d = run_phase(upstream, &token, concurrency, Duration::from_secs(secs)).await?;
+        let g = run_phase(gw.addr, &token, concurrency, Duration::from_secs(secs)).await?;
+        let d1 = run_phase(upstream, &token, 1, Duration::from_secs(secs)).await?;
+        let g1 = run_phase(gw.addr, &token, 1, Duration::from_secs(secs)).await?;
+        println!(
+            "round {round}: throughput direct {:.0} req/s, gateway {:.0} req/s ({:.0} %); \
+             c=1 p50 direct {} µs, gateway {} µs (+{} µs); p99 direct {} µs, gateway {} µs",
+            d.rps,
+            g.rps,
+            100.0 * g.rps / d.rps,
+            d1.p50,
+            g1.p50,
+            g1.p50 as i64 - d1.p50 as i64,
+            d1.p99,
+            g1.p99,
+        );
+        direct_rps.push(d.rps);
+        gateway_rps.push(g.rps);
+        direct_lat.push(d1.p50);
+        gateway_lat.push(g1.p50);
+    }
+    let med = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.total_cmp(b));
+        v[v.len() / 2]
+    };
+    let medu = |v: &mut Vec<u64>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    let (d, g) = (med(&mut direct_rps), med(&mut gateway_rps));
+    let (dl, gl) = (medu(&mut direct_lat), medu(&mut gateway_lat));
+    println!(
+        "median: direct {d:.0} req/s, gateway {g:.0} req/s = {:.0} % of direct; \
+         added p50 latency {} µs (direct {dl} µs, gateway {gl} µs)",
+        100.0 * g / d,
+        gl as i64 - dl as i64
+    );
+
+    gw.stop().await;
+    hub.stop().await;
+    Ok(())
+}
+
+struct Phase {
+    rps: f64,
+    p50: u64,
+    p99: u64,
+}
+
+/// `concurrency` workers, each on its own keep-alive connection, sending GETs with
+/// the token until `duration` has passed.
+async fn run_phase(
+    addr: SocketAddr,
+    token: &str,
+    concurrency: usize,
+    duration: Duration,
+) -> Result<Phase, Box<dyn std::error::Error>> {
+    let auth = Arc::new(format!("Bearer {token}"));
+    let deadline = Instant::now() + duration;
+    let per_worker = MAX_REQUESTS_PER_PHASE / concurrency;
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let auth = auth.clone();
+        workers.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            let (mut sender, conn) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            let mut lat = Vec::with_capacity(4096);
+            while Instant::now() < deadline && lat.len() < per_worker {
+                let req = Request::get("/bench")
+                    .header("host", "bench")
+                    .header("authorization", auth.as_str())
+                    .body(Empty::<Bytes>::new())?;
+                let t = Instant::now();
+                sender.ready().await?;
+                let res = sender.send_request(req).await?;
+                if !res.status().is_success() {
+                    return Err(format!("status {}", res.status()).into());
+                }
+                res.into_body().collect().await?;
+                lat.push(t.elapsed().as_micros() as u64);
+            }
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(lat)
+        }));
+    }
+    let mut all = Vec::new();
+    for w in workers {
+        all.extend(w.await?.map_err(|e| e.to_string())?);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    Ok(Phase {
+        rps: all.len() as f64 / elapsed,
+        p50: pct(0.50),
+        p99: pct(0.99),
+    })
+}
+
+/// The upstream: `200 ok` to everything, HTTP/1.1 keep-alive.
+async fn start_upstream() -> std::io::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, Infallible>(Response::new(Full::new(Bytes::from_static(b"ok"))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}

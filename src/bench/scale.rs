@@ -1,0 +1,215 @@
+//! The measurements around the load itself: a store pre-filled with many sessions,
+//! the memory an idle WebSocket costs the server, and how long `keygate serve`
+//! takes from spawn to its first connection and its first token.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use sqlx::ConnectOptions;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+
+use super::client::{self, Target, User};
+use super::procfs;
+use crate::time::{Clock, SystemClock};
+
+fn sqlite_url(database: &str) -> String {
+    if database.starts_with("sqlite:") {
+        database.to_owned()
+    } else {
+        format!("sqlite://{database}")
+    }
+}
+
+/// Adds `sessions` live sessions to the store at `database` (created and migrated
+/// if needed), `chunk` rows per transaction, each row generated inside SQLite.
+/// Run it while no server has the file open.
+pub async fn prefill(database: &str, sessions: u64, chunk: u64) -> Result<(), String> {
+    let url = sqlite_url(database);
+    let store = crate::store::SqliteStore::open(&url)
+        .await
+        .map_err(|e| format!("cannot open {url}: {e}"))?;
+    crate::store::Store::close(&store).await;
+    let mut conn = SqliteConnectOptions::from_str(&url)
+        .map_err(|e| e.to_string())?
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .connect()
+        .await
+        .map_err(|e| e.to_string())?;
+    // Sessions of the built-in Provider's key when `serve` has made one, so that
+    // the api_key index looks as it would in production.
+    let api_key: String = sqlx::query_scalar(
+        "SELECT COALESCE((SELECT CAST(value AS TEXT) FROM server_secrets \
+         WHERE name = 'builtin_provider_api_key'), 'kgk_benchprefill')",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .map_err(|e| e.to_string())?;
+    let now = SystemClock.now();
+    let policy = crate::session::SessionPolicy::default();
+    let started = Instant::now();
+    let mut done = 0u64;
+    while done < sessions {
+        let n = chunk.clamp(1, sessions - done);
+        let mut tx = sqlx::Connection::begin(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        // Ids and identities have the lengths of real ones (22 and 59 characters).
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) \
+             INSERT INTO sessions (id, subject, api_key, client_id, scope, created_at, \
+             last_used_at, expires_at, idle_timeout, user_agent, address) \
+             SELECT substr(lower(hex(randomblob(11))), 1, 22), \
+             'bbaarei' || lower(hex(randomblob(26))), ?, NULL, '', ?, ?, ?, ?, \
+             'keygate-bench-prefill', '127.0.0.1' FROM n",
+        )
+        .bind(n as i64)
+        .bind(&api_key)
+        .bind(now)
+        .bind(now)
+        .bind(now + policy.session_ttl)
+        .bind(policy.idle_timeout)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| e.to_string())?;
+        tx.commit().await.map_err(|e| e.to_string())?;
+        done += n;
+    }
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    let total: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM sessions")
+        .fetch_one(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "prefill: added {done} sessions in {secs:.1} s ({:.0} rows/s); the store now holds {total}",
+        done as f64 / secs
+    );
+    Ok(())
+}
+
+/// Opens `connections` WebSockets to `/ws/userauth`, leaves them idle, and reports
+/// how much the server's resident memory grew per connection.
+pub async fn idle(
+    target: &Target,
+    connections: usize,
+    pid: u32,
+    settle: Duration,
+) -> Result<(), String> {
+    let rss = |pid: u32| procfs::vm_rss(pid).ok_or(format!("cannot read /proc/{pid}/status"));
+    let me = std::process::id();
+    let (server0, own0) = (rss(pid)?, rss(me)?);
+    let started = Instant::now();
+    let opened: Vec<_> = futures_util::stream::iter(0..connections)
+        .map(|_| async {
+            tokio::time::timeout(Duration::from_secs(10), client::ws_connect(target)).await
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let open_secs = started.elapsed().as_secs_f64();
+    let mut sockets = Vec::with_capacity(connections);
+    let mut failures = std::collections::BTreeMap::<String, u64>::new();
+    for r in opened {
+        match r {
+            Ok(Ok(ws)) => sockets.push(ws),
+            Ok(Err(f)) => *failures.entry(f.label()).or_default() += 1,
+            Err(_) => *failures.entry("timeout".into()).or_default() += 1,
+        }
+    }
+    tokio::time::sleep(settle).await;
+    let (server1, own1) = (rss(pid)?, rss(me)?);
+    let n = sockets.len().max(1) as f64;
+    println!(
+        "idle: {} WebSockets open ({:.1} s to open), failures: {failures:?}",
+        sockets.len(),
+        open_secs
+    );
+    println!(
+        "server pid {pid}: VmRSS {:.1} MiB -> {:.1} MiB = {:.0} bytes per idle connection",
+        server0 as f64 / 1048576.0,
+        server1 as f64 / 1048576.0,
+        server1.saturating_sub(server0) as f64 / n
+    );
+    println!(
+        "load generator: {:.0} bytes per connection on the client side",
+        own1.saturating_sub(own0) as f64 / n
+    );
+    drop(sockets);
+    Ok(())
+}
+
+/// Spawns `exe serve` `runs` times and reports the time from spawn to the first
+/// accepted TCP connection and to the first token over `/ws/userauth`.
+pub async fn startup(exe: PathBuf, database: &str, runs: u32, fresh: bool) -> Result<(), String> {
+    let url = sqlite_url(database);
+    let path = url
+        .trim_start_matches("sqlite:")
+        .trim_start_matches("//")
+        .to_owned();
+    let mut rows = Vec::new();
+    for run in 0..runs.max(1) {
+        if fresh {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{path}{suffix}"));
+            }
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| e.to_string())?
+            .port();
+        let target = Target::new(&format!("http://127.0.0.1:{port}"), None)?;
+        let user = User::new(&target);
+        let mut child = std::process::Command::new(&exe)
+            .args(["serve", "--listen", &target.authority, "--database", &url])
+            // An empty USER_API_KEY keeps a .env from choosing the Provider's key.
+            .env("USER_API_KEY", "")
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot run {}: {e}", exe.display()))?;
+        let started = Instant::now();
+        let measured = async {
+            loop {
+                if tokio::net::TcpStream::connect(target.addr).await.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+            let listening = started.elapsed();
+            let ws = client::ws_sign_in(&target, &user)
+                .await
+                .map_err(|f| f.label())?;
+            let token = started.elapsed();
+            client::ws_finish(ws).await;
+            Ok::<_, String>((listening, token))
+        };
+        let result = tokio::time::timeout(Duration::from_secs(30), measured).await;
+        let _ = child.kill();
+        let _ = child.wait();
+        let (listening, token) = result.map_err(|_| "no token within 30 s".to_owned())??;
+        println!(
+            "startup run {}{}: listening after {:.1} ms, first token after {:.1} ms",
+            run + 1,
+            if fresh { " (fresh database)" } else { "" },
+            listening.as_secs_f64() * 1e3,
+            token.as_secs_f64() * 1e3
+        );
+        rows.push((listening, token));
+    }
+    rows.sort();
+    let (l, t) = rows[rows.len() / 2];
+    println!(
+        "startup median of {}: listening {:.1} ms, first token {:.1} ms",
+        rows.len(),
+        l.as_secs_f64() * 1e3,
+        t.as_secs_f64() * 1e3
+    );
+    Ok(())
+}

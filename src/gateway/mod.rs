@@ -1,0 +1,192 @@
+//! The gateway: a reverse proxy in front of an app's services that lets through
+//! only requests with a valid access token (checked offline against the Hub's JWKS,
+//! with the revocation feed applied), and tells each service who is calling with
+//! headers no client can forge, backed by a signed assertion.
+//!
+//! `keygate gateway --config gateway.toml` runs it; [`start`] does the same
+//! in-process. See `docs/gateway.md` for the configuration, the headers, the
+//! assertion and how a service checks it.
+
+pub mod assertion;
+pub mod config;
+pub mod headers;
+mod proxy;
+pub mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::DecodePrivateKey;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::client::{ClientError, OfflineVerifier};
+use crate::time::{Clock, SystemClock};
+use crate::token::Jwks;
+
+pub use assertion::{ASSERTION_TYPE, AssertionClaims, AssertionVerifier};
+pub use config::{ConfigError, GatewayConfig, Route};
+pub use proxy::JWKS_PATH;
+
+/// Why the gateway did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+    #[error("cannot set up the token verifier from the hub at {0}: {1}")]
+    Hub(String, ClientError),
+    #[error("signing key {0}: {1}")]
+    Key(String, String),
+}
+
+/// A running gateway.
+pub struct Running {
+    pub addr: SocketAddr,
+    /// The keys that sign assertions (also served at [`JWKS_PATH`]).
+    pub jwks: Jwks,
+    /// The assertions' `iss`.
+    pub assertion_issuer: String,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Running {
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{path}", self.addr)
+    }
+
+    /// Stops accepting, lets requests in flight finish (up to 10 s), and closes
+    /// WebSocket tunnels.
+    pub async fn stop(mut self) {
+        let _ = self.shutdown.send(true);
+        if tokio::time::timeout(Duration::from_secs(15), &mut self.task)
+            .await
+            .is_err()
+        {
+            self.task.abort();
+        }
+    }
+
+    /// Runs until `signal` completes, then stops.
+    pub async fn run_until(self, signal: impl Future<Output = ()>) {
+        signal.await;
+        self.stop().await;
+    }
+}
+
+/// Starts a gateway as `config` says, on the system clock; returns once it is
+/// listening and has the Hub's keys and revocation backlog.
+pub async fn start(config: GatewayConfig) -> Result<Running, StartError> {
+    start_with_clock(config, Arc::new(SystemClock)).await
+}
+
+pub async fn start_with_clock(
+    config: GatewayConfig,
+    clock: Arc<dyn Clock>,
+) -> Result<Running, StartError> {
+    let key = match &config.signing_key {
+        Some(path) => load_key(path)?,
+        None => SigningKey::generate(&mut rand::rng()),
+    };
+    let signer = assertion::AssertionSigner::new(key);
+    let jwks = signer.jwks();
+    let verifier =
+        OfflineVerifier::start_for(&config.hub, &config.issuer, config.audiences.clone())
+            .await
+            .map_err(|e| StartError::Hub(config.hub.clone(), e))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| StartError::Bind(config.listen, e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| StartError::Bind(config.listen, e))?;
+    let (shutdown, stop_rx) = watch::channel(false);
+    let gate = Arc::new(proxy::Gate::new(
+        &config,
+        verifier,
+        signer,
+        clock,
+        stop_rx.clone(),
+    ));
+    let task = tokio::spawn(accept_loop(listener, gate, stop_rx));
+    Ok(Running {
+        addr,
+        jwks,
+        assertion_issuer: config.assertion_issuer,
+        shutdown,
+        task,
+    })
+}
+
+/// Reads the configuration at `path`, runs the gateway until `signal`, then stops.
+pub async fn run(path: &Path, signal: impl Future<Output = ()>) -> Result<(), StartError> {
+    let config = GatewayConfig::load(path)?;
+    let routes = config.routes.len();
+    let running = start(config).await?;
+    tracing::info!(
+        routes,
+        "keygate gateway listening on http://{} (assertion keys at {})",
+        running.addr,
+        JWKS_PATH
+    );
+    running.run_until(signal).await;
+    tracing::info!("keygate gateway stopped");
+    Ok(())
+}
+
+fn load_key(path: &Path) -> Result<SigningKey, StartError> {
+    let shown = path.display().to_string();
+    let pem =
+        std::fs::read_to_string(path).map_err(|e| StartError::Key(shown.clone(), e.to_string()))?;
+    SigningKey::from_pkcs8_pem(&pem)
+        .map_err(|_| StartError::Key(shown, "not an Ed25519 PKCS#8 PEM key".into()))
+}
+
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    gate: Arc<proxy::Gate>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.wait_for(|s| *s) => break,
+            a = listener.accept() => a,
+        };
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: wait rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let gate = gate.clone();
+        let service = hyper::service::service_fn(move |req| gate.clone().serve(req, peer));
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        tokio::spawn(graceful.watch(conn));
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;
+}

@@ -1,0 +1,380 @@
+//! One request through the gateway: find the route, check the token, rewrite the
+//! headers, forward with the body streamed, hand back the response (keeping what
+//! the upstream exported for the session), and for a WebSocket upgrade, splice the
+//! two upgraded connections together.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Either, Full, combinators::BoxBody};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{self, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioIo;
+use tokio::sync::watch;
+
+use super::assertion::{AssertionClaims, AssertionSigner};
+use super::config::{GatewayConfig, PUBLIC_PREFIX, Route};
+use super::headers;
+use super::state::{self, AssertionCache, SessionValues, TokenCache};
+use crate::client::OfflineVerifier;
+use crate::error::Error;
+use crate::time::Clock;
+use crate::token::AccessClaims;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// An upstream's body passed through as it streams, or one made here.
+pub type ResBody = Either<Incoming, BoxBody<Bytes, BoxError>>;
+
+/// Path of the gateway's own JWKS (the keys that sign assertions).
+pub const JWKS_PATH: &str = "/.well-known/gateway-jwks.json";
+
+/// How often an open WebSocket tunnel checks that its session is still live.
+const TUNNEL_REVOCATION_CHECK: Duration = Duration::from_millis(200);
+
+/// Everything a request needs, shared by all connections.
+pub struct Gate {
+    pub(super) routes: Vec<Route>,
+    pub(super) verifier: Arc<OfflineVerifier>,
+    pub(super) tokens: TokenCache,
+    pub(super) assertions: AssertionCache,
+    pub(super) sessions: SessionValues,
+    pub(super) signer: AssertionSigner,
+    pub(super) assertion_issuer: String,
+    pub(super) assertion_ttl: i64,
+    pub(super) upstream_timeout: Duration,
+    pub(super) jwks_body: Bytes,
+    pub(super) client: Client<HttpConnector, Incoming>,
+    pub(super) clock: Arc<dyn Clock>,
+    pub(super) shutdown: watch::Receiver<bool>,
+}
+
+impl Gate {
+    pub(super) fn new(
+        config: &GatewayConfig,
+        verifier: Arc<OfflineVerifier>,
+        signer: AssertionSigner,
+        clock: Arc<dyn Clock>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Self {
+        let mut routes = config.routes.clone();
+        // Longest prefix first, so the most specific route wins.
+        routes.sort_by_key(|r| std::cmp::Reverse(r.prefix.len()));
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_timer(hyper_util::rt::TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        let jwks_body = Bytes::from(serde_json::to_vec(&signer.jwks()).unwrap_or_default());
+        Gate {
+            routes,
+            verifier,
+            tokens: TokenCache::new(config.token_cache),
+            assertions: AssertionCache::new(config.token_cache),
+            sessions: SessionValues::new(config.max_sessions),
+            signer,
+            assertion_issuer: config.assertion_issuer.clone(),
+            assertion_ttl: config.assertion_ttl,
+            upstream_timeout: Duration::from_secs(config.upstream_timeout),
+            jwks_body,
+            client,
+            clock,
+            shutdown,
+        }
+    }
+
+    /// The hyper service: never fails, every error is a response.
+    pub(super) async fn serve(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Response<ResBody>, Infallible> {
+        Ok(match self.handle(req, peer).await {
+            Ok(res) => res,
+            Err(e) => error(&e),
+        })
+    }
+
+    async fn handle(
+        self: &Arc<Self>,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Result<Response<ResBody>, Error> {
+        let path = req.uri().path();
+        if path == JWKS_PATH && matches!(*req.method(), Method::GET | Method::HEAD) {
+            return Ok(self.jwks());
+        }
+        if !headers::safe_path(path) {
+            return Err(Error::bad_request(
+                "the path must not contain dot segments, backslashes or encoded slashes",
+            ));
+        }
+        let (index, route) = self.route(path).ok_or(Error::NotFound)?;
+        let now = self.clock.now();
+        let claims = if route.public {
+            None
+        } else {
+            let token = crate::http::bearer(req.headers()).ok_or(Error::MissingToken)?;
+            Some(self.authenticate(token, now)?)
+        };
+        let values = match &claims {
+            Some(c) => self.sessions.get(&c.sid),
+            None => Vec::new(),
+        };
+
+        let uri = upstream_uri(route, req.uri())?;
+        let assertion = self.assertion(index, route, claims.as_deref(), &values, now)?;
+        let client_upgrade = rewrite_request(&mut req, route, peer)?;
+        let client_upgrade = client_upgrade.map(|proto| (proto, hyper::upgrade::on(&mut req)));
+        *req.uri_mut() = uri;
+        *req.version_mut() = Version::HTTP_11;
+        let h = req.headers_mut();
+        if let Some(c) = &claims {
+            h.insert(headers::IDENTITY, value(&c.sub)?);
+            h.insert(headers::SESSION, value(&c.sid)?);
+            h.insert(headers::SCOPE, value(&c.scope)?);
+        }
+        for (name, v) in values {
+            let name = HeaderName::from_bytes(
+                format!(
+                    "{}{}",
+                    headers::SESSION_VALUE_PREFIX,
+                    name.to_ascii_lowercase()
+                )
+                .as_bytes(),
+            )
+            .map_err(|_| Error::Internal)?;
+            h.insert(name, v);
+        }
+        h.insert(headers::ASSERTION, assertion);
+        if let Some((proto, _)) = &client_upgrade {
+            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            h.insert(header::UPGRADE, proto.clone());
+        }
+
+        let mut res =
+            match tokio::time::timeout(self.upstream_timeout, self.client.request(req)).await {
+                Ok(Ok(res)) => res,
+                Ok(Err(e)) => {
+                    tracing::warn!(route = %route.name, error = %e, "upstream request failed");
+                    return Err(Error::BadGateway);
+                }
+                Err(_) => {
+                    tracing::warn!(route = %route.name, "upstream did not answer in time");
+                    return Err(Error::BadGateway);
+                }
+            };
+
+        let exported = headers::take_exports(res.headers_mut(), &route.exports);
+        if let Some(c) = &claims {
+            self.sessions.set(&c.sid, exported);
+        }
+        let upgraded = headers::strip_hop_by_hop(res.headers_mut());
+        if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let (Some((_, client_on)), Some(proto)) = (client_upgrade, upgraded) else {
+                tracing::warn!(route = %route.name, "upstream switched protocols unasked");
+                return Err(Error::BadGateway);
+            };
+            let upstream_on = hyper::upgrade::on(&mut res);
+            let h = res.headers_mut();
+            h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            h.insert(header::UPGRADE, proto);
+            tokio::spawn(self.clone().tunnel(
+                client_on,
+                upstream_on,
+                claims.map(|c| c.sid.clone()),
+            ));
+        }
+        Ok(res.map(Either::Left))
+    }
+
+    /// The route for `path`: the longest matching prefix; under `/public/` only a
+    /// public route.
+    fn route(&self, path: &str) -> Option<(usize, &Route)> {
+        let public_path = path.starts_with(PUBLIC_PREFIX) || path == "/public";
+        self.routes
+            .iter()
+            .enumerate()
+            .find(|(_, r)| r.public == public_path && headers::under_prefix(path, &r.prefix))
+    }
+
+    /// Checks a token: from the cache of verified tokens when it is there, in full
+    /// otherwise; the session's revocation is checked either way.
+    fn authenticate(
+        &self,
+        token: &str,
+        now: crate::time::UnixTime,
+    ) -> Result<Arc<AccessClaims>, Error> {
+        if let Some(c) = self.tokens.get(token, now) {
+            if self.verifier.is_revoked(&c.sid) {
+                self.sessions.remove(&c.sid);
+                return Err(Error::SessionRevoked);
+            }
+            return Ok(c);
+        }
+        let claims = Arc::new(self.verifier.verify(token, now)?);
+        self.tokens.insert(token, claims.clone(), now);
+        Ok(claims)
+    }
+
+    /// The assertion for this caller on this route: a cached one while it is fresh
+    /// and carries the current session values, else a new one.
+    fn assertion(
+        &self,
+        index: usize,
+        route: &Route,
+        claims: Option<&AccessClaims>,
+        values: &[(String, HeaderValue)],
+        now: crate::time::UnixTime,
+    ) -> Result<HeaderValue, Error> {
+        let jti = claims.map_or("", |c| c.jti.as_str());
+        let hash = state::values_hash(values);
+        if let Some(v) = self.assertions.get(jti, index, hash, now) {
+            return Ok(v);
+        }
+        let exp = now + self.assertion_ttl;
+        let minted = self.signer.mint(&AssertionClaims {
+            iss: self.assertion_issuer.clone(),
+            aud: route.name.clone(),
+            iat: now,
+            exp,
+            jti: crate::session::random_id(&mut rand::rng()),
+            sub: claims.map(|c| c.sub.clone()),
+            sid: claims.map(|c| c.sid.clone()),
+            scope: claims.map(|c| c.scope.clone()),
+            app: claims.map(|c| c.aud.clone()),
+            client_id: claims.and_then(|c| c.client_id.clone()),
+            session_values: values
+                .iter()
+                .filter_map(|(k, v)| Some((k.clone(), v.to_str().ok()?.to_owned())))
+                .collect(),
+        });
+        let v = value(&minted)?;
+        self.assertions
+            .insert(jti, index, self.routes.len(), hash, v.clone(), now, exp);
+        Ok(v)
+    }
+
+    fn jwks(&self) -> Response<ResBody> {
+        let mut res = Response::new(Either::Right(
+            Full::new(self.jwks_body.clone())
+                .map_err(|never| match never {})
+                .boxed(),
+        ));
+        let h = res.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("public, max-age=60"),
+        );
+        res
+    }
+
+    /// Copies bytes both ways between an upgraded client connection and its
+    /// upstream, until either side closes, the session is revoked, or the gateway
+    /// stops.
+    async fn tunnel(
+        self: Arc<Self>,
+        client: hyper::upgrade::OnUpgrade,
+        upstream: hyper::upgrade::OnUpgrade,
+        sid: Option<String>,
+    ) {
+        let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
+            return;
+        };
+        let mut client = TokioIo::new(client);
+        let mut upstream = TokioIo::new(upstream);
+        let mut shutdown = self.shutdown.clone();
+        let revoked = async {
+            let Some(sid) = &sid else {
+                return std::future::pending().await;
+            };
+            let mut tick = tokio::time::interval(TUNNEL_REVOCATION_CHECK);
+            loop {
+                tick.tick().await;
+                if self.verifier.is_revoked(sid) {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
+            _ = revoked => {
+                tracing::debug!("closing a WebSocket tunnel: its session was revoked");
+            }
+            _ = shutdown.wait_for(|stop| *stop) => {}
+        }
+    }
+}
+
+/// The upstream URI: the route's upstream, its base path, the request's path
+/// (without the route's prefix when it strips it) and query.
+fn upstream_uri(route: &Route, uri: &Uri) -> Result<Uri, Error> {
+    let path = uri.path();
+    let rest = if route.strip_prefix && route.prefix != "/" {
+        &path[route.prefix.len().min(path.len())..]
+    } else {
+        path
+    };
+    let mut s = String::with_capacity(
+        route.upstream_authority.len() + route.upstream_base.len() + uri.path().len() + 64,
+    );
+    s.push_str(&route.upstream_authority);
+    s.push_str(&route.upstream_base);
+    s.push_str(rest);
+    if route.upstream_base.is_empty() && rest.is_empty() {
+        s.push('/');
+    }
+    if let Some(q) = uri.query() {
+        s.push('?');
+        s.push_str(q);
+    }
+    s.parse()
+        .map_err(|_| Error::bad_request("the request URI cannot be forwarded"))
+}
+
+/// Cleans the client's headers for the upstream: hop-by-hop headers, every
+/// `x-keygate-` header, the token (unless the route forwards it), `Host` (the
+/// client sets the upstream's); adds `X-Forwarded-*`. Returns the protocol the
+/// client asked to upgrade to, if any.
+fn rewrite_request(
+    req: &mut Request<Incoming>,
+    route: &Route,
+    peer: SocketAddr,
+) -> Result<Option<HeaderValue>, Error> {
+    let h = req.headers_mut();
+    let upgrade = headers::strip_hop_by_hop(h);
+    headers::strip_keygate(h);
+    if !route.forward_token {
+        headers::strip_token(h);
+    }
+    if let Some(host) = h.remove(header::HOST) {
+        h.insert("x-forwarded-host", host);
+    }
+    let ip = peer.ip().to_string();
+    let xff = match h.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(prev) => format!("{prev}, {ip}"),
+        None => ip,
+    };
+    h.insert("x-forwarded-for", value(&xff)?);
+    h.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    Ok(upgrade)
+}
+
+fn value(s: &str) -> Result<HeaderValue, Error> {
+    HeaderValue::from_str(s).map_err(|_| Error::Internal)
+}
+
+/// The protocol's JSON error, as a gateway response.
+pub fn error(e: &Error) -> Response<ResBody> {
+    crate::http::error_response(e).map(|b| Either::Right(b.map_err(BoxError::from).boxed()))
+}
