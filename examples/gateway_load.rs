@@ -62,9 +62,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         hub.issuer.clone().unwrap_or_default(),
     ))?;
     let gw = gateway::start(config).await?;
+    let bare = start_bare_proxy(upstream).await?;
 
     // Warm up both paths (connections, the gateway's token cache).
-    for addr in [upstream, gw.addr] {
+    for addr in [upstream, gw.addr, bare] {
         run_phase(addr, &token, 4, Duration::from_millis(500)).await?;
     }
 
@@ -75,26 +76,38 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     );
     let mut direct_rps = Vec::new();
     let mut gateway_rps = Vec::new();
+    let mut bare_rps = Vec::new();
     let mut direct_lat = Vec::new();
     let mut gateway_lat = Vec::new();
     if let Ok(only) = std::env::var("ONLY") {
         // For profiling one side: `ONLY=gateway perf record …`.
-        let addr = if only == "gateway" { gw.addr } else { upstream };
+        let addr = match only.as_str() {
+            "gateway" => gw.addr,
+            "bare" => bare,
+            _ => upstream,
+        };
         let p = run_phase(addr, &token, concurrency, Duration::from_secs(secs)).await?;
-        println!("{only}: {:.0} req/s, p50 {} µs, p99 {} µs", p.rps, p.p50, p.p99);
+        println!(
+            "{only}: {:.0} req/s, p50 {} µs, p99 {} µs",
+            p.rps, p.p50, p.p99
+        );
         return Ok(());
     }
     for round in 1..=rounds {
         let d = run_phase(upstream, &token, concurrency, Duration::from_secs(secs)).await?;
         let g = run_phase(gw.addr, &token, concurrency, Duration::from_secs(secs)).await?;
+        let b = run_phase(bare, &token, concurrency, Duration::from_secs(secs)).await?;
         let d1 = run_phase(upstream, &token, 1, Duration::from_secs(secs)).await?;
         let g1 = run_phase(gw.addr, &token, 1, Duration::from_secs(secs)).await?;
         println!(
-            "round {round}: throughput direct {:.0} req/s, gateway {:.0} req/s ({:.0} %); \
+            "round {round}: throughput direct {:.0} req/s, gateway {:.0} req/s ({:.0} %), \
+             bare proxy {:.0} req/s ({:.0} %); \
              c=1 p50 direct {} µs, gateway {} µs (+{} µs); p99 direct {} µs, gateway {} µs",
             d.rps,
             g.rps,
             100.0 * g.rps / d.rps,
+            b.rps,
+            100.0 * b.rps / d.rps,
             d1.p50,
             g1.p50,
             g1.p50 as i64 - d1.p50 as i64,
@@ -103,6 +116,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         );
         direct_rps.push(d.rps);
         gateway_rps.push(g.rps);
+        bare_rps.push(b.rps);
         direct_lat.push(d1.p50);
         gateway_lat.push(g1.p50);
     }
@@ -114,12 +128,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         v.sort();
         v[v.len() / 2]
     };
-    let (d, g) = (med(&mut direct_rps), med(&mut gateway_rps));
+    let (d, g, b) = (
+        med(&mut direct_rps),
+        med(&mut gateway_rps),
+        med(&mut bare_rps),
+    );
     let (dl, gl) = (medu(&mut direct_lat), medu(&mut gateway_lat));
     println!(
-        "median: direct {d:.0} req/s, gateway {g:.0} req/s = {:.0} % of direct; \
-         added p50 latency {} µs (direct {dl} µs, gateway {gl} µs)",
+        "median: direct {d:.0} req/s, gateway {g:.0} req/s = {:.0} % of direct \
+         (bare proxy {b:.0} req/s = {:.0} %); added p50 latency {} µs (direct {dl} µs, \
+         gateway {gl} µs)",
         100.0 * g / d,
+        100.0 * b / d,
         gl as i64 - dl as i64
     );
 
@@ -185,6 +205,41 @@ async fn run_phase(
         p50: pct(0.50),
         p99: pct(0.99),
     })
+}
+
+/// A bare reverse proxy on the gateway's HTTP stack (hyper-util's server and
+/// pooled client) that checks and rewrites nothing: the cost of the extra hop
+/// alone, to tell it apart from the cost of the gateway's own work.
+async fn start_bare_proxy(upstream: SocketAddr) -> std::io::Result<SocketAddr> {
+    use hyper_util::client::legacy::{Client, connect::HttpConnector};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<HttpConnector, hyper::body::Incoming> =
+        Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let _ = stream.set_nodelay(true);
+            let client = client.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |mut req: Request<_>| {
+                    let client = client.clone();
+                    async move {
+                        let uri = format!("http://{upstream}{}", req.uri().path());
+                        *req.uri_mut() = uri.parse().expect("a valid URI");
+                        client.request(req).await
+                    }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(
+                    hyper_util::rt::TokioExecutor::new(),
+                )
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+            });
+        }
+    });
+    Ok(addr)
 }
 
 /// The upstream: `200 ok` to everything, HTTP/1.1 keep-alive.

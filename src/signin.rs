@@ -28,6 +28,7 @@ use warp::reply::Response;
 use crate::challenge::IssuedChallenge;
 use crate::error::Error;
 use crate::hub::{ClientMeta, Hub, IssuedToken, SignedChallenge, TokenOptions};
+use crate::identity::Identity;
 use crate::store::ApiKeyRecord;
 use crate::time::format_rfc3339;
 
@@ -214,7 +215,10 @@ pub struct LocalSignIn {
     /// frame may name one (an app talking to the Hub), else the key id is used.
     audience: Option<String>,
     meta: ClientMeta,
-    pending: Option<(String, IssuedChallenge, TokenOptions, Option<String>)>,
+    /// The challenge handed out, for whom, with the options and audience asked.
+    /// The identity is kept parsed: parsing checks the point, which costs as much
+    /// as a signature check.
+    pending: Option<(Identity, IssuedChallenge, TokenOptions, Option<String>)>,
 }
 
 impl LocalSignIn {
@@ -240,11 +244,12 @@ impl SignInBackend for LocalSignIn {
             let pubkey = frame
                 .pubkey
                 .ok_or_else(|| Error::bad_request("a token request needs a pubkey"))?;
+            let identity = Identity::parse(&pubkey)?;
             let audience = self.audience.clone().or(frame.audience);
             let c = self
                 .hub
-                .challenge(&self.app, &pubkey, audience.as_deref())?;
-            self.pending = Some((pubkey, c.clone(), frame.options, audience));
+                .challenge_for(&self.app, &identity, audience.as_deref())?;
+            self.pending = Some((identity, c.clone(), frame.options, audience));
             Ok(c)
         }
         .boxed()
@@ -252,23 +257,24 @@ impl SignInBackend for LocalSignIn {
 
     fn finish(&mut self, sig: String) -> BoxFuture<'_, Result<IssuedToken, Error>> {
         async move {
-            let (pubkey, c, options, audience) = self
+            let (identity, c, options, audience) = self
                 .pending
                 .take()
                 .ok_or_else(|| Error::bad_request("no challenge is pending"))?;
             let signed = SignedChallenge {
-                pubkey: &pubkey,
+                pubkey: "",
                 challenge: &c.text,
                 sig: &sig,
             };
             let audience = audience.as_deref().unwrap_or(&self.app.id);
             self.hub
-                .redeem(
+                .redeem_for(
                     &self.app,
+                    &identity,
                     signed,
                     &options,
                     Some(audience),
-                    self.meta.clone(),
+                    std::mem::take(&mut self.meta),
                 )
                 .await
         }

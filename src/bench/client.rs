@@ -143,8 +143,8 @@ pub async fn ws_connect(target: &Target) -> Result<crate::client::WsStream, Fail
     let stream = tokio_tungstenite::MaybeTlsStream::Plain(stream);
     // Small frames only: tungstenite's default 128 KiB read buffer is zeroed on
     // every read, which would make the load generator spend its CPU on memset.
-    let config = tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default()
-        .read_buffer_size(4096);
+    let config =
+        tokio_tungstenite::tungstenite::protocol::WebSocketConfig::default().read_buffer_size(4096);
     match tokio_tungstenite::client_async_with_config(req, stream, Some(config)).await {
         Ok((ws, _)) => Ok(ws),
         Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {

@@ -428,6 +428,14 @@ upstream = "http://127.0.0.1:9002"
         assert!(c.routes[1].strip_prefix && c.routes[1].public);
     }
 
+    #[test]
+    fn the_documented_example_parses() {
+        let c = GatewayConfig::parse(include_str!("../../examples/gateway.toml")).unwrap();
+        assert_eq!(c.routes.len(), 4);
+        assert_eq!(c.routes[3].prefix, "/public/kgk_example/stripe");
+        assert_eq!(c.routes[1].exports, vec!["auth-userId"]);
+    }
+
     fn line(text: &str) -> Option<usize> {
         GatewayConfig::parse(text).unwrap_err().line
     }

@@ -20,7 +20,7 @@ use crate::store::{
     RevocationEvent, Revoke, SessionRecord, SigningKeyRecord, Store,
 };
 use crate::time::{Clock, UnixTime, format_rfc3339};
-use crate::token::{AccessClaims, Jwks, TokenSigner, TokenVerifier};
+use crate::token::{AccessClaims, AccessClaimsRef, Jwks, TokenSigner, TokenVerifier};
 
 pub mod routes;
 
@@ -268,7 +268,17 @@ impl Hub {
         pubkey: &str,
         audience: Option<&str>,
     ) -> Result<IssuedChallenge, Error> {
-        let identity = Identity::parse(pubkey)?;
+        self.challenge_for(app, &Identity::parse(pubkey)?, audience)
+    }
+
+    /// [`Hub::challenge`] for an identity already parsed (and so already checked:
+    /// parsing is most of the cost of a challenge).
+    pub fn challenge_for(
+        &self,
+        app: &ApiKeyRecord,
+        identity: &Identity,
+        audience: Option<&str>,
+    ) -> Result<IssuedChallenge, Error> {
         self.guard.check_identity(&identity.to_string())?;
         let mut random = [0u8; 16];
         rand::fill(&mut random);
@@ -276,7 +286,7 @@ impl Hub {
             &self.nonce_key,
             &app.id,
             audience.unwrap_or(&app.id),
-            &identity,
+            identity,
             self.now(),
             self.config.challenge_ttl,
             random,
@@ -294,14 +304,30 @@ impl Hub {
         meta: ClientMeta,
     ) -> Result<IssuedToken, Error> {
         let identity = Identity::parse(signed.pubkey)?;
-        self.guard.check_identity(&identity.to_string())?;
+        self.redeem_for(app, &identity, signed, options, expected_audience, meta)
+            .await
+    }
+
+    /// [`Hub::redeem`] for an identity already parsed (the WebSocket flow parsed
+    /// it when the challenge was asked for); `signed.pubkey` is not looked at.
+    pub async fn redeem_for(
+        &self,
+        app: &ApiKeyRecord,
+        identity: &Identity,
+        signed: SignedChallenge<'_>,
+        options: &TokenOptions,
+        expected_audience: Option<&str>,
+        meta: ClientMeta,
+    ) -> Result<IssuedToken, Error> {
+        let subject = identity.to_string();
+        self.guard.check_identity(&subject)?;
         let request = validate_options(app, options)?;
         let now = self.now();
         let verified = challenge::verify(
             &self.nonce_key,
             &app.id,
             signed.challenge,
-            &identity,
+            identity,
             expected_audience,
             signed.sig,
             now,
@@ -317,8 +343,8 @@ impl Hub {
             )
         };
         let session = crate::store::NewSession {
-            id: session_id,
-            subject: identity.to_string(),
+            id: session_id.clone(),
+            subject,
             api_key: app.id.clone(),
             client_id: options.client_id.clone(),
             scope: request.scope,
@@ -338,11 +364,16 @@ impl Hub {
             renew: options.session_id.clone(),
             session,
         };
-        let s = match self.store.redeem(redemption.clone()).await? {
-            RedeemOutcome::Created => {
-                let s = redemption.session;
-                (s.subject, s.id, s.scope, s.client_id, s.expires_at)
-            }
+        // Only what the token needs is kept back, not a copy of the whole redemption.
+        let created = (
+            redemption.session.subject.clone(),
+            session_id,
+            redemption.session.scope.clone(),
+            redemption.session.client_id.clone(),
+            redemption.session.expires_at,
+        );
+        let s = match self.store.redeem(redemption).await? {
+            RedeemOutcome::Created => created,
             RedeemOutcome::Renewed(s) => {
                 let s = *s;
                 (s.subject, s.id, s.scope, s.client_id, s.expires_at)
@@ -379,18 +410,19 @@ impl Hub {
         refresh_token: Option<String>,
     ) -> IssuedToken {
         let exp = policy.access_expiry(expiration, now, session_expires_at);
-        let claims = AccessClaims {
-            iss: self.config.issuer.clone(),
-            sub: grant.subject.to_owned(),
-            aud: grant.app.to_owned(),
+        let jti = session::random_id(&mut rand::rng());
+        let claims = AccessClaimsRef {
+            iss: &self.config.issuer,
+            sub: grant.subject,
+            aud: grant.app,
             iat: now,
             nbf: now,
             exp,
-            jti: session::random_id(&mut rand::rng()),
-            sid: grant.session_id.to_owned(),
-            scope: grant.scope.to_owned(),
-            client_id: grant.client_id,
-            role: grant.role,
+            jti: &jti,
+            sid: grant.session_id,
+            scope: grant.scope,
+            client_id: grant.client_id.as_deref(),
+            role: grant.role.as_deref(),
         };
         IssuedToken {
             token: self.ring().signer.mint(&claims),

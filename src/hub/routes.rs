@@ -167,38 +167,37 @@ pub fn api_routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
             },
         );
 
-    let ws_token =
-        warp::path!("v1" / "ws" / "token")
-            .and(signin::ws())
-            .and(with_hub(hub.clone()))
-            .and(warp::header::headers_cloned())
-            .and(crate::listener::peer_ip())
-            .then(
-                |ws: signin::Upgrade,
-                 hub: Arc<Hub>,
-                 headers: HeaderMap,
-                 ip: Option<std::net::IpAddr>| async move {
-                    let admitted = async {
-                        let app = app(&hub, &headers).await?;
-                        let slot = hub.guard().handshake(ip)?;
-                        Ok::<_, Error>((app, slot))
-                    };
-                    match admitted.await {
-                        Ok((app, slot)) => {
-                            let deadline = hub.guard().limits.handshake_timeout;
-                            ws.max_message_size(signin::MAX_FRAME)
-                                .max_frame_size(signin::MAX_FRAME)
-                                .on_upgrade(move |socket| {
-                                    let backend =
-                                        LocalSignIn::new(hub, app, None, ClientMeta::default());
-                                    signin::serve(socket, backend, deadline, slot)
-                                })
-                                .into_response()
-                        }
-                        Err(e) => error_response(&e),
+    let ws_token = warp::path!("v1" / "ws" / "token")
+        .and(signin::ws())
+        .and(with_hub(hub.clone()))
+        .and(warp::header::headers_cloned())
+        .and(crate::listener::peer_ip())
+        .then(
+            |ws: signin::Upgrade,
+             hub: Arc<Hub>,
+             headers: HeaderMap,
+             ip: Option<std::net::IpAddr>| async move {
+                let admitted = async {
+                    let app = app(&hub, &headers).await?;
+                    let slot = hub.guard().handshake(ip)?;
+                    Ok::<_, Error>((app, slot))
+                };
+                match admitted.await {
+                    Ok((app, slot)) => {
+                        let deadline = hub.guard().limits.handshake_timeout;
+                        ws.max_message_size(signin::MAX_FRAME)
+                            .max_frame_size(signin::MAX_FRAME)
+                            .on_upgrade(move |socket| {
+                                let backend =
+                                    LocalSignIn::new(hub, app, None, ClientMeta::default());
+                                signin::serve(socket, backend, deadline, slot)
+                            })
+                            .into_response()
                     }
-                },
-            );
+                    Err(e) => error_response(&e),
+                }
+            },
+        );
 
     let introspect = warp::path!("v1" / "introspect")
         .and(warp::post())

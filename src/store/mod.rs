@@ -11,6 +11,7 @@ use crate::apikey::ApiSecret;
 use crate::session::SessionPolicy;
 use crate::time::UnixTime;
 
+pub mod seal;
 pub mod sqlite;
 
 pub use sqlite::SqliteStore;

@@ -37,6 +37,7 @@ pub struct SqliteStore {
     write: SqlitePool,
     read: SqlitePool,
     jobs: mpsc::Sender<Job>,
+    seal: std::sync::Arc<super::seal::MasterKey>,
 }
 
 fn migrator() -> Migrator {
@@ -59,7 +60,9 @@ impl SqliteStore {
             format!("sqlite://{url}")
         };
         let opts = SqliteConnectOptions::from_str(&url)
-            .map_err(|e| StoreError::Internal(e.to_string()))?
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let seal = super::seal::MasterKey::for_database(Some(opts.get_filename()))?;
+        let opts = opts
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
@@ -81,7 +84,12 @@ impl SqliteStore {
             .await?;
         let (jobs, rx) = mpsc::channel(MAX_BATCH * 4);
         tokio::spawn(group_committer(write.clone(), rx));
-        Ok(SqliteStore { write, read, jobs })
+        Ok(SqliteStore {
+            write,
+            read,
+            jobs,
+            seal: std::sync::Arc::new(seal),
+        })
     }
 
     /// `PRAGMA integrity_check`: "ok" on a healthy file.
@@ -219,11 +227,13 @@ fn session_from_row(row: &SqliteRow) -> Result<SessionRecord, sqlx::Error> {
     })
 }
 
-fn api_key_from_row(row: &SqliteRow) -> Result<ApiKeyRecord, sqlx::Error> {
-    let secret: Vec<u8> = row.try_get("secret")?;
+fn api_key_from_row(row: &SqliteRow, seal: &super::seal::MasterKey) -> StoreResult<ApiKeyRecord> {
+    let id: String = row.try_get("id")?;
+    let sealed: Vec<u8> = row.try_get("secret")?;
+    let secret = seal.open(&format!("api_keys:{id}"), &sealed)?;
     let secret: [u8; 32] = secret
         .try_into()
-        .map_err(|_| sqlx::Error::Decode("api key secret is not 32 bytes".into()))?;
+        .map_err(|_| StoreError::Internal("api key secret is not 32 bytes".into()))?;
     let scopes: String = row.try_get("scopes")?;
     Ok(ApiKeyRecord {
         id: row.try_get("id")?,
@@ -305,16 +315,16 @@ impl Store for SqliteStore {
                  ON CONFLICT DO NOTHING",
             )
             .bind(&name)
-            .bind(fresh)
+            .bind(self.seal.seal(&format!("server_secrets:{name}"), &fresh))
             .bind(now)
             .execute(&self.write)
             .await?;
-            Ok(
+            let sealed: Vec<u8> =
                 sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = ?")
                     .bind(&name)
                     .fetch_one(&self.write)
-                    .await?,
-            )
+                    .await?;
+            self.seal.open(&format!("server_secrets:{name}"), &sealed)
         }
         .boxed()
     }
@@ -328,9 +338,11 @@ impl Store for SqliteStore {
             .await?;
             rows.iter()
                 .map(|row| {
-                    let secret: Vec<u8> = row.try_get("secret")?;
+                    let kid: String = row.try_get("kid")?;
+                    let sealed: Vec<u8> = row.try_get("secret")?;
+                    let secret = self.seal.open(&format!("signing_keys:{kid}"), &sealed)?;
                     Ok(SigningKeyRecord {
-                        kid: row.try_get("kid")?,
+                        kid,
                         secret: secret.try_into().map_err(|_| {
                             StoreError::Internal("signing key is not 32 bytes".into())
                         })?,
@@ -349,7 +361,7 @@ impl Store for SqliteStore {
                 "INSERT INTO signing_keys (kid, secret, created_at, retired_at) VALUES (?, ?, ?, ?)",
             )
             .bind(&key.kid)
-            .bind(&key.secret[..])
+            .bind(self.seal.seal(&format!("signing_keys:{}", key.kid), &key.secret[..]))
             .bind(key.created_at)
             .bind(key.retired_at)
             .execute(&self.write)
@@ -368,7 +380,10 @@ impl Store for SqliteStore {
             )
             .bind(&key.id)
             .bind(&key.name)
-            .bind(&key.secret.as_bytes()[..])
+            .bind(
+                self.seal
+                    .seal(&format!("api_keys:{}", key.id), &key.secret.as_bytes()[..]),
+            )
             .bind(key.scopes.join(" "))
             .bind(i64::from(key.can_broker))
             .bind(key.policy.access_ttl)
@@ -390,7 +405,9 @@ impl Store for SqliteStore {
                 .bind(id)
                 .fetch_optional(&self.read)
                 .await?;
-            Ok(row.as_ref().map(api_key_from_row).transpose()?)
+            row.as_ref()
+                .map(|r| api_key_from_row(r, &self.seal))
+                .transpose()
         }
         .boxed()
     }
@@ -402,7 +419,7 @@ impl Store for SqliteStore {
                 .await?;
             Ok(rows
                 .iter()
-                .map(api_key_from_row)
+                .map(|r| api_key_from_row(r, &self.seal))
                 .collect::<Result<_, _>>()?)
         }
         .boxed()

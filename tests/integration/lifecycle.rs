@@ -718,6 +718,11 @@ async fn tokens_and_secrets_are_never_stored_or_logged_in_plain_text() {
             );
         }
     }
+    // The API secret is sealed under the master key, not stored as its bytes.
+    assert!(
+        !contains(&at_rest, secret.as_bytes()),
+        "API secret stored in plain text"
+    );
     // The refresh tokens are there, as hashes.
     for r in [&r0, &r1] {
         assert!(

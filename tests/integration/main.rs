@@ -7,5 +7,6 @@ mod errors;
 mod examples;
 mod flows;
 mod gateway;
+mod hardening;
 mod lifecycle;
 mod split;
