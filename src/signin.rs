@@ -189,6 +189,28 @@ impl ServerFrame {
         }
     }
 
+    /// The token body a token frame carries; `None` for any other frame.
+    pub fn into_token(self) -> Option<IssuedToken> {
+        match self {
+            ServerFrame::Token {
+                value,
+                token_type,
+                expires_at,
+                expires_in,
+                session_id,
+                refresh_token,
+            } => Some(IssuedToken {
+                token: value,
+                token_type,
+                expires_at,
+                expires_in,
+                session_id,
+                refresh_token,
+            }),
+            _ => None,
+        }
+    }
+
     pub fn error(e: &Error) -> Self {
         ServerFrame::Error {
             code: e.code().to_owned(),

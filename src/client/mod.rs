@@ -346,26 +346,12 @@ pub async fn login_ws(
         sig: Some(challenge::sign(key, &value)),
         ..Default::default()
     };
-    let ServerFrame::Token {
-        value,
-        token_type,
-        expires_at,
-        expires_in,
-        session_id,
-        refresh_token,
-    } = exchange(&mut ws, &reply).await?
-    else {
-        return Err(ClientError::Protocol("expected a token".into()));
-    };
+    let token = exchange(&mut ws, &reply)
+        .await?
+        .into_token()
+        .ok_or_else(|| ClientError::Protocol("expected a token".into()))?;
     let _ = ws.close(None).await;
-    Ok(IssuedToken {
-        token: value,
-        token_type,
-        expires_at,
-        expires_in,
-        session_id,
-        refresh_token,
-    })
+    Ok(token)
 }
 
 /// The same sign-in over a Provider's HTTP flow (`GET`/`POST /api/token`).

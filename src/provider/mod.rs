@@ -182,24 +182,7 @@ impl SignInBackend for RemoteSignIn {
             };
             let answer = client::exchange(&mut ws, &frame).await;
             let _ = futures_util::SinkExt::close(&mut ws).await;
-            match answer? {
-                ServerFrame::Token {
-                    value,
-                    token_type,
-                    expires_at,
-                    expires_in,
-                    session_id,
-                    refresh_token,
-                } => Ok(IssuedToken {
-                    token: value,
-                    token_type,
-                    expires_at,
-                    expires_in,
-                    session_id,
-                    refresh_token,
-                }),
-                _ => Err(Error::Unavailable),
-            }
+            answer?.into_token().ok_or(Error::Unavailable)
         }
         .boxed()
     }
