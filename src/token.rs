@@ -195,17 +195,22 @@ impl TokenSigner {
 
     /// Mints a compact JWS of `claims` ([`AccessClaims`] or [`AccessClaimsRef`]).
     pub fn mint<C: Serialize>(&self, claims: &C) -> String {
-        // Serializing a struct of strings and integers cannot fail.
-        let payload = serde_json::to_vec(claims).unwrap_or_default();
-        let mut out = String::with_capacity(self.header_b64.len() + payload.len() * 4 / 3 + 92);
-        out.push_str(&self.header_b64);
-        out.push('.');
-        URL_SAFE_NO_PAD.encode_string(&payload, &mut out);
-        let sig = self.key.sign(out.as_bytes());
-        out.push('.');
-        URL_SAFE_NO_PAD.encode_string(sig.to_bytes(), &mut out);
-        out
+        sign_compact(&self.key, &self.header_b64, claims)
     }
+}
+
+/// A compact JWS: `header_b64` (already encoded) `.` claims `.` Ed25519 signature.
+pub(crate) fn sign_compact<C: Serialize>(key: &SigningKey, header_b64: &str, claims: &C) -> String {
+    // Serializing a struct of strings and integers cannot fail.
+    let payload = serde_json::to_vec(claims).unwrap_or_default();
+    let mut out = String::with_capacity(header_b64.len() + payload.len() * 4 / 3 + 92);
+    out.push_str(header_b64);
+    out.push('.');
+    URL_SAFE_NO_PAD.encode_string(&payload, &mut out);
+    let sig = key.sign(out.as_bytes());
+    out.push('.');
+    URL_SAFE_NO_PAD.encode_string(sig.to_bytes(), &mut out);
+    out
 }
 
 /// Verifies access tokens offline against a set of public keys.

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ed25519_dalek::{Signer, SigningKey};
+use ed25519_dalek::SigningKey;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -84,16 +84,7 @@ impl AssertionSigner {
     }
 
     pub fn mint(&self, claims: &AssertionClaims) -> String {
-        // A struct of strings and integers always serializes.
-        let payload = serde_json::to_vec(claims).unwrap_or_default();
-        let mut out = String::with_capacity(self.header_b64.len() + payload.len() * 4 / 3 + 92);
-        out.push_str(&self.header_b64);
-        out.push('.');
-        URL_SAFE_NO_PAD.encode_string(&payload, &mut out);
-        let sig = self.key.sign(out.as_bytes());
-        out.push('.');
-        URL_SAFE_NO_PAD.encode_string(sig.to_bytes(), &mut out);
-        out
+        crate::token::sign_compact(&self.key, &self.header_b64, claims)
     }
 }
 
