@@ -2,6 +2,7 @@
 # Runs every keygate test on a fresh machine: formatting and lints, the Rust unit
 # and integration tests (real servers on 127.0.0.1, real SQLite files), then the
 # browser test of web-demo/ in Debian's Chromium driven by playwright-core.
+# browser test, and a bounded pass of the coverage-guided fuzz targets.
 # Installs what is missing (Chromium from apt, npm packages for the browser test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -35,3 +36,6 @@ echo "== browser test (web-demo, Chromium)"
   npm ci --no-audit --no-fund --loglevel=error
   KEYGATE_BIN="$(pwd)/../../target/debug/keygate" node --test
 )
+
+echo "== fuzzing (cargo-fuzz, ${FUZZ_SECONDS:-60} s per target)"
+bash scripts/fuzz.sh

@@ -55,6 +55,16 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 100_000)]
         chunk: u64,
     },
+    /// The store alone: N concurrent redemptions (durable group commits) in this
+    /// process, without network or crypto.
+    Store {
+        #[arg(long, default_value = "sqlite://keygate-store-bench.db")]
+        database: String,
+        #[arg(long, default_value_t = 256)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 50_000)]
+        count: u64,
+    },
     /// Server memory per idle WebSocket: open N, wait, read VmRSS.
     Idle {
         #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -148,6 +158,18 @@ pub async fn run(command: BenchCommand) -> Result<(), String> {
             sessions,
             chunk,
         } => scale::prefill(&database, sessions, chunk).await,
+        BenchCommand::Store {
+            database,
+            concurrency,
+            count,
+        } => {
+            if concurrency == 0 || concurrency > MAX_CLIENTS || count > 10_000_000 {
+                return Err(format!(
+                    "--concurrency must be 1 to {MAX_CLIENTS}, --count at most 10000000"
+                ));
+            }
+            scale::store(&database, concurrency, count).await
+        }
         BenchCommand::Idle {
             url,
             connections,

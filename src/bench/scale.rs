@@ -38,11 +38,11 @@ pub async fn prefill(database: &str, sessions: u64, chunk: u64) -> Result<(), St
         .connect()
         .await
         .map_err(|e| e.to_string())?;
-    // Sessions of the built-in Provider's key when `serve` has made one, so that
-    // the api_key index looks as it would in production.
+    // Sessions of the oldest live key (the built-in Provider's when `serve` has
+    // made one), so that the api_key index looks as it would in production.
     let api_key: String = sqlx::query_scalar(
-        "SELECT COALESCE((SELECT CAST(value AS TEXT) FROM server_secrets \
-         WHERE name = 'builtin_provider_api_key'), 'kgk_benchprefill')",
+        "SELECT COALESCE((SELECT id FROM api_keys WHERE revoked_at IS NULL \
+         ORDER BY created_at LIMIT 1), 'kgk_benchprefill')",
     )
     .fetch_one(&mut conn)
     .await
@@ -90,6 +90,106 @@ pub async fn prefill(database: &str, sessions: u64, chunk: u64) -> Result<(), St
         "prefill: added {done} sessions in {secs:.1} s ({:.0} rows/s); the store now holds {total}",
         done as f64 / secs
     );
+    Ok(())
+}
+
+/// Redeems `count` synthetic sign-ins through [`crate::store::Store::redeem`] from
+/// `concurrency` tasks, and reports the rate and this process's CPU per sign-in:
+/// the cost of durability alone (group commit, B-tree inserts, WAL, fsync).
+pub async fn store(database: &str, concurrency: usize, count: u64) -> Result<(), String> {
+    use crate::store::{NewSession, RedeemOutcome, Redemption, Store};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let url = sqlite_url(database);
+    let store: Arc<dyn Store> = Arc::new(
+        crate::store::SqliteStore::open(&url)
+            .await
+            .map_err(|e| format!("cannot open {url}: {e}"))?,
+    );
+    let key = crate::apikey::generate(&mut rand::rng());
+    let now = SystemClock.now();
+    store
+        .insert_api_key(crate::store::ApiKeyRecord {
+            id: key.id.clone(),
+            name: "keygate bench store".into(),
+            secret: key.secret,
+            scopes: Vec::new(),
+            can_broker: false,
+            policy: Default::default(),
+            created_at: now,
+            revoked_at: None,
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    // Identities made before the clock starts, as the load generator does.
+    let subjects: Arc<Vec<String>> = Arc::new(
+        (0..concurrency)
+            .map(|_| {
+                let k = ed25519_dalek::SigningKey::generate(&mut rand::rng());
+                crate::identity::Identity::from(&k).to_string()
+            })
+            .collect(),
+    );
+    let next = Arc::new(AtomicU64::new(0));
+    let cpu0 = procfs::process_cpu(std::process::id());
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|i| {
+            let (store, subjects, next, api_key) = (
+                store.clone(),
+                subjects.clone(),
+                next.clone(),
+                key.id.clone(),
+            );
+            tokio::spawn(async move {
+                let mut failed = 0u64;
+                while next.fetch_add(1, Ordering::Relaxed) < count {
+                    let mut nonce_id = [0u8; 16];
+                    rand::fill(&mut nonce_id);
+                    let r = Redemption {
+                        nonce_id,
+                        nonce_expires_at: now + 60,
+                        session: NewSession {
+                            id: crate::session::random_id(&mut rand::rng()),
+                            subject: subjects[i].clone(),
+                            api_key: api_key.clone(),
+                            client_id: None,
+                            scope: String::new(),
+                            created_at: now,
+                            expires_at: now + 36_000,
+                            idle_timeout: 14_400,
+                            user_agent: Some("keygate-bench".into()),
+                            address: Some("127.0.0.1".into()),
+                        },
+                        refresh: None,
+                        renew: None,
+                    };
+                    if store.redeem(r).await != Ok(RedeemOutcome::Created) {
+                        failed += 1;
+                    }
+                }
+                failed
+            })
+        })
+        .collect();
+    let mut failed = 0;
+    for t in tasks {
+        failed += t.await.unwrap_or(1);
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let cpu = procfs::process_cpu(std::process::id())
+        .zip(cpu0)
+        .map(|(b, a)| b - a);
+    println!(
+        "store: {count} redemptions ({failed} failed) from {concurrency} tasks in {secs:.2} s = {:.0}/s; \
+         CPU {} per redemption",
+        count as f64 / secs,
+        cpu.map_or("n/a".into(), |c| format!(
+            "{:.1} µs",
+            c / count.max(1) as f64 * 1e6
+        ))
+    );
+    store.close().await;
     Ok(())
 }
 
@@ -155,7 +255,7 @@ pub async fn startup(exe: PathBuf, database: &str, runs: u32, fresh: bool) -> Re
     let mut rows = Vec::new();
     for run in 0..runs.max(1) {
         if fresh {
-            for suffix in ["", "-wal", "-shm"] {
+            for suffix in ["", "-wal", "-shm", ".key"] {
                 let _ = std::fs::remove_file(format!("{path}{suffix}"));
             }
         }

@@ -68,10 +68,12 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
+        let write_opts = match std::env::var("KG_EXP_CACHE") { Ok(v) => opts.clone().pragma("cache_size", v), Err(_) => opts.clone() };
+        let write_opts = match std::env::var("KG_EXP_CKPT") { Ok(v) => write_opts.pragma("wal_autocheckpoint", v), Err(_) => write_opts };
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(opts.clone())
+            .connect_with(write_opts)
             .await?;
         migrator()
             .run(&write)
@@ -118,19 +120,81 @@ async fn group_committer(pool: SqlitePool, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
+/// Row counts of the multi-row statements a batch is cut into: a few fixed
+/// shapes, so that each is prepared once and then found in sqlx's statement cache.
+const CHUNKS: [usize; 4] = [64, 16, 4, 1];
+
+/// Cuts `n` rows into chunks of the sizes in [`CHUNKS`], largest first.
+fn chunks(mut n: usize) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        let size = CHUNKS.into_iter().find(|&c| c <= n)?;
+        n -= size;
+        Some(size)
+    })
+}
+
+/// `INSERT … VALUES (?, …), (?, …) …`: `rows` groups of `columns` placeholders.
+fn values_sql(head: &str, columns: usize, rows: usize, tail: &str) -> String {
+    let group = format!("({})", vec!["?"; columns].join(", "));
+    format!("{head} VALUES {}{tail}", vec![group; rows].join(", "))
+}
+
+/// Commits a batch of redemptions in one transaction, with a handful of
+/// multi-row statements rather than two statements per sign-in: each statement
+/// is a round trip to sqlx's connection thread. Outcomes are those of running
+/// the jobs one by one in order (the first of two jobs with one nonce wins).
 async fn commit_batch(pool: &SqlitePool, batch: &[Job]) -> StoreResult<Vec<RedeemOutcome>> {
+    use std::collections::{HashMap, HashSet};
     let mut tx = pool.begin().await?;
+    // 1. Spend the nonces. A nonce repeated inside the batch is used from its
+    //    second job on; RETURNING names the nonces that were not spent before.
+    let mut seen = HashSet::with_capacity(batch.len());
+    let fresh: Vec<&Redemption> = batch
+        .iter()
+        .map(|j| &j.redemption)
+        .filter(|r| seen.insert(r.nonce_id))
+        .collect();
+    let mut spent_now: HashSet<[u8; 16]> = HashSet::with_capacity(fresh.len());
+    let mut rest = &fresh[..];
+    for size in chunks(fresh.len()) {
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        let sql = values_sql(
+            "INSERT INTO used_nonces (nonce, expires_at)",
+            2,
+            size,
+            " ON CONFLICT DO NOTHING RETURNING nonce",
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for r in chunk {
+            q = q.bind(&r.nonce_id[..]).bind(r.nonce_expires_at);
+        }
+        for row in q.fetch_all(&mut *tx).await? {
+            let nonce: Vec<u8> = row.try_get(0)?;
+            if let Ok(n) = <[u8; 16]>::try_from(nonce.as_slice()) {
+                spent_now.insert(n);
+            }
+        }
+    }
+    // 2. Whether each app key involved is live (under the write lock taken above).
+    let mut live: HashMap<&str, bool> = HashMap::new();
+    for job in batch {
+        let key = job.redemption.session.api_key.as_str();
+        if job.redemption.renew.is_none() && !live.contains_key(key) {
+            let ok = sqlx::query("SELECT 1 FROM api_keys WHERE id = ? AND revoked_at IS NULL")
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+            live.insert(key, ok);
+        }
+    }
+    // 3. Each job's outcome; renewals run here, new sessions are collected.
     let mut outcomes = Vec::with_capacity(batch.len());
+    let mut created: Vec<&Redemption> = Vec::with_capacity(batch.len());
     for job in batch {
         let r = &job.redemption;
-        let spent = sqlx::query(
-            "INSERT INTO used_nonces (nonce, expires_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-        )
-        .bind(&r.nonce_id[..])
-        .bind(r.nonce_expires_at)
-        .execute(&mut *tx)
-        .await?;
-        if spent.rows_affected() == 0 {
+        if !spent_now.remove(&r.nonce_id) {
             outcomes.push(RedeemOutcome::ChallengeUsed);
             continue;
         }
@@ -155,34 +219,48 @@ async fn commit_batch(pool: &SqlitePool, batch: &[Job]) -> StoreResult<Vec<Redee
             });
             continue;
         }
-        let created = sqlx::query(
-            "INSERT INTO sessions (id, subject, api_key, client_id, scope, created_at, \
-             last_used_at, expires_at, idle_timeout, user_agent, address) \
-             SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? \
-             WHERE EXISTS (SELECT 1 FROM api_keys WHERE id = ? AND revoked_at IS NULL)",
-        )
-        .bind(&s.id)
-        .bind(&s.subject)
-        .bind(&s.api_key)
-        .bind(&s.client_id)
-        .bind(&s.scope)
-        .bind(s.created_at)
-        .bind(s.created_at)
-        .bind(s.expires_at)
-        .bind(s.idle_timeout)
-        .bind(&s.user_agent)
-        .bind(&s.address)
-        .bind(&s.api_key)
-        .execute(&mut *tx)
-        .await?;
-        if created.rows_affected() == 0 {
+        if live.get(s.api_key.as_str()) != Some(&true) {
             outcomes.push(RedeemOutcome::ApiKeyRevoked);
             continue;
         }
+        created.push(r);
+        outcomes.push(RedeemOutcome::Created);
+    }
+    // 4. The new sessions, then their refresh tokens.
+    let mut rest = &created[..];
+    for size in chunks(created.len()) {
+        let (chunk, tail) = rest.split_at(size);
+        rest = tail;
+        let sql = values_sql(
+            "INSERT INTO sessions (id, subject, api_key, client_id, scope, created_at, \
+             last_used_at, expires_at, idle_timeout, user_agent, address)",
+            11,
+            size,
+            "",
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for r in chunk {
+            let s = &r.session;
+            q = q
+                .bind(&s.id)
+                .bind(&s.subject)
+                .bind(&s.api_key)
+                .bind(&s.client_id)
+                .bind(&s.scope)
+                .bind(s.created_at)
+                .bind(s.created_at)
+                .bind(s.expires_at)
+                .bind(s.idle_timeout)
+                .bind(&s.user_agent)
+                .bind(&s.address);
+        }
+        q.execute(&mut *tx).await?;
+    }
+    for r in &created {
         if let Some((hash, client_id)) = &r.refresh {
+            let s = &r.session;
             insert_refresh(&mut tx, hash, &s.id, client_id, s.created_at).await?;
         }
-        outcomes.push(RedeemOutcome::Created);
     }
     tx.commit().await?;
     Ok(outcomes)
@@ -724,5 +802,110 @@ impl Store for SqliteStore {
             self.write.close().await;
         }
         .boxed()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_are_cut_into_few_fixed_shapes() {
+        assert_eq!(chunks(0).count(), 0);
+        assert_eq!(chunks(1).collect::<Vec<_>>(), [1]);
+        assert_eq!(chunks(87).collect::<Vec<_>>(), [64, 16, 4, 1, 1, 1]);
+        assert_eq!(chunks(MAX_BATCH).sum::<usize>(), MAX_BATCH);
+        assert_eq!(
+            values_sql("INSERT INTO t (a, b)", 2, 2, " RETURNING a"),
+            "INSERT INTO t (a, b) VALUES (?, ?), (?, ?) RETURNING a"
+        );
+    }
+
+    fn redemption(nonce: u8, sid: &str, api_key: &str) -> Redemption {
+        Redemption {
+            nonce_id: [nonce; 16],
+            nonce_expires_at: 2_000_000_000,
+            session: NewSession {
+                id: sid.into(),
+                subject: "bbaareisubject".into(),
+                api_key: api_key.into(),
+                client_id: Some("cli".into()),
+                scope: String::new(),
+                created_at: 1_000,
+                expires_at: 50_000,
+                idle_timeout: 10_000,
+                user_agent: None,
+                address: None,
+            },
+            refresh: Some(([nonce; 32], "cli".into())),
+            renew: None,
+        }
+    }
+
+    /// One batch holding every case at once has the outcomes of running its jobs
+    /// one by one.
+    #[tokio::test]
+    async fn a_batch_has_the_outcomes_of_its_jobs_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("t.db").display().to_string())
+            .await
+            .unwrap();
+        for (id, revoked_at) in [("kgk_live", None), ("kgk_gone", Some(5))] {
+            let key = crate::apikey::generate(&mut rand::rng());
+            store
+                .insert_api_key(ApiKeyRecord {
+                    id: id.into(),
+                    name: id.into(),
+                    secret: key.secret,
+                    scopes: Vec::new(),
+                    can_broker: false,
+                    policy: Default::default(),
+                    created_at: 1,
+                    revoked_at,
+                })
+                .await
+                .unwrap();
+        }
+        // A nonce spent by an earlier batch.
+        let first = store.redeem(redemption(9, "s0", "kgk_live")).await;
+        assert_eq!(first, Ok(RedeemOutcome::Created));
+        let jobs: Vec<Job> = [
+            redemption(1, "s1", "kgk_live"),
+            redemption(1, "s2", "kgk_live"),
+            redemption(9, "s3", "kgk_live"),
+            redemption(2, "s4", "kgk_gone"),
+            redemption(3, "s5", "kgk_live"),
+        ]
+        .into_iter()
+        .map(|redemption| Job {
+            redemption,
+            reply: oneshot::channel().0,
+        })
+        .collect();
+        let outcomes = commit_batch(&store.write, &jobs).await.unwrap();
+        use RedeemOutcome::*;
+        assert_eq!(
+            outcomes,
+            [
+                Created,
+                ChallengeUsed,
+                ChallengeUsed,
+                ApiKeyRevoked,
+                Created
+            ]
+        );
+        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM sessions ORDER BY id")
+            .fetch_all(&store.read)
+            .await
+            .unwrap();
+        assert_eq!(ids, ["s0", "s1", "s5"]);
+        let refresh: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM refresh_tokens")
+            .fetch_one(&store.read)
+            .await
+            .unwrap();
+        assert_eq!(refresh, 3);
+        // The revoked key's nonce is spent all the same.
+        let again = store.redeem(redemption(2, "s6", "kgk_live")).await;
+        assert_eq!(again, Ok(ChallengeUsed));
     }
 }
