@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Runs every keygate test on a fresh machine: formatting and lints, the Rust unit
-# and integration tests (real servers on 127.0.0.1, real SQLite files), then the
-# browser test of web-demo/ in Debian's Chromium driven by playwright-core.
-# browser test, and a bounded pass of the coverage-guided fuzz targets.
-# Installs what is missing (Chromium from apt, npm packages for the browser test).
+# and integration tests (real servers on 127.0.0.1, real SQLite files), the
+# browser test of web-demo/ in Debian's Chromium driven by playwright-core, and a
+# bounded pass of the coverage-guided fuzz targets (FUZZ_SECONDS per target).
+# Installs what is missing (Chromium and Node from apt, npm packages, cargo-fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
