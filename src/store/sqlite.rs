@@ -68,12 +68,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        let write_opts = match std::env::var("KG_EXP_CACHE") { Ok(v) => opts.clone().pragma("cache_size", v), Err(_) => opts.clone() };
-        let write_opts = match std::env::var("KG_EXP_CKPT") { Ok(v) => write_opts.pragma("wal_autocheckpoint", v), Err(_) => write_opts };
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(write_opts)
+            .connect_with(opts.clone())
             .await?;
         migrator()
             .run(&write)
