@@ -39,19 +39,19 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
-    if let Some(s) = text(secret_f) {
-        if let Some(parsed) = ApiSecret::parse(s) {
-            assert_eq!(parsed.reveal(), s, "a secret has one spelling");
-        }
+    if let Some(s) = text(secret_f)
+        && let Some(parsed) = ApiSecret::parse(s)
+    {
+        assert_eq!(parsed.reveal(), s, "a secret has one spelling");
     }
 
-    if let Some(id) = text(key_id_f) {
-        if apikey::valid_key_id(id) {
-            assert!(id.len() <= 64);
-            let rest = id.strip_prefix("kgk_").expect("kgk_ prefix");
-            assert!(!rest.is_empty());
-            assert!(rest.bytes().all(|b| matches!(b, b'a'..=b'z' | b'2'..=b'7')));
-        }
+    if let Some(id) = text(key_id_f)
+        && apikey::valid_key_id(id)
+    {
+        assert!(id.len() <= 64);
+        let rest = id.strip_prefix("kgk_").expect("kgk_ prefix");
+        assert!(!rest.is_empty());
+        assert!(rest.bytes().all(|b| matches!(b, b'a'..=b'z' | b'2'..=b'7')));
     }
 
     // The headers as the Hub reads them: a value that is not visible ASCII is absent.

@@ -24,11 +24,11 @@ fuzz_target!(|data: &[u8]| {
             multibase::encode(Base::Base58Btc, data)
         ));
     }
-    if let Ok(raw) = <[u8; 32]>::try_from(data) {
-        if let Ok(id) = Identity::from_bytes(&raw) {
-            assert_eq!(id.as_bytes(), &raw);
-            spellings_round_trip(&id);
-        }
+    if let Ok(raw) = <[u8; 32]>::try_from(data)
+        && let Ok(id) = Identity::from_bytes(&raw)
+    {
+        assert_eq!(id.as_bytes(), &raw);
+        spellings_round_trip(&id);
     }
 });
 

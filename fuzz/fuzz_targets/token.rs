@@ -65,6 +65,11 @@ fn check(token: &str, raw: bool) {
             assert!(NOW.saturating_add(MAX_LEEWAY) >= claims.nbf);
             let segments: Vec<&str> = token.split('.').collect();
             assert_eq!(segments.len(), 3);
+            let payload_is_text = URL_SAFE_NO_PAD
+                .decode(segments[1])
+                .is_ok_and(|b| std::str::from_utf8(&b).is_ok());
+            // Found by this target once (tests/protocol/regressions.rs).
+            assert!(payload_is_text, "verified a token whose payload is not UTF-8");
             for seg in segments.iter().filter(|_| raw) {
                 let bytes = URL_SAFE_NO_PAD
                     .decode(seg)

@@ -19,6 +19,9 @@ use crate::token::{AccessClaims, TokenSigner};
 pub struct Floor {
     pub verify: f64,
     pub mint: f64,
+    /// [`Identity::parse`] of a canonical identity: not part of the floor, but
+    /// what the server must add once per sign-in (twice in the HTTP flow).
+    pub parse: f64,
     /// Whether the figures are CPU time (else wall time: no `/proc`).
     pub cpu_time: bool,
 }
@@ -68,10 +71,15 @@ pub fn measure(budget: f64) -> Result<Floor, String> {
     let (mint, cpu_b) = per_op(budget, || {
         black_box(signer.mint(black_box(&claims)));
     });
+    let text = identity.to_string();
+    let (parse, cpu_c) = per_op(budget / 2.0, || {
+        black_box(Identity::parse(black_box(&text)).is_ok());
+    });
     Ok(Floor {
         verify,
         mint,
-        cpu_time: cpu_a && cpu_b,
+        parse,
+        cpu_time: cpu_a && cpu_b && cpu_c,
     })
 }
 

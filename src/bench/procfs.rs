@@ -48,6 +48,20 @@ pub fn status_kib(status: &str, key: &str) -> Option<u64> {
         .ok()
 }
 
+/// Bytes a process has passed to write calls, and how many write calls
+/// (`wchar`, `syscw` of `/proc/<pid>/io`).
+pub fn io_writes(pid: u32) -> Option<(u64, u64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
+    let field = |key: &str| -> Option<u64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))?
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some((field("wchar:")?, field("syscw:")?))
+}
+
 /// Busy and total CPU time of the whole machine since boot, in seconds (all cores).
 pub fn machine_cpu() -> Option<(f64, f64)> {
     let text = std::fs::read_to_string("/proc/stat").ok()?;

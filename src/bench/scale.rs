@@ -35,6 +35,7 @@ pub async fn prefill(database: &str, sessions: u64, chunk: u64) -> Result<(), St
         .map_err(|e| e.to_string())?
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
+        .disable_statement_logging()
         .connect()
         .await
         .map_err(|e| e.to_string())?;
@@ -132,6 +133,7 @@ pub async fn store(database: &str, concurrency: usize, count: u64) -> Result<(),
     );
     let next = Arc::new(AtomicU64::new(0));
     let cpu0 = procfs::process_cpu(std::process::id());
+    let io0 = procfs::io_writes(std::process::id());
     let started = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
         .map(|i| {
@@ -180,14 +182,22 @@ pub async fn store(database: &str, concurrency: usize, count: u64) -> Result<(),
     let cpu = procfs::process_cpu(std::process::id())
         .zip(cpu0)
         .map(|(b, a)| b - a);
+    let n = count.max(1) as f64;
+    let io = procfs::io_writes(std::process::id())
+        .zip(io0)
+        .map(|((b, c), (a, d))| {
+            format!(
+                "; {:.0} bytes in {:.2} write calls",
+                (b - a) as f64 / n,
+                (c - d) as f64 / n
+            )
+        })
+        .unwrap_or_default();
     println!(
         "store: {count} redemptions ({failed} failed) from {concurrency} tasks in {secs:.2} s = {:.0}/s; \
-         CPU {} per redemption",
+         per redemption: CPU {}{io}",
         count as f64 / secs,
-        cpu.map_or("n/a".into(), |c| format!(
-            "{:.1} µs",
-            c / count.max(1) as f64 * 1e6
-        ))
+        cpu.map_or("n/a".into(), |c| format!("{:.1} µs", c / n * 1e6))
     );
     store.close().await;
     Ok(())
@@ -303,13 +313,15 @@ pub async fn startup(exe: PathBuf, database: &str, runs: u32, fresh: bool) -> Re
         );
         rows.push((listening, token));
     }
-    rows.sort();
-    let (l, t) = rows[rows.len() / 2];
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2].as_secs_f64() * 1e3
+    };
     println!(
         "startup median of {}: listening {:.1} ms, first token {:.1} ms",
         rows.len(),
-        l.as_secs_f64() * 1e3,
-        t.as_secs_f64() * 1e3
+        median(rows.iter().map(|r| r.0).collect()),
+        median(rows.iter().map(|r| r.1).collect())
     );
     Ok(())
 }

@@ -17,6 +17,7 @@ mod bitflips;
 mod edge_cases;
 mod fuzz;
 mod jwt;
+mod regressions;
 mod strictness;
 mod vectors;
 
