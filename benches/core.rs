@@ -89,6 +89,9 @@ fn tokens(c: &mut Criterion) {
         scope: "read write".into(),
         client_id: Some("cli".into()),
         role: None,
+        acct: None,
+        acr: None,
+        amr: None,
     };
     let token = signer.mint(&claims);
     assert_eq!(verifier.verify(&token, NOW), Ok(claims.clone()));

@@ -41,6 +41,18 @@ pub enum Error {
     ForbiddenOrigin,
     #[error("{0}")]
     Forbidden(String),
+    /// The session must show a second factor first (an MFA-pending sign-in, or an
+    /// action that needs `aal2`). `methods` are the factors the account can use.
+    #[error("this needs a second factor: complete the MFA step first (docs/accounts.md)")]
+    MfaRequired { methods: Vec<&'static str> },
+    #[error("this key already belongs to another account")]
+    KeyInOtherAccount,
+    #[error("the last key of an account cannot be removed")]
+    LastAccountKey,
+    #[error("the one-time code is wrong or expired")]
+    InvalidOtp,
+    #[error("this one-time code was already used; wait for the next one")]
+    OtpReused,
     #[error("not found")]
     NotFound,
     #[error("request body is too large")]
@@ -89,6 +101,11 @@ impl Error {
             Error::InvalidScope(_) => "invalid_scope",
             Error::ForbiddenOrigin => "forbidden_origin",
             Error::Forbidden(_) => "forbidden",
+            Error::MfaRequired { .. } => "mfa_required",
+            Error::KeyInOtherAccount => "key_in_other_account",
+            Error::LastAccountKey => "last_account_key",
+            Error::InvalidOtp => "invalid_otp",
+            Error::OtpReused => "otp_reused",
             Error::NotFound => "not_found",
             Error::PayloadTooLarge => "payload_too_large",
             Error::MessageTooLarge => "message_too_large",
@@ -106,6 +123,7 @@ impl Error {
         match self {
             Error::Identity(_) | Error::BadRequest(_) => 400,
             Error::Challenge(ChallengeError::BadAudience | ChallengeError::Malformed) => 400,
+            Error::Token(crate::token::TokenError::MfaPending) => 403,
             Error::Challenge(_)
             | Error::Token(_)
             | Error::ApiKey(_)
@@ -116,7 +134,13 @@ impl Error {
             | Error::InvalidRefreshToken
             | Error::RefreshTokenReused
             | Error::InvalidGrant => 401,
-            Error::InvalidScope(_) | Error::ForbiddenOrigin | Error::Forbidden(_) => 403,
+            Error::InvalidScope(_)
+            | Error::ForbiddenOrigin
+            | Error::Forbidden(_)
+            | Error::MfaRequired { .. }
+            | Error::InvalidOtp
+            | Error::OtpReused => 403,
+            Error::KeyInOtherAccount | Error::LastAccountKey => 409,
             Error::NotFound => 404,
             Error::PayloadTooLarge | Error::MessageTooLarge => 413,
             Error::HandshakeTimeout => 408,
@@ -133,8 +157,32 @@ impl Error {
         self.to_string()
     }
 
+    /// Fields added to the JSON error body beside `error` and `message`.
+    pub fn details(&self) -> Option<serde_json::Value> {
+        match self {
+            Error::MfaRequired { methods } => Some(serde_json::json!({
+                "missing": ["second_factor"],
+                "methods": methods,
+            })),
+            Error::Token(crate::token::TokenError::MfaPending) => Some(serde_json::json!({
+                "missing": ["second_factor"],
+            })),
+            _ => None,
+        }
+    }
+
     /// The `WWW-Authenticate` challenge for a 401, per RFC 6750.
     pub fn www_authenticate(&self) -> Option<String> {
+        if matches!(
+            self,
+            Error::MfaRequired { .. } | Error::Token(crate::token::TokenError::MfaPending)
+        ) {
+            // RFC 9470's step-up challenge, on keygate's 403.
+            return Some(
+                r#"Bearer realm="keygate", error="insufficient_user_authentication", acr_values="aal2""#
+                    .to_owned(),
+            );
+        }
         if self.status() != 401 {
             return None;
         }
@@ -164,8 +212,10 @@ impl Error {
             | "session_expired"
             | "invalid_refresh_token"
             | "refresh_token_reused" => 401,
-            "invalid_scope" | "forbidden_origin" | "forbidden" => 403,
+            "invalid_scope" | "forbidden_origin" | "forbidden" | "mfa_required" | "invalid_otp"
+            | "otp_reused" => 403,
             "not_found" => 404,
+            "key_in_other_account" | "last_account_key" => 409,
             "handshake_timeout" => 408,
             "payload_too_large" | "message_too_large" => 413,
             "rate_limited" => 429,

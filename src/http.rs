@@ -38,13 +38,18 @@ pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
 
 pub fn error_response(e: &Error) -> Response {
     let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let mut res = json(
-        status,
-        &ErrorBody {
-            error: e.code(),
-            message: e.message(),
-        },
-    );
+    let body = ErrorBody {
+        error: e.code(),
+        message: e.message(),
+    };
+    let mut res = match e.details() {
+        None => json(status, &body),
+        Some(mut details) => {
+            details["error"] = body.error.into();
+            details["message"] = body.message.into();
+            json(status, &details)
+        }
+    };
     if let Some(v) = e
         .www_authenticate()
         .and_then(|v| HeaderValue::from_str(&v).ok())

@@ -22,6 +22,7 @@
 //! assert_eq!(ok.nonce_id, [9; 16]);
 //! ```
 
+pub mod account;
 pub mod apikey;
 pub mod bench;
 pub mod challenge;

@@ -242,6 +242,18 @@ enum KeysCommand {
         session_ttl: i64,
         #[arg(long, default_value_t = keygate::session::DEFAULT_IDLE_TIMEOUT)]
         idle_timeout: i64,
+        /// Second factor: `required` makes every sign-in `mfa_pending` until the
+        /// user shows another key of their account or a TOTP code (docs/accounts.md).
+        #[arg(long, default_value = "off", value_parser = ["off", "required"])]
+        mfa: String,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Set an API key's MFA policy (takes effect at once, live sessions included).
+    Mfa {
+        id: String,
+        #[arg(value_parser = ["off", "required"])]
+        policy: String,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -545,6 +557,7 @@ async fn keys(k: KeysCommand) -> CliResult {
             access_ttl,
             session_ttl,
             idle_timeout,
+            mfa,
             db,
         } => {
             let store = open_store(&db).await?;
@@ -579,9 +592,28 @@ async fn keys(k: KeysCommand) -> CliResult {
                 })
                 .await
                 .map_err(|e| e.to_string())?;
+            if mfa == "required" {
+                store
+                    .set_mfa_required(&key.id, true)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
             eprintln!("API key created. The secret is shown once: store it now (e.g. in .env).");
             println!("USER_API_KEY={}", key.id);
             println!("USER_API_SECRET={}", key.secret.reveal());
+            Ok(())
+        }
+        KeysCommand::Mfa { id, policy, db } => {
+            let store = open_store(&db).await?;
+            match store.api_key(&id).await.map_err(|e| e.to_string())? {
+                Some(_) => {}
+                None => return Err(format!("no API key {id}")),
+            }
+            store
+                .set_mfa_required(&id, policy == "required")
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("{id}: mfa {policy}");
             Ok(())
         }
         KeysCommand::List(db) => {

@@ -163,6 +163,9 @@ pub enum ServerFrame {
         session_id: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         refresh_token: Option<String>,
+        /// The token only works for the MFA step (docs/accounts.md).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        mfa_required: bool,
     },
     Error {
         code: String,
@@ -186,6 +189,7 @@ impl ServerFrame {
             expires_in: t.expires_in,
             session_id: t.session_id,
             refresh_token: t.refresh_token,
+            mfa_required: t.mfa_required,
         }
     }
 
@@ -199,6 +203,7 @@ impl ServerFrame {
                 expires_in,
                 session_id,
                 refresh_token,
+                mfa_required,
             } => Some(IssuedToken {
                 token: value,
                 token_type,
@@ -206,6 +211,7 @@ impl ServerFrame {
                 expires_in,
                 session_id,
                 refresh_token,
+                mfa_required,
             }),
             _ => None,
         }

@@ -22,6 +22,10 @@ pub const MAX_LEEWAY: i64 = 60;
 /// Tokens longer than this are refused before any parsing.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 pub const TOKEN_TYPE: &str = "at+jwt";
+/// The `typ` of a token whose session still waits for its second factor: not an
+/// access token, so every RFC 9068 verifier (which must require `at+jwt`) refuses
+/// it, stock libraries in other languages included. Only the Hub's MFA step takes it.
+pub const PENDING_TOKEN_TYPE: &str = "mfa-pending+jwt";
 
 /// The claims of a keygate access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +47,15 @@ pub struct AccessClaims {
     /// Brokered tokens: the role the app vouched for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+    /// The account the key (`sub`) belongs to (docs/accounts.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acct: Option<String>,
+    /// Authentication assurance level: `aal1` (one key) or `aal2` (a second factor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acr: Option<String>,
+    /// Authentication methods (RFC 8176): `swk`, then `otp` or a second `swk`, `mfa`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amr: Option<Vec<String>>,
 }
 
 /// [`AccessClaims`] borrowed, for minting without copying every string: the same
@@ -62,6 +75,12 @@ pub struct AccessClaimsRef<'a> {
     pub client_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acct: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub acr: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub amr: Option<&'a [String]>,
 }
 
 impl<'a> From<&'a AccessClaims> for AccessClaimsRef<'a> {
@@ -78,6 +97,9 @@ impl<'a> From<&'a AccessClaims> for AccessClaimsRef<'a> {
             scope: &c.scope,
             client_id: c.client_id.as_deref(),
             role: c.role.as_deref(),
+            acct: c.acct.as_deref(),
+            acr: c.acr.as_deref(),
+            amr: c.amr.as_deref(),
         }
     }
 }
@@ -102,12 +124,16 @@ pub enum TokenError {
     Expired,
     #[error("token is not valid yet")]
     NotYetValid,
+    /// A well-signed token of a session that still waits for its second factor.
+    #[error("this sign-in needs a second factor before its token can be used")]
+    MfaPending,
 }
 
 impl TokenError {
     pub fn code(self) -> &'static str {
         match self {
             TokenError::Expired => "token_expired",
+            TokenError::MfaPending => "mfa_required",
             _ => "invalid_token",
         }
     }
@@ -165,18 +191,22 @@ pub struct TokenSigner {
     key: SigningKey,
     jwk: Jwk,
     header_b64: String,
+    pending_header_b64: String,
 }
 
 impl TokenSigner {
     pub fn new(key: SigningKey) -> Self {
         let jwk = Jwk::ed25519(key.verifying_key().as_bytes());
-        let header = format!(
-            r#"{{"alg":"EdDSA","typ":"{TOKEN_TYPE}","kid":"{}"}}"#,
-            jwk.kid
-        );
+        let header = |typ: &str| {
+            URL_SAFE_NO_PAD.encode(format!(
+                r#"{{"alg":"EdDSA","typ":"{typ}","kid":"{}"}}"#,
+                jwk.kid
+            ))
+        };
         TokenSigner {
             key,
-            header_b64: URL_SAFE_NO_PAD.encode(header),
+            header_b64: header(TOKEN_TYPE),
+            pending_header_b64: header(PENDING_TOKEN_TYPE),
             jwk,
         }
     }
@@ -196,6 +226,12 @@ impl TokenSigner {
     /// Mints a compact JWS of `claims` ([`AccessClaims`] or [`AccessClaimsRef`]).
     pub fn mint<C: Serialize>(&self, claims: &C) -> String {
         sign_compact(&self.key, &self.header_b64, claims)
+    }
+
+    /// Mints a token of a session waiting for its second factor (`typ`
+    /// [`PENDING_TOKEN_TYPE`]): refused by every verifier but the Hub's MFA step.
+    pub fn mint_pending<C: Serialize>(&self, claims: &C) -> String {
+        sign_compact(&self.key, &self.pending_header_b64, claims)
     }
 }
 
@@ -262,7 +298,22 @@ impl TokenVerifier {
         &self.issuer
     }
 
+    /// Verifies an access token. A token of a session still waiting for its second
+    /// factor is refused with [`TokenError::MfaPending`].
     pub fn verify(&self, token: &str, now: UnixTime) -> Result<AccessClaims, TokenError> {
+        match self.verify_any(token, now)? {
+            (c, false) => Ok(c),
+            (_, true) => Err(TokenError::MfaPending),
+        }
+    }
+
+    /// Verifies an access token or an MFA-pending one; says which (true: pending).
+    /// Only the Hub's MFA step may accept a pending token.
+    pub fn verify_any(
+        &self,
+        token: &str,
+        now: UnixTime,
+    ) -> Result<(AccessClaims, bool), TokenError> {
         if token.len() > MAX_TOKEN_LEN || token.bytes().filter(|&b| b == b'.').count() != 2 {
             return Err(TokenError::Malformed);
         }
@@ -270,11 +321,12 @@ impl TokenVerifier {
         if header.alg != Algorithm::EdDSA {
             return Err(TokenError::UnsupportedAlgorithm);
         }
-        match header.typ.as_deref() {
-            Some(t) if t.eq_ignore_ascii_case(TOKEN_TYPE) => {}
-            Some(t) if t.eq_ignore_ascii_case("application/at+jwt") => {}
+        let pending = match header.typ.as_deref() {
+            Some(t) if t.eq_ignore_ascii_case(TOKEN_TYPE) => false,
+            Some(t) if t.eq_ignore_ascii_case("application/at+jwt") => false,
+            Some(t) if t == PENDING_TOKEN_TYPE => true,
             _ => return Err(TokenError::WrongType),
-        }
+        };
         if header.crit.is_some() || header.jku.is_some() || header.jwk.is_some() {
             return Err(TokenError::Malformed);
         }
@@ -320,7 +372,7 @@ impl TokenVerifier {
         if now.saturating_add(self.leeway) < c.nbf {
             return Err(TokenError::NotYetValid);
         }
-        Ok(c)
+        Ok((c, pending))
     }
 }
 
@@ -351,6 +403,9 @@ mod tests {
             scope: "read write".into(),
             client_id: Some("cli".into()),
             role: None,
+            acct: Some("acct_x".into()),
+            acr: Some("aal1".into()),
+            amr: Some(vec!["swk".into()]),
         }
     }
 
@@ -399,6 +454,19 @@ mod tests {
         assert_eq!(v.verify(&t, NOW).unwrap(), claims());
         let v2 = v.clone().with_audiences(vec!["kgk_app".into()]);
         assert!(v2.verify(&t, NOW).is_ok());
+    }
+
+    #[test]
+    fn pending_tokens_are_refused_but_by_the_mfa_step() {
+        let s = signer(1);
+        let v = verifier(&[&s]);
+        let t = s.mint_pending(&claims());
+        assert_eq!(v.verify(&t, NOW), Err(TokenError::MfaPending));
+        assert_eq!(v.verify_any(&t, NOW), Ok((claims(), true)));
+        assert_eq!(v.verify_any(&s.mint(&claims()), NOW), Ok((claims(), false)));
+        // A stock RFC 9068 verifier that requires `typ` at+jwt refuses it too.
+        let h = jsonwebtoken::decode_header(&t).unwrap();
+        assert_eq!(h.typ.as_deref(), Some(PENDING_TOKEN_TYPE));
     }
 
     #[test]

@@ -109,5 +109,8 @@ fn sample_claims() -> AccessClaims {
         scope: "read".into(),
         client_id: None,
         role: None,
+        acct: None,
+        acr: None,
+        amr: None,
     }
 }

@@ -64,6 +64,9 @@ pub fn measure(budget: f64) -> Result<Floor, String> {
         scope: String::new(),
         client_id: None,
         role: None,
+        acct: None,
+        acr: None,
+        amr: None,
     };
     let (verify, cpu_a) = per_op(budget, || {
         black_box(identity.verify_strict(black_box(issued.text.as_bytes()), black_box(&sig)));

@@ -209,6 +209,9 @@ mod tests {
             scope: String::new(),
             client_id: None,
             role: None,
+            acct: None,
+            acr: None,
+            amr: None,
         });
         assert_eq!(v.verify(&access, NOW), Err(TokenError::WrongType));
     }

@@ -258,6 +258,9 @@ mod tests {
             scope: String::new(),
             client_id: None,
             role: None,
+            acct: None,
+            acr: None,
+            amr: None,
         })
     }
 

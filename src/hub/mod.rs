@@ -22,7 +22,10 @@ use crate::store::{
 use crate::time::{Clock, UnixTime, format_rfc3339};
 use crate::token::{AccessClaims, AccessClaimsRef, Jwks, TokenSigner, TokenVerifier};
 
+mod accounts;
 pub mod routes;
+
+pub use accounts::{AccountKeyView, AccountView, Linked, TotpEnrolment};
 
 const NONCE_KEY_NAME: &str = "challenge_nonce_key";
 /// Longest client id and scope string accepted in a token request.
@@ -83,6 +86,10 @@ pub struct IssuedToken {
     pub session_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
+    /// The app requires a second factor: this token only works for the MFA step
+    /// (docs/accounts.md).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub mfa_required: bool,
 }
 
 /// `GET /v1/whoami`.
@@ -332,6 +339,7 @@ impl Hub {
             signed.sig,
             now,
         )?;
+        let (account, mfa_required) = self.sign_in_account(&subject, &app.id).await?;
         let (session_id, refresh_token) = {
             let mut rng = rand::rng();
             let sid = session::random_id(&mut rng);
@@ -372,10 +380,18 @@ impl Hub {
             redemption.session.client_id.clone(),
             redemption.session.expires_at,
         );
+        let mut assurance = if mfa_required {
+            crate::account::Assurance::Pending
+        } else {
+            crate::account::Assurance::Aal1
+        };
         let s = match self.store.redeem(redemption).await? {
             RedeemOutcome::Created => created,
             RedeemOutcome::Renewed(s) => {
                 let s = *s;
+                if let Some(auth) = self.store.session_auth(&s.id).await? {
+                    assurance = accounts::assurance(&auth, now);
+                }
                 (s.subject, s.id, s.scope, s.client_id, s.expires_at)
             }
             RedeemOutcome::ChallengeUsed => return Err(Error::ChallengeUsed),
@@ -391,6 +407,8 @@ impl Hub {
                 scope: &scope,
                 client_id,
                 role: None,
+                account: Some(account),
+                assurance: Some(assurance),
             },
             &app.policy,
             request.expiration,
@@ -409,7 +427,13 @@ impl Hub {
         session_expires_at: UnixTime,
         refresh_token: Option<String>,
     ) -> IssuedToken {
-        let exp = policy.access_expiry(expiration, now, session_expires_at);
+        let mut exp = policy.access_expiry(expiration, now, session_expires_at);
+        // A step-up's token ends with the step-up: after it, the session's tokens
+        // say aal1 again.
+        if let Some(crate::account::Assurance::Aal2 { until, .. }) = grant.assurance {
+            exp = exp.min(until);
+        }
+        let amr = grant.assurance.map(|a| a.amr());
         let jti = session::random_id(&mut rand::rng());
         let claims = AccessClaimsRef {
             iss: &self.config.issuer,
@@ -423,9 +447,18 @@ impl Hub {
             scope: grant.scope,
             client_id: grant.client_id.as_deref(),
             role: grant.role.as_deref(),
+            acct: grant.account.as_deref(),
+            acr: grant.assurance.map(|a| a.acr()),
+            amr: amr.as_deref(),
         };
+        let pending = grant.assurance == Some(crate::account::Assurance::Pending);
         IssuedToken {
-            token: self.ring().signer.mint(&claims),
+            token: if pending {
+                self.ring().signer.mint_pending(&claims)
+            } else {
+                self.ring().signer.mint(&claims)
+            },
+            mfa_required: pending,
             token_type: "Bearer".into(),
             expires_at: format_rfc3339(exp),
             expires_in: exp - now,
@@ -434,24 +467,14 @@ impl Hub {
         }
     }
 
-    /// Verifies an access token and checks its session live in the store.
+    /// Verifies an access token and checks its session live in the store; a
+    /// session still waiting for its second factor is `403 mfa_required`.
     pub async fn authenticate_user(
         &self,
         token: Option<&str>,
     ) -> Result<(AccessClaims, SessionRecord), Error> {
-        let token = token.ok_or(Error::MissingToken)?;
-        let now = self.now();
-        let claims = self.ring().verifier.verify(token, now)?;
-        let session = self
-            .store
-            .session(&claims.sid)
-            .await?
-            .ok_or(Error::SessionRevoked)?;
-        if session.subject != claims.sub {
-            return Err(Error::SessionRevoked);
-        }
-        session.check(now)?;
-        Ok((claims, session))
+        let (claims, auth) = self.authenticate(token, false).await?;
+        Ok((claims, auth.session))
     }
 
     pub async fn whoami(&self, token: Option<&str>) -> Result<WhoAmI, Error> {
@@ -477,6 +500,9 @@ impl Hub {
             return Err(Error::InvalidRefreshToken);
         }
         let now = self.now();
+        let auth = self
+            .refresh_gate(session::hash_secret(refresh_token))
+            .await?;
         let next = session::new_secret_token(&mut rand::rng(), session::REFRESH_PREFIX);
         let outcome = self
             .store
@@ -506,6 +532,10 @@ impl Hub {
                 scope: &s.scope,
                 client_id: s.client_id.clone(),
                 role: None,
+                account: auth.as_ref().and_then(|a| a.account.clone()),
+                assurance: Some(auth.as_ref().map_or(crate::account::Assurance::Aal1, |a| {
+                    accounts::assurance(a, now)
+                })),
             },
             &policy,
             None,
@@ -720,6 +750,8 @@ impl Hub {
                 scope: &s.scope,
                 client_id: None,
                 role: Some(role),
+                account: None,
+                assurance: None,
             },
             &policy,
             None,
@@ -763,6 +795,10 @@ struct Grant<'a> {
     scope: &'a str,
     client_id: Option<String>,
     role: Option<String>,
+    /// The key's account (none for brokered tokens).
+    account: Option<String>,
+    /// What the token asserts (`acr`, `amr`); none for brokered tokens.
+    assurance: Option<crate::account::Assurance>,
 }
 
 struct ValidRequest {

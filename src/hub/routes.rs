@@ -17,6 +17,9 @@ use crate::signin::{self, LocalSignIn};
 use crate::store::ApiKeyRecord;
 use crate::time::format_rfc3339;
 
+mod accounts;
+pub use accounts::is_account_path;
+
 #[derive(Debug, Deserialize)]
 struct ChallengeRequest {
     pubkey: String,
@@ -355,7 +358,7 @@ pub fn user_routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
 
     let logout = warp::path!("v1" / "logout")
         .and(warp::post())
-        .and(with_hub(hub))
+        .and(with_hub(hub.clone()))
         .and(warp::header::headers_cloned())
         .and(warp::body::content_length_limit(crate::http::MAX_BODY))
         .and(warp::body::bytes())
@@ -380,6 +383,8 @@ pub fn user_routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
         );
 
     whoami
+        .or(accounts::routes(hub.clone()))
+        .unify()
         .or(refresh)
         .unify()
         .or(exchange)

@@ -329,7 +329,8 @@ fn forwarded(provider: Arc<Provider>) -> BoxedFilter<(Response,)> {
                     "/v1/whoami" | "/v1/token/refresh" | "/v1/sessions" | "/v1/logout"
                 ) || path
                     .strip_prefix("/v1/sessions/")
-                    .is_some_and(crate::session::valid_id);
+                    .is_some_and(crate::session::valid_id)
+                    || crate::hub::routes::is_account_path(path);
                 let HubLink::Remote(client) = &p.link else {
                     return error_response(&Error::NotFound);
                 };

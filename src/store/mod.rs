@@ -11,9 +11,11 @@ use crate::apikey::ApiSecret;
 use crate::session::SessionPolicy;
 use crate::time::UnixTime;
 
+pub mod accounts;
 pub mod seal;
 pub mod sqlite;
 
+pub use accounts::AccountStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -198,8 +200,8 @@ pub struct RevocationEvent {
     pub expires_at: UnixTime,
 }
 
-/// The state behind a Hub.
-pub trait Store: Send + Sync + 'static {
+/// The state behind a Hub (accounts and second factors: [`AccountStore`]).
+pub trait Store: AccountStore + Send + Sync + 'static {
     /// A server secret by name, created from `fresh` if absent (first writer wins).
     fn secret_or_insert(
         &self,

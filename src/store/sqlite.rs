@@ -40,14 +40,22 @@ pub struct SqliteStore {
     seal: std::sync::Arc<super::seal::MasterKey>,
 }
 
+mod accounts;
+
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "init".into(),
-        MigrationType::Simple,
-        sqlx::SqlSafeStr::into_sql_str(include_str!("sqlite/0001_init.sql")),
-        false,
-    )])
+    let step = |version, name: &str, sql: &'static str| {
+        Migration::new(
+            version,
+            name.to_owned().into(),
+            MigrationType::Simple,
+            sqlx::SqlSafeStr::into_sql_str(sql),
+            false,
+        )
+    };
+    Migrator::with_migrations(vec![
+        step(1, "init", include_str!("sqlite/0001_init.sql")),
+        step(2, "accounts", include_str!("sqlite/0002_accounts.sql")),
+    ])
 }
 
 impl SqliteStore {

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod accounts;
 mod errors;
 mod examples;
 mod flows;

@@ -148,6 +148,9 @@ fn claims() -> AccessClaims {
         scope: "read".into(),
         client_id: None,
         role: None,
+        acct: None,
+        acr: None,
+        amr: None,
     }
 }
 

@@ -36,6 +36,9 @@ fn claims() -> AccessClaims {
         scope: "read write".into(),
         client_id: Some("cli".into()),
         role: None,
+        acct: None,
+        acr: None,
+        amr: None,
     }
 }
 
