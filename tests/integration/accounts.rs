@@ -577,6 +577,14 @@ async fn totp_codes_work_once_and_guessing_is_rate_limited() {
         (403, Some("otp_reused")),
         "{v}"
     );
+    // The secret is stored sealed: not in the database files, raw or in base32.
+    // (On PostgreSQL the directory holds no database: nothing to scan.)
+    let b32 = totp_rs::Secret::from(secret.clone()).to_base32();
+    for entry in std::fs::read_dir(s.dir.path()).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        assert!(!bytes.windows(secret.len()).any(|w| w == secret.as_slice()));
+        assert!(!bytes.windows(b32.len()).any(|w| w == b32.as_bytes()));
+    }
     // The next step's code works.
     s.clock.advance(30);
     let (status, v) = post(
