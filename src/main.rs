@@ -81,6 +81,10 @@ struct ServeArgs {
     /// Challenge lifetime in seconds.
     #[arg(long, env = "KEYGATE_CHALLENGE_TTL", default_value_t = keygate::challenge::DEFAULT_TTL)]
     challenge_ttl: i64,
+    /// Also run the gateway (docs/gateway.md) as this file configures it, on its own
+    /// `listen` address, checking this Hub's tokens in-process (`hub` may be left out).
+    #[arg(long, env = "KEYGATE_SERVE_GATEWAY_CONFIG")]
+    gateway_config: Option<PathBuf>,
     #[command(flatten)]
     net: NetArgs,
 }
@@ -331,6 +335,7 @@ async fn run(command: Command) -> CliResult {
                 origins: a.origins,
                 web_root: a.web_root,
                 challenge_ttl: keygate::challenge::DEFAULT_TTL,
+                gateway_config: None,
                 net: a.net,
             };
             serve(Mode::Provider, args, Some(a.hub_url)).await
@@ -387,8 +392,19 @@ async fn serve(mode: Mode, a: ServeArgs, hub_url: Option<String>) -> CliResult {
     opts.tls = a.net.tls_cert.clone().zip(a.net.tls_key.clone());
     opts.user_api_key = user_api_key()?;
     opts.hub_url = hub_url;
+    if let Some(path) = &a.gateway_config {
+        opts.gateway =
+            Some(keygate::gateway::GatewayConfig::load(path).map_err(|e| e.to_string())?);
+    }
     let running_tls = opts.tls.is_some();
     let running = server::start(opts).await.map_err(|e| e.to_string())?;
+    if let Some(g) = &running.gateway {
+        tracing::info!(
+            "keygate gateway listening on {} (assertion keys at {})",
+            g.http_url(),
+            keygate::gateway::JWKS_PATH
+        );
+    }
     let what = match mode {
         Mode::Serve => "hub and provider",
         Mode::Hub => "hub",

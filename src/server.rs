@@ -54,6 +54,9 @@ pub struct Options {
     pub tls: Option<(PathBuf, PathBuf)>,
     /// How long a shutdown waits for sign-ins in flight.
     pub drain: Duration,
+    /// Hub modes: also run the gateway, on its own `listen` address, checking this
+    /// Hub's tokens in-process (`keygate serve --gateway-config`).
+    pub gateway: Option<crate::gateway::GatewayConfig>,
 }
 
 impl Options {
@@ -72,6 +75,7 @@ impl Options {
             limits: crate::limits::Limits::default(),
             tls: None,
             drain: Duration::from_secs(30),
+            gateway: None,
         }
     }
 }
@@ -86,6 +90,8 @@ pub enum StartError {
     Config(String),
     #[error("hub: {0}")]
     Hub(Error),
+    #[error("gateway: {0}")]
+    Gateway(#[from] crate::gateway::StartError),
 }
 
 /// A running server.
@@ -97,6 +103,8 @@ pub struct Running {
     pub provider_key: Option<String>,
     pub origins: Vec<String>,
     pub issuer: Option<String>,
+    /// The gateway, when `Options::gateway` asked for one.
+    pub gateway: Option<crate::gateway::Running>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
@@ -113,6 +121,9 @@ impl Running {
 
     /// Stops accepting, lets requests in flight finish, and closes the store.
     pub async fn stop(mut self) {
+        if let Some(gateway) = self.gateway.take() {
+            gateway.stop().await;
+        }
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
@@ -256,6 +267,30 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         }));
 
     let routes = routes.map(warp::Reply::into_response);
+    let gateway = match (opts.gateway, &hub) {
+        (Some(config), Some(hub)) => {
+            match crate::gateway::start_local(config, hub.clone(), opts.clock.clone()).await {
+                Ok(g) => Some(g),
+                Err(e) => {
+                    for t in &background {
+                        t.abort();
+                    }
+                    if let Some(store) = &store {
+                        store.close().await;
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+        (Some(_), None) => {
+            return Err(StartError::Config(
+                "the gateway runs with a Hub: use `keygate serve` or `keygate hub`, \
+                 or `keygate gateway` next to a provider"
+                    .into(),
+            ));
+        }
+        (None, _) => None,
+    };
     let (tx, rx) = oneshot::channel::<()>();
     let (limits, drain) = (opts.limits.clone(), opts.drain);
     let task = tokio::spawn(async move {
@@ -276,6 +311,7 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         provider_key,
         origins,
         issuer: matches!(opts.mode, Mode::Serve | Mode::Hub).then_some(issuer),
+        gateway,
         shutdown: Some(tx),
         task,
         background,

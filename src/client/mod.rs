@@ -20,6 +20,9 @@ use crate::signin::{ClientFrame, MAX_FRAME, ServerFrame};
 use crate::time::{UnixTime, parse_rfc3339};
 use crate::token::{Jwks, TokenVerifier};
 
+mod verifier;
+pub use verifier::{KEY_REFETCH_INTERVAL, KEY_REFRESH_PERIOD, OfflineVerifier};
+
 pub type WsStream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
@@ -407,129 +410,4 @@ pub async fn fetch_verifier(jwks_url: &str, issuer: &str) -> Result<TokenVerifie
         .map_err(|_| ClientError::Connect(jwks_url.to_owned()))?;
     let jwks: Jwks = read_json(res).await?;
     Ok(TokenVerifier::new(&jwks, issuer))
-}
-
-/// An offline token verifier that follows the Hub's revocation feed: signatures
-/// and claims are checked locally against the JWKS, and a session revoked at the
-/// Hub is refused here within about a second, without asking the Hub per request.
-pub struct OfflineVerifier {
-    verifier: TokenVerifier,
-    /// Revoked session ids, with when their tokens expire anyway (then forgotten).
-    revoked: std::sync::RwLock<std::collections::HashMap<String, UnixTime>>,
-}
-
-impl OfflineVerifier {
-    /// Fetches the JWKS and the revocation backlog from `hub_url` (http://host:port)
-    /// and starts following the push feed in the background.
-    pub async fn start(hub_url: &str, issuer: &str) -> Result<std::sync::Arc<Self>, ClientError> {
-        Self::start_for(hub_url, issuer, None).await
-    }
-
-    /// Like [`OfflineVerifier::start`], accepting only tokens whose `aud` is one of
-    /// `audiences` (API key ids) when given.
-    pub async fn start_for(
-        hub_url: &str,
-        issuer: &str,
-        audiences: Option<Vec<String>>,
-    ) -> Result<std::sync::Arc<Self>, ClientError> {
-        let base = hub_url.trim_end_matches('/');
-        let mut verifier = fetch_verifier(&format!("{base}/.well-known/jwks.json"), issuer).await?;
-        if let Some(a) = audiences {
-            verifier = verifier.with_audiences(a);
-        }
-        let this = std::sync::Arc::new(OfflineVerifier {
-            verifier,
-            revoked: Default::default(),
-        });
-        let http = reqwest::Client::builder()
-            .timeout(std::time::Duration::from_secs(10))
-            .build()
-            .map_err(|e| ClientError::Protocol(e.to_string()))?;
-        let mut cursor = 0;
-        loop {
-            let res = http
-                .get(format!("{base}/v1/revocations?since={cursor}"))
-                .send()
-                .await
-                .map_err(|_| ClientError::Connect(base.to_owned()))?;
-            let feed: serde_json::Value = read_json(res).await?;
-            let events = feed["revocations"].as_array().cloned().unwrap_or_default();
-            for e in &events {
-                this.apply(e);
-            }
-            let next = feed["cursor"].as_i64().unwrap_or(cursor);
-            if events.is_empty() || next <= cursor {
-                break;
-            }
-            cursor = next;
-        }
-        let ws_base = base.replacen("http", "ws", 1);
-        tokio::spawn(Self::follow(
-            std::sync::Arc::downgrade(&this),
-            ws_base,
-            cursor,
-        ));
-        Ok(this)
-    }
-
-    fn apply(&self, event: &serde_json::Value) {
-        if let (Some(sid), Some(exp)) = (event["session_id"].as_str(), event["expires_at"].as_i64())
-            && let Ok(mut map) = self.revoked.write()
-        {
-            map.insert(sid.to_owned(), exp);
-        }
-    }
-
-    /// Follows `/v1/revocations/ws`, reconnecting after a second when it drops,
-    /// until the verifier is dropped.
-    async fn follow(this: std::sync::Weak<Self>, ws_base: String, mut cursor: i64) {
-        loop {
-            let url = format!("{ws_base}/v1/revocations/ws?since={cursor}");
-            let connect = tokio_tungstenite::connect_async(url.as_str());
-            if let Ok(Ok((mut ws, _))) =
-                tokio::time::timeout(std::time::Duration::from_secs(10), connect).await
-            {
-                while let Some(Ok(msg)) = ws.next().await {
-                    let Message::Text(t) = msg else { continue };
-                    let Ok(event) = serde_json::from_str::<serde_json::Value>(&t) else {
-                        continue;
-                    };
-                    let Some(me) = this.upgrade() else { return };
-                    me.apply(&event);
-                    cursor = cursor.max(event["seq"].as_i64().unwrap_or(cursor));
-                }
-            }
-            if this.strong_count() == 0 {
-                return;
-            }
-            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-        }
-    }
-
-    /// Whether the feed has reported this session revoked: lets a caller that
-    /// caches verified claims (the gateway) re-check revocation alone.
-    pub fn is_revoked(&self, sid: &str) -> bool {
-        self.revoked
-            .read()
-            .map(|map| map.contains_key(sid))
-            .unwrap_or(true)
-    }
-
-    /// Verifies a token: signature, claims, and that its session is not revoked.
-    pub fn verify(&self, token: &str, now: UnixTime) -> Result<crate::token::AccessClaims, Error> {
-        let claims = self.verifier.verify(token, now)?;
-        let revoked = match self.revoked.read() {
-            Ok(map) => map.contains_key(&claims.sid),
-            Err(_) => true,
-        };
-        if revoked {
-            return Err(Error::SessionRevoked);
-        }
-        if let Ok(mut map) = self.revoked.try_write()
-            && map.len() > 10_000
-        {
-            map.retain(|_, exp| *exp + crate::token::MAX_LEEWAY > now);
-        }
-        Ok(claims)
-    }
 }

@@ -39,7 +39,7 @@ impl std::error::Error for ConfigError {}
 #[serde(deny_unknown_fields)]
 struct RawConfig {
     listen: Option<Spanned<String>>,
-    hub: Spanned<String>,
+    hub: Option<Spanned<String>>,
     issuer: Option<String>,
     audiences: Option<Vec<String>>,
     signing_key: Option<Spanned<String>>,
@@ -73,10 +73,12 @@ struct RawRoute {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GatewayConfig {
     pub listen: SocketAddr,
-    /// The Hub's base URL (`http://host:port`): JWKS and revocation feed.
-    pub hub: String,
-    /// The `iss` the Hub puts in its tokens.
-    pub issuer: String,
+    /// The Hub's base URL (`http://host:port`): JWKS and revocation feed. Required
+    /// by `keygate gateway`; a gateway run by `keygate serve` uses that Hub instead.
+    pub hub: Option<String>,
+    /// The `iss` the Hub puts in its tokens (given, or derived from `hub`); a
+    /// gateway run by `keygate serve` uses that Hub's.
+    pub issuer: Option<String>,
     /// Accept only tokens for these apps (API key ids), when given.
     pub audiences: Option<Vec<String>>,
     /// PKCS#8 PEM file of the gateway's Ed25519 key; a fresh key per start if absent.
@@ -164,24 +166,27 @@ impl GatewayConfig {
                 .parse()
                 .map_err(|_| at(None, "bad default".into()))?,
         };
-        let hub_url = reqwest::Url::parse(raw.hub.get_ref())
-            .ok()
-            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
-            .ok_or_else(|| {
-                at(
-                    Some(raw.hub.span()),
-                    "hub: not an http:// URL of the Hub".into(),
-                )
-            })?;
-        let hub = format!(
-            "{}://{}",
-            hub_url.scheme(),
-            &hub_url[url::Position::BeforeHost..url::Position::AfterPort]
-        );
+        let hub = match &raw.hub {
+            Some(h) => {
+                let url = reqwest::Url::parse(h.get_ref())
+                    .ok()
+                    .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+                    .ok_or_else(|| {
+                        at(Some(h.span()), "hub: not an http:// URL of the Hub".into())
+                    })?;
+                Some(format!(
+                    "{}://{}",
+                    url.scheme(),
+                    &url[url::Position::BeforeHost..url::Position::AfterPort]
+                ))
+            }
+            None => None,
+        };
         // `keygate serve` names itself `http://localhost:<port>` by default.
-        let issuer = raw
-            .issuer
-            .unwrap_or_else(|| hub.replace("://127.0.0.1:", "://localhost:"));
+        let issuer = raw.issuer.or_else(|| {
+            hub.as_ref()
+                .map(|h| h.replace("://127.0.0.1:", "://localhost:"))
+        });
 
         let assertion_ttl = match &raw.assertion_ttl {
             Some(t) if !(5..=3600).contains(t.get_ref()) => {
@@ -418,7 +423,7 @@ upstream = "http://127.0.0.1:9002"
     #[test]
     fn parses_with_defaults() {
         let c = GatewayConfig::parse(GOOD).unwrap();
-        assert_eq!(c.issuer, "http://localhost:8080");
+        assert_eq!(c.issuer.as_deref(), Some("http://localhost:8080"));
         assert_eq!(c.assertion_ttl, DEFAULT_ASSERTION_TTL);
         assert_eq!(c.routes[0].prefix, "/api");
         assert_eq!(c.routes[0].upstream_authority, "http://127.0.0.1:9001");

@@ -43,6 +43,8 @@ pub enum StartError {
     Bind(SocketAddr, std::io::Error),
     #[error("cannot set up the token verifier from the hub at {0}: {1}")]
     Hub(String, ClientError),
+    #[error("cannot set up the token verifier on this hub: {0}")]
+    LocalHub(crate::error::Error),
     #[error("signing key {0}: {1}")]
     Key(String, String),
 }
@@ -54,6 +56,7 @@ pub struct Running {
     pub jwks: Jwks,
     /// The assertions' `iss`.
     pub assertion_issuer: String,
+    verifier: Arc<OfflineVerifier>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -65,6 +68,11 @@ impl Running {
 
     pub fn ws_url(&self, path: &str) -> String {
         format!("ws://{}{path}", self.addr)
+    }
+
+    /// The verifier of the Hub's tokens (its revocations, its key reads).
+    pub fn verifier(&self) -> &Arc<OfflineVerifier> {
+        &self.verifier
     }
 
     /// Stops accepting, lets requests in flight finish (up to 10 s), and closes
@@ -96,16 +104,51 @@ pub async fn start_with_clock(
     config: GatewayConfig,
     clock: Arc<dyn Clock>,
 ) -> Result<Running, StartError> {
+    let (Some(hub), Some(issuer)) = (&config.hub, &config.issuer) else {
+        return Err(StartError::Config(ConfigError {
+            file: None,
+            line: None,
+            message: MISSING_HUB.into(),
+        }));
+    };
+    let verifier = OfflineVerifier::start_for(hub, issuer, config.audiences.clone())
+        .await
+        .map_err(|e| StartError::Hub(hub.clone(), e))?;
+    launch(config, verifier, clock).await
+}
+
+/// Starts a gateway in front of `hub`, a Hub running in this process (what
+/// `keygate serve --gateway-config` does): tokens are checked against its key ring
+/// and its revocation broadcast, with no sockets; `hub` and `issuer` in the
+/// configuration are not used.
+pub async fn start_local(
+    config: GatewayConfig,
+    hub: Arc<crate::hub::Hub>,
+    clock: Arc<dyn Clock>,
+) -> Result<Running, StartError> {
+    if config.hub.is_some() {
+        tracing::info!("gateway: `hub` is not used: tokens are checked by the hub in this process");
+    }
+    let verifier = OfflineVerifier::local(hub, config.audiences.clone())
+        .await
+        .map_err(StartError::LocalHub)?;
+    launch(config, verifier, clock).await
+}
+
+const MISSING_HUB: &str = "hub: required: the Hub's base URL (http://host:port), \
+    unless `keygate serve --gateway-config` runs the gateway";
+
+async fn launch(
+    config: GatewayConfig,
+    verifier: Arc<OfflineVerifier>,
+    clock: Arc<dyn Clock>,
+) -> Result<Running, StartError> {
     let key = match &config.signing_key {
         Some(path) => load_key(path)?,
         None => SigningKey::generate(&mut rand::rng()),
     };
     let signer = assertion::AssertionSigner::new(key);
     let jwks = signer.jwks();
-    let verifier =
-        OfflineVerifier::start_for(&config.hub, &config.issuer, config.audiences.clone())
-            .await
-            .map_err(|e| StartError::Hub(config.hub.clone(), e))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| StartError::Bind(config.listen, e))?;
@@ -115,7 +158,7 @@ pub async fn start_with_clock(
     let (shutdown, stop_rx) = watch::channel(false);
     let gate = Arc::new(proxy::Gate::new(
         &config,
-        verifier,
+        verifier.clone(),
         signer,
         clock,
         stop_rx.clone(),
@@ -125,6 +168,7 @@ pub async fn start_with_clock(
         addr,
         jwks,
         assertion_issuer: config.assertion_issuer,
+        verifier,
         shutdown,
         task,
     })
@@ -133,6 +177,13 @@ pub async fn start_with_clock(
 /// Reads the configuration at `path`, runs the gateway until `signal`, then stops.
 pub async fn run(path: &Path, signal: impl Future<Output = ()>) -> Result<(), StartError> {
     let config = GatewayConfig::load(path)?;
+    if config.hub.is_none() {
+        return Err(StartError::Config(ConfigError {
+            file: Some(path.display().to_string()),
+            line: None,
+            message: MISSING_HUB.into(),
+        }));
+    }
     let routes = config.routes.len();
     let running = start(config).await?;
     tracing::info!(

@@ -121,7 +121,7 @@ impl Gate {
             None
         } else {
             let token = crate::http::bearer(req.headers()).ok_or(Error::MissingToken)?;
-            Some(self.authenticate(token, now)?)
+            Some(self.authenticate(token, now).await?)
         };
         let values = match &claims {
             Some(c) => self.sessions.get(&c.sid),
@@ -205,8 +205,9 @@ impl Gate {
     }
 
     /// Checks a token: from the cache of verified tokens when it is there, in full
-    /// otherwise; the session's revocation is checked either way.
-    fn authenticate(
+    /// otherwise (reading the Hub's keys again if it names a new one); the
+    /// session's revocation is checked either way.
+    async fn authenticate(
         &self,
         token: &str,
         now: crate::time::UnixTime,
@@ -218,7 +219,7 @@ impl Gate {
             }
             return Ok(c);
         }
-        let claims = Arc::new(self.verifier.verify(token, now)?);
+        let claims = Arc::new(self.verifier.verify_async(token, now).await?);
         self.tokens.insert(token, claims.clone(), now);
         Ok(claims)
     }

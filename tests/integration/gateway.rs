@@ -785,6 +785,180 @@ async fn a_configured_signing_key_signs_the_assertions() {
     s.stop().await;
 }
 
+/// Waits (bounded) until `url` with `token` gets `status`; returns how long it took.
+async fn until_status(url: &str, token: &str, status: u16) -> Option<(Duration, Value)> {
+    let start = Instant::now();
+    for _ in 0..80 {
+        let res = get(url, Some(token)).await;
+        if res.status().as_u16() == status {
+            return Some((start.elapsed(), json_of(res).await.1));
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    None
+}
+
+#[tokio::test]
+async fn serve_runs_the_gateway_on_its_own_hub_and_stops_it() {
+    let up = upstream().await;
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let clock = keygate::time::ManualClock::new(keygate::time::SystemClock.now());
+    let mut o = options(keygate::server::Mode::Serve, &dir, &clock);
+    // No `hub`: the gateway checks the tokens of the Hub it runs with.
+    let text = format!("listen = \"127.0.0.1:0\"\n{}", api_route(&up));
+    o.gateway = Some(GatewayConfig::parse(&text).unwrap());
+    let running = keygate::server::start(o).await.unwrap();
+    let s = TestServer {
+        running,
+        clock,
+        dir,
+    };
+    let g = s
+        .running
+        .gateway
+        .as_ref()
+        .expect("serve started the gateway");
+    assert_ne!(g.addr, s.running.addr, "the gateway has its own address");
+    let (gw_url, gw_addr, jwks) = (g.http_url(), g.addr, g.jwks.clone());
+    let (token, sid) = login(&s, 70).await;
+    let url = format!("{gw_url}/api/hello");
+
+    let (status, echo) = json_of(get(&url, Some(&token)).await).await;
+    assert_eq!(status, 200, "{echo}");
+    assert_eq!(values(&echo, "x-keygate-identity"), vec![id(&user(70))]);
+    assert_eq!(values(&echo, "x-keygate-session"), vec![sid.as_str()]);
+    let assertion = values(&echo, "x-keygate-assertion")[0];
+    let claims = AssertionVerifier::new(&jwks, "keygate-gateway", "api")
+        .verify(assertion, s.clock.now())
+        .unwrap();
+    assert_eq!(claims.sid.as_deref(), Some(sid.as_str()));
+    let (status, body) = json_of(get(&url, None).await).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_token"))
+    );
+    assert_eq!(up.hits.load(Ordering::SeqCst), 1);
+
+    let res = http()
+        .delete(format!("{}/v1/sessions/{sid}", s.http()))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 204);
+    let (lag, body) = until_status(&url, &token, 401)
+        .await
+        .expect("the gateway refused the revoked session");
+    eprintln!("in-process gateway refused the revoked session after {lag:?}");
+    assert!(lag < Duration::from_secs(1), "{lag:?}");
+    assert_eq!(body["error"], "session_revoked");
+
+    // Stopping serve stops its gateway.
+    s.stop().await;
+    assert!(tokio::net::TcpStream::connect(gw_addr).await.is_err());
+}
+
+/// `token` with its header replaced by one naming key `kid`.
+fn with_kid(token: &str, kid: &str) -> String {
+    use base64::Engine;
+    let header = json!({"alg": "EdDSA", "typ": "at+jwt", "kid": kid}).to_string();
+    let (_, rest) = token.split_once('.').unwrap();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(header);
+    format!("{b64}.{rest}")
+}
+
+fn kid_of(token: &str) -> String {
+    jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
+}
+
+#[tokio::test]
+async fn a_new_hub_signing_key_is_fetched_once_and_made_up_ones_are_rate_limited() {
+    let s = serve().await;
+    let up = upstream().await;
+    let g = gateway::start(config(&s, &api_route(&up))).await.unwrap();
+    let service = keygate::client::OfflineVerifier::start(&s.http(), "http://keygate.test")
+        .await
+        .unwrap();
+    assert_eq!(g.verifier().key_fetches(), 1, "read once at start");
+    let (old, _) = login(&s, 72).await;
+    let url = format!("{}/api/x", g.http_url());
+    assert_eq!(get(&url, Some(&old)).await.status().as_u16(), 200);
+
+    // A key the gateway did not know at start: added to the store, and the Hub
+    // restarted on the same address signs with it (the newest key signs).
+    let addr = s.running.addr;
+    let store = s.running.store.clone().unwrap();
+    let new_key = ed25519_dalek::SigningKey::from_bytes(&[73; 32]);
+    let new_kid = keygate::token::TokenSigner::new(new_key.clone())
+        .kid()
+        .to_owned();
+    store
+        .insert_signing_key(keygate::store::SigningKeyRecord {
+            kid: new_kid.clone(),
+            secret: new_key.to_bytes(),
+            created_at: s.clock.now() + 1,
+            retired_at: None,
+        })
+        .await
+        .unwrap();
+    drop(store);
+    let dir = s.stop().await;
+    let clock = keygate::time::ManualClock::new(keygate::time::SystemClock.now());
+    let mut o = options(keygate::server::Mode::Serve, &dir, &clock);
+    o.listen = addr;
+    let s = TestServer {
+        running: keygate::server::start(o).await.unwrap(),
+        clock,
+        dir,
+    };
+    let (new, _) = login(&s, 72).await;
+    assert_eq!(kid_of(&new), new_kid);
+
+    // The gateway reads the JWKS again for the unknown key id, and lets it through.
+    let (status, echo) = json_of(get(&url, Some(&new)).await).await;
+    assert_eq!(status, 200, "{echo}");
+    assert_eq!(values(&echo, "x-keygate-identity"), vec![id(&user(72))]);
+    assert_eq!(g.verifier().key_fetches(), 2);
+    assert_eq!(get(&url, Some(&old)).await.status().as_u16(), 200);
+
+    // Made-up key ids: refused, and at most one more JWKS read per interval.
+    for i in 0..20 {
+        let forged = with_kid(&new, &format!("madeUpKeyId{i}"));
+        let (status, body) = json_of(get(&url, Some(&forged)).await).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_token"))
+        );
+    }
+    assert!(
+        g.verifier().key_fetches() <= 3,
+        "{}",
+        g.verifier().key_fetches()
+    );
+
+    // A service's verifier (`verify`, not async) refuses the new key once, reads
+    // the JWKS in the background, then accepts it.
+    let mut accepted = false;
+    for _ in 0..80 {
+        if service.verify(&new, s.clock.now()).is_ok() {
+            accepted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(accepted, "the offline verifier picked up the new key");
+    assert_eq!(service.key_fetches(), 2);
+    for i in 0..20 {
+        let forged = with_kid(&new, &format!("madeUpKeyId{i}"));
+        assert!(service.verify(&forged, s.clock.now()).is_err());
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(service.key_fetches() <= 3, "{}", service.key_fetches());
+
+    g.stop().await;
+    s.stop().await;
+}
+
 #[test]
 fn a_bad_config_stops_the_binary_and_names_the_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -809,5 +983,36 @@ fn a_bad_config_stops_the_binary_and_names_the_line() {
             stderr.contains(&format!("gateway{i}.toml, line 5:")),
             "{stderr}"
         );
+        // `keygate serve --gateway-config` reads it the same way, before starting.
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--database"])
+            .arg(format!("sqlite://{}", dir.path().join("k.db").display()))
+            .arg("--gateway-config")
+            .arg(&path)
+            .env("RUST_LOG", "error")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!("gateway{i}.toml, line 5:")),
+            "{stderr}"
+        );
     }
+    // Only a gateway run by `keygate serve` may leave out the Hub's URL.
+    let path = dir.path().join("nohub.toml");
+    std::fs::write(
+        &path,
+        "[[route]]\nname = \"api\"\nprefix = \"/api\"\nupstream = \"http://127.0.0.1:2\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args(["gateway", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("nohub.toml: hub: required"), "{stderr}");
 }
