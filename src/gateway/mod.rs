@@ -12,6 +12,7 @@ pub mod config;
 pub mod headers;
 mod proxy;
 pub mod state;
+mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -232,11 +233,21 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let gate = gate.clone();
-        let service = hyper::service::service_fn(move |req| gate.clone().serve(req, peer));
+        let (upstreams, drive_upstreams) = upstream::Upstreams::new();
+        let upstreams = Arc::new(upstreams);
+        let service =
+            hyper::service::service_fn(move |req| gate.clone().serve(req, peer, upstreams.clone()));
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
-        tokio::spawn(graceful.watch(conn));
+        let conn = graceful.watch(conn);
+        // The client connection and its upstream connections, in one task.
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = conn => {}
+                _ = drive_upstreams => {}
+            }
+        });
     }
     drop(listener);
     let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;

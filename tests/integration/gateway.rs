@@ -37,6 +37,8 @@ type UpBody = BoxBody<Bytes, Infallible>;
 struct Upstream {
     addr: SocketAddr,
     hits: Arc<AtomicUsize>,
+    /// Connections accepted.
+    conns: Arc<AtomicUsize>,
     release: Arc<Notify>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -57,10 +59,12 @@ async fn upstream() -> Upstream {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let hits = Arc::new(AtomicUsize::new(0));
+    let conns = Arc::new(AtomicUsize::new(0));
     let release = Arc::new(Notify::new());
-    let (h, r) = (hits.clone(), release.clone());
+    let (h, r, c) = (hits.clone(), release.clone(), conns.clone());
     let task = tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
             let (h, r) = (h.clone(), r.clone());
             tokio::spawn(async move {
                 let svc = hyper::service::service_fn(move |req| answer(req, h.clone(), r.clone()));
@@ -74,6 +78,7 @@ async fn upstream() -> Upstream {
     Upstream {
         addr,
         hits,
+        conns,
         release,
         task,
     }
@@ -173,6 +178,11 @@ async fn answer(
         h.insert("x-keygate-export-auth-userId", v.parse().unwrap());
         h.insert("x-keygate-export-undeclared", "leak".parse().unwrap());
         h.insert("x-visible", "yes".parse().unwrap());
+    }
+    if path.ends_with("/close") {
+        // The upstream ends the keep-alive connection after this response.
+        res.headers_mut()
+            .insert("connection", "close".parse().unwrap());
     }
     Ok(res)
 }
@@ -781,6 +791,50 @@ async fn a_configured_signing_key_signs_the_assertions() {
     let g = gateway::start(c).await.unwrap();
     let expected = keygate::token::Jwk::ed25519(key.verifying_key().as_bytes());
     assert_eq!(gateway_jwks(&g).await.keys, vec![expected]);
+    g.stop().await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_and_replaced_when_the_upstream_closes_them() {
+    let s = serve().await;
+    let up = upstream().await;
+    let g = gateway::start(config(&s, &api_route(&up))).await.unwrap();
+    let (token, _) = login(&s, 74).await;
+    // One client connection (reqwest keeps it alive): its requests share one
+    // upstream connection.
+    let client = http();
+    for i in 0..5 {
+        let res = client
+            .get(format!("{}/api/k{i}", g.http_url()))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200);
+        res.bytes().await.unwrap();
+    }
+    assert_eq!(up.hits.load(Ordering::SeqCst), 5);
+    assert_eq!(
+        up.conns.load(Ordering::SeqCst),
+        1,
+        "one kept-alive upstream connection"
+    );
+    // An upstream that closes its connection after each response: every request
+    // still gets through, on a new connection.
+    for i in 0..5 {
+        let res = client
+            .get(format!("{}/api/c{i}/close", g.http_url()))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status().as_u16(), 200, "request {i}");
+        res.bytes().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(10 * (i % 2))).await;
+    }
+    assert_eq!(up.hits.load(Ordering::SeqCst), 10);
+    assert!(up.conns.load(Ordering::SeqCst) >= 5);
     g.stop().await;
     s.stop().await;
 }
