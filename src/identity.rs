@@ -383,8 +383,7 @@ impl From<&ed25519_dalek::SigningKey> for Identity {
 /// quarter cheaper, and this check is most of the cost of parsing an identity.
 fn torsion_free(point: &EdwardsPoint) -> bool {
     let l_minus_one = -Scalar::ONE;
-    (EdwardsPoint::vartime_double_scalar_mul_basepoint(&l_minus_one, point, &Scalar::ZERO)
-        + point)
+    (EdwardsPoint::vartime_double_scalar_mul_basepoint(&l_minus_one, point, &Scalar::ZERO) + point)
         .is_identity()
 }
 
@@ -594,9 +593,16 @@ mod tests {
     fn fast_torsion_check_agrees_with_dalek() {
         for seed in 0..8u8 {
             let honest = key(seed).verifying_key().to_edwards();
-            for (i, t) in curve25519_dalek::constants::EIGHT_TORSION.iter().enumerate() {
+            for (i, t) in curve25519_dalek::constants::EIGHT_TORSION
+                .iter()
+                .enumerate()
+            {
                 for p in [honest + t, *t] {
-                    assert_eq!(torsion_free(&p), p.is_torsion_free(), "seed {seed}, torsion {i}");
+                    assert_eq!(
+                        torsion_free(&p),
+                        p.is_torsion_free(),
+                        "seed {seed}, torsion {i}"
+                    );
                 }
                 assert_eq!(torsion_free(&(honest + t)), i == 0);
             }

@@ -61,6 +61,8 @@ impl From<ClientError> for Error {
     }
 }
 
+pub mod account;
+
 /// An app backend's handle on a Hub: its base URL and API key.
 #[derive(Clone)]
 pub struct HubClient {
