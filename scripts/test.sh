@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Runs every keygate test on a fresh machine: formatting and lints, the Rust unit
-# and integration tests (real servers on 127.0.0.1, real SQLite files), the
+# and integration tests (real servers on 127.0.0.1, real SQLite files; then the
+# integration suite again on a throwaway PostgreSQL cluster), the
 # browser test of web-demo/ in Debian's Chromium driven by playwright-core, and a
 # bounded pass of the coverage-guided fuzz targets (FUZZ_SECONDS per target).
-# Installs what is missing (Chromium and Node from apt, npm packages, cargo-fuzz).
+# Installs what is missing (Chromium, Node and PostgreSQL from apt, npm packages,
+# cargo-fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,6 +31,15 @@ cargo clippy --locked --all-targets -- -D warnings
 
 echo "== cargo test"
 cargo test --locked
+
+echo "== integration tests on PostgreSQL (a throwaway cluster on 127.0.0.1)"
+pg_dir=$(mktemp -d)
+trap 'bash scripts/postgres.sh stop "$pg_dir"; rm -rf "$pg_dir"' EXIT
+pg_url=$(bash scripts/postgres.sh start "$pg_dir")
+KEYGATE_TEST_POSTGRES="$pg_url" \
+  KEYGATE_MASTER_KEY="$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')" \
+  cargo test --locked --test integration
+bash scripts/postgres.sh stop "$pg_dir"
 
 echo "== browser test (web-demo, Chromium)"
 (

@@ -343,6 +343,10 @@ enum KeysCommand {
         #[command(flatten)]
         db: DbArgs,
     },
+    /// Add a new token-signing key and retire the current one: new tokens are
+    /// signed with the new key at once (running servers reload within a second);
+    /// the retired key stays in the JWKS until the tokens it signed have expired.
+    RotateSigning(DbArgs),
 }
 
 #[derive(Subcommand)]
@@ -848,6 +852,18 @@ async fn keys(k: KeysCommand) -> CliResult {
             } else {
                 Err(format!("no live key {id}"))
             }
+        }
+        KeysCommand::RotateSigning(db) => {
+            let store = open_store(&db).await?;
+            let (kid, retired) =
+                keygate::hub::rotate_signing_key(store.as_ref(), SystemClock.now())
+                    .await
+                    .map_err(|e| e.to_string())?;
+            println!("signing key {kid} is now current");
+            for old in retired {
+                println!("retired {old}: published until the tokens it signed have expired");
+            }
+            Ok(())
         }
     }
 }

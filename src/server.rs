@@ -35,7 +35,7 @@ pub enum Mode {
 pub struct Options {
     pub mode: Mode,
     pub listen: SocketAddr,
-    /// `sqlite://path` (Hub modes).
+    /// `sqlite://path` or `postgres://…` (Hub modes).
     pub database: String,
     /// The tokens' `iss`; by default `http://localhost:<port>`.
     pub issuer: Option<String>,
@@ -192,6 +192,9 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
             let hub = Arc::new(hub);
             background.push(tokio::spawn(
                 hub.clone().follow_revocations(Duration::from_millis(200)),
+            ));
+            background.push(tokio::spawn(
+                hub.clone().follow_signing_keys(Duration::from_secs(1)),
             ));
             (Some(hub), Some(store))
         }

@@ -1,9 +1,10 @@
 //! Durable state: API keys, server secrets, sessions, refresh tokens, used nonces.
 //!
 //! [`Store`] is the interface the Hub needs; `sqlite` implements it on an embedded
-//! database. The sign-in hot path ([`Store::redeem`]) is group-committed: every
-//! redemption waiting at a moment shares one transaction and one fsync, and each
-//! caller learns its own outcome only after that commit is durable.
+//! database, `postgres` on a PostgreSQL server that several Hub nodes share. The
+//! sign-in hot path ([`Store::redeem`]) is group-committed: every redemption
+//! waiting at a moment shares one transaction and one fsync, and each caller
+//! learns its own outcome only after that commit is durable.
 
 use futures_util::future::BoxFuture;
 
@@ -12,10 +13,13 @@ use crate::session::SessionPolicy;
 use crate::time::UnixTime;
 
 pub mod accounts;
+pub mod postgres;
+mod rows;
 pub mod seal;
 pub mod sqlite;
 
 pub use accounts::AccountStore;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,6 +40,15 @@ impl From<sqlx::Error> for StoreError {
                 StoreError::Unavailable(e.to_string())
             }
             sqlx::Error::Database(ref d) if d.is_unique_violation() => StoreError::Conflict,
+            // PostgreSQL: connection lost, server shutting down or out of resources,
+            // or a transaction to retry (serialization failure, deadlock).
+            sqlx::Error::Database(ref d)
+                if d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .and_then(|p| p.code().get(..2))
+                    .is_some_and(|class| ["08", "53", "57", "40"].contains(&class)) =>
+            {
+                StoreError::Unavailable(e.to_string())
+            }
             sqlx::Error::Database(ref d)
                 if d.message().contains("locked") || d.message().contains("busy") =>
             {
@@ -58,12 +71,11 @@ impl From<StoreError> for crate::Error {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// Opens the store a database URL names: `sqlite://path` (or a bare path).
+/// Opens the store a database URL names: `postgres://user@host:port/db` (or
+/// `postgresql://`), else `sqlite://path` (or a bare path).
 pub async fn open(url: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
     if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-        return Err(StoreError::Internal(
-            "PostgreSQL is not supported yet: use sqlite://path".into(),
-        ));
+        return Ok(std::sync::Arc::new(PostgresStore::open(url).await?));
     }
     Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
 }
@@ -212,6 +224,9 @@ pub trait Store: AccountStore + Send + Sync + 'static {
 
     fn signing_keys(&self) -> BoxFuture<'_, StoreResult<Vec<SigningKeyRecord>>>;
     fn insert_signing_key(&self, key: SigningKeyRecord) -> BoxFuture<'_, StoreResult<()>>;
+    /// Retires every current signing key at `key.created_at` and adds `key` as the
+    /// current one, in one transaction. Returns the kids retired.
+    fn rotate_signing_key(&self, key: SigningKeyRecord) -> BoxFuture<'_, StoreResult<Vec<String>>>;
 
     fn insert_api_key(&self, key: ApiKeyRecord) -> BoxFuture<'_, StoreResult<()>>;
     fn api_key(&self, id: &str) -> BoxFuture<'_, StoreResult<Option<ApiKeyRecord>>>;

@@ -2,10 +2,11 @@
 //! AES-256-GCM under a master key before they reach the database, so a copy of the
 //! database file alone gives none of them away.
 //!
-//! The master key comes from `KEYGATE_MASTER_KEY` (base64url of 32 bytes) or a key
-//! file; for an SQLite store without either, a key file is created beside the
-//! database (`<db>.key`, mode 0600) on first start, keeping `keygate serve` free of
-//! setup. Keep that file out of database backups.
+//! The master key comes from `KEYGATE_MASTER_KEY` (base64url of 32 bytes) or the
+//! key file `KEYGATE_MASTER_KEY_FILE` names (which must exist); for an SQLite store
+//! without either, a key file is created beside the database (`<db>.key`, mode
+//! 0600) on first start, keeping `keygate serve` free of setup. A PostgreSQL store
+//! has no such place and needs one of the two. Keep the key out of database backups.
 
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use base64::Engine;
@@ -31,17 +32,30 @@ impl MasterKey {
         Some(Self::from_bytes(&bytes.try_into().ok()?))
     }
 
-    /// Resolves the master key for a database: the environment, then `<db>.key`
-    /// (created when `create` and absent).
+    /// Resolves the master key for a database: `KEYGATE_MASTER_KEY`, then the file
+    /// `KEYGATE_MASTER_KEY_FILE`, then (for a database file) `<db>.key`, created
+    /// when absent.
     pub fn for_database(db_path: Option<&std::path::Path>) -> StoreResult<Self> {
         if let Ok(text) = std::env::var("KEYGATE_MASTER_KEY") {
             return Self::parse(&text).ok_or_else(|| {
                 StoreError::Internal("KEYGATE_MASTER_KEY is not base64url of 32 bytes".into())
             });
         }
+        if let Some(file) = std::env::var_os("KEYGATE_MASTER_KEY_FILE") {
+            let file = std::path::PathBuf::from(file);
+            let text = std::fs::read_to_string(&file).map_err(|e| {
+                StoreError::Internal(format!("KEYGATE_MASTER_KEY_FILE {}: {e}", file.display()))
+            })?;
+            return Self::parse(&text).ok_or_else(|| {
+                StoreError::Internal(format!("{} is not a keygate master key", file.display()))
+            });
+        }
         let Some(db) = db_path else {
             return Err(StoreError::Internal(
-                "set KEYGATE_MASTER_KEY (base64url of 32 random bytes)".into(),
+                "a shared database needs the master key that seals its secrets: set \
+                 KEYGATE_MASTER_KEY (base64url of 32 random bytes) or KEYGATE_MASTER_KEY_FILE \
+                 (a file holding it), the same on every node"
+                    .into(),
             ));
         };
         let mut file = db.as_os_str().to_owned();

@@ -13,14 +13,16 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Row, Sqlite, Transaction};
 use tokio::sync::{mpsc, oneshot};
 
+use super::rows::{
+    SESSION_COLUMNS, api_key_from_row, brokered_session, revocation_from_row, session_from_row,
+    signing_key_from_row,
+};
 use super::*;
-use crate::apikey::ApiSecret;
 
 /// Most sign-ins committed in one transaction.
 pub const MAX_BATCH: usize = 512;
@@ -55,6 +57,7 @@ fn migrator() -> Migrator {
     Migrator::with_migrations(vec![
         step(1, "init", include_str!("sqlite/0001_init.sql")),
         step(2, "accounts", include_str!("sqlite/0002_accounts.sql")),
+        step(3, "nonce_order", include_str!("sqlite/0003_nonce_order.sql")),
     ])
 }
 
@@ -276,6 +279,23 @@ async fn commit_batch(pool: &SqlitePool, batch: &[Job]) -> StoreResult<Vec<Redee
     Ok(outcomes)
 }
 
+async fn insert_signing_key_in(
+    tx: &mut Transaction<'_, Sqlite>,
+    seal: &super::seal::MasterKey,
+    key: &SigningKeyRecord,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO signing_keys (kid, secret, created_at, retired_at) VALUES (?, ?, ?, ?)",
+    )
+    .bind(&key.kid)
+    .bind(seal.seal(&format!("signing_keys:{}", key.kid), &key.secret[..]))
+    .bind(key.created_at)
+    .bind(key.retired_at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 async fn insert_refresh(
     tx: &mut Transaction<'_, Sqlite>,
     hash: &[u8; 32],
@@ -293,50 +313,6 @@ async fn insert_refresh(
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-const SESSION_COLUMNS: &str = "id, subject, api_key, client_id, scope, created_at, last_used_at, \
-     expires_at, idle_timeout, revoked_at, user_agent, address";
-
-fn session_from_row(row: &SqliteRow) -> Result<SessionRecord, sqlx::Error> {
-    Ok(SessionRecord {
-        id: row.try_get("id")?,
-        subject: row.try_get("subject")?,
-        api_key: row.try_get("api_key")?,
-        client_id: row.try_get("client_id")?,
-        scope: row.try_get("scope")?,
-        created_at: row.try_get("created_at")?,
-        last_used_at: row.try_get("last_used_at")?,
-        expires_at: row.try_get("expires_at")?,
-        idle_timeout: row.try_get("idle_timeout")?,
-        revoked_at: row.try_get("revoked_at")?,
-        user_agent: row.try_get("user_agent")?,
-        address: row.try_get("address")?,
-    })
-}
-
-fn api_key_from_row(row: &SqliteRow, seal: &super::seal::MasterKey) -> StoreResult<ApiKeyRecord> {
-    let id: String = row.try_get("id")?;
-    let sealed: Vec<u8> = row.try_get("secret")?;
-    let secret = seal.open(&format!("api_keys:{id}"), &sealed)?;
-    let secret: [u8; 32] = secret
-        .try_into()
-        .map_err(|_| StoreError::Internal("api key secret is not 32 bytes".into()))?;
-    let scopes: String = row.try_get("scopes")?;
-    Ok(ApiKeyRecord {
-        id: row.try_get("id")?,
-        name: row.try_get("name")?,
-        secret: ApiSecret::from_bytes(secret),
-        scopes: scopes.split_whitespace().map(str::to_owned).collect(),
-        can_broker: row.try_get::<i64, _>("can_broker")? != 0,
-        policy: SessionPolicy {
-            access_ttl: row.try_get("access_ttl")?,
-            session_ttl: row.try_get("session_ttl")?,
-            idle_timeout: row.try_get("idle_timeout")?,
-        },
-        created_at: row.try_get("created_at")?,
-        revoked_at: row.try_get("revoked_at")?,
-    })
 }
 
 /// Revokes the sessions `UPDATE … WHERE` picks and appends them to the feed.
@@ -425,19 +401,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.read)
             .await?;
             rows.iter()
-                .map(|row| {
-                    let kid: String = row.try_get("kid")?;
-                    let sealed: Vec<u8> = row.try_get("secret")?;
-                    let secret = self.seal.open(&format!("signing_keys:{kid}"), &sealed)?;
-                    Ok(SigningKeyRecord {
-                        kid,
-                        secret: secret.try_into().map_err(|_| {
-                            StoreError::Internal("signing key is not 32 bytes".into())
-                        })?,
-                        created_at: row.try_get("created_at")?,
-                        retired_at: row.try_get("retired_at")?,
-                    })
-                })
+                .map(|row| signing_key_from_row(row, &self.seal))
                 .collect()
         }
         .boxed()
@@ -445,16 +409,26 @@ impl Store for SqliteStore {
 
     fn insert_signing_key(&self, key: SigningKeyRecord) -> BoxFuture<'_, StoreResult<()>> {
         async move {
-            sqlx::query(
-                "INSERT INTO signing_keys (kid, secret, created_at, retired_at) VALUES (?, ?, ?, ?)",
-            )
-            .bind(&key.kid)
-            .bind(self.seal.seal(&format!("signing_keys:{}", key.kid), &key.secret[..]))
-            .bind(key.created_at)
-            .bind(key.retired_at)
-            .execute(&self.write)
-            .await?;
+            let mut tx = self.write.begin().await?;
+            insert_signing_key_in(&mut tx, &self.seal, &key).await?;
+            tx.commit().await?;
             Ok(())
+        }
+        .boxed()
+    }
+
+    fn rotate_signing_key(&self, key: SigningKeyRecord) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        async move {
+            let mut tx = self.write.begin().await?;
+            let retired: Vec<String> = sqlx::query_scalar(
+                "UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL RETURNING kid",
+            )
+            .bind(key.created_at)
+            .fetch_all(&mut *tx)
+            .await?;
+            insert_signing_key_in(&mut tx, &self.seal, &key).await?;
+            tx.commit().await?;
+            Ok(retired)
         }
         .boxed()
     }
@@ -716,22 +690,14 @@ impl Store for SqliteStore {
                 .bind(&api_key)
                 .fetch_one(&mut *tx)
                 .await?;
-            let session_ttl: i64 = policy.try_get("session_ttl")?;
-            let idle_timeout: i64 = policy.try_get("idle_timeout")?;
-            let record = SessionRecord {
-                id: session.id,
-                subject: format!("{api_key}:{endpoint_id}"),
+            let record = brokered_session(
+                session,
                 api_key,
-                client_id: session.client_id,
-                scope: session.scope,
-                created_at: now,
-                last_used_at: now,
-                expires_at: now + session_ttl,
-                idle_timeout,
-                revoked_at: None,
-                user_agent: session.user_agent,
-                address: session.address,
-            };
+                &endpoint_id,
+                policy.try_get("session_ttl")?,
+                policy.try_get("idle_timeout")?,
+                now,
+            );
             sqlx::query(
                 "INSERT INTO sessions (id, subject, api_key, client_id, scope, created_at, \
                  last_used_at, expires_at, idle_timeout, user_agent, address) \
@@ -781,16 +747,7 @@ impl Store for SqliteStore {
             .bind(i64::from(limit))
             .fetch_all(&self.read)
             .await?;
-            rows.iter()
-                .map(|row| {
-                    Ok(RevocationEvent {
-                        seq: row.try_get("seq")?,
-                        session_id: row.try_get("session_id")?,
-                        revoked_at: row.try_get("revoked_at")?,
-                        expires_at: row.try_get("expires_at")?,
-                    })
-                })
-                .collect()
+            rows.iter().map(revocation_from_row).collect()
         }
         .boxed()
     }

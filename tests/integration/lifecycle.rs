@@ -690,10 +690,19 @@ async fn tokens_and_secrets_are_never_stored_or_logged_in_plain_text() {
         sig,
         secret.reveal(),
     ];
-    let mut at_rest = Vec::new();
-    for entry in std::fs::read_dir(dir.path()).unwrap() {
-        at_rest.extend(std::fs::read(entry.unwrap().path()).unwrap());
-    }
+    let at_rest = stored(&dir).await;
+    // Binary values as they appear in `at_rest`: raw in SQLite's file, hex in
+    // PostgreSQL's text form of a row.
+    let binary = |b: &[u8]| -> Vec<u8> {
+        match postgres() {
+            None => b.to_vec(),
+            Some(_) => b
+                .iter()
+                .map(|x| format!("{x:02x}"))
+                .collect::<String>()
+                .into(),
+        }
+    };
     let logs = LOGS.lock().unwrap().clone();
     assert!(!logs.is_empty(), "the subscriber captured the run");
     let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
@@ -720,14 +729,46 @@ async fn tokens_and_secrets_are_never_stored_or_logged_in_plain_text() {
     }
     // The API secret is sealed under the master key, not stored as its bytes.
     assert!(
-        !contains(&at_rest, secret.as_bytes()),
+        !contains(&at_rest, &binary(secret.as_bytes())),
         "API secret stored in plain text"
     );
     // The refresh tokens are there, as hashes.
     for r in [&r0, &r1] {
         assert!(
-            contains(&at_rest, &keygate::session::hash_secret(r)),
+            contains(&at_rest, &binary(&keygate::session::hash_secret(r))),
             "refresh token hash stored"
         );
     }
+}
+
+/// Everything the store holds for the server of `dir`: its SQLite files, or
+/// every row of its PostgreSQL database in text form.
+async fn stored(dir: &tempfile::TempDir) -> Vec<u8> {
+    let mut at_rest = Vec::new();
+    if postgres().is_none() {
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            at_rest.extend(std::fs::read(entry.unwrap().path()).unwrap());
+        }
+        return at_rest;
+    }
+    let pool = sqlx::PgPool::connect(&db_url(dir)).await.unwrap();
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT tablename::text FROM pg_tables WHERE schemaname = 'public'")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    assert!(tables.iter().any(|t| t == "refresh_tokens"), "{tables:?}");
+    for table in tables {
+        let rows: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "SELECT t::text FROM \"{table}\" t"
+        )))
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        for row in rows {
+            at_rest.extend(row.into_bytes());
+        }
+    }
+    pool.close().await;
+    at_rest
 }

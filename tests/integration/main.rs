@@ -1,4 +1,5 @@
-//! End-to-end tests: real servers on 127.0.0.1:0, real clients, real SQLite files.
+//! End-to-end tests: real servers on 127.0.0.1:0, real clients, real SQLite files
+//! (or, with `KEYGATE_TEST_POSTGRES`, a real PostgreSQL server: see support.rs).
 //! One test binary with modules inside keeps link time down.
 
 mod support;
@@ -10,4 +11,5 @@ mod flows;
 mod gateway;
 mod hardening;
 mod lifecycle;
+mod scale;
 mod split;

@@ -60,8 +60,67 @@ impl TestServer {
     }
 }
 
+/// The PostgreSQL server the suite runs against instead of SQLite files, when
+/// `KEYGATE_TEST_POSTGRES` names one (`postgres://user@host:port/`; the role must
+/// be allowed to create databases). `KEYGATE_MASTER_KEY` (or `_FILE`) must be set
+/// too: a shared database has no key file beside it.
+pub fn postgres() -> Option<String> {
+    let base = std::env::var("KEYGATE_TEST_POSTGRES")
+        .ok()
+        .filter(|s| !s.is_empty())?;
+    assert!(
+        std::env::var_os("KEYGATE_MASTER_KEY").is_some()
+            || std::env::var_os("KEYGATE_MASTER_KEY_FILE").is_some(),
+        "KEYGATE_TEST_POSTGRES needs KEYGATE_MASTER_KEY (base64url of 32 bytes) as well"
+    );
+    Some(base)
+}
+
+/// Whether this test runs on SQLite; if not, says why it skips (or skips a part).
+pub fn on_sqlite(what: &str) -> bool {
+    let sqlite = postgres().is_none();
+    if !sqlite {
+        eprintln!("skipped on PostgreSQL: {what}");
+    }
+    sqlite
+}
+
+/// The database of a test server whose state lives in `dir`: a file there, or
+/// under `KEYGATE_TEST_POSTGRES` a database of its own named after `dir` (and
+/// this test run), created by the server on first start.
 pub fn db_url(dir: &tempfile::TempDir) -> String {
-    format!("sqlite://{}", dir.path().join("keygate.db").display())
+    match postgres() {
+        Some(base) => postgres_db(&base, &dir.path().display().to_string()),
+        None => format!("sqlite://{}", dir.path().join("keygate.db").display()),
+    }
+}
+
+/// `base` (`postgres://user@host:port/[db][?params]`) with its database replaced by
+/// one named after `key` and this test process.
+pub fn postgres_db(base: &str, key: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static RUN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let run = RUN.get_or_init(|| rand::random::<u64>() & 0xffff_ffff);
+    // A fixed hasher: the same directory names the same database on a restart.
+    let mut h =
+        std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+            .build_hasher();
+    h.write(key.as_bytes());
+    let (url, query) = base.split_once('?').unwrap_or((base, ""));
+    let scheme_end = url.find("://").map_or(0, |i| i + 3);
+    let host_end = url[scheme_end..]
+        .find('/')
+        .map_or(url.len(), |i| scheme_end + i);
+    let query = if query.is_empty() {
+        String::new()
+    } else {
+        format!("?{query}")
+    };
+    format!(
+        "{}/kg_{run:08x}_{:016x}{query}",
+        &url[..host_end],
+        h.finish()
+    )
 }
 
 pub fn options(mode: Mode, dir: &tempfile::TempDir, clock: &ManualClock) -> Options {

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL cluster for tests and benchmarks, on 127.0.0.1 only.
+#
+#   scripts/postgres.sh start DIR   # initdb + start in DIR; prints the base URL
+#   scripts/postgres.sh stop DIR    # stop it (DIR can then be deleted)
+#
+# The URL it prints (postgres://keygate@127.0.0.1:PORT/) is what
+# KEYGATE_TEST_POSTGRES takes; each test server creates its own database there.
+# PostgreSQL refuses to run as root: as root, the cluster runs as the user
+# `postgres` (created if missing). Finds initdb/pg_ctl on PATH or in Debian's
+# /usr/lib/postgresql/<version>/bin; installs postgresql from apt if neither.
+set -euo pipefail
+
+pg_bin() {  # directory holding initdb and pg_ctl
+  if command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1; then
+    dirname "$(command -v initdb)"
+    return
+  fi
+  local d
+  d=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+  if [ -n "$d" ] && [ -x "$d/initdb" ]; then echo "$d"; return; fi
+  return 1
+}
+
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"
+  elif command -v sudo >/dev/null 2>&1; then sudo "$@"
+  else echo "scripts/postgres.sh: need root to run: $*" >&2; return 1; fi
+}
+
+# Runs a command as the cluster's owner: this user, or `postgres` when root.
+as_owner() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null \
+    || echo $((20000 + RANDOM % 20000))
+}
+
+start() {
+  local dir=$1 bin port
+  if ! bin=$(pg_bin); then
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+    bin=$(pg_bin)
+  fi
+  if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+    useradd --system --home-dir /nonexistent --shell /usr/sbin/nologin postgres
+  fi
+  mkdir -p "$dir"
+  [ "$(id -u)" = 0 ] && chown postgres "$dir"
+  port=$(free_port)
+  as_owner "$bin/initdb" -D "$dir/data" -U keygate --auth=trust -E UTF8 --no-sync >"$dir/initdb.log" 2>&1 \
+    || { cat "$dir/initdb.log" >&2; return 1; }
+  # Sockets go in DIR, not /var/run/postgresql, which may not exist or be writable.
+  as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+    -o "-h 127.0.0.1 -p $port -k $dir -c max_connections=300 -c fsync=on" start >/dev/null \
+    || { cat "$dir/server.log" >&2; return 1; }
+  echo "postgres://keygate@127.0.0.1:$port/"
+}
+
+stop() {
+  local dir=$1 bin
+  bin=$(pg_bin) || return 0
+  [ -d "$dir/data" ] || return 0
+  as_owner "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+}
+
+case "${1:-}" in
+  start) start "${2:?usage: $0 start DIR}" ;;
+  stop) stop "${2:?usage: $0 stop DIR}" ;;
+  *) echo "usage: $0 start DIR | stop DIR" >&2; exit 2 ;;
+esac
