@@ -106,7 +106,11 @@ impl AccountClient {
     pub async fn invite(&self, key: &SigningKey, new_key: &str) -> Result<LinkCode, ClientError> {
         let body = serde_json::json!({ "identity": new_key });
         let c: ChallengeBody = self
-            .call(reqwest::Method::POST, "/v1/account/link/challenge", Some(body))
+            .call(
+                reqwest::Method::POST,
+                "/v1/account/link/challenge",
+                Some(body),
+            )
             .await?;
         let me = format!("\nidentity: {}\n", Identity::from(key));
         if !c.challenge.contains(&me) {
@@ -151,7 +155,10 @@ pub async fn accept_link(
         "label": label,
     });
     let res = reqwest::Client::new()
-        .post(format!("{}/v1/account/link", base_url.trim_end_matches('/')))
+        .post(format!(
+            "{}/v1/account/link",
+            base_url.trim_end_matches('/')
+        ))
         .json(&body)
         .send()
         .await

@@ -686,3 +686,115 @@ async fn a_step_up_raises_acr_for_a_bounded_time() {
     assert_eq!(introspect(&s, &plain, tok(&r2)).await["acr"], "aal1");
     s.stop().await;
 }
+
+/// Runs the `keygate` binary; its stdout, or a panic with its stderr.
+fn keygate(args: &[&str], ok: bool) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args(args)
+        .env_remove("KEYGATE_KEY")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.success(), ok, "{args:?}: {stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &stderr
+}
+
+// The CLI runs as a blocking child process: a second worker keeps serving it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_enrols_totp_links_lists_and_removes() {
+    let s = serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = |n: &str| dir.path().join(n).display().to_string();
+    let (a, b, c) = (path("a.pem"), path("b.pem"), path("c.pem"));
+    for k in [&a, &b, &c] {
+        keygate(&["id", "new", "--key", k], true);
+    }
+    let url = s.http();
+    let user = |key: &str| vec!["--url".to_owned(), url.clone(), "--key".into(), key.into()];
+    let run = |head: &[&str], key: &str, extra: &[&str], ok: bool| {
+        let mut args: Vec<String> = head.iter().map(|s| s.to_string()).collect();
+        args.extend(user(key));
+        args.extend(extra.iter().map(|s| s.to_string()));
+        keygate(&args.iter().map(String::as_str).collect::<Vec<_>>(), ok)
+    };
+
+    // TOTP first, while the account is A alone.
+    let out = run(&["mfa", "totp", "enrol"], &a, &[], true);
+    let secret = out
+        .lines()
+        .find_map(|l| l.strip_prefix("secret: "))
+        .unwrap()
+        .to_owned();
+    assert!(out.contains("otpauth://totp/"));
+    let secret = totp_rs::Secret::try_from_base32(&secret)
+        .unwrap()
+        .as_ref()
+        .to_vec();
+    let token = run(
+        &["mfa", "totp", "verify", &code(&secret, &s)],
+        &a,
+        &[],
+        true,
+    );
+    let c0 = keygate::token::decode_unverified(token.lines().next().unwrap()).unwrap();
+    assert_eq!(c0["acr"], "aal2");
+
+    // Linking now needs aal2: refused without --totp, done with it.
+    let b_file = b.clone();
+    let out = run(&["account", "link"], &a, &["--new-key", &b_file], false);
+    assert!(out.contains("mfa_required"), "{out}");
+    s.clock.advance(30);
+    let code1 = code(&secret, &s);
+    let args = [
+        "--new-key",
+        b_file.as_str(),
+        "--label",
+        "laptop",
+        "--totp",
+        &code1,
+    ];
+    assert!(run(&["account", "link"], &a, &args, true).contains("linked"));
+    // The two-device way: A prints a link code, C accepts it with its own key.
+    s.clock.advance(30);
+    let code2 = code(&secret, &s);
+    let c_id = keygate(&["id", "show", "--key", &c], true);
+    let c_id = c_id
+        .split_whitespace()
+        .find(|w| w.starts_with("bbaarei"))
+        .unwrap()
+        .to_owned();
+    let out = run(
+        &["account", "link"],
+        &a,
+        &["--identity", &c_id, "--totp", &code2],
+        true,
+    );
+    let link_url = out
+        .lines()
+        .find(|l| l.contains("#link="))
+        .unwrap()
+        .to_owned();
+    let out = keygate(
+        &[
+            "account", "link", "--url", &url, "--key", &c, "--accept", &link_url,
+        ],
+        true,
+    );
+    assert!(out.contains(&c_id), "{out}");
+
+    let out = run(&["account", "keys"], &b, &[], true);
+    assert_eq!(out.matches("bbaarei").count(), 3, "{out}");
+    assert!(
+        out.contains("laptop") && out.contains("totp: true"),
+        "{out}"
+    );
+
+    // Removing another key needs the second factor too.
+    assert!(run(&["account", "remove", &c_id], &a, &[], false).contains("mfa_required"));
+    s.clock.advance(30);
+    let code3 = code(&secret, &s);
+    assert!(run(&["account", "remove", &c_id], &a, &["--totp", &code3], true).contains("removed"));
+    let out = run(&["account", "keys"], &a, &[], true);
+    assert_eq!(out.matches("bbaarei").count(), 2, "{out}");
+    s.stop().await;
+}
