@@ -9,6 +9,9 @@ import {
   ChallengeRefused, SignInCancelled,
 } from './client.js';
 import { describe, SESSION_OVER } from './errors.js';
+import {
+  accountKeys, removeKey, inviteUrl, linkCodeFromUrl, acceptLink, enrolTotp, verifyTotp,
+} from './account.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -189,6 +192,7 @@ async function doSignIn() {
     say('signin-msg', 'ok', `Signed in over ${result.via}. The server checked your signature and issued a token.`);
     if (matchMedia('(max-width: 959px)').matches) $('token-card').scrollIntoView({ behavior: 'smooth', block: 'start' });
     await showSessions();
+    await showAccount();
   } catch (err) {
     const expired = state.challenge?.expired;
     if (err instanceof ChallengeRefused) {
@@ -237,6 +241,7 @@ function renderSession() {
   const signedIn = Boolean(s);
   $('token-card').hidden = !signedIn;
   $('sessions-card').hidden = !signedIn;
+  $('account-card').hidden = !signedIn;
   $('signed-out-card').hidden = signedIn;
   document.body.classList.toggle('signed-in', signedIn);
   $('sign-in').textContent = signedIn ? 'Sign in again (new session)' : 'Sign in';
@@ -378,6 +383,129 @@ async function doLogout(scope) {
     : 'Logged out. This session has ended on the server.');
 }
 
+// ---- account (account.js) --------------------------------------------------------------
+
+function accountKeyItem(k) {
+  const remove = el('button', { type: 'button', class: 'small danger', text: 'Remove' });
+  remove.addEventListener('click', () => busy(remove, () => doRemoveKey(k.identity, k.current)));
+  const times = [`added ${ago(k.added_at)}`, k.last_used_at && `last used ${ago(k.last_used_at)}`]
+    .filter(Boolean).join(' · ');
+  return el('li', { class: `session${k.current ? ' current' : ''}` },
+    el('div', { class: 'title' }, k.label ?? 'key', k.current ? el('span', { class: 'pill here', text: 'this browser' }) : null),
+    el('div', { class: 'detail', text: times }),
+    el('div', { class: 'sid mono', text: k.identity }),
+    remove);
+}
+
+async function showAccount() {
+  if (!state.session) return;
+  try {
+    const view = await accountKeys(state.session.token);
+    $('account-id').textContent = `${view.account}${view.totp ? ' · TOTP enrolled' : ''}`;
+    $('account-keys').replaceChildren(...view.keys.map(accountKeyItem));
+  } catch (err) {
+    await handleSessionError('account-msg', err);
+  }
+}
+
+async function doRemoveKey(identity, mine) {
+  quiet('account-msg');
+  try {
+    await removeKey(state.session.token, identity);
+  } catch (err) {
+    await handleSessionError('account-msg', err);
+    return;
+  }
+  if (mine) {
+    await forgetSession();
+    say('signin-msg', 'info', 'You removed this browser’s key from the account, so its sessions have ended.');
+    return;
+  }
+  say('account-msg', 'ok', 'Key removed. Every session it made has ended.');
+  await showAccount();
+}
+
+async function doInvite() {
+  quiet('account-msg');
+  try {
+    const url = await inviteUrl({
+      token: state.session.token, identity: state.identity,
+      privateKey: state.keyRecord.keyPair.privateKey, newIdentity: $('new-device').value,
+    });
+    $('invite-url').textContent = url;
+    $('invite-box').hidden = false;
+    say('account-msg', 'info', 'Open this link on the new device within 5 minutes. It works only for that device’s key.');
+  } catch (err) {
+    await handleSessionError('account-msg', err);
+  }
+}
+
+/** After a second factor: the raised token replaces the current one (same session). */
+async function adoptRaised(fresh, via) {
+  await adoptSession({
+    ...fresh, refresh_token: fresh.refresh_token ?? state.session.refresh_token ?? null,
+    receivedAt: Date.now(), via,
+  });
+}
+
+async function doEnrolTotp() {
+  quiet('account-msg');
+  try {
+    const e = await enrolTotp(state.session.token);
+    $('totp-uri').textContent = `${e.otpauth_uri}\n\nsecret: ${e.secret}`;
+    $('totp-box').hidden = false;
+    say('account-msg', 'info', 'Enter a code from your app to confirm it.');
+  } catch (err) {
+    await handleSessionError('account-msg', err);
+  }
+}
+
+async function doVerifyTotp() {
+  quiet('account-msg');
+  try {
+    const fresh = await verifyTotp(state.session.token, $('totp-code').value.trim());
+    await adoptRaised(fresh, 'TOTP');
+    $('totp-box').hidden = true;
+    $('totp-code').value = '';
+    say('account-msg', 'ok', 'Code accepted: this session is at aal2 (see acr and amr in the token).');
+    await showAccount();
+  } catch (err) {
+    await handleSessionError('account-msg', err);
+  }
+}
+
+async function doAcceptLink(code) {
+  quiet('link-msg');
+  try {
+    const linked = await acceptLink({
+      code, identity: state.identity, privateKey: state.keyRecord.keyPair.privateKey,
+      label: navigator.userAgent ? device(navigator.userAgent) : null,
+    });
+    history.replaceState(null, '', location.pathname);
+    say('link-msg', 'ok', `Linked to account ${linked.account}. Sign in to use it.`);
+    $('accept-link').disabled = true;
+  } catch (err) {
+    sayError('link-msg', err);
+  }
+}
+
+function offerLink() {
+  const code = linkCodeFromUrl();
+  if (!code) return;
+  $('link-account').textContent = code.fields.account;
+  $('link-card').hidden = false;
+  if (code.fields['new-identity'] !== state.identity) {
+    say('link-msg', 'bad', 'This link is for another key, not this browser’s.');
+    $('accept-link').disabled = true;
+    return;
+  }
+  $('accept-link').addEventListener('click', () => busy($('accept-link'), () => doAcceptLink(code)));
+  $('dismiss-link').addEventListener('click', () => {
+    history.replaceState(null, '', location.pathname);
+    $('link-card').hidden = true;
+  });
+}
+
 // ---- start -----------------------------------------------------------------------------
 
 function wire() {
@@ -392,6 +520,11 @@ function wire() {
   for (const button of $('logout').querySelectorAll('button')) {
     button.addEventListener('click', () => busy(button, () => doLogout(button.dataset.scope)));
   }
+  $('load-account').addEventListener('click', () => busy($('load-account'), showAccount));
+  $('invite').addEventListener('click', () => busy($('invite'), doInvite));
+  $('copy-invite').addEventListener('click', () => navigator.clipboard?.writeText($('invite-url').textContent));
+  $('enrol-totp').addEventListener('click', () => busy($('enrol-totp'), doEnrolTotp));
+  $('verify-totp').addEventListener('click', () => busy($('verify-totp'), doVerifyTotp));
   setInterval(tick, 1000);
 }
 
@@ -411,9 +544,13 @@ async function start() {
     $('unsupported').hidden = false;
     return;
   }
+  offerLink();
   state.session = (await store.load(store.SESSION)) ?? null;
   renderSession();
-  if (state.session) await showSessions();
+  if (state.session) {
+    await showSessions();
+    await showAccount();
+  }
 }
 
 start();

@@ -82,7 +82,7 @@ export function inspectChallenge(text, { origin, identity, receivedAt = Date.now
 
 const isAcceptable = (challenge) => challenge.checks.every((c) => c.ok);
 
-async function signText(privateKey, text) {
+export async function signText(privateKey, text) {
   const sig = await crypto.subtle.sign('Ed25519', privateKey, new TextEncoder().encode(text));
   return base64url(new Uint8Array(sig));
 }
@@ -222,7 +222,7 @@ class Socket {
 }
 
 /** One JSON request to the page's own origin; failures become KeygateErrors. */
-async function call(method, path, { body, token } = {}) {
+export async function call(method, path, { body, token } = {}) {
   const headers = { Accept: 'application/json' };
   if (body !== undefined) headers['Content-Type'] = 'application/json';
   if (token) headers.Authorization = `Bearer ${token}`;
