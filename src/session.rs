@@ -67,7 +67,19 @@ pub fn random_id<R: rand::CryptoRng + ?Sized>(rng: &mut R) -> String {
     URL_SAFE_NO_PAD.encode(b)
 }
 
-/// Whether a string has the shape of an id made by [`random_id`].
+/// A new session id: the creation second (32 bits, big-endian) then 96 random
+/// bits, base64url: the same shape as [`random_id`]. Ids made in the same second
+/// share a prefix, so a batch of new sessions lands on neighbouring pages of the
+/// store's primary-key index instead of one random page each. The creation time
+/// is no secret (the token's `iat` says it), and a session id is not a credential.
+pub fn session_id<R: rand::CryptoRng + ?Sized>(now: UnixTime, rng: &mut R) -> String {
+    let mut b = [0u8; 16];
+    b[..4].copy_from_slice(&u32::try_from(now.max(0)).unwrap_or(u32::MAX).to_be_bytes());
+    rng.fill_bytes(&mut b[4..]);
+    URL_SAFE_NO_PAD.encode(b)
+}
+
+/// Whether a string has the shape of an id made by [`random_id`] or [`session_id`].
 pub fn valid_id(s: &str) -> bool {
     s.len() == 22
         && s.bytes()
@@ -113,6 +125,11 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
         let id = random_id(&mut rng);
         assert!(valid_id(&id));
+        let a = session_id(1_795_430_809, &mut rng);
+        let b = session_id(1_795_430_809, &mut rng);
+        assert!(valid_id(&a) && valid_id(&b) && a != b);
+        assert_eq!(a[..5], b[..5], "one second, one prefix");
+        assert_ne!(a[..5], session_id(1_795_530_809, &mut rng)[..5]);
         assert!(!valid_id("short"));
         let t = new_secret_token(&mut rng, REFRESH_PREFIX);
         assert!(t.starts_with("kgr_") && t.len() == 47);

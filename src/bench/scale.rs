@@ -152,7 +152,7 @@ pub async fn store(database: &str, concurrency: usize, count: u64) -> Result<(),
                         nonce_id,
                         nonce_expires_at: now + 60,
                         session: NewSession {
-                            id: crate::session::random_id(&mut rand::rng()),
+                            id: crate::session::session_id(now, &mut rand::rng()),
                             subject: subjects[i].clone(),
                             api_key: api_key.clone(),
                             client_id: None,

@@ -385,7 +385,7 @@ impl Hub {
         let (account, mfa_required) = self.sign_in_account(&subject, &app.id).await?;
         let (session_id, refresh_token) = {
             let mut rng = rand::rng();
-            let sid = session::random_id(&mut rng);
+            let sid = session::session_id(now, &mut rng);
             (
                 sid,
                 request
