@@ -57,7 +57,11 @@ fn migrator() -> Migrator {
     Migrator::with_migrations(vec![
         step(1, "init", include_str!("sqlite/0001_init.sql")),
         step(2, "accounts", include_str!("sqlite/0002_accounts.sql")),
-        step(3, "nonce_order", include_str!("sqlite/0003_nonce_order.sql")),
+        step(
+            3,
+            "nonce_order",
+            include_str!("sqlite/0003_nonce_order.sql"),
+        ),
     ])
 }
 
