@@ -12,7 +12,6 @@ pub mod config;
 pub mod headers;
 mod proxy;
 pub mod state;
-mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -233,21 +232,11 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let gate = gate.clone();
-        let (upstreams, drive_upstreams) = upstream::Upstreams::new();
-        let upstreams = Arc::new(upstreams);
-        let service =
-            hyper::service::service_fn(move |req| gate.clone().serve(req, peer, upstreams.clone()));
+        let service = hyper::service::service_fn(move |req| gate.clone().serve(req, peer));
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
-        let conn = graceful.watch(conn);
-        // The client connection and its upstream connections, in one task.
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = conn => {}
-                _ = drive_upstreams => {}
-            }
-        });
+        tokio::spawn(graceful.watch(conn));
     }
     drop(listener);
     let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;

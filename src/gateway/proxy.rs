@@ -21,7 +21,6 @@ use super::assertion::{AssertionClaims, AssertionSigner};
 use super::config::{GatewayConfig, PUBLIC_PREFIX, Route};
 use super::headers;
 use super::state::{self, AssertionCache, SessionValues, TokenCache};
-use super::upstream::Upstreams;
 use crate::client::OfflineVerifier;
 use crate::error::Error;
 use crate::time::Clock;
@@ -95,9 +94,8 @@ impl Gate {
         self: Arc<Self>,
         req: Request<Incoming>,
         peer: SocketAddr,
-        upstreams: Arc<Upstreams>,
     ) -> Result<Response<ResBody>, Infallible> {
-        Ok(match self.handle(req, peer, &upstreams).await {
+        Ok(match self.handle(req, peer).await {
             Ok(res) => res,
             Err(e) => error(&e),
         })
@@ -107,7 +105,6 @@ impl Gate {
         self: &Arc<Self>,
         mut req: Request<Incoming>,
         peer: SocketAddr,
-        upstreams: &Upstreams,
     ) -> Result<Response<ResBody>, Error> {
         let path = req.uri().path();
         if path == JWKS_PATH && matches!(*req.method(), Method::GET | Method::HEAD) {
@@ -161,26 +158,18 @@ impl Gate {
             h.insert(header::UPGRADE, proto.clone());
         }
 
-        // Upgrades go through the pooled client, whose connections can be handed
-        // over to a tunnel; the rest stays on this client connection's own ones.
-        let sent = async {
-            if client_upgrade.is_some() {
-                self.client.request(req).await.map_err(BoxError::from)
-            } else {
-                upstreams.send(req).await
-            }
-        };
-        let mut res = match tokio::time::timeout(self.upstream_timeout, sent).await {
-            Ok(Ok(res)) => res,
-            Ok(Err(e)) => {
-                tracing::warn!(route = %route.name, error = %e, "upstream request failed");
-                return Err(Error::BadGateway);
-            }
-            Err(_) => {
-                tracing::warn!(route = %route.name, "upstream did not answer in time");
-                return Err(Error::BadGateway);
-            }
-        };
+        let mut res =
+            match tokio::time::timeout(self.upstream_timeout, self.client.request(req)).await {
+                Ok(Ok(res)) => res,
+                Ok(Err(e)) => {
+                    tracing::warn!(route = %route.name, error = %e, "upstream request failed");
+                    return Err(Error::BadGateway);
+                }
+                Err(_) => {
+                    tracing::warn!(route = %route.name, "upstream did not answer in time");
+                    return Err(Error::BadGateway);
+                }
+            };
 
         let exported = headers::take_exports(res.headers_mut(), &route.exports);
         if let Some(c) = &claims {
