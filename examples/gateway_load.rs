@@ -64,11 +64,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let gw = gateway::start(config).await?;
     let bare = start_bare_proxy(upstream).await?;
 
-    // Warm up both paths (connections, the gateway's token cache).
-    for addr in [upstream, gw.addr, bare] {
-        run_phase(addr, &token, 4, Duration::from_millis(500)).await?;
-    }
-
     println!(
         "gateway_load: {concurrency} connections x {secs} s per phase, {rounds} rounds, \
          {} cores",
@@ -80,18 +75,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut direct_lat = Vec::new();
     let mut gateway_lat = Vec::new();
     if let Ok(only) = std::env::var("ONLY") {
-        // For profiling one side: `ONLY=gateway perf record …`.
+        // For profiling one side: `ONLY=gateway perf stat …` (only that side is
+        // warmed up and loaded).
         let addr = match only.as_str() {
             "gateway" => gw.addr,
             "bare" => bare,
             _ => upstream,
         };
+        run_phase(addr, &token, 4, Duration::from_millis(500)).await?;
         let p = run_phase(addr, &token, concurrency, Duration::from_secs(secs)).await?;
         println!(
             "{only}: {:.0} req/s, p50 {} µs, p99 {} µs",
             p.rps, p.p50, p.p99
         );
         return Ok(());
+    }
+    // Warm up every path (connections, the gateway's token cache).
+    for addr in [upstream, gw.addr, bare] {
+        run_phase(addr, &token, 4, Duration::from_millis(500)).await?;
     }
     for round in 1..=rounds {
         let d = run_phase(upstream, &token, concurrency, Duration::from_secs(secs)).await?;
