@@ -45,7 +45,7 @@ echo "== browser test (web-demo, Chromium)"
 (
   cd web-demo/test
   npm ci --no-audit --no-fund --loglevel=error
-  KEYGATE_BIN="$(pwd)/../../target/debug/keygate" node --test
+  KEYGATE_BIN="${CARGO_TARGET_DIR:-$(pwd)/../../target}/debug/keygate" node --test
 )
 
 echo "== fuzzing (cargo-fuzz, ${FUZZ_SECONDS:-60} s per target)"
