@@ -346,7 +346,14 @@ enum KeysCommand {
     /// Add a new token-signing key and retire the current one: new tokens are
     /// signed with the new key at once (running servers reload within a second);
     /// the retired key stays in the JWKS until the tokens it signed have expired.
-    RotateSigning(DbArgs),
+    RotateSigning {
+        /// The old key leaked: drop it from the JWKS at once, so that the tokens it
+        /// signed (and any forged with it) stop verifying.
+        #[arg(long)]
+        drop_old: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -853,15 +860,19 @@ async fn keys(k: KeysCommand) -> CliResult {
                 Err(format!("no live key {id}"))
             }
         }
-        KeysCommand::RotateSigning(db) => {
+        KeysCommand::RotateSigning { drop_old, db } => {
             let store = open_store(&db).await?;
             let (kid, retired) =
-                keygate::hub::rotate_signing_key(store.as_ref(), SystemClock.now())
+                keygate::hub::rotate_signing_key(store.as_ref(), SystemClock.now(), drop_old)
                     .await
                     .map_err(|e| e.to_string())?;
             println!("signing key {kid} is now current");
             for old in retired {
-                println!("retired {old}: published until the tokens it signed have expired");
+                if drop_old {
+                    println!("retired {old}: dropped from the JWKS, its tokens no longer verify");
+                } else {
+                    println!("retired {old}: published until the tokens it signed have expired");
+                }
             }
             Ok(())
         }

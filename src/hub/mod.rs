@@ -818,15 +818,19 @@ pub fn new_signing_key(now: UnixTime) -> SigningKeyRecord {
 
 /// `keygate keys rotate-signing`: adds a new current signing key and retires the
 /// old one. Running nodes pick it up within a second ([`Hub::follow_signing_keys`]);
-/// the retired key stays published while tokens it signed may be live. Returns the
-/// new key id and the retired ones.
+/// the retired key stays published while tokens it signed may be live, unless
+/// `drop_old` (a leaked key): then it leaves every JWKS at the next reload and its
+/// tokens stop verifying. Returns the new key id and the retired ones.
 pub async fn rotate_signing_key(
     store: &dyn Store,
     now: UnixTime,
+    drop_old: bool,
 ) -> Result<(String, Vec<String>), Error> {
     let record = new_signing_key(now);
     let kid = record.kid.clone();
-    let retired = store.rotate_signing_key(record).await?;
+    // Retired at the epoch: long past any token lifetime, so never published.
+    let retired_at = if drop_old { 0 } else { now };
+    let retired = store.rotate_signing_key(record, retired_at).await?;
     Ok((kid, retired))
 }
 

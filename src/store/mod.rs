@@ -224,9 +224,13 @@ pub trait Store: AccountStore + Send + Sync + 'static {
 
     fn signing_keys(&self) -> BoxFuture<'_, StoreResult<Vec<SigningKeyRecord>>>;
     fn insert_signing_key(&self, key: SigningKeyRecord) -> BoxFuture<'_, StoreResult<()>>;
-    /// Retires every current signing key at `key.created_at` and adds `key` as the
-    /// current one, in one transaction. Returns the kids retired.
-    fn rotate_signing_key(&self, key: SigningKeyRecord) -> BoxFuture<'_, StoreResult<Vec<String>>>;
+    /// Retires every current signing key (stamped `retired_at`) and adds `key` as
+    /// the current one, in one transaction. Returns the kids retired.
+    fn rotate_signing_key(
+        &self,
+        key: SigningKeyRecord,
+        retired_at: UnixTime,
+    ) -> BoxFuture<'_, StoreResult<Vec<String>>>;
 
     fn insert_api_key(&self, key: ApiKeyRecord) -> BoxFuture<'_, StoreResult<()>>;
     fn api_key(&self, id: &str) -> BoxFuture<'_, StoreResult<Option<ApiKeyRecord>>>;

@@ -457,7 +457,11 @@ impl Store for PostgresStore {
         .boxed()
     }
 
-    fn rotate_signing_key(&self, key: SigningKeyRecord) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+    fn rotate_signing_key(
+        &self,
+        key: SigningKeyRecord,
+        retired_at: UnixTime,
+    ) -> BoxFuture<'_, StoreResult<Vec<String>>> {
         async move {
             let mut tx = self.pool.begin().await?;
             // Concurrent rotations take turns: each retires the key the last added.
@@ -467,7 +471,7 @@ impl Store for PostgresStore {
             let retired: Vec<String> = sqlx::query_scalar(
                 "UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL RETURNING kid",
             )
-            .bind(key.created_at)
+            .bind(retired_at)
             .fetch_all(&mut *tx)
             .await?;
             insert_signing_key_in(&mut tx, &self.seal, &key).await?;

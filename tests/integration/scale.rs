@@ -145,11 +145,39 @@ async fn signing_key_rotation_reaches_a_running_server() {
         assert!(claims.is_ok(), "{claims:?}");
     }
 
+    // A leaked key is dropped at once (`--drop-old`): its tokens stop verifying,
+    // while the key retired normally before it stays published.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args([
+            "keys",
+            "rotate-signing",
+            "--drop-old",
+            "--database",
+            &db_url(&s.dir),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("retired {new}: dropped")),
+        "{stdout}"
+    );
+    let newest = stdout.split_whitespace().nth(2).unwrap().to_owned();
+    await_jwks(&s, &[&old, &newest]).await;
+    assert_eq!(
+        whoami(&s, &after.token).await,
+        401,
+        "signed by the dropped key"
+    );
+    assert_eq!(whoami(&s, &before.token).await, 200);
+    let latest = sign_in(&c, &c, 102, &Default::default()).await;
+    assert_eq!(kid(&latest.token), newest);
+
     // Past the longest token lifetime (access TTL + leeway), the old key goes.
     let lifetime = keygate::session::DEFAULT_ACCESS_TTL + keygate::token::MAX_LEEWAY;
     s.clock.advance(lifetime - 10);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let mut both = vec![old.clone(), new.clone()];
+    let mut both = vec![old.clone(), newest.clone()];
     both.sort();
     assert_eq!(
         kids(&jwks(&s.http()).await),
@@ -159,7 +187,7 @@ async fn signing_key_rotation_reaches_a_running_server() {
     // (The CLI stamped the retirement with the real time, a little after the
     // test clock's start: step well past it.)
     s.clock.advance(100);
-    await_jwks(&s, &[&new]).await;
+    await_jwks(&s, &[&newest]).await;
     s.stop().await;
 }
 
@@ -276,7 +304,7 @@ async fn two_nodes_share_one_postgres_database() {
     // A rotation (here through the store, as the CLI does) reaches both nodes.
     let old = kid(&t.token);
     let store = a.running.store.clone().unwrap();
-    let (new, retired) = keygate::hub::rotate_signing_key(store.as_ref(), clock.now())
+    let (new, retired) = keygate::hub::rotate_signing_key(store.as_ref(), clock.now(), false)
         .await
         .unwrap();
     assert_eq!(retired, std::slice::from_ref(&old));
