@@ -71,3 +71,16 @@ export async function acceptLink({ code, identity, privateKey, label }) {
   const newSig = await signText(privateKey, code.challenge);
   return completeLink({ challenge: code.challenge, sig: code.sig, new_sig: newSig, label });
 }
+
+/** A QR code of `text`, drawn by the server as SVG, as a data: URL for an <img>. */
+export async function qrDataUrl(token, text) {
+  const res = await fetch('/v1/qr', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
+    body: JSON.stringify({ text }),
+    cache: 'no-store', credentials: 'omit', redirect: 'error',
+  });
+  if (!res.ok) return null;
+  const svg = await res.text();
+  return `data:image/svg+xml;base64,${btoa(svg)}`;
+}

@@ -10,7 +10,7 @@ import {
 } from './client.js';
 import { describe, SESSION_OVER } from './errors.js';
 import {
-  accountKeys, removeKey, inviteUrl, linkCodeFromUrl, acceptLink, enrolTotp, verifyTotp,
+  accountKeys, removeKey, inviteUrl, linkCodeFromUrl, acceptLink, enrolTotp, verifyTotp, qrDataUrl,
 } from './account.js';
 
 const $ = (id) => document.getElementById(id);
@@ -434,6 +434,9 @@ async function doInvite() {
     });
     $('invite-url').textContent = url;
     $('invite-box').hidden = false;
+    const qr = await qrDataUrl(state.session.token, url);
+    if (qr) $('invite-qr').src = qr;
+    $('invite-qr').hidden = !qr;
     say('account-msg', 'info', 'Open this link on the new device within 5 minutes. It works only for that device’s key.');
   } catch (err) {
     await handleSessionError('account-msg', err);
@@ -454,6 +457,8 @@ async function doEnrolTotp() {
     const e = await enrolTotp(state.session.token);
     $('totp-uri').textContent = `${e.otpauth_uri}\n\nsecret: ${e.secret}`;
     $('totp-box').hidden = false;
+    const qr = await qrDataUrl(state.session.token, e.otpauth_uri);
+    if (qr) $('totp-qr').src = qr;
     say('account-msg', 'info', 'Enter a code from your app to confirm it.');
   } catch (err) {
     await handleSessionError('account-msg', err);

@@ -409,6 +409,22 @@ impl Hub {
         ))
     }
 
+    /// `POST /v1/qr`: an SVG QR code of `text` (a link URL, an `otpauth://` URI),
+    /// drawn here because the web demo loads nothing from elsewhere. For signed-in
+    /// callers (pending ones too: they enrol TOTP); at most 1024 bytes.
+    pub async fn qr_svg(&self, token: Option<&str>, text: &str) -> Result<String, Error> {
+        self.authenticate(token, true).await?;
+        if text.is_empty() || text.len() > 1024 {
+            return Err(Error::bad_request("text must be 1 to 1024 bytes"));
+        }
+        let code = qrcode::QrCode::new(text.as_bytes())
+            .map_err(|_| Error::bad_request("text does not fit in a QR code"))?;
+        Ok(code
+            .render::<qrcode::render::svg::Color>()
+            .min_dimensions(240, 240)
+            .build())
+    }
+
     /// A signing-in key's account (created with this key alone on its first
     /// sign-in) and whether the app requires a second factor.
     pub(crate) async fn sign_in_account(

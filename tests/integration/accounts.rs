@@ -193,6 +193,20 @@ async fn linking_needs_both_keys_and_lists_them() {
     assert_eq!(keys["keys"][0]["current"], true);
     assert!(keys["keys"][0]["last_used_at"].is_string());
 
+    // A QR code of anything a signed-in user wants to show, drawn by the server.
+    let res = http()
+        .post(format!("{}/v1/qr", s.http()))
+        .bearer_auth(tok(&ta))
+        .json(&json!({"text": "otpauth://totp/keygate:x?secret=AAAA"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["content-type"], "image/svg+xml");
+    assert!(res.text().await.unwrap().contains("<svg"));
+    let (status, _) = post(&s, "/v1/qr", None, json!({"text": "x"})).await;
+    assert_eq!(status, 401);
+
     // B signed in once before: a lone key, it may move.
     let tb_before = sign_in(&s, &app, &b, json!({})).await;
     assert_ne!(claims(&tb_before)["acct"], acct);

@@ -12,6 +12,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { createHmac } from 'node:crypto';
 import { chromium } from 'playwright-core';
 
 const demoDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -131,7 +132,21 @@ const ALLOWED = {
   sig: (v) => SIGNATURE.test(v),
   refresh_token: (v) => traffic.refreshTokens.has(v),
   scope: (v) => ['local', 'others', 'global'].includes(v),
+  // The account card: an otpauth URI sent back to be drawn as a QR code, a TOTP code.
+  text: (v) => /^otpauth:\/\/totp\/keygate:acct_[A-Za-z0-9_-]{22}\?secret=[A-Z2-7]+&issuer=keygate$/.test(v),
+  code: (v) => /^\d{6}$/.test(v),
 };
+
+/** RFC 6238 TOTP (SHA-1, 6 digits, 30 s) of a base32 secret at `now` (ms). */
+function totp(base32, now = Date.now()) {
+  const bits = [...base32].map((c) => 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567'.indexOf(c).toString(2).padStart(5, '0')).join('');
+  const key = Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)));
+  const counter = Buffer.alloc(8);
+  counter.writeBigUInt64BE(BigInt(Math.floor(now / 30_000)));
+  const mac = createHmac('sha1', key).update(counter).digest();
+  const off = mac[mac.length - 1] & 0xf;
+  return String((mac.readUInt32BE(off) & 0x7fffffff) % 1_000_000).padStart(6, '0');
+}
 
 // ---- page helpers ------------------------------------------------------------------
 
@@ -299,6 +314,24 @@ describe('keygate web demo in Chromium', { timeout: 240_000 }, () => {
     await page.click('#whoami');
     await page.waitForSelector('#whoami-out:not([hidden])');
     assert.equal(JSON.parse(await text(page, '#whoami-out')).identity, identity);
+  });
+
+  test('the account card lists this key, enrols TOTP with a server-drawn QR code, and a code raises the session', async () => {
+    await page.waitForFunction(() => document.querySelectorAll('#account-keys > li').length === 1, null, { timeout: STEP });
+    const keys = await text(page, '#account-keys');
+    assert.ok(keys.includes(identity) && keys.includes('this browser'), keys);
+    await page.click('#enrol-totp');
+    await page.waitForSelector('#totp-box:not([hidden])', { timeout: STEP });
+    const shown = await text(page, '#totp-uri');
+    assert.match(shown, /^otpauth:\/\/totp\//);
+    await page.waitForFunction(() => document.getElementById('totp-qr').src.startsWith('data:image/svg+xml'), null, { timeout: STEP });
+    const secret = /secret: ([A-Z2-7]+)/.exec(shown)[1];
+    await page.fill('#totp-code', totp(secret));
+    await page.click('#verify-totp');
+    await page.waitForFunction(() => document.getElementById('account-msg').classList.contains('ok'), null, { timeout: STEP });
+    const claims = JSON.parse(await text(page, '#claims')).claims;
+    assert.equal(claims.acr, 'aal2');
+    assert.deepEqual(claims.amr, ['swk', 'otp', 'mfa']);
   });
 
   test('refresh replaces the token and spends the refresh token', async () => {

@@ -38,6 +38,11 @@ struct SignedRequest {
 }
 
 #[derive(Debug, Deserialize)]
+struct QrRequest {
+    text: String,
+}
+
+#[derive(Debug, Deserialize)]
 struct CodeRequest {
     code: String,
 }
@@ -60,6 +65,7 @@ pub fn is_account_path(path: &str) -> bool {
             | "/v1/mfa/key"
             | "/v1/mfa/totp"
             | "/v1/mfa/totp/verify"
+            | "/v1/qr"
     ) || path
         .strip_prefix("/v1/account/keys/")
         .is_some_and(|id| !id.is_empty() && id.len() <= 128 && !id.contains('/'))
@@ -166,7 +172,7 @@ pub fn routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
 
     let totp_verify = warp::path!("v1" / "mfa" / "totp" / "verify")
         .and(warp::post())
-        .and(with_hub(hub))
+        .and(with_hub(hub.clone()))
         .and(warp::header::headers_cloned())
         .and(json_body::<CodeRequest>())
         .then(
@@ -181,7 +187,35 @@ pub fn routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
             },
         );
 
-    keys.or(remove)
+    let qr = warp::path!("v1" / "qr")
+        .and(warp::post())
+        .and(with_hub(hub))
+        .and(warp::header::headers_cloned())
+        .and(json_body::<QrRequest>())
+        .then(
+            |hub: Arc<Hub>, h: HeaderMap, body: Result<QrRequest, Error>| async move {
+                match async { hub.qr_svg(bearer(&h), &body?.text).await }.await {
+                    Ok(svg) => {
+                        let mut res = Response::new(svg.into());
+                        let headers = res.headers_mut();
+                        headers.insert(
+                            warp::http::header::CONTENT_TYPE,
+                            warp::http::HeaderValue::from_static("image/svg+xml"),
+                        );
+                        headers.insert(
+                            warp::http::header::CACHE_CONTROL,
+                            warp::http::HeaderValue::from_static("no-store"),
+                        );
+                        res
+                    }
+                    Err(e) => crate::http::error_response(&e),
+                }
+            },
+        );
+
+    keys.or(qr)
+        .unify()
+        .or(remove)
         .unify()
         .or(link_challenge)
         .unify()
