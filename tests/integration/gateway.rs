@@ -855,21 +855,25 @@ async fn until_status(url: &str, token: &str, status: u16) -> Option<(Duration, 
     None
 }
 
-#[tokio::test]
-async fn serve_runs_the_gateway_on_its_own_hub_and_stops_it() {
-    let up = upstream().await;
+/// `keygate serve` running the gateway with `routes`, without `hub` in its
+/// configuration: it checks the tokens of the Hub it runs with.
+async fn serve_with_gateway(routes: &str) -> TestServer {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let clock = keygate::time::ManualClock::new(keygate::time::SystemClock.now());
     let mut o = options(keygate::server::Mode::Serve, &dir, &clock);
-    // No `hub`: the gateway checks the tokens of the Hub it runs with.
-    let text = format!("listen = \"127.0.0.1:0\"\n{}", api_route(&up));
+    let text = format!("listen = \"127.0.0.1:0\"\n{routes}");
     o.gateway = Some(GatewayConfig::parse(&text).unwrap());
-    let running = keygate::server::start(o).await.unwrap();
-    let s = TestServer {
-        running,
+    TestServer {
+        running: keygate::server::start(o).await.unwrap(),
         clock,
         dir,
-    };
+    }
+}
+
+#[tokio::test]
+async fn serve_runs_the_gateway_on_its_own_hub_and_stops_it() {
+    let up = upstream().await;
+    let s = serve_with_gateway(&api_route(&up)).await;
     let g = s
         .running
         .gateway
@@ -913,6 +917,42 @@ async fn serve_runs_the_gateway_on_its_own_hub_and_stops_it() {
     // Stopping serve stops its gateway.
     s.stop().await;
     assert!(tokio::net::TcpStream::connect(gw_addr).await.is_err());
+}
+
+#[tokio::test]
+async fn the_gateway_in_serve_follows_a_signing_key_rotation() {
+    let up = upstream().await;
+    let s = serve_with_gateway(&api_route(&up)).await;
+    let g = s.running.gateway.as_ref().unwrap();
+    let hub = s.running.hub.clone().unwrap();
+    let url = format!("{}/api/x", g.http_url());
+    let (old, _) = login(&s, 75).await;
+    assert_eq!(get(&url, Some(&old)).await.status().as_u16(), 200);
+    assert_eq!(g.verifier().key_fetches(), 1);
+
+    let store = s.running.store.clone().unwrap();
+    let (new_kid, _) = keygate::hub::rotate_signing_key(store.as_ref(), s.clock.now(), false)
+        .await
+        .unwrap();
+    // The Hub reloads its keys within a second (bounded wait).
+    for _ in 0..200 {
+        if hub.signing_kid() == new_kid {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let (new, _) = login(&s, 75).await;
+    assert_eq!(kid_of(&new), new_kid);
+    let (status, echo) = json_of(get(&url, Some(&new)).await).await;
+    assert_eq!(status, 200, "{echo}");
+    assert_eq!(values(&echo, "x-keygate-identity"), vec![id(&user(75))]);
+    assert_eq!(
+        g.verifier().key_fetches(),
+        2,
+        "one read of the Hub's key ring"
+    );
+    assert_eq!(get(&url, Some(&old)).await.status().as_u16(), 200);
+    s.stop().await;
 }
 
 /// `token` with its header replaced by one naming key `kid`.
