@@ -1056,6 +1056,18 @@ async fn a_new_hub_signing_key_is_fetched_once_and_made_up_ones_are_rate_limited
     s.stop().await;
 }
 
+/// Runs the keygate binary with `args`, expects it to fail; returns its stderr.
+fn keygate_fails(args: &[&std::ffi::OsStr]) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args(args)
+        .env("RUST_LOG", "error")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{stderr}");
+    stderr
+}
+
 #[test]
 fn a_bad_config_stops_the_binary_and_names_the_line() {
     let dir = tempfile::tempdir().unwrap();
@@ -1065,32 +1077,25 @@ fn a_bad_config_stops_the_binary_and_names_the_line() {
         // A value that is no URL, on line 5.
         "hub = \"http://127.0.0.1:1\"\n[[route]]\nname = \"api\"\nprefix = \"/api\"\nupstream = \"not a url\"\n",
     ];
+    let db = format!("sqlite://{}", dir.path().join("k.db").display());
     for (i, text) in cases.iter().enumerate() {
         let path = dir.path().join(format!("gateway{i}.toml"));
         std::fs::write(&path, text).unwrap();
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
-            .args(["gateway", "--config"])
-            .arg(&path)
-            .env("RUST_LOG", "error")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{stderr}");
+        let stderr = keygate_fails(&["gateway".as_ref(), "--config".as_ref(), path.as_ref()]);
         assert!(
             stderr.contains(&format!("gateway{i}.toml, line 5:")),
             "{stderr}"
         );
         // `keygate serve --gateway-config` reads it the same way, before starting.
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--database"])
-            .arg(format!("sqlite://{}", dir.path().join("k.db").display()))
-            .arg("--gateway-config")
-            .arg(&path)
-            .env("RUST_LOG", "error")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{stderr}");
+        let stderr = keygate_fails(&[
+            "serve".as_ref(),
+            "--listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
+            "--database".as_ref(),
+            db.as_ref(),
+            "--gateway-config".as_ref(),
+            path.as_ref(),
+        ]);
         assert!(
             stderr.contains(&format!("gateway{i}.toml, line 5:")),
             "{stderr}"
@@ -1103,13 +1108,6 @@ fn a_bad_config_stops_the_binary_and_names_the_line() {
         "[[route]]\nname = \"api\"\nprefix = \"/api\"\nupstream = \"http://127.0.0.1:2\"\n",
     )
     .unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
-        .args(["gateway", "--config"])
-        .arg(&path)
-        .env("RUST_LOG", "error")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
+    let stderr = keygate_fails(&["gateway".as_ref(), "--config".as_ref(), path.as_ref()]);
     assert!(stderr.contains("nohub.toml: hub: required"), "{stderr}");
 }
