@@ -28,14 +28,21 @@ as_root() {
   else echo "scripts/postgres.sh: need root to run: $*" >&2; return 1; fi
 }
 
-# Runs a command as the cluster's owner: this user, or `postgres` when root.
+# Runs a command as the cluster's owner: this user, or `postgres` when root (from
+# /, since the owner may not be allowed into the current directory).
 as_owner() {
-  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+  if [ "$(id -u)" = 0 ]; then (cd / && runuser -u postgres -- "$@"); else "$@"; fi
 }
 
+# A port nothing listens on: a random one that refuses a connection.
 free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])' 2>/dev/null \
-    || echo $((20000 + RANDOM % 20000))
+  local p
+  for _ in $(seq 50); do
+    p=$((20000 + RANDOM % 30000))
+    if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
+  done
+  echo "scripts/postgres.sh: no free port found" >&2
+  return 1
 }
 
 start() {
