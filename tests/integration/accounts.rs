@@ -812,3 +812,69 @@ async fn the_cli_enrols_totp_links_lists_and_removes() {
     assert_eq!(out.matches("bbaarei").count(), 2, "{out}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn split_mode_provider_forwards_the_account_endpoints() {
+    use keygate::server::{self, Mode};
+    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
+    let clock = keygate::time::ManualClock::new(keygate::time::SystemClock.now());
+    let hub = TestServer {
+        running: server::start(options(Mode::Hub, &dir, &clock))
+            .await
+            .unwrap(),
+        clock: clock.clone(),
+        dir: dir.clone(),
+    };
+    let (kid, secret) = hub.api_key(&[]).await;
+    let mut o = options(Mode::Provider, &dir, &clock);
+    o.hub_url = Some(hub.ws(""));
+    o.user_api_key = Some((kid, secret));
+    let provider = server::start(o).await.unwrap();
+    let origin = format!("http://127.0.0.1:{}", provider.addr.port());
+    let key = user(161);
+    let t = ws_login(
+        &provider.ws_url("/ws/userauth"),
+        Some(&origin),
+        &key,
+        json!({}),
+    )
+    .await;
+    let token = t["value"].as_str().unwrap();
+    let base = provider.http_url();
+    let (status, keys) = json_of(
+        http()
+            .get(format!("{base}/v1/account/keys"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{keys}");
+    assert_eq!(keys["keys"][0]["identity"], id(&key));
+    let (status, v) = json_of(
+        http()
+            .delete(format!("{base}/v1/account/keys/{}", id(&key)))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (409, Some("last_account_key"))
+    );
+    let (status, e) = json_of(
+        http()
+            .post(format!("{base}/v1/mfa/totp"))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{e}");
+    provider.stop().await;
+    hub.stop().await;
+}
