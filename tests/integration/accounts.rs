@@ -57,44 +57,8 @@ async fn sign_in(s: &TestServer, app: &App, key: &SigningKey, extra: Value) -> V
     t
 }
 
-fn tok(v: &Value) -> &str {
-    v["token"].as_str().unwrap()
-}
-
 fn claims(v: &Value) -> Value {
     keygate::token::decode_unverified(tok(v)).unwrap()
-}
-
-async fn get(s: &TestServer, path: &str, token: &str) -> (u16, Value) {
-    json_of(
-        http()
-            .get(format!("{}{path}", s.http()))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
-}
-
-async fn post(s: &TestServer, path: &str, token: Option<&str>, body: Value) -> (u16, Value) {
-    let mut req = http().post(format!("{}{path}", s.http())).json(&body);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    json_of(req.send().await.unwrap()).await
-}
-
-async fn delete(s: &TestServer, path: &str, token: &str) -> (u16, Value) {
-    json_of(
-        http()
-            .delete(format!("{}{path}", s.http()))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
 }
 
 async fn introspect(s: &TestServer, app: &App, token: &str) -> Value {
@@ -815,22 +779,12 @@ async fn the_cli_enrols_totp_links_lists_and_removes() {
 
 #[tokio::test]
 async fn split_mode_provider_forwards_the_account_endpoints() {
-    use keygate::server::{self, Mode};
-    let dir = std::sync::Arc::new(tempfile::tempdir().unwrap());
-    let clock = keygate::time::ManualClock::new(keygate::time::SystemClock.now());
-    let hub = TestServer {
-        running: server::start(options(Mode::Hub, &dir, &clock))
-            .await
-            .unwrap(),
-        clock: clock.clone(),
-        dir: dir.clone(),
-    };
-    let (kid, secret) = hub.api_key(&[]).await;
-    let mut o = options(Mode::Provider, &dir, &clock);
-    o.hub_url = Some(hub.ws(""));
-    o.user_api_key = Some((kid, secret));
-    let provider = server::start(o).await.unwrap();
-    let origin = format!("http://127.0.0.1:{}", provider.addr.port());
+    let Split {
+        hub,
+        provider,
+        origin,
+        ..
+    } = split().await;
     let key = user(161);
     let t = ws_login(
         &provider.ws_url("/ws/userauth"),

@@ -17,44 +17,8 @@ async fn login(s: &TestServer, seed: u8, extra: Value) -> Value {
 }
 
 async fn refresh(s: &TestServer, token: &str, client_id: &str) -> (u16, Value) {
-    json_of(
-        http()
-            .post(format!("{}/v1/token/refresh", s.http()))
-            .json(&json!({"refresh_token": token, "client_id": client_id}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
-}
-
-async fn get(s: &TestServer, path: &str, token: &str) -> (u16, Value) {
-    json_of(
-        http()
-            .get(format!("{}{path}", s.http()))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
-}
-
-async fn post(s: &TestServer, path: &str, token: &str, body: Value) -> (u16, Value) {
-    json_of(
-        http()
-            .post(format!("{}{path}", s.http()))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
-}
-
-fn tok(v: &Value) -> &str {
-    v["value"].as_str().or(v["token"].as_str()).unwrap()
+    let body = json!({"refresh_token": token, "client_id": client_id});
+    post(s, "/v1/token/refresh", None, body).await
 }
 
 #[tokio::test]
@@ -264,7 +228,7 @@ async fn delete_session_and_logout_scopes() {
         "session_revoked"
     );
 
-    let (status, body) = post(&s, "/v1/logout", tok(&a), json!({"scope": "others"})).await;
+    let (status, body) = post(&s, "/v1/logout", Some(tok(&a)), json!({"scope": "others"})).await;
     assert_eq!((status, body["revoked"].as_u64()), (200, Some(2)));
     assert_eq!(get(&s, "/v1/whoami", tok(&a)).await.0, 200);
     assert_eq!(get(&s, "/v1/whoami", tok(&c)).await.0, 401);
@@ -275,19 +239,19 @@ async fn delete_session_and_logout_scopes() {
         "other identities untouched"
     );
 
-    let (status, body) = post(&s, "/v1/logout", tok(&a), json!({"scope": "local"})).await;
+    let (status, body) = post(&s, "/v1/logout", Some(tok(&a)), json!({"scope": "local"})).await;
     assert_eq!((status, body["revoked"].as_u64()), (200, Some(1)));
     assert_eq!(get(&s, "/v1/whoami", tok(&a)).await.0, 401);
 
     let e = login(&s, 46, json!({})).await;
     let f = login(&s, 46, json!({})).await;
-    let (status, body) = post(&s, "/v1/logout", tok(&e), json!({"scope": "global"})).await;
+    let (status, body) = post(&s, "/v1/logout", Some(tok(&e)), json!({"scope": "global"})).await;
     assert_eq!((status, body["revoked"].as_u64()), (200, Some(2)));
     assert_eq!(get(&s, "/v1/whoami", tok(&f)).await.0, 401);
     let (status, body) = post(
         &s,
         "/v1/logout",
-        tok(&other),
+        Some(tok(&other)),
         json!({"scope": "everything"}),
     )
     .await;
@@ -444,7 +408,10 @@ async fn offline_verifiers_learn_of_revocations_within_a_second() {
     let cursor = feed["cursor"].as_i64().unwrap();
 
     let revoked_at = Instant::now();
-    assert_eq!(post(&s, "/v1/logout", tok(&t), json!({})).await.0, 200);
+    assert_eq!(
+        post(&s, "/v1/logout", Some(tok(&t)), json!({})).await.0,
+        200
+    );
     let mut learned = None;
     for _ in 0..40 {
         if verifier.verify(tok(&t), s.clock.now()) == Err(keygate::Error::SessionRevoked) {
@@ -674,7 +641,7 @@ async fn tokens_and_secrets_are_never_stored_or_logged_in_plain_text() {
     )
     .await;
     assert_eq!(
-        post(&s, "/v1/logout", tok(&ht), json!({"scope": "global"}))
+        post(&s, "/v1/logout", Some(tok(&ht)), json!({"scope": "global"}))
             .await
             .0,
         200

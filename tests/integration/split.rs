@@ -1,32 +1,19 @@
 //! `keygate hub` and `keygate provider` as separate servers.
 
-use std::sync::Arc;
-
-use keygate::server::{self, Mode};
-use keygate::time::{Clock, ManualClock, SystemClock};
+use keygate::time::Clock;
 use serde_json::json;
 
 use crate::support::*;
 
 #[tokio::test]
 async fn provider_reaches_a_remote_hub() {
-    let dir = Arc::new(tempfile::tempdir().unwrap());
-    let clock = ManualClock::new(SystemClock.now());
-    let hub = server::start(options(Mode::Hub, &dir, &clock))
-        .await
-        .unwrap();
-    let hub = TestServer {
-        running: hub,
-        clock: clock.clone(),
-        dir: dir.clone(),
-    };
-    let (kid, secret) = hub.api_key(&[]).await;
-
-    let mut o = options(Mode::Provider, &dir, &clock);
-    o.hub_url = Some(hub.ws(""));
-    o.user_api_key = Some((kid.clone(), secret));
-    let provider = server::start(o).await.unwrap();
-    let origin = format!("http://127.0.0.1:{}", provider.addr.port());
+    let Split {
+        hub,
+        provider,
+        key_id: kid,
+        origin,
+    } = split().await;
+    let clock = hub.clock.clone();
 
     // WebSocket flow through the Provider.
     let key = user(30);

@@ -282,3 +282,83 @@ pub async fn json_of(res: reqwest::Response) -> (u16, serde_json::Value) {
     let v = res.json().await.unwrap_or(serde_json::Value::Null);
     (status, v)
 }
+
+/// A token from a sign-in answer: `value` (WebSocket frame) or `token` (HTTP).
+pub fn tok(v: &serde_json::Value) -> &str {
+    v["value"].as_str().or(v["token"].as_str()).unwrap()
+}
+
+/// `GET path` on `s` with a bearer token; status and JSON body.
+pub async fn get(s: &TestServer, path: &str, token: &str) -> (u16, serde_json::Value) {
+    json_of(
+        http()
+            .get(format!("{}{path}", s.http()))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+/// `POST path` on `s` with a JSON body, and a bearer token if given.
+pub async fn post(
+    s: &TestServer,
+    path: &str,
+    token: Option<&str>,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let mut req = http().post(format!("{}{path}", s.http())).json(&body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    json_of(req.send().await.unwrap()).await
+}
+
+/// `DELETE path` on `s` with a bearer token.
+pub async fn delete(s: &TestServer, path: &str, token: &str) -> (u16, serde_json::Value) {
+    json_of(
+        http()
+            .delete(format!("{}{path}", s.http()))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+/// `keygate hub` and `keygate provider` as two servers: the Provider holds a
+/// fresh API key of the Hub's and reaches it over WebSocket.
+pub struct Split {
+    pub hub: TestServer,
+    pub provider: Running,
+    /// The Provider's API key id.
+    pub key_id: String,
+    /// The Provider's origin (the audience its challenges name).
+    pub origin: String,
+}
+
+pub async fn split() -> Split {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let clock = ManualClock::new(SystemClock.now());
+    let hub = TestServer {
+        running: server::start(options(Mode::Hub, &dir, &clock))
+            .await
+            .unwrap(),
+        clock: clock.clone(),
+        dir: dir.clone(),
+    };
+    let (key_id, secret) = hub.api_key(&[]).await;
+    let mut o = options(Mode::Provider, &dir, &clock);
+    o.hub_url = Some(hub.ws(""));
+    o.user_api_key = Some((key_id.clone(), secret));
+    let provider = server::start(o).await.unwrap();
+    let origin = format!("http://127.0.0.1:{}", provider.addr.port());
+    Split {
+        hub,
+        provider,
+        key_id,
+        origin,
+    }
+}
