@@ -863,11 +863,8 @@ async fn retention(store: &dyn Store, records: &[SigningKeyRecord]) -> Result<i6
         return Ok(0);
     }
     let longest = store
-        .api_keys()
+        .longest_access_ttl()
         .await?
-        .iter()
-        .map(|k| k.policy.access_ttl)
-        .max()
         .unwrap_or(crate::session::DEFAULT_ACCESS_TTL);
     Ok(longest + crate::token::MAX_LEEWAY)
 }

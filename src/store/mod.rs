@@ -235,6 +235,9 @@ pub trait Store: AccountStore + Send + Sync + 'static {
     fn insert_api_key(&self, key: ApiKeyRecord) -> BoxFuture<'_, StoreResult<()>>;
     fn api_key(&self, id: &str) -> BoxFuture<'_, StoreResult<Option<ApiKeyRecord>>>;
     fn api_keys(&self) -> BoxFuture<'_, StoreResult<Vec<ApiKeyRecord>>>;
+    /// The longest access-token lifetime any API key grants (None without keys):
+    /// how long a retired signing key stays published.
+    fn longest_access_ttl(&self) -> BoxFuture<'_, StoreResult<Option<i64>>>;
     /// Revokes a key and every session made through it. False if no live key.
     fn revoke_api_key(&self, id: &str, now: UnixTime) -> BoxFuture<'_, StoreResult<bool>>;
 

@@ -534,6 +534,17 @@ impl Store for PostgresStore {
         .boxed()
     }
 
+    fn longest_access_ttl(&self) -> BoxFuture<'_, StoreResult<Option<i64>>> {
+        async move {
+            Ok(
+                sqlx::query_scalar::<_, Option<i64>>("SELECT MAX(access_ttl) FROM api_keys")
+                    .fetch_one(&self.pool)
+                    .await?,
+            )
+        }
+        .boxed()
+    }
+
     fn revoke_api_key(&self, id: &str, now: UnixTime) -> BoxFuture<'_, StoreResult<bool>> {
         let id = id.to_owned();
         async move {
