@@ -1,17 +1,16 @@
-// The page: wires the identity (keystore.js, identity.js) and the protocol client
-// (client.js) to the DOM. All state lives in IndexedDB, so a reload keeps both the key
-// and the sign-in.
+// The page: wires the identity and the protocol client (the keygate-client package,
+// vendored here as keygate-*.js) to the DOM. All state lives in IndexedDB, so a reload
+// keeps both the key and the sign-in.
 
-import { identityOf } from './identity.js';
-import * as store from './keystore.js';
 import {
-  signIn, refresh, whoami, listSessions, revokeSession, logout, decodeJwt,
+  identityOf, keyStore, signIn, refresh, whoami, listSessions, revokeSession, logout, decodeJwt,
   ChallengeRefused, SignInCancelled,
-} from './client.js';
-import { describe, SESSION_OVER } from './errors.js';
-import {
   accountKeys, removeKey, inviteUrl, linkCodeFromUrl, acceptLink, enrolTotp, verifyTotp, qrDataUrl,
-} from './account.js';
+} from './keygate-client.js';
+import { describe, SESSION_OVER } from './errors.js';
+
+const CLIENT_ID = 'web-demo';
+const store = keyStore({ name: 'keygate-demo' });
 
 const $ = (id) => document.getElementById(id);
 
@@ -185,6 +184,8 @@ async function doSignIn() {
     const result = await signIn({
       identity: state.identity,
       privateKey: state.keyRecord.keyPair.privateKey,
+      clientId: CLIENT_ID,
+      offline: true,
       approve: (challenge) => { quiet('signin-msg'); return approve(challenge); },
     });
     hideChallenge();
@@ -296,7 +297,7 @@ function tick() {
 async function doRefresh() {
   quiet('token-msg');
   try {
-    const fresh = await refresh(state.session.refresh_token);
+    const fresh = await refresh(state.session.refresh_token, { clientId: CLIENT_ID });
     await adoptSession({ ...fresh, refresh_token: fresh.refresh_token ?? null, receivedAt: Date.now(), via: 'refresh' });
     say('token-msg', 'ok', 'New access token issued. The old refresh token is now spent; a new one replaced it.');
     await showSessions();

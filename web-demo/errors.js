@@ -45,7 +45,5 @@ export function describe(err) {
   return { text, code: err?.code ?? null, detail };
 }
 
-/** Codes after which the local sign-in is gone for good and only signing in again helps. */
-export const SESSION_OVER = new Set([
-  'session_revoked', 'session_expired', 'invalid_refresh_token', 'refresh_token_reused', 'invalid_token',
-]);
+// Codes after which the local sign-in is gone for good: the package's list.
+export { SESSION_OVER } from './keygate-client.js';

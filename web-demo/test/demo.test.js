@@ -37,7 +37,8 @@ function within(ms, promise, what) {
 /** Starts `keygate serve` and resolves with its base URL once it says it is listening. */
 function startKeygate(dir) {
   assert.ok(fs.existsSync(KEYGATE_BIN), `no keygate binary at ${KEYGATE_BIN}: build it (cargo build) or set KEYGATE_BIN`);
-  const child = spawn(KEYGATE_BIN, ['serve', '--listen', '127.0.0.1:0', '--database', `sqlite://${dir}/kg.db`], {
+  // --web-root: this tree's page, whatever source tree KEYGATE_BIN was built from.
+  const child = spawn(KEYGATE_BIN, ['serve', '--listen', '127.0.0.1:0', '--database', `sqlite://${dir}/kg.db`, '--web-root', demoDir], {
     env: { ...process.env, RUST_LOG: 'info', NO_COLOR: '1' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -1,0 +1,107 @@
+// Generated from clients/js/src/account.js (package keygate-client) by
+// clients/js/scripts/vendor.js: edit the package and run that script, not this file.
+
+// Accounts and second factors (docs/accounts.md): the account's keys with removal,
+// linking another device by a link code, and raising a session with TOTP or another
+// key of the account. Every function takes `{ baseUrl }` like protocol.js.
+
+import { call, signText } from './keygate-protocol.js';
+import { base64url, fromBase64url } from './keygate-identity.js';
+
+export const accountKeys = (token, { baseUrl } = {}) => call('GET', '/v1/account/keys', { token, baseUrl });
+export const removeKey = (token, identity, { baseUrl } = {}) =>
+  call('DELETE', `/v1/account/keys/${encodeURIComponent(identity)}`, { token, baseUrl });
+export const linkChallenge = (token, identity, { baseUrl } = {}) =>
+  call('POST', '/v1/account/link/challenge', { token, baseUrl, body: { identity } });
+export const completeLink = (body, { baseUrl } = {}) => call('POST', '/v1/account/link', { body, baseUrl });
+export const enrolTotp = (token, { baseUrl } = {}) => call('POST', '/v1/mfa/totp', { token, baseUrl });
+export const verifyTotp = (token, code, { baseUrl } = {}) =>
+  call('POST', '/v1/mfa/totp/verify', { token, baseUrl, body: { code } });
+export const mfaChallenge = (token, identity, { baseUrl } = {}) =>
+  call('POST', '/v1/mfa/challenge', { token, baseUrl, body: { identity } });
+export const mfaKey = (token, { challenge, sig }, { baseUrl } = {}) =>
+  call('POST', '/v1/mfa/key', { token, baseUrl, body: { challenge, sig } });
+
+const b64urlText = (s) => base64url(new TextEncoder().encode(s));
+const unb64urlText = (s) => new TextDecoder().decode(fromBase64url(s));
+
+/** The fields of a `keygate <kind> challenge v1` text, or null if it is not one. */
+function parseFields(text, header, lineCount) {
+  const lines = String(text).split('\n');
+  if (lines[0] !== header || lines.length !== lineCount) return null;
+  const f = {};
+  for (const line of lines.slice(1)) {
+    const i = line.indexOf(': ');
+    if (i < 0) return null;
+    f[line.slice(0, i)] = line.slice(i + 2);
+  }
+  return f;
+}
+
+/** The fields of a link challenge text, or null if it is not one. */
+export const parseLinkChallenge = (text) => parseFields(text, 'keygate link challenge v1', 8);
+
+/**
+ * On the signed-in device: asks for a link challenge naming `newIdentity`, checks it
+ * names this key, signs it, and returns the URL the new device opens (the code rides
+ * in the fragment, which browsers never send to a server).
+ */
+export async function inviteUrl({ token, identity, privateKey, newIdentity, baseUrl, pageUrl = globalThis.location?.href }) {
+  const { challenge } = await linkChallenge(token, newIdentity.trim(), { baseUrl });
+  const f = parseLinkChallenge(challenge);
+  if (!f || f.identity !== identity || f['new-identity'] !== newIdentity.trim()) {
+    throw new Error('The server sent a link challenge for other keys; nothing was signed.');
+  }
+  const sig = await signText(privateKey, challenge);
+  const code = b64urlText(JSON.stringify({ challenge, sig }));
+  return new URL(`/#link=${code}`, pageUrl).href;
+}
+
+/** Reads a link code from a URL fragment (`#link=…`, default this page's), or null. */
+export function linkCodeFromUrl(hash = globalThis.location?.hash) {
+  const m = /^#link=([A-Za-z0-9_-]+)$/.exec(hash ?? '');
+  if (!m) return null;
+  try {
+    const code = JSON.parse(unb64urlText(m[1]));
+    const fields = parseLinkChallenge(code.challenge);
+    return fields && typeof code.sig === 'string' ? { ...code, fields } : null;
+  } catch {
+    return null;
+  }
+}
+
+/** On the new device: signs the link challenge with this device's key and links. */
+export async function acceptLink({ code, identity, privateKey, label, baseUrl }) {
+  if (code.fields['new-identity'] !== identity) {
+    throw new Error('This link is for another key, not this browser’s.');
+  }
+  const newSig = await signText(privateKey, code.challenge);
+  return completeLink({ challenge: code.challenge, sig: code.sig, new_sig: newSig, label }, { baseUrl });
+}
+
+/**
+ * Raises the session of `token` with another key of the account (`identity`,
+ * `privateKey`): asks for a step-up challenge, checks it names that key, signs it.
+ * Resolves to the new token body.
+ */
+export async function stepUpWithKey({ token, identity, privateKey, baseUrl }) {
+  const { challenge } = await mfaChallenge(token, identity, { baseUrl });
+  const f = parseFields(challenge, 'keygate step-up challenge v1', 8);
+  if (!f || f.identity !== identity) {
+    throw new Error('The server sent a step-up challenge for another key; nothing was signed.');
+  }
+  return mfaKey(token, { challenge, sig: await signText(privateKey, challenge) }, { baseUrl });
+}
+
+/** A QR code of `text`, drawn by the server as SVG, as a data: URL for an <img>. */
+export async function qrDataUrl(token, text, { baseUrl } = {}) {
+  const res = await fetch(baseUrl ? new URL('/v1/qr', baseUrl).href : '/v1/qr', {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
+    body: JSON.stringify({ text }),
+    cache: 'no-store', credentials: 'omit', redirect: 'error',
+  });
+  if (!res.ok) return null;
+  const svg = await res.text();
+  return `data:image/svg+xml;base64,${btoa(svg)}`;
+}

@@ -1,0 +1,23 @@
+// Generated from clients/js/src/index.js (package keygate-client) by
+// clients/js/scripts/vendor.js: edit the package and run that script, not this file.
+
+// keygate-client for browsers (and any runtime with WebCrypto Ed25519, fetch and
+// WebSocket). Backends: import 'keygate-client/node'.
+
+export {
+  ERROR_CODES, CLIENT_CODES, SESSION_OVER, KeygateError, ChallengeRefused, SignInCancelled,
+} from './keygate-errors.js';
+export {
+  base32Lower, fromBase32Lower, base58btc, base64url, fromBase64url, identityFromRawKey, rawKeyFromIdentity,
+  identityOf, peerIdOf, didKeyOf,
+} from './keygate-identity.js';
+export {
+  parseChallenge, inspectChallenge, signText, signIn, renew, call, refresh, whoami, listSessions,
+  revokeSession, logout, exchangeBrokerToken, decodeJwt,
+} from './keygate-protocol.js';
+export {
+  accountKeys, removeKey, linkChallenge, completeLink, enrolTotp, verifyTotp, mfaChallenge, mfaKey,
+  parseLinkChallenge, inviteUrl, linkCodeFromUrl, acceptLink, stepUpWithKey, qrDataUrl,
+} from './keygate-account.js';
+export { KEYPAIR, SESSION, keyStore, memoryStore } from './keygate-keystore.js';
+export { TokenStore } from './keygate-tokens.js';
