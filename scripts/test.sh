@@ -2,7 +2,8 @@
 # Runs every keygate test on a fresh machine: formatting and lints, the Rust unit
 # and integration tests (real servers on 127.0.0.1, real SQLite files; then the
 # integration suite again on a throwaway PostgreSQL cluster), the
-# browser test of web-demo/ in Debian's Chromium driven by playwright-core, and a
+# browser test of web-demo/ in Debian's Chromium driven by playwright-core, the
+# JavaScript client's tests (clients/js: Node and Chromium), and a
 # bounded pass of the coverage-guided fuzz targets (FUZZ_SECONDS per target).
 # Installs what is missing (Chromium, Node and PostgreSQL from apt, npm packages,
 # cargo-fuzz).
@@ -46,6 +47,15 @@ echo "== browser test (web-demo, Chromium)"
   cd web-demo/test
   npm ci --no-audit --no-fund --loglevel=error
   KEYGATE_BIN="${CARGO_TARGET_DIR:-$(pwd)/../../target}/debug/keygate" node --test
+)
+
+echo "== JavaScript client (clients/js: Node and Chromium against keygate serve, types, npm pack)"
+(
+  cd clients/js
+  npm ci --no-audit --no-fund --loglevel=error
+  KEYGATE_BIN="${CARGO_TARGET_DIR:-$(pwd)/../../target}/debug/keygate" npm test --silent
+  npx tsc --noEmit -p examples
+  npm pack --dry-run --loglevel=error >/dev/null
 )
 
 echo "== fuzzing (cargo-fuzz, ${FUZZ_SECONDS:-60} s per target)"
