@@ -7,71 +7,20 @@
 
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { createHmac } from 'node:crypto';
 import { chromium } from 'playwright-core';
+// The server, within() and totp(): shared with the keygate-client package's tests.
+import { startKeygate, within, totp } from '../../clients/js/test/support.js';
 
 const demoDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
-const repoDir = path.resolve(demoDir, '..');
-const KEYGATE_BIN = process.env.KEYGATE_BIN || path.join(repoDir, 'target', 'debug', 'keygate');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const SCREENSHOT = path.join(demoDir, 'screenshot.png');
 const STEP = 15_000; // ceiling for any single wait in the page
 
 const IDENTITY = /^bbaarei[a-z2-7]{52}$/;
 const SIGNATURE = /^[A-Za-z0-9_-]{86}$/; // 64 bytes, base64url, unpadded
-
-/** Resolves as `promise` does, or rejects after `ms`. */
-function within(ms, promise, what) {
-  let timer;
-  const late = new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`${what}: no answer in ${ms} ms`)), ms); });
-  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
-}
-
-// ---- the server --------------------------------------------------------------------
-
-/** Starts `keygate serve` and resolves with its base URL once it says it is listening. */
-function startKeygate(dir) {
-  assert.ok(fs.existsSync(KEYGATE_BIN), `no keygate binary at ${KEYGATE_BIN}: build it (cargo build) or set KEYGATE_BIN`);
-  // --web-root: this tree's page, whatever source tree KEYGATE_BIN was built from.
-  const child = spawn(KEYGATE_BIN, ['serve', '--listen', '127.0.0.1:0', '--database', `sqlite://${dir}/kg.db`, '--web-root', demoDir], {
-    env: { ...process.env, RUST_LOG: 'info', NO_COLOR: '1' },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const log = fs.createWriteStream(path.join(dir, 'keygate.log'));
-  let seen = '';
-  const url = new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`keygate did not say "listening on" within 30 s:\n${seen.slice(-2000)}`)), 30_000);
-    const scan = (chunk) => {
-      log.write(chunk);
-      if (seen.length < 100_000) seen += chunk.toString();
-      // eslint-disable-next-line no-control-regex
-      const m = /listening on (http:\/\/\S+)/.exec(seen.replace(/\x1b\[[0-9;]*m/g, ''));
-      if (m) { clearTimeout(timer); resolve(new URL(m[1]).origin); }
-    };
-    child.stdout.on('data', scan);
-    child.stderr.on('data', scan);
-    child.on('error', (err) => { clearTimeout(timer); reject(err); });
-    child.on('exit', (code, signal) => {
-      clearTimeout(timer);
-      reject(new Error(`keygate exited (${code ?? signal}) before listening:\n${seen.slice(-2000)}`));
-    });
-  });
-  return { child, url, logPath: path.join(dir, 'keygate.log') };
-}
-
-function stopKeygate(child) {
-  if (!child || child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    const force = setTimeout(() => { child.kill('SIGKILL'); resolve(); }, 5_000);
-    child.once('exit', () => { clearTimeout(force); resolve(); });
-    child.kill('SIGTERM');
-  });
-}
 
 // ---- what the page sends -----------------------------------------------------------
 
@@ -138,17 +87,6 @@ const ALLOWED = {
   code: (v) => /^\d{6}$/.test(v),
 };
 
-/** RFC 6238 TOTP (SHA-1, 6 digits, 30 s) of a base32 secret at `now` (ms). */
-function totp(base32, now = Date.now()) {
-  const bits = [...base32].map((c) => 'ABCDEFGHIJKLMNOPQRSTUVWXYZ234567'.indexOf(c).toString(2).padStart(5, '0')).join('');
-  const key = Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2)));
-  const counter = Buffer.alloc(8);
-  counter.writeBigUInt64BE(BigInt(Math.floor(now / 30_000)));
-  const mac = createHmac('sha1', key).update(counter).digest();
-  const off = mac[mac.length - 1] & 0xf;
-  return String((mac.readUInt32BE(off) & 0x7fffffff) % 1_000_000).padStart(6, '0');
-}
-
 // ---- page helpers ------------------------------------------------------------------
 
 const text = async (page, sel) => ((await page.textContent(sel, { timeout: STEP })) ?? '').trim();
@@ -214,7 +152,6 @@ const whoamiStatus = (origin, token) =>
 // ---- the test ----------------------------------------------------------------------
 
 describe('keygate web demo in Chromium', { timeout: 240_000 }, () => {
-  let tmp;
   let server;
   let origin;
   let context;
@@ -222,12 +159,12 @@ describe('keygate web demo in Chromium', { timeout: 240_000 }, () => {
   let identity;
 
   before(async () => {
-    tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'keygate-web-demo-'));
-    server = startKeygate(tmp);
-    origin = await server.url;
+    // --web-root: this tree's page, whatever source tree KEYGATE_BIN was built from.
+    server = await startKeygate({ webRoot: demoDir });
+    origin = server.origin;
     assert.match(origin, /^http:\/\/127\.0\.0\.1:\d+$/);
     assert.ok(fs.existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: apt-get install -y chromium, or set CHROMIUM`);
-    context = await chromium.launchPersistentContext(path.join(tmp, 'profile'), {
+    context = await chromium.launchPersistentContext(path.join(server.dir, 'profile'), {
       executablePath: CHROMIUM,
       headless: true,
       viewport: { width: 1280, height: 800 },
@@ -243,8 +180,7 @@ describe('keygate web demo in Chromium', { timeout: 240_000 }, () => {
 
   after(async () => {
     await within(STEP, context?.close() ?? Promise.resolve(), 'closing Chromium').catch(() => {});
-    await stopKeygate(server?.child);
-    if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
+    await server?.dispose();
   });
 
   test('a fresh profile gets an Ed25519 identity whose private key cannot be exported', async () => {
@@ -498,7 +434,7 @@ describe('keygate web demo in Chromium', { timeout: 240_000 }, () => {
   });
 
   test('says plainly when the server is down', async () => {
-    await stopKeygate(server.child);
+    await server.stop();
     await page.click('#sign-in');
     await page.waitForFunction(() => document.getElementById('signin-msg').classList.contains('bad'), null, { timeout: STEP });
     const message = await text(page, '#signin-msg');

@@ -10,7 +10,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
-import { startKeygate, packageDir, within, eventually } from './support.js';
+import { startKeygate, packageDir, within, eventually, NO_RATE_LIMITS } from './support.js';
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const STEP = 15_000;
@@ -48,7 +48,7 @@ describe('keygate-client in Chromium', { timeout: 180_000 }, () => {
       fs.copyFileSync(path.join(packageDir, 'src', f), path.join(webRoot, f));
     }
     fs.writeFileSync(path.join(webRoot, 'index.html'), PAGE);
-    kg = await startKeygate({ webRoot });
+    kg = await startKeygate({ webRoot, args: NO_RATE_LIMITS });
     assert.ok(fs.existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: apt-get install -y chromium, or set CHROMIUM`);
     context = await chromium.launchPersistentContext(path.join(kg.dir, 'profile'), {
       executablePath: CHROMIUM,
@@ -67,7 +67,7 @@ describe('keygate-client in Chromium', { timeout: 180_000 }, () => {
 
   after(async () => {
     await within(STEP, context?.close() ?? Promise.resolve(), 'closing Chromium').catch(() => {});
-    await kg?.stop();
+    await kg?.dispose();
     if (webRoot) fs.rmSync(webRoot, { recursive: true, force: true });
   });
 

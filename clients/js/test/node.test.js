@@ -7,7 +7,7 @@
 
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startKeygate, eventually, totp } from './support.js';
+import { startKeygate, eventually, totp, NO_RATE_LIMITS } from './support.js';
 import {
   identityOf, identityFromRawKey, rawKeyFromIdentity, peerIdOf, didKeyOf, signIn, renew, refresh, whoami,
   listSessions, revokeSession, logout, exchangeBrokerToken, decodeJwt, ChallengeRefused, KeygateError,
@@ -65,12 +65,12 @@ describe('keygate-client against keygate serve', { timeout: 120_000 }, () => {
   let identity;
 
   before(async () => {
-    kg = await startKeygate();
+    kg = await startKeygate({ args: NO_RATE_LIMITS }); // many sign-ins a second from one identity
     baseUrl = kg.origin;
     keys = await newKey();
     identity = await identityOf(keys.publicKey);
   });
-  after(() => kg?.stop());
+  after(() => kg?.dispose());
 
   test('signs in over WebSocket and over HTTP, and refreshes', async () => {
     for (const transport of ['ws', 'http']) {

@@ -1,6 +1,7 @@
-// Shared by the tests: a real `keygate serve` (KEYGATE_BIN, default
-// <repo>/target/debug/keygate) on 127.0.0.1:0 with its own SQLite file, and API keys
-// made with `keygate keys create` on that database.
+// Shared by the package's tests and web-demo/test (node built-ins only): a real
+// `keygate serve` (KEYGATE_BIN, default <repo>/target/debug/keygate) on 127.0.0.1:0
+// with its own SQLite file, API keys made with `keygate keys create` on that
+// database, and a TOTP code generator.
 
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
@@ -32,18 +33,21 @@ export async function eventually(ms, check, what) {
   }
 }
 
+/** `keygate serve` flags that turn the per-address and per-identity rate limits off. */
+export const NO_RATE_LIMITS = ['--rate-per-ip', '0', '--rate-per-identity', '0'];
+
 /**
- * Starts `keygate serve` in a fresh temporary directory; resolves with
- * { origin, dir, db, stop(), createKey(args) }. `webRoot` is served at /.
+ * Starts `keygate serve` in a fresh temporary directory; resolves with { origin, dir,
+ * db, stop() (the server), dispose() (the server and the directory), createKey() }.
+ * `webRoot` is served at /; `args` are more flags.
  */
 export async function startKeygate({ webRoot, args = [] } = {}) {
   assert.ok(fs.existsSync(KEYGATE_BIN), `no keygate binary at ${KEYGATE_BIN}: build it (cargo build) or set KEYGATE_BIN`);
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'keygate-js-'));
   const db = `sqlite://${dir}/kg.db`;
   const env = { ...process.env, RUST_LOG: 'info', NO_COLOR: '1' };
-  // The tests sign in many times a second from one address and one identity: no rate limits.
   const child = spawn(KEYGATE_BIN, ['serve', '--listen', '127.0.0.1:0', '--database', db,
-    '--rate-per-ip', '0', '--rate-per-identity', '0', ...(webRoot ? ['--web-root', webRoot] : []), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    ...(webRoot ? ['--web-root', webRoot] : []), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   const log = fs.createWriteStream(path.join(dir, 'keygate.log'));
   let seen = '';
   const origin = await new Promise((resolve, reject) => {
@@ -63,14 +67,12 @@ export async function startKeygate({ webRoot, args = [] } = {}) {
       reject(new Error(`keygate exited (${code ?? signal}) before listening:\n${seen.slice(-2000)}`));
     });
   });
-  const stop = () => {
-    const done = child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise((resolve) => {
-      const force = setTimeout(() => { child.kill('SIGKILL'); resolve(); }, 5_000);
-      child.once('exit', () => { clearTimeout(force); resolve(); });
-      child.kill('SIGTERM');
-    });
-    return done.then(() => fs.rmSync(dir, { recursive: true, force: true }));
-  };
+  const stop = () => (child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise((resolve) => {
+    const force = setTimeout(() => { child.kill('SIGKILL'); resolve(); }, 5_000);
+    child.once('exit', () => { clearTimeout(force); resolve(); });
+    child.kill('SIGTERM');
+  }));
+  const dispose = () => stop().then(() => fs.rmSync(dir, { recursive: true, force: true }));
   /** `keygate keys create --name NAME …` on this server's database: { keyId, secret }. */
   const createKey = (name, extra = []) => {
     const out = execFileSync(KEYGATE_BIN, ['keys', 'create', '--name', name, '--database', db, ...extra], { env, encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
@@ -79,7 +81,7 @@ export async function startKeygate({ webRoot, args = [] } = {}) {
     assert.ok(keyId && secret, `keys create printed no key:\n${out}`);
     return { keyId, secret };
   };
-  return { origin, dir, db, stop, createKey };
+  return { origin, dir, db, stop, dispose, createKey };
 }
 
 /** RFC 6238 TOTP (SHA-1, 6 digits, 30 s) of a base32 secret at `now` (ms). */
