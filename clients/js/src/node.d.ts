@@ -27,7 +27,7 @@ export class HubClient {
 export class TokenVerifier {
   constructor(options: {
     hubUrl: string; issuer?: string; audience?: string | string[]; leewaySeconds?: number;
-    refetchIntervalMs?: number; now?: () => number;
+    refetchIntervalMs?: number; keysMaxAgeMs?: number; now?: () => number;
   });
   /** How many times the JWKS was read. */
   readonly jwksFetches: number;

@@ -109,7 +109,8 @@ const fail = (code, message, status = 401) => { throw new KeygateError(code, mes
  * again when a token names an unknown kid, at most once per `refetchIntervalMs`, so
  * made-up kids cannot make it hammer the Hub), `typ` at+jwt, `exp`/`nbf` with
  * `leewaySeconds`, optionally `iss` and `aud`, and, once followRevocations() runs,
- * that the session is not revoked.
+ * that the session is not revoked. The JWKS is also read again when the copy is older
+ * than `keysMaxAgeMs` (5 min), so keys the Hub retired stop being accepted.
  */
 export class TokenVerifier {
   #hub;
@@ -120,12 +121,15 @@ export class TokenVerifier {
   #cursor = 0;
   #feed = null;
 
-  constructor({ hubUrl, issuer, audience, leewaySeconds = 60, refetchIntervalMs = 5000, now = () => Date.now() }) {
+  constructor({
+    hubUrl, issuer, audience, leewaySeconds = 60, refetchIntervalMs = 5000, keysMaxAgeMs = 300_000, now = () => Date.now(),
+  }) {
     this.#hub = new URL(hubUrl).origin;
     this.issuer = issuer;
     this.audience = audience === undefined ? undefined : [audience].flat();
     this.leeway = Math.min(leewaySeconds, 60);
     this.refetchIntervalMs = refetchIntervalMs;
+    this.keysMaxAgeMs = keysMaxAgeMs;
     this.now = now;
     this.jwksFetches = 0; // how many times the JWKS was read (for monitoring and tests)
   }
@@ -146,9 +150,9 @@ export class TokenVerifier {
   }
 
   async #key(kid) {
-    if (!this.#keys.has(kid) && (this.#fetching || this.now() - this.#lastFetch >= this.refetchIntervalMs)) {
-      await this.#fetchKeys();
-    }
+    const age = this.now() - this.#lastFetch;
+    const unknown = !this.#keys.has(kid) && (this.#fetching || age >= this.refetchIntervalMs);
+    if (unknown || age >= this.keysMaxAgeMs) await this.#fetchKeys();
     return this.#keys.get(kid) ?? fail('invalid_token', 'the token names a signing key the Hub does not publish');
   }
 

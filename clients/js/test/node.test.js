@@ -218,6 +218,12 @@ describe('keygate-client against keygate serve', { timeout: 120_000 }, () => {
       assert.equal((await verifier.verify(`${h}.${p}.${s.slice(0, -4)}AAAA`).catch((e) => e)).code, 'invalid_token');
       const other = new TokenVerifier({ hubUrl: baseUrl, audience: 'someone-else' });
       assert.equal((await other.verify(t.token).catch((e) => e)).code, 'invalid_token');
+      // A known kid is read again only once the copy is older than keysMaxAgeMs.
+      assert.equal((await verifier.verify(t.token)).sub, userId);
+      assert.equal(verifier.jwksFetches, 3);
+      now += 300_000;
+      assert.equal((await verifier.verify(t.token)).sub, userId);
+      assert.equal(verifier.jwksFetches, 4);
       now += 10 * 24 * 3600 * 1000;
       assert.equal((await verifier.verify(t.token).catch((e) => e)).code, 'token_expired');
       now = Date.now();
