@@ -8,7 +8,7 @@
 import { createHmac } from 'node:crypto';
 import { KeygateError } from './errors.js';
 import { base32Lower, fromBase32Lower, fromBase64url } from './identity.js';
-import { call, inspectChallenge, signText } from './protocol.js';
+import { call, inspectChallenge, signText, tokenOptions } from './protocol.js';
 
 export * from './index.js';
 
@@ -35,14 +35,6 @@ export function apiKeyHeaders({ keyId, secret, ttlSeconds = 60, now = Date.now()
     'x-keygate-api-sig': 'b' + base32Lower(mac),
   };
 }
-
-const tokenOptions = ({ clientId, offline, scope, sessionId, expiration }) => ({
-  ...(clientId !== undefined && { client_id: clientId }),
-  ...(offline && { access_type: 'offline' }),
-  ...(scope !== undefined && { scope: Array.isArray(scope) ? scope.join(' ') : scope }),
-  ...(expiration !== undefined && { expiration }),
-  ...(sessionId !== undefined && { session_id: sessionId }),
-});
 
 /** The Hub as an app backend calls it, every request signed with the app's API key. */
 export class HubClient {

@@ -71,7 +71,7 @@ export async function signText(privateKey, text) {
 const defaultOrigin = (baseUrl) => (baseUrl ? new URL(baseUrl).origin : globalThis.location?.origin);
 
 /** The token request options as the wire spells them; absent ones are left out. */
-function tokenOptions({ clientId, offline, scope, sessionId, expiration }) {
+export function tokenOptions({ clientId, offline, scope, sessionId, expiration }) {
   const o = {};
   if (clientId !== undefined) o.client_id = clientId;
   if (offline) o.access_type = 'offline';
