@@ -39,20 +39,54 @@ fn challenges(c: &mut Criterion) {
     let sk = SigningKey::from_bytes(&[7; 32]);
     let id = Identity::from(&sk);
     let key = NonceKey::from_bytes([42; 32]);
-    let issued = challenge::issue(&key, APP, AUDIENCE, &id, NOW, 60, [1; 16]).unwrap();
+    let issued = challenge::issue(
+        &key,
+        APP,
+        challenge::Flow::HubWs,
+        AUDIENCE,
+        &id,
+        NOW,
+        60,
+        [1; 16],
+    )
+    .unwrap();
     let sig = challenge::sign(&sk, &issued.text);
     let raw_sig = sk.sign(issued.text.as_bytes());
-    assert!(challenge::verify(&key, APP, &issued.text, &id, Some(AUDIENCE), &sig, NOW).is_ok());
+    assert!(
+        challenge::verify(
+            &key,
+            APP,
+            challenge::Flow::HubWs,
+            &issued.text,
+            &id,
+            Some(AUDIENCE),
+            &sig,
+            NOW
+        )
+        .is_ok()
+    );
 
     let mut g = c.benchmark_group("challenge");
     g.bench_function("issue", |b| {
-        b.iter(|| challenge::issue(&key, APP, AUDIENCE, black_box(&id), NOW, 60, [1; 16]))
+        b.iter(|| {
+            challenge::issue(
+                &key,
+                APP,
+                challenge::Flow::HubWs,
+                AUDIENCE,
+                black_box(&id),
+                NOW,
+                60,
+                [1; 16],
+            )
+        })
     });
     g.bench_function("verify", |b| {
         b.iter(|| {
             challenge::verify(
                 &key,
                 APP,
+                challenge::Flow::HubWs,
                 black_box(&issued.text),
                 &id,
                 Some(AUDIENCE),

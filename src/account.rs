@@ -351,6 +351,7 @@ mod tests {
         let signin = challenge::issue(
             &key(),
             "kgk_app",
+            challenge::Flow::HubHttp,
             "kgk_app",
             &Identity::parse(&a).unwrap(),
             NOW,

@@ -1,7 +1,9 @@
 //! Sign-in challenges: the text a user signs, and the stateless nonce inside it.
 //!
 //! The nonce is `base64url(random(16) ‖ HMAC-SHA256(nonce key, binding)[..16])`,
-//! where the binding covers the app (API key id), audience, identity and both times.
+//! where the binding covers the app (API key id), the [`Flow`] that issued it,
+//! audience, identity and both times. The flow is in the MAC only, not in the
+//! text: a challenge handed out by one flow is redeemed by that flow alone.
 //! The Hub can therefore tell that it issued a returned challenge, to whom and until
 //! when, without storing anything per challenge: unanswered challenges cost nothing.
 //! Single use is the store's job; [`VerifiedChallenge::nonce_id`] is what it records.
@@ -37,7 +39,10 @@ pub enum ChallengeError {
     Malformed,
     #[error("audience must be 1 to 256 visible ASCII characters")]
     BadAudience,
-    #[error("challenge was not issued by this server for this app")]
+    /// Not issued by this server, for this app and flow. Told to the client as a
+    /// bad signature (same code, same message): which of the two failed is no
+    /// business of someone who forged a nonce.
+    #[error("signature does not verify for this identity and challenge")]
     NotIssuedHere,
     #[error("challenge was issued for another identity")]
     WrongIdentity,
@@ -56,11 +61,37 @@ impl ChallengeError {
     pub fn code(self) -> &'static str {
         match self {
             ChallengeError::Expired => "challenge_expired",
-            ChallengeError::MalformedSignature | ChallengeError::BadSignature => {
-                "invalid_signature"
-            }
+            ChallengeError::MalformedSignature
+            | ChallengeError::BadSignature
+            | ChallengeError::NotIssuedHere => "invalid_signature",
             ChallengeError::BadAudience => "bad_request",
             _ => "invalid_challenge",
+        }
+    }
+}
+
+/// The sign-in flow a challenge belongs to. It is bound into the nonce MAC, so a
+/// challenge issued on one flow (say `/ws/userauth`) is refused by another (say
+/// `POST /api/token`). The text the user signs does not change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// The Provider's `/ws/userauth`.
+    ProviderWs,
+    /// The Provider's `GET`/`POST /api/token`.
+    ProviderHttp,
+    /// The Hub's `/v1/ws/token`.
+    HubWs,
+    /// The Hub's `POST /v1/challenge` and `POST /v1/token`.
+    HubHttp,
+}
+
+impl Flow {
+    fn tag(self) -> u8 {
+        match self {
+            Flow::ProviderWs => 1,
+            Flow::ProviderHttp => 2,
+            Flow::HubWs => 3,
+            Flow::HubHttp => 4,
         }
     }
 }
@@ -84,9 +115,10 @@ impl NonceKey {
         &self.0
     }
 
-    fn tag(&self, random: &[u8], app: &str, challenge: &Fields<'_>) -> [u8; 32] {
+    fn tag(&self, random: &[u8], app: &str, flow: Flow, challenge: &Fields<'_>) -> [u8; 32] {
         let mut mac = HmacSha256::new_from_slice(&self.0).expect("HMAC takes any key length");
         mac.update(MAC_DOMAIN);
+        mac.update(&[flow.tag()]);
         for part in [app, challenge.audience, challenge.identity] {
             mac.update(&(part.len() as u32).to_be_bytes());
             mac.update(part.as_bytes());
@@ -137,11 +169,13 @@ pub fn valid_audience(audience: &str) -> bool {
         && audience.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// Issues a challenge for `identity` to sign, bound to the app `app` (API key id)
-/// and `audience`. `random` must come from a CSPRNG.
+/// Issues a challenge for `identity` to sign, bound to the app `app` (API key id),
+/// the `flow` and `audience`. `random` must come from a CSPRNG.
+#[allow(clippy::too_many_arguments)]
 pub fn issue(
     key: &NonceKey,
     app: &str,
+    flow: Flow,
     audience: &str,
     identity: &Identity,
     now: UnixTime,
@@ -160,7 +194,7 @@ pub fn issue(
         issued_at: now,
         expires_at,
     };
-    let tag = key.tag(&random, app, &fields);
+    let tag = key.tag(&random, app, flow, &fields);
     let mut raw = [0u8; NONCE_LEN];
     raw[..NONCE_RANDOM_LEN].copy_from_slice(&random);
     raw[NONCE_RANDOM_LEN..].copy_from_slice(&tag[..NONCE_TAG_LEN]);
@@ -242,12 +276,79 @@ pub fn decode_signature(sig: &str) -> Result<Signature, ChallengeError> {
     }
 }
 
-/// Checks a returned challenge: that this server issued it for `app`, for this
-/// identity (and `expected_audience`, when the caller knows it), that it has not
+/// A signature as a client sends it: base64url of the 64 bytes (the documented
+/// form), or a Node.js `Buffer` as JSON, `{"type":"Buffer","data":[…]}` with
+/// exactly 64 integers 0..=255 (what `@textile/crypto` clients send). Either way
+/// it reads as the base64url string, which [`decode_signature`] then checks.
+/// Anything else is refused without quoting the input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireSignature(pub String);
+
+impl<'de> serde::Deserialize<'de> for WireSignature {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(WireSignatureVisitor).map(WireSignature)
+    }
+}
+
+struct WireSignatureVisitor;
+
+impl<'de> serde::de::Visitor<'de> for WireSignatureVisitor {
+    type Value = String;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a base64url string or a Buffer of 64 bytes")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<String, E> {
+        Ok(v.to_owned())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<String, A::Error> {
+        use serde::de::Error;
+        let mut buffer = false;
+        let mut data: Option<Vec<u8>> = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            match key.as_ref() {
+                "type" if !buffer => {
+                    if map.next_value::<std::borrow::Cow<'de, str>>()? != "Buffer" {
+                        return Err(A::Error::custom("a signature object must be a Buffer"));
+                    }
+                    buffer = true;
+                }
+                // u8 refuses negatives, fractions and anything above 255.
+                "data" if data.is_none() => data = Some(map.next_value()?),
+                _ => return Err(A::Error::custom("unexpected field in a signature")),
+            }
+        }
+        match data {
+            Some(bytes) if buffer && bytes.len() == 64 => Ok(URL_SAFE_NO_PAD.encode(bytes)),
+            _ => Err(A::Error::custom(
+                "a signature Buffer holds exactly 64 bytes",
+            )),
+        }
+    }
+}
+
+/// `deserialize_with` for a required signature field ([`WireSignature`]).
+pub fn de_signature<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    <WireSignature as serde::Deserialize>::deserialize(d).map(|w| w.0)
+}
+
+/// `deserialize_with` for an optional signature field ([`WireSignature`]).
+pub fn de_optional_signature<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<String>, D::Error> {
+    <Option<WireSignature> as serde::Deserialize>::deserialize(d).map(|w| w.map(|w| w.0))
+}
+
+/// Checks a returned challenge: that this server issued it for `app` on `flow`,
+/// for this identity (and `expected_audience`, when the caller knows it), that it has not
 /// expired, and that `signature` is a strict Ed25519 signature of its exact text.
+#[allow(clippy::too_many_arguments)]
 pub fn verify(
     key: &NonceKey,
     app: &str,
+    flow: Flow,
     text: &str,
     identity: &Identity,
     expected_audience: Option<&str>,
@@ -261,7 +362,7 @@ pub fn verify(
         _ => return Err(ChallengeError::NotIssuedHere),
     }
     let (random, tag) = raw.split_at(NONCE_RANDOM_LEN);
-    let expected = key.tag(random, app, &fields);
+    let expected = key.tag(random, app, flow, &fields);
     // Constant-time comparison of the truncated tag.
     if !bool::from(subtle::ConstantTimeEq::ct_eq(
         &expected[..NONCE_TAG_LEN],
@@ -348,7 +449,17 @@ mod tests {
 
     fn issued() -> (NonceKey, SigningKey, Identity, IssuedChallenge) {
         let (key, sk, id) = setup();
-        let c = issue(&key, APP, AUD, &id, NOW, DEFAULT_TTL, [1; 16]).unwrap();
+        let c = issue(
+            &key,
+            APP,
+            Flow::HubHttp,
+            AUD,
+            &id,
+            NOW,
+            DEFAULT_TTL,
+            [1; 16],
+        )
+        .unwrap();
         (key, sk, id, c)
     }
 
@@ -377,12 +488,22 @@ mod tests {
     fn signed_challenge_verifies_once_per_nonce_id() {
         let (key, sk, id, c) = issued();
         let sig = sign(&sk, &c.text);
-        let v = verify(&key, APP, &c.text, &id, Some(AUD), &sig, NOW + 59).unwrap();
+        let v = verify(
+            &key,
+            APP,
+            Flow::HubHttp,
+            &c.text,
+            &id,
+            Some(AUD),
+            &sig,
+            NOW + 59,
+        )
+        .unwrap();
         assert_eq!(v.nonce_id, [1; 16]);
         assert_eq!(v.audience, AUD);
         // Same random, different identity: a different tag, so a different nonce.
         let other = Identity::from(&SigningKey::from_bytes(&[8; 32]));
-        let c2 = issue(&key, APP, AUD, &other, NOW, 60, [1; 16]).unwrap();
+        let c2 = issue(&key, APP, Flow::HubHttp, AUD, &other, NOW, 60, [1; 16]).unwrap();
         assert_ne!(c2.text.split('\n').nth(3), c.text.split('\n').nth(3));
     }
 
@@ -399,7 +520,9 @@ mod tests {
                  id: &Identity,
                  aud: Option<&str>,
                  sig: &str,
-                 now| { verify(k, app, text, id, aud, sig, now).map(|_| ()) };
+                 now| {
+            verify(k, app, Flow::HubHttp, text, id, aud, sig, now).map(|_| ())
+        };
         assert_eq!(
             v(&key, APP, &c.text, &id, None, &sig, NOW + 60),
             Err(Expired)
@@ -469,11 +592,134 @@ mod tests {
     }
 
     #[test]
+    fn a_challenge_is_redeemed_only_by_the_flow_that_issued_it() {
+        let (key, sk, id) = setup();
+        let flows = [
+            Flow::ProviderWs,
+            Flow::ProviderHttp,
+            Flow::HubWs,
+            Flow::HubHttp,
+        ];
+        for issued_on in flows {
+            let c = issue(&key, APP, issued_on, AUD, &id, NOW, 60, [3; 16]).unwrap();
+            let sig = sign(&sk, &c.text);
+            for redeemed_on in flows {
+                let got = verify(&key, APP, redeemed_on, &c.text, &id, None, &sig, NOW);
+                if redeemed_on == issued_on {
+                    assert!(got.is_ok(), "{issued_on:?}");
+                } else {
+                    assert_eq!(
+                        got,
+                        Err(ChallengeError::NotIssuedHere),
+                        "{issued_on:?} -> {redeemed_on:?}"
+                    );
+                }
+            }
+            // The text is the protocol's: only the nonce differs between flows.
+            let other = issue(&key, APP, Flow::HubHttp, AUD, &id, NOW, 60, [3; 16]).unwrap();
+            let strip = |t: &str| {
+                t.split('\n')
+                    .filter(|l| !l.starts_with("nonce: "))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            };
+            assert_eq!(strip(&c.text), strip(&other.text));
+        }
+    }
+
+    #[test]
+    fn a_forged_nonce_reads_as_a_bad_signature() {
+        assert_eq!(ChallengeError::NotIssuedHere.code(), "invalid_signature");
+        assert_eq!(
+            ChallengeError::NotIssuedHere.to_string(),
+            ChallengeError::BadSignature.to_string()
+        );
+    }
+
+    #[test]
+    fn signature_as_a_node_buffer() {
+        #[derive(serde::Deserialize, Debug)]
+        struct Body {
+            #[serde(deserialize_with = "de_signature")]
+            sig: String,
+        }
+        let read = |json: &str| serde_json::from_str::<Body>(json).map(|b| b.sig);
+        let (_, sk, id, c) = issued();
+        let text_form = sign(&sk, &c.text);
+        let bytes = decode_signature(&text_form).unwrap().to_bytes();
+        let list = |b: &[u8]| {
+            b.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        // The documented form passes through unchanged.
+        assert_eq!(
+            read(&format!(r#"{{"sig":"{text_form}"}}"#)).unwrap(),
+            text_form
+        );
+        // A Buffer of the same 64 bytes reads as the same signature, in either key order.
+        let buffer = format!(r#"{{"sig":{{"type":"Buffer","data":[{}]}}}}"#, list(&bytes));
+        assert_eq!(read(&buffer).unwrap(), text_form);
+        let swapped = format!(r#"{{"sig":{{"data":[{}],"type":"Buffer"}}}}"#, list(&bytes));
+        assert_eq!(read(&swapped).unwrap(), text_form);
+        let sig = decode_signature(&read(&buffer).unwrap()).unwrap();
+        assert!(id.verify_strict(c.text.as_bytes(), &sig));
+        // Anything else is refused.
+        let mut high = list(&bytes[..63]);
+        high.push_str(",256");
+        let mut negative = list(&bytes[..63]);
+        negative.push_str(",-1");
+        let mut fraction = list(&bytes[..63]);
+        fraction.push_str(",1.5");
+        let mut quoted = list(&bytes[..63]);
+        quoted.push_str(",\"1\"");
+        let long = format!("{},0", list(&bytes));
+        for data in [
+            list(&bytes[..63]),
+            long,
+            high,
+            negative,
+            fraction,
+            quoted,
+            String::new(),
+        ] {
+            let json = format!(r#"{{"sig":{{"type":"Buffer","data":[{data}]}}}}"#);
+            assert!(read(&json).is_err(), "{json}");
+        }
+        for json in [
+            format!(
+                r#"{{"sig":{{"type":"Uint8Array","data":[{}]}}}}"#,
+                list(&bytes)
+            ),
+            format!(r#"{{"sig":{{"data":[{}]}}}}"#, list(&bytes)),
+            format!(
+                r#"{{"sig":{{"type":"Buffer","data":[{}],"x":1}}}}"#,
+                list(&bytes)
+            ),
+            format!(
+                r#"{{"sig":{{"type":"Buffer","type":"Buffer","data":[{}]}}}}"#,
+                list(&bytes)
+            ),
+            r#"{"sig":{"type":"Buffer","data":"AAAA"}}"#.to_owned(),
+            r#"{"sig":{"type":"Buffer"}}"#.to_owned(),
+            format!(r#"{{"sig":[{}]}}"#, list(&bytes)),
+            r#"{"sig":64}"#.to_owned(),
+            r#"{"sig":null}"#.to_owned(),
+        ] {
+            assert!(read(&json).is_err(), "{json}");
+        }
+        // Error messages never quote the input.
+        let e = read(r#"{"sig":{"type":"\u202eBuffer","data":[]}}"#).unwrap_err();
+        assert!(!e.to_string().contains('\u{202e}'), "{e}");
+    }
+
+    #[test]
     fn audience_rules() {
         let (key, _, id) = setup();
         for bad in ["", "has space", "new\nline", &"a".repeat(257)] {
             assert_eq!(
-                issue(&key, APP, bad, &id, NOW, 60, [0; 16]),
+                issue(&key, APP, Flow::HubHttp, bad, &id, NOW, 60, [0; 16]),
                 Err(ChallengeError::BadAudience)
             );
         }

@@ -29,14 +29,19 @@ pub enum Error {
     SessionRevoked,
     #[error("this session has expired; sign in again")]
     SessionExpired,
+    /// A renewal's `session_id` names no session of this identity and app.
+    #[error("session_id: no session of this identity and app has this id")]
+    InvalidSession,
     #[error("refresh token is invalid, expired, or bound to another client")]
     InvalidRefreshToken,
     #[error("refresh token was already used; the session has been revoked")]
     RefreshTokenReused,
     #[error("this token id is unknown, expired or already used")]
     InvalidGrant,
-    #[error("{0}")]
-    InvalidScope(String),
+    /// A requested scope the app may not grant. The message names the field and
+    /// never quotes the value.
+    #[error("scope: this app may not grant one of the requested scopes")]
+    InvalidScope,
     #[error("requests from this origin are not allowed")]
     ForbiddenOrigin,
     #[error("{0}")]
@@ -95,10 +100,11 @@ impl Error {
             Error::MissingToken => "invalid_token",
             Error::SessionRevoked => "session_revoked",
             Error::SessionExpired => "session_expired",
+            Error::InvalidSession => "invalid_session",
             Error::InvalidRefreshToken => "invalid_refresh_token",
             Error::RefreshTokenReused => "refresh_token_reused",
             Error::InvalidGrant => "invalid_grant",
-            Error::InvalidScope(_) => "invalid_scope",
+            Error::InvalidScope => "invalid_scope",
             Error::ForbiddenOrigin => "forbidden_origin",
             Error::Forbidden(_) => "forbidden",
             Error::MfaRequired { .. } => "mfa_required",
@@ -134,7 +140,8 @@ impl Error {
             | Error::InvalidRefreshToken
             | Error::RefreshTokenReused
             | Error::InvalidGrant => 401,
-            Error::InvalidScope(_)
+            Error::InvalidScope
+            | Error::InvalidSession
             | Error::ForbiddenOrigin
             | Error::Forbidden(_)
             | Error::MfaRequired { .. }
@@ -212,8 +219,8 @@ impl Error {
             | "session_expired"
             | "invalid_refresh_token"
             | "refresh_token_reused" => 401,
-            "invalid_scope" | "forbidden_origin" | "forbidden" | "mfa_required" | "invalid_otp"
-            | "otp_reused" => 403,
+            "invalid_scope" | "invalid_session" | "forbidden_origin" | "forbidden"
+            | "mfa_required" | "invalid_otp" | "otp_reused" => 403,
             "not_found" => 404,
             "key_in_other_account" | "last_account_key" => 409,
             "handshake_timeout" => 408,

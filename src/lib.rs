@@ -16,9 +16,11 @@
 //! let id = Identity::from(&user);
 //! let key = challenge::NonceKey::from_bytes([1; 32]);
 //! let now = 1_795_430_809;
-//! let c = challenge::issue(&key, "kgk_app", "http://localhost:8080", &id, now, 60, [9; 16]).unwrap();
+//! let flow = challenge::Flow::HubHttp;
+//! let c = challenge::issue(&key, "kgk_app", flow, "http://localhost:8080", &id, now, 60, [9; 16])
+//!     .unwrap();
 //! let sig = challenge::sign(&user, &c.text);
-//! let ok = challenge::verify(&key, "kgk_app", &c.text, &id, None, &sig, now + 5).unwrap();
+//! let ok = challenge::verify(&key, "kgk_app", flow, &c.text, &id, None, &sig, now + 5).unwrap();
 //! assert_eq!(ok.nonce_id, [9; 16]);
 //! ```
 

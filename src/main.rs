@@ -781,11 +781,13 @@ async fn keys(k: KeysCommand) -> CliResult {
                 idle_timeout,
             };
             if access_ttl < keygate::session::MIN_ACCESS_TTL
+                || access_ttl > keygate::token::MAX_LIFETIME
                 || session_ttl < access_ttl
                 || idle_timeout <= 0
             {
                 return Err(
-                    "need access_ttl >= 60, session_ttl >= access_ttl and idle_timeout > 0".into(),
+                    "need 60 <= access_ttl <= 86400, session_ttl >= access_ttl and idle_timeout > 0"
+                        .into(),
                 );
             }
             store

@@ -53,9 +53,11 @@ impl SessionPolicy {
         now: UnixTime,
         session_expires_at: UnixTime,
     ) -> UnixTime {
-        let ttl = requested
-            .unwrap_or(self.access_ttl)
-            .clamp(MIN_ACCESS_TTL, self.access_ttl.max(MIN_ACCESS_TTL));
+        let ttl = requested.unwrap_or(self.access_ttl).clamp(
+            MIN_ACCESS_TTL,
+            self.access_ttl
+                .clamp(MIN_ACCESS_TTL, crate::token::MAX_LIFETIME),
+        );
         (now + ttl).min(session_expires_at)
     }
 }

@@ -25,7 +25,7 @@ use warp::Filter;
 use warp::hyper::upgrade::OnUpgrade;
 use warp::reply::Response;
 
-use crate::challenge::IssuedChallenge;
+use crate::challenge::{Flow, IssuedChallenge};
 use crate::error::Error;
 use crate::hub::{ClientMeta, Hub, IssuedToken, SignedChallenge, TokenOptions};
 use crate::identity::Identity;
@@ -138,7 +138,12 @@ pub struct ClientFrame {
     pub kind: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pubkey: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// base64url, or a Node `Buffer` as JSON ([`crate::challenge::WireSignature`]).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::challenge::de_optional_signature"
+    )]
     pub sig: Option<String>,
     /// Hub only: the audience an API-key-authenticated app asks for (its origin).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -170,6 +175,9 @@ pub enum ServerFrame {
     Error {
         code: String,
         message: String,
+        /// The message again: Textile's clients read an error frame's `value`.
+        #[serde(default)]
+        value: String,
     },
 }
 
@@ -218,9 +226,11 @@ impl ServerFrame {
     }
 
     pub fn error(e: &Error) -> Self {
+        let message = e.message();
         ServerFrame::Error {
             code: e.code().to_owned(),
-            message: e.message(),
+            value: message.clone(),
+            message,
         }
     }
 
@@ -239,6 +249,8 @@ pub trait SignInBackend: Send {
 pub struct LocalSignIn {
     hub: Arc<Hub>,
     app: ApiKeyRecord,
+    /// The flow the challenge is issued on and redeemed by.
+    flow: Flow,
     /// The audience fixed by the caller (a Provider's origin); when `None`, the
     /// frame may name one (an app talking to the Hub), else the key id is used.
     audience: Option<String>,
@@ -253,12 +265,14 @@ impl LocalSignIn {
     pub fn new(
         hub: Arc<Hub>,
         app: ApiKeyRecord,
+        flow: Flow,
         audience: Option<String>,
         meta: ClientMeta,
     ) -> Self {
         LocalSignIn {
             hub,
             app,
+            flow,
             audience,
             meta,
             pending: None,
@@ -276,7 +290,7 @@ impl SignInBackend for LocalSignIn {
             let audience = self.audience.clone().or(frame.audience);
             let c = self
                 .hub
-                .challenge_for(&self.app, &identity, audience.as_deref())?;
+                .challenge_for(&self.app, self.flow, &identity, audience.as_deref())?;
             self.pending = Some((identity, c.clone(), frame.options, audience));
             Ok(c)
         }
@@ -298,6 +312,7 @@ impl SignInBackend for LocalSignIn {
             self.hub
                 .redeem_for(
                     &self.app,
+                    self.flow,
                     &identity,
                     signed,
                     &options,
@@ -316,7 +331,8 @@ enum Outcome {
 }
 
 /// Runs one sign-in on an upgraded socket, then closes it: 1000 after a token,
-/// 1008 after an error (1009 for a frame over [`MAX_FRAME`]). The flow must end
+/// 1008 after an error (1009 for a frame over [`MAX_FRAME`]), cleanly
+/// ([`close_cleanly`]). The flow must end
 /// within `deadline`; `slot` counts the socket against the caps until it closes.
 pub async fn serve<B: SignInBackend>(
     mut ws: SignInSocket,
@@ -376,7 +392,11 @@ pub async fn serve<B: SignInBackend>(
     };
     let close = match result {
         Ok(Outcome::Done) => close_frame(1000, "done"),
-        Ok(Outcome::ClientLeft) => return,
+        Ok(Outcome::ClientLeft) => {
+            // Our reply to its close frame, queued by tungstenite.
+            let _ = ws.flush().await;
+            return close_cleanly(ws.into_inner()).await;
+        }
         Err(e) => {
             let code = if e == Error::MessageTooLarge {
                 CLOSE_TOO_BIG
@@ -387,8 +407,40 @@ pub async fn serve<B: SignInBackend>(
             close_frame(code, e.code())
         }
     };
+    // Queued frames (token or error) leave with the close frame, in one write.
     let _ = ws.send(close).await;
-    let _ = SinkExt::close(&mut ws).await;
+    close_cleanly(ws.into_inner()).await;
+}
+
+/// Longest wait, after our close frame, for the peer to close its side.
+const LINGER: Duration = Duration::from_secs(2);
+/// Most bytes read and dropped meanwhile (the rest of an oversized frame, the
+/// peer's close frame).
+const LINGER_BYTES: usize = 1 << 20;
+
+/// Ends a connection after our close frame so that every client sees the frames
+/// before it: half-close (FIN after the close frame), then read and drop what the
+/// peer still sends (its close frame, the rest of an oversized frame) until it
+/// closes its side or [`LINGER`] passes, then let go. Closing a socket with bytes
+/// unread makes the kernel answer with a reset, and a reset destroys what the
+/// client has received but not read yet: the error frame and the close code.
+pub(crate) async fn close_cleanly<S>(mut io: S)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let drain = async {
+        let _ = io.shutdown().await;
+        let mut buf = [0u8; 4096];
+        let mut dropped = 0;
+        while dropped < LINGER_BYTES {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => dropped += n,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
 fn close_frame(code: u16, reason: &str) -> Message {

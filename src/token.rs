@@ -17,8 +17,11 @@ use sha2::{Digest, Sha256};
 
 use crate::time::UnixTime;
 
-/// The most clock leeway a verifier may allow for `exp` and `nbf`.
+/// The most clock leeway a verifier may allow for `exp`, `nbf` and `iat`.
 pub const MAX_LEEWAY: i64 = 60;
+/// The longest lifetime (`exp` − `iat`) of any token keygate mints: no app may
+/// grant more, so a verifier refuses a token that claims more.
+pub const MAX_LIFETIME: i64 = 24 * 3600;
 /// Tokens longer than this are refused before any parsing.
 pub const MAX_TOKEN_LEN: usize = 8 * 1024;
 pub const TOKEN_TYPE: &str = "at+jwt";
@@ -40,8 +43,11 @@ pub struct AccessClaims {
     pub exp: UnixTime,
     pub jti: String,
     pub sid: String,
-    /// Space-separated scopes; may be empty.
+    /// Space-separated scopes; left out of the token when empty (RFC 9068 §2.2.3).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub scope: String,
+    /// RFC 9068 §2.2 requires it: keygate always sets it (the client name given
+    /// at sign-in, else the app's API key id). Optional here to read old tokens.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
     /// Brokered tokens: the role the app vouched for.
@@ -70,6 +76,7 @@ pub struct AccessClaimsRef<'a> {
     pub exp: UnixTime,
     pub jti: &'a str,
     pub sid: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
     pub scope: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub client_id: Option<&'a str>,
@@ -124,6 +131,8 @@ pub enum TokenError {
     Expired,
     #[error("token is not valid yet")]
     NotYetValid,
+    #[error("token lifetime is longer than any keygate token's")]
+    TooLong,
     /// A well-signed token of a session that still waits for its second factor.
     #[error("this sign-in needs a second factor before its token can be used")]
     MfaPending,
@@ -256,6 +265,8 @@ pub struct TokenVerifier {
     issuer: String,
     audiences: Option<Vec<String>>,
     leeway: i64,
+    /// Leeway for `exp` alone: the issuer itself allows none.
+    exp_leeway: i64,
 }
 
 impl TokenVerifier {
@@ -279,6 +290,7 @@ impl TokenVerifier {
             issuer: issuer.into(),
             audiences: None,
             leeway: MAX_LEEWAY,
+            exp_leeway: MAX_LEEWAY,
         }
     }
 
@@ -291,6 +303,15 @@ impl TokenVerifier {
     /// Clock leeway for `exp`/`nbf`, capped at [`MAX_LEEWAY`].
     pub fn with_leeway(mut self, leeway: i64) -> Self {
         self.leeway = leeway.clamp(0, MAX_LEEWAY);
+        self.exp_leeway = self.leeway;
+        self
+    }
+
+    /// The issuer's own verifier: a token is dead at its `exp`, no leeway (the
+    /// leeway is for offline verifiers whose clocks may differ from the Hub's).
+    /// `nbf` and `iat` keep theirs, for nodes of one Hub whose clocks differ.
+    pub fn at_issuer(mut self) -> Self {
+        self.exp_leeway = 0;
         self
     }
 
@@ -366,11 +387,14 @@ impl TokenVerifier {
         {
             return Err(TokenError::WrongAudience);
         }
-        if now >= c.exp.saturating_add(self.leeway) {
+        if now >= c.exp.saturating_add(self.exp_leeway) {
             return Err(TokenError::Expired);
         }
-        if now.saturating_add(self.leeway) < c.nbf {
+        if now.saturating_add(self.leeway) < c.nbf || now.saturating_add(self.leeway) < c.iat {
             return Err(TokenError::NotYetValid);
+        }
+        if c.exp.saturating_sub(c.iat) > MAX_LIFETIME {
+            return Err(TokenError::TooLong);
         }
         Ok((c, pending))
     }
@@ -493,6 +517,69 @@ mod tests {
             "http://evil",
         );
         assert_eq!(wrong_iss.verify(&t, NOW), Err(TokenError::WrongIssuer));
+    }
+
+    #[test]
+    fn future_iat_and_overlong_lifetimes_are_refused() {
+        let s = signer(1);
+        let v = verifier(&[&s]);
+        let with = |f: &dyn Fn(&mut AccessClaims)| {
+            let mut c = claims();
+            f(&mut c);
+            s.mint(&c)
+        };
+        // iat an hour ahead with nbf now: refused, like a future nbf.
+        let ahead = with(&|c| c.iat = NOW + 3600);
+        assert_eq!(v.verify(&ahead, NOW), Err(TokenError::NotYetValid));
+        // Within the leeway it passes (clocks differ a little).
+        assert!(v.verify(&with(&|c| c.iat = NOW + 60), NOW).is_ok());
+        assert_eq!(
+            v.verify(&with(&|c| c.iat = NOW + 61), NOW),
+            Err(TokenError::NotYetValid)
+        );
+        // exp = 2^63 - 1, and one second past the longest lifetime.
+        assert_eq!(
+            v.verify(&with(&|c| c.exp = i64::MAX), NOW),
+            Err(TokenError::TooLong)
+        );
+        assert_eq!(
+            v.verify(&with(&|c| c.exp = NOW + MAX_LIFETIME + 1), NOW),
+            Err(TokenError::TooLong)
+        );
+        assert!(
+            v.verify(&with(&|c| c.exp = NOW + MAX_LIFETIME), NOW)
+                .is_ok()
+        );
+        // A very old iat with a far exp is no way round it.
+        assert_eq!(
+            v.verify(&with(&|c| c.iat = i64::MIN), NOW),
+            Err(TokenError::TooLong)
+        );
+    }
+
+    #[test]
+    fn the_issuer_allows_no_leeway_at_exp() {
+        let s = signer(1);
+        let t = s.mint(&claims());
+        let issuer = verifier(&[&s]).at_issuer();
+        assert!(issuer.verify(&t, NOW + 3599).is_ok());
+        assert_eq!(issuer.verify(&t, NOW + 3600), Err(TokenError::Expired));
+        // nbf keeps its leeway (nodes of one Hub).
+        assert!(issuer.verify(&t, NOW - 60).is_ok());
+        // An offline verifier keeps the leeway.
+        assert!(verifier(&[&s]).verify(&t, NOW + 3600).is_ok());
+    }
+
+    #[test]
+    fn empty_scope_is_left_out_and_client_id_kept() {
+        let mut c = claims();
+        c.scope = String::new();
+        let json = serde_json::to_value(AccessClaimsRef::from(&c)).unwrap();
+        assert!(json.get("scope").is_none(), "{json}");
+        assert_eq!(json["client_id"], "cli");
+        // And it reads back as an empty scope.
+        let s = signer(1);
+        assert_eq!(verifier(&[&s]).verify(&s.mint(&c), NOW).unwrap(), c);
     }
 
     #[test]

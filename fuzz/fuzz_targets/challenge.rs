@@ -40,8 +40,26 @@ fuzz_target!(|data: &[u8]| {
 fn verify_arbitrary(text: &str, sig: &str) {
     let key = nonce_key();
     let id = user_identity();
-    let pinned = challenge::verify(&key, APP, text, &id, Some(AUDIENCE), sig, NOW);
-    let open = challenge::verify(&key, APP, text, &id, None, sig, NOW);
+    let pinned = challenge::verify(
+        &key,
+        APP,
+        challenge::Flow::HubHttp,
+        text,
+        &id,
+        Some(AUDIENCE),
+        sig,
+        NOW,
+    );
+    let open = challenge::verify(
+        &key,
+        APP,
+        challenge::Flow::HubHttp,
+        text,
+        &id,
+        None,
+        sig,
+        NOW,
+    );
     if let Ok(v) = &pinned {
         assert_eq!(v.audience, AUDIENCE);
         assert_eq!(
@@ -91,7 +109,16 @@ fn issue_then_verify(audience: &str, app: &str, random_src: &[u8]) {
         random[i] = *b;
     }
     let ttl = 60;
-    let issued = challenge::issue(&key, app, audience, &id, NOW, ttl, random);
+    let issued = challenge::issue(
+        &key,
+        app,
+        challenge::Flow::HubHttp,
+        audience,
+        &id,
+        NOW,
+        ttl,
+        random,
+    );
     let Ok(c) = issued else {
         assert_eq!(issued, Err(ChallengeError::BadAudience));
         assert!(!challenge::valid_audience(audience));
@@ -106,8 +133,17 @@ fn issue_then_verify(audience: &str, app: &str, random_src: &[u8]) {
     );
     let sig = challenge::sign(user_key(), &c.text);
 
-    let v = challenge::verify(&key, app, &c.text, &id, Some(audience), &sig, NOW)
-        .expect("a challenge we issued verifies");
+    let v = challenge::verify(
+        &key,
+        app,
+        challenge::Flow::HubHttp,
+        &c.text,
+        &id,
+        Some(audience),
+        &sig,
+        NOW,
+    )
+    .expect("a challenge we issued verifies");
     assert_eq!(v.nonce_id, random);
     assert_eq!(v.audience, audience);
     assert_eq!(v.expires_at, c.expires_at);
@@ -117,7 +153,16 @@ fn issue_then_verify(audience: &str, app: &str, random_src: &[u8]) {
     );
 
     let verify_as = |app: &str, id: &Identity, aud: &str, now| {
-        challenge::verify(&key, app, &c.text, id, Some(aud), &sig, now)
+        challenge::verify(
+            &key,
+            app,
+            challenge::Flow::HubHttp,
+            &c.text,
+            id,
+            Some(aud),
+            &sig,
+            now,
+        )
     };
     let other_app = format!("{app}x");
     assert_eq!(

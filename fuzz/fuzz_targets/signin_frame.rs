@@ -89,8 +89,16 @@ fn dispatch(line: &str, pending: &mut Option<Pending>) -> Result<bool, Error> {
                 .ok_or_else(|| Error::bad_request("a token request needs a pubkey"))?;
             let audience = frame.audience.unwrap_or_else(|| APP.to_owned());
             let identity = Identity::parse(&pubkey)?;
-            let challenge =
-                challenge::issue(&nonce_key(), APP, &audience, &identity, NOW, 60, [7; 16])?;
+            let challenge = challenge::issue(
+                &nonce_key(),
+                APP,
+                challenge::Flow::HubWs,
+                &audience,
+                &identity,
+                NOW,
+                60,
+                [7; 16],
+            )?;
             assert_eq!(
                 challenge::check_before_signing(&challenge.text, &audience, &identity, NOW),
                 Ok(())
@@ -116,6 +124,7 @@ fn dispatch(line: &str, pending: &mut Option<Pending>) -> Result<bool, Error> {
                 challenge::verify(
                     &nonce_key(),
                     APP,
+                    challenge::Flow::HubWs,
                     text,
                     &p.identity,
                     Some(&p.audience),

@@ -43,6 +43,7 @@ pub fn measure(budget: f64) -> Result<Floor, String> {
     let issued = challenge::issue(
         &NonceKey::generate(&mut rng),
         &app,
+        challenge::Flow::HubWs,
         "http://127.0.0.1:8080",
         &identity,
         1_795_430_809,

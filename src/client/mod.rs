@@ -281,7 +281,7 @@ pub async fn exchange(ws: &mut WsStream, frame: &ClientFrame) -> Result<ServerFr
             Some(Ok(Message::Text(t))) => {
                 let f: ServerFrame =
                     serde_json::from_str(&t).map_err(|e| ClientError::Protocol(e.to_string()))?;
-                if let ServerFrame::Error { code, message } = f {
+                if let ServerFrame::Error { code, message, .. } = f {
                     return Err(ClientError::Server {
                         status: Error::status_for_code(&code),
                         code,

@@ -90,6 +90,10 @@ impl Hub {
         if auth.session.subject != claims.sub {
             return Err(Error::SessionRevoked);
         }
+        // A token names its app in `aud`; its session must be of that app.
+        if auth.session.api_key != claims.aud {
+            return Err(crate::token::TokenError::WrongAudience.into());
+        }
         auth.session.check(now)?;
         if !allow_pending && (pending_token || assurance(&auth, now) == Assurance::Pending) {
             return Err(self.mfa_required(auth.account.as_deref()).await);

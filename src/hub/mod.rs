@@ -11,7 +11,7 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 
 use crate::apikey::{self, ApiKeyError, ApiSecret};
-use crate::challenge::{self, IssuedChallenge, NonceKey};
+use crate::challenge::{self, Flow, IssuedChallenge, NonceKey};
 use crate::error::Error;
 use crate::identity::Identity;
 use crate::session::{self, SessionPolicy};
@@ -154,6 +154,9 @@ pub struct Hub {
     config: HubConfig,
     nonce_key: NonceKey,
     keys: RwLock<Arc<KeyRing>>,
+    /// A random secret that requests naming an unknown API key are checked
+    /// against (see [`Hub::authenticate_app`]).
+    dummy_secret: ApiSecret,
 }
 
 impl Hub {
@@ -187,6 +190,11 @@ impl Hub {
             config,
             nonce_key: NonceKey::from_bytes(nonce_key),
             keys: RwLock::new(Arc::new(ring)),
+            dummy_secret: {
+                let mut d = [0u8; 32];
+                rand::fill(&mut d);
+                ApiSecret::from_bytes(d)
+            },
         })
     }
 
@@ -279,9 +287,18 @@ impl Hub {
         if !apikey::valid_key_id(key_id) {
             return Err(ApiKeyError.into());
         }
-        let key = self.live_api_key(key_id).await?;
-        key.secret.verify(msg, sig, self.now())?;
-        Ok(key)
+        // The same work whether the key exists or not: one lookup (whose store
+        // unseals a dummy secret when it finds none) and one MAC, here against a
+        // dummy secret, so that timing does not tell known key ids from unknown.
+        let found = self.store.api_key(key_id).await?;
+        apikey::work::note(apikey::work::Step::Lookup);
+        let live = found.filter(|k| k.revoked_at.is_none());
+        let secret = live.as_ref().map_or(&self.dummy_secret, |k| &k.secret);
+        let checked = secret.verify(msg, sig, self.now());
+        match (live, checked) {
+            (Some(key), Ok(())) => Ok(key),
+            _ => Err(ApiKeyError.into()),
+        }
     }
 
     /// A key that exists and is not revoked.
@@ -310,15 +327,16 @@ impl Hub {
         }
     }
 
-    /// Issues a challenge for `pubkey` on behalf of `app`. The audience defaults to
-    /// the app's key id (a backend-only app).
+    /// Issues a challenge for `pubkey` on behalf of `app`, to be redeemed on
+    /// `flow` only. The audience defaults to the app's key id (a backend-only app).
     pub fn challenge(
         &self,
         app: &ApiKeyRecord,
+        flow: Flow,
         pubkey: &str,
         audience: Option<&str>,
     ) -> Result<IssuedChallenge, Error> {
-        self.challenge_for(app, &Identity::parse(pubkey)?, audience)
+        self.challenge_for(app, flow, &Identity::parse(pubkey)?, audience)
     }
 
     /// [`Hub::challenge`] for an identity already parsed (and so already checked:
@@ -326,6 +344,7 @@ impl Hub {
     pub fn challenge_for(
         &self,
         app: &ApiKeyRecord,
+        flow: Flow,
         identity: &Identity,
         audience: Option<&str>,
     ) -> Result<IssuedChallenge, Error> {
@@ -335,6 +354,7 @@ impl Hub {
         Ok(challenge::issue(
             &self.nonce_key,
             &app.id,
+            flow,
             audience.unwrap_or(&app.id),
             identity,
             self.now(),
@@ -343,26 +363,37 @@ impl Hub {
         )?)
     }
 
-    /// Redeems a signed challenge: verifies it, records the session durably, and
-    /// only then mints the token.
+    /// Redeems a signed challenge issued on `flow`: verifies it, records the
+    /// session durably, and only then mints the token.
     pub async fn redeem(
         &self,
         app: &ApiKeyRecord,
+        flow: Flow,
         signed: SignedChallenge<'_>,
         options: &TokenOptions,
         expected_audience: Option<&str>,
         meta: ClientMeta,
     ) -> Result<IssuedToken, Error> {
         let identity = Identity::parse(signed.pubkey)?;
-        self.redeem_for(app, &identity, signed, options, expected_audience, meta)
-            .await
+        self.redeem_for(
+            app,
+            flow,
+            &identity,
+            signed,
+            options,
+            expected_audience,
+            meta,
+        )
+        .await
     }
 
     /// [`Hub::redeem`] for an identity already parsed (the WebSocket flow parsed
     /// it when the challenge was asked for); `signed.pubkey` is not looked at.
+    #[allow(clippy::too_many_arguments)]
     pub async fn redeem_for(
         &self,
         app: &ApiKeyRecord,
+        flow: Flow,
         identity: &Identity,
         signed: SignedChallenge<'_>,
         options: &TokenOptions,
@@ -376,12 +407,19 @@ impl Hub {
         let verified = challenge::verify(
             &self.nonce_key,
             &app.id,
+            flow,
             signed.challenge,
             identity,
             expected_audience,
             signed.sig,
             now,
-        )?;
+        )
+        .inspect_err(|e| {
+            // The client hears only the code; the precise reason (a forged nonce
+            // and a bad signature look alike outside) is for the operator. The
+            // variant name carries no input.
+            tracing::debug!(reason = ?e, ?flow, "signed challenge refused");
+        })?;
         let (account, mfa_required) = self.sign_in_account(&subject, &app.id).await?;
         let (session_id, refresh_token) = {
             let mut rng = rand::rng();
@@ -439,7 +477,10 @@ impl Hub {
             }
             RedeemOutcome::ChallengeUsed => return Err(Error::ChallengeUsed),
             RedeemOutcome::ApiKeyRevoked => return Err(ApiKeyError.into()),
-            RedeemOutcome::SessionGone => return Err(Error::SessionRevoked),
+            RedeemOutcome::SessionGone => {
+                let sid = options.session_id.as_deref().unwrap_or_default();
+                return Err(self.why_not_renewed(&created.0, &app.id, sid, now).await);
+            }
         };
         let (subject, sid, scope, client_id, session_expires_at) = s;
         Ok(self.mint(
@@ -459,6 +500,21 @@ impl Hub {
             session_expires_at,
             refresh_token,
         ))
+    }
+
+    /// Why a renewal found no session to renew: the caller's own session of this
+    /// app that has ended says so (`session_revoked`, `session_expired`); a
+    /// session id that is unknown, another identity's or another app's is
+    /// `403 invalid_session`, which tells nothing about that session.
+    async fn why_not_renewed(&self, subject: &str, app: &str, sid: &str, now: UnixTime) -> Error {
+        match self.store.session_auth(sid).await {
+            Ok(Some(a)) if a.session.subject == subject && a.session.api_key == app => {
+                // Ours and of this app, so it has ended (or ended just now).
+                a.session.check(now).err().unwrap_or(Error::SessionRevoked)
+            }
+            Ok(_) => Error::InvalidSession,
+            Err(e) => e.into(),
+        }
     }
 
     fn mint(
@@ -488,7 +544,9 @@ impl Hub {
             jti: &jti,
             sid: grant.session_id,
             scope: grant.scope,
-            client_id: grant.client_id.as_deref(),
+            // RFC 9068 §2.2: always present; the app's key id when the sign-in
+            // named no client.
+            client_id: Some(grant.client_id.as_deref().unwrap_or(grant.app)),
             role: grant.role.as_deref(),
             acct: grant.account.as_deref(),
             acr: grant.assurance.map(|a| a.acr()),
@@ -884,7 +942,9 @@ impl KeyRing {
         let jwks = Jwks {
             keys: signers.iter().map(|s| s.jwk().clone()).collect(),
         };
-        let verifier = TokenVerifier::new(&jwks, issuer);
+        // The Hub is the issuer: its tokens end at `exp`, without the leeway
+        // offline verifiers allow.
+        let verifier = TokenVerifier::new(&jwks, issuer).at_issuer();
         let signer = signers.into_iter().find(|s| s.kid() == current)?;
         Some(KeyRing {
             signer: Arc::new(signer),
@@ -939,9 +999,8 @@ fn validate_options(app: &ApiKeyRecord, o: &TokenOptions) -> Result<ValidRequest
     let mut granted: Vec<&str> = Vec::new();
     for s in scope.split_whitespace() {
         if !app.scopes.iter().any(|allowed| allowed == s) {
-            return Err(Error::InvalidScope(format!(
-                "this app may not grant the scope {s:?}"
-            )));
+            // Named, never quoted: the value is the caller's (NUL, bidi overrides).
+            return Err(Error::InvalidScope);
         }
         if !granted.contains(&s) {
             granted.push(s);
@@ -975,4 +1034,86 @@ fn truncate(mut s: String, max: usize) -> String {
         s.truncate(cut);
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apikey::work::{self, Step};
+    use crate::time::ManualClock;
+
+    const NOW: UnixTime = 1_795_430_809;
+
+    async fn hub(dir: &std::path::Path) -> Hub {
+        let store =
+            crate::store::sqlite::SqliteStore::open(&dir.join("t.db").display().to_string())
+                .await
+                .unwrap();
+        let config = HubConfig {
+            issuer: "http://127.0.0.1:1".into(),
+            challenge_ttl: 60,
+            limits: Default::default(),
+        };
+        Hub::open(Arc::new(store), Arc::new(ManualClock::new(NOW)), config)
+            .await
+            .unwrap()
+    }
+
+    /// Timing must not tell a known API key id from an unknown one: both paths do
+    /// the same steps (a lookup that unseals a secret, found or dummy, and one
+    /// MAC), counted through the `apikey::work` seam rather than timed.
+    #[tokio::test]
+    async fn known_and_unknown_key_ids_cost_the_same_work() {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = hub(dir.path()).await;
+        let mut ids = Vec::new();
+        for revoked_at in [None, Some(NOW - 5)] {
+            let key = apikey::generate(&mut rand::rng());
+            hub.store()
+                .insert_api_key(ApiKeyRecord {
+                    id: key.id.clone(),
+                    name: "app".into(),
+                    secret: key.secret.clone(),
+                    scopes: Vec::new(),
+                    can_broker: false,
+                    policy: Default::default(),
+                    created_at: NOW - 10,
+                    revoked_at,
+                })
+                .await
+                .unwrap();
+            ids.push((key.id, key.secret));
+        }
+        let (live, revoked) = (ids[0].0.clone(), ids[1].0.clone());
+        let unknown = apikey::generate(&mut rand::rng()).id;
+        // A well-formed signature by a secret that is not the key's.
+        let stranger = apikey::generate(&mut rand::rng()).secret;
+        let (msg, sig) = stranger.sign(NOW + 60);
+        work::take();
+        let mut traces = Vec::new();
+        for id in [&live, &unknown, &revoked] {
+            let got = hub.authenticate_app(Some(id), Some(&msg), Some(&sig)).await;
+            assert_eq!(got.unwrap_err(), Error::from(ApiKeyError));
+            traces.push(work::take());
+        }
+        assert_eq!(traces[0], [Step::Unseal, Step::Lookup, Step::Mac]);
+        assert_eq!(traces[1], traces[0], "unknown key id");
+        assert_eq!(traces[2], traces[0], "revoked key id");
+        // And a malformed signature is refused alike by all three, before the MAC.
+        for id in [&live, &unknown] {
+            let got = hub
+                .authenticate_app(Some(id), Some(&msg), Some("xyz"))
+                .await;
+            assert!(got.is_err());
+            assert_eq!(work::take(), [Step::Unseal, Step::Lookup]);
+        }
+        // The right secret still gets in, with the same steps.
+        let (msg, sig) = ids[0].1.sign(NOW + 60);
+        work::take(); // signing is a MAC too
+        let got = hub
+            .authenticate_app(Some(&live), Some(&msg), Some(&sig))
+            .await;
+        assert_eq!(got.unwrap().id, live);
+        assert_eq!(work::take(), [Step::Unseal, Step::Lookup, Step::Mac]);
+    }
 }

@@ -11,6 +11,7 @@ use warp::{Filter, Reply};
 
 use super::{ClientMeta, Hub, SignedChallenge, TokenOptions};
 use crate::apikey::{HEADER_KEY, HEADER_MSG, HEADER_SIG};
+use crate::challenge::Flow;
 use crate::error::Error;
 use crate::http::{bearer, error_response, header_str, json, json_body, reply};
 use crate::signin::{self, LocalSignIn};
@@ -37,6 +38,7 @@ pub struct ChallengeBody {
 struct TokenRequest {
     pubkey: String,
     challenge: String,
+    #[serde(deserialize_with = "crate::challenge::de_signature")]
     sig: String,
     #[serde(flatten)]
     options: TokenOptions,
@@ -135,7 +137,12 @@ pub fn api_routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
                     async {
                         let app = app(&hub, &headers).await?;
                         let body = body?;
-                        let c = hub.challenge(&app, &body.pubkey, body.audience.as_deref())?;
+                        let c = hub.challenge(
+                            &app,
+                            Flow::HubHttp,
+                            &body.pubkey,
+                            body.audience.as_deref(),
+                        )?;
                         Ok(ChallengeBody {
                             challenge: c.text,
                             expires_at: format_rfc3339(c.expires_at),
@@ -162,8 +169,15 @@ pub fn api_routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
                             challenge: &b.challenge,
                             sig: &b.sig,
                         };
-                        hub.redeem(&app, signed, &b.options, None, ClientMeta::default())
-                            .await
+                        hub.redeem(
+                            &app,
+                            Flow::HubHttp,
+                            signed,
+                            &b.options,
+                            None,
+                            ClientMeta::default(),
+                        )
+                        .await
                     }
                     .await,
                 )
@@ -191,8 +205,13 @@ pub fn api_routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
                         ws.max_message_size(signin::MAX_FRAME)
                             .max_frame_size(signin::MAX_FRAME)
                             .on_upgrade(move |socket| {
-                                let backend =
-                                    LocalSignIn::new(hub, app, None, ClientMeta::default());
+                                let backend = LocalSignIn::new(
+                                    hub,
+                                    app,
+                                    Flow::HubWs,
+                                    None,
+                                    ClientMeta::default(),
+                                );
                                 signin::serve(socket, backend, deadline, slot)
                             })
                             .into_response()

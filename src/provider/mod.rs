@@ -17,7 +17,7 @@ use warp::http::{HeaderMap, StatusCode};
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
-use crate::challenge::{self, IssuedChallenge};
+use crate::challenge::{self, Flow, IssuedChallenge};
 use crate::client::{self, HubClient, WsStream};
 use crate::error::Error;
 use crate::http::{error_response, header_str, json_body, reply};
@@ -51,6 +51,7 @@ struct ChallengeQuery {
 struct TokenRequest {
     id: String,
     challenge: String,
+    #[serde(deserialize_with = "crate::challenge::de_signature")]
     sig: String,
     #[serde(flatten)]
     options: TokenOptions,
@@ -105,7 +106,9 @@ impl Provider {
 
     async fn challenge(&self, id: &str, audience: &str) -> Result<IssuedChallenge, Error> {
         match &self.link {
-            HubLink::Local { hub, app } => hub.challenge(app, id, Some(audience)),
+            HubLink::Local { hub, app } => {
+                hub.challenge(app, Flow::ProviderHttp, id, Some(audience))
+            }
             HubLink::Remote(client) => {
                 Identity::parse(id)?;
                 Ok(client.challenge(id, Some(audience)).await?)
@@ -126,8 +129,15 @@ impl Provider {
                     challenge: &req.challenge,
                     sig: &req.sig,
                 };
-                hub.redeem(app, signed, &req.options, Some(audience), meta)
-                    .await
+                hub.redeem(
+                    app,
+                    Flow::ProviderHttp,
+                    signed,
+                    &req.options,
+                    Some(audience),
+                    meta,
+                )
+                .await
             }
             HubLink::Remote(client) => {
                 // The Hub checks that it issued the challenge; we check that it was
@@ -223,8 +233,13 @@ pub fn routes(provider: Arc<Provider>) -> BoxedFilter<(Response,)> {
                     .max_frame_size(signin::MAX_FRAME);
                 match &p.link {
                     HubLink::Local { hub, app } => {
-                        let backend =
-                            LocalSignIn::new(hub.clone(), app.clone(), Some(audience), meta);
+                        let backend = LocalSignIn::new(
+                            hub.clone(),
+                            app.clone(),
+                            Flow::ProviderWs,
+                            Some(audience),
+                            meta,
+                        );
                         ws.on_upgrade(move |s| signin::serve(s, backend, deadline, slot))
                             .into_response()
                     }

@@ -16,14 +16,27 @@ use super::{StoreError, StoreResult};
 
 const VERSION: u8 = 1;
 
-/// The key that seals secrets at rest.
-pub struct MasterKey(LessSafeKey);
+/// The key that seals secrets at rest, and a sealed dummy secret to open when a
+/// lookup finds nothing (see [`MasterKey::open_dummy`]).
+pub struct MasterKey(LessSafeKey, Vec<u8>);
+
+/// The context of the dummy: shaped like an API key's.
+const DUMMY_CONTEXT: &str = "api_keys:kgk_aaaaaaaaaaaaaaaa";
 
 impl MasterKey {
     pub fn from_bytes(bytes: &[u8; 32]) -> Self {
         // A 32-byte key is always a valid AES-256 key.
         let key = UnboundKey::new(&AES_256_GCM, bytes).expect("32-byte AES-256 key");
-        MasterKey(LessSafeKey::new(key))
+        let mut k = MasterKey(LessSafeKey::new(key), Vec::new());
+        k.1 = k.seal(DUMMY_CONTEXT, &[0; 32]);
+        k
+    }
+
+    /// Opens a sealed 32-byte dummy: what a lookup of an unknown API key does in
+    /// place of opening the secret it did not find, so that an unknown key id
+    /// costs the same work as a known one.
+    pub fn open_dummy(&self) {
+        let _ = self.open(DUMMY_CONTEXT, &self.1);
     }
 
     /// Parses the base64url (no padding) form used in `KEYGATE_MASTER_KEY` and key files.
@@ -98,6 +111,7 @@ impl MasterKey {
     }
 
     pub fn open(&self, context: &str, sealed: &[u8]) -> StoreResult<Vec<u8>> {
+        crate::apikey::work::note(crate::apikey::work::Step::Unseal);
         let fail = || {
             StoreError::Internal(format!(
                 "cannot unseal {context}: wrong master key or damaged data"

@@ -174,19 +174,39 @@ async fn renewal_by_signing_a_fresh_challenge() {
     let (_, list) = get(&s, "/v1/sessions", tok(&renewed)).await;
     let row = &list["sessions"][0];
     assert_ne!(row["created_at"], row["last_used_at"], "last use moved");
-    // Another identity cannot renew this session.
-    let mut ws = connect(&s.ws("/ws/userauth"), Some(&s.origin())).await;
-    send(
-        &mut ws,
-        json!({"type": "token", "pubkey": id(&user(45)), "session_id": sid}),
-    )
-    .await;
-    let c = recv(&mut ws).await;
-    send(
-        &mut ws,
-        json!({"type": "challenge", "sig": sign(&user(45), c["value"].as_str().unwrap())}),
-    )
-    .await;
+    // Another identity cannot renew this session, and is told that its
+    // session_id names none of its sessions (not that the live one was revoked);
+    // an unknown session_id is answered alike.
+    let renew = |seed: u8, sid: String| {
+        let url = s.ws("/ws/userauth");
+        let origin = s.origin();
+        async move {
+            let mut ws = connect(&url, Some(&origin)).await;
+            send(
+                &mut ws,
+                json!({"type": "token", "pubkey": id(&user(seed)), "session_id": sid}),
+            )
+            .await;
+            let c = recv(&mut ws).await;
+            send(
+                &mut ws,
+                json!({"type": "challenge", "sig": sign(&user(seed), c["value"].as_str().unwrap())}),
+            )
+            .await;
+            ws
+        }
+    };
+    let mut ws = renew(45, sid.to_owned()).await;
+    expect_error(&mut ws, "invalid_session", 1008).await;
+    let unknown = keygate::session::session_id(s.clock.now(), &mut rand::rng());
+    let mut ws = renew(44, unknown).await;
+    expect_error(&mut ws, "invalid_session", 1008).await;
+    // The session is still live for its owner.
+    assert_eq!(get(&s, "/v1/whoami", tok(&renewed)).await.0, 200);
+    // Its owner, once it is revoked, hears that it was.
+    let (status, _) = post(&s, "/v1/logout", Some(tok(&renewed)), json!({})).await;
+    assert_eq!(status, 200);
+    let mut ws = renew(44, sid.to_owned()).await;
     expect_error(&mut ws, "session_revoked", 1008).await;
     s.stop().await;
 }

@@ -13,3 +13,4 @@ mod hardening;
 mod lifecycle;
 mod scale;
 mod split;
+mod wire;

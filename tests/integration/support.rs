@@ -214,6 +214,8 @@ pub async fn expect_error(ws: &mut Ws, code: &str, close: u16) -> serde_json::Va
     assert_eq!(f["type"], "error", "{f}");
     assert_eq!(f["code"], code, "{f}");
     assert!(f["message"].as_str().is_some_and(|m| !m.is_empty()));
+    // `value` repeats the message (Textile's clients read it).
+    assert_eq!(f["value"], f["message"], "{f}");
     assert_eq!(close_code(ws).await, Some(close));
     f
 }

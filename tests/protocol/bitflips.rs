@@ -17,7 +17,17 @@ use crate::{APP, AUDIENCE, NOW, flip, nonce_key, proptest_config, signed_challen
 
 /// Verifies at [`NOW`] with the fixed nonce key, as the Hub would.
 fn hub_verify(text: &str, id: &Identity, sig: &str) -> Result<(), ChallengeError> {
-    challenge::verify(&nonce_key(), APP, text, id, Some(AUDIENCE), sig, NOW).map(|_| ())
+    challenge::verify(
+        &nonce_key(),
+        APP,
+        challenge::Flow::HubHttp,
+        text,
+        id,
+        Some(AUDIENCE),
+        sig,
+        NOW,
+    )
+    .map(|_| ())
 }
 
 /// Flips one bit of a challenge text; a flip that breaks UTF-8 is kept lossily, as a
@@ -137,12 +147,12 @@ proptest! {
         let sk = user_key();
         let id = Identity::from(&sk);
         let key = nonce_key();
-        let issued = challenge::issue(&key, APP, &audience, &id, NOW, ttl, random)
+        let issued = challenge::issue(&key, APP, challenge::Flow::HubHttp, &audience, &id, NOW, ttl, random)
             .expect("visible ASCII audience");
         let sig = challenge::sign(&sk, &issued.text);
-        prop_assert!(challenge::verify(&key, APP, &issued.text, &id, None, &sig, NOW).is_ok());
+        prop_assert!(challenge::verify(&key, APP, challenge::Flow::HubHttp, &issued.text, &id, None, &sig, NOW).is_ok());
         let text = flipped_text(&issued.text, bit.index(issued.text.len() * 8));
-        let got = challenge::verify(&key, APP, &text, &id, None, &sig, NOW);
+        let got = challenge::verify(&key, APP, challenge::Flow::HubHttp, &text, &id, None, &sig, NOW);
         prop_assert!(
             matches!(got, Err(ChallengeError::Malformed | ChallengeError::NotIssuedHere)),
             "{:?} for {:?}", got, text

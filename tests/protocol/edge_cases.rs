@@ -204,7 +204,16 @@ fn small_order_r_is_refused() {
         }
         let wire = URL_SAFE_NO_PAD.encode(sig.to_bytes());
         assert_eq!(
-            challenge::verify(&nonce_key(), APP, &issued.text, &id, None, &wire, NOW),
+            challenge::verify(
+                &nonce_key(),
+                APP,
+                challenge::Flow::HubHttp,
+                &issued.text,
+                &id,
+                None,
+                &wire,
+                NOW
+            ),
             Err(ChallengeError::BadSignature),
             "small-order R {i} through challenge::verify"
         );
@@ -247,7 +256,16 @@ fn non_canonical_s_is_refused() {
         let bad_wire = URL_SAFE_NO_PAD.encode(bad);
         assert_ne!(bad_wire, wire);
         assert_eq!(
-            challenge::verify(&nonce_key(), APP, &issued.text, &id, None, &bad_wire, NOW),
+            challenge::verify(
+                &nonce_key(),
+                APP,
+                challenge::Flow::HubHttp,
+                &issued.text,
+                &id,
+                None,
+                &bad_wire,
+                NOW
+            ),
             Err(ChallengeError::BadSignature)
         );
     }
@@ -256,6 +274,7 @@ fn non_canonical_s_is_refused() {
         challenge::verify(
             &nonce_key(),
             APP,
+            challenge::Flow::HubHttp,
             &issued.text,
             &id,
             Some(AUDIENCE),

@@ -260,7 +260,7 @@ proptest! {
     #[test]
     fn challenge_verify_random_input(text in any_text(), sig in any_text()) {
         let id = Identity::from(&user_key());
-        let got = challenge::verify(&nonce_key(), APP, &text, &id, None, &sig, NOW);
+        let got = challenge::verify(&nonce_key(), APP, challenge::Flow::HubHttp, &text, &id, None, &sig, NOW);
         prop_assert!(got.is_err());
     }
 
@@ -277,7 +277,7 @@ proptest! {
         prop_assume!(text != issued.text);
         let sig = challenge::sign(&user_key(), &text);
         let id = Identity::from(&user_key());
-        let got = challenge::verify(&nonce_key(), APP, &text, &id, None, &sig, NOW);
+        let got = challenge::verify(&nonce_key(), APP, challenge::Flow::HubHttp, &text, &id, None, &sig, NOW);
         prop_assert!(
             matches!(got, Err(ChallengeError::Malformed | ChallengeError::NotIssuedHere)),
             "{:?} for {:?}", got, text

@@ -55,8 +55,17 @@ pub fn nonce_key() -> NonceKey {
 /// A real challenge issued at [`NOW`] for [`user_key`], and its signature.
 pub fn signed_challenge() -> (IssuedChallenge, String) {
     let id = Identity::from(&user_key());
-    let issued = challenge::issue(&nonce_key(), APP, AUDIENCE, &id, NOW, 60, [1; 16])
-        .expect("the fixed audience is valid");
+    let issued = challenge::issue(
+        &nonce_key(),
+        APP,
+        challenge::Flow::HubHttp,
+        AUDIENCE,
+        &id,
+        NOW,
+        60,
+        [1; 16],
+    )
+    .expect("the fixed audience is valid");
     let sig = challenge::sign(&user_key(), &issued.text);
     (issued, sig)
 }

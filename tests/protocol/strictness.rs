@@ -116,6 +116,7 @@ fn signature_has_one_spelling() {
             challenge::verify(
                 &crate::nonce_key(),
                 crate::APP,
+                challenge::Flow::HubHttp,
                 &issued.text,
                 &id,
                 None,
