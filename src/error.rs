@@ -39,6 +39,10 @@ pub enum Error {
     InvalidScope(String),
     #[error("requests from this origin are not allowed")]
     ForbiddenOrigin,
+    /// A challenge audience that is neither the API key's id nor one of its
+    /// origins (docs/tenancy.md).
+    #[error("this API key may not name this audience: use its key id or one of its origins")]
+    ForbiddenAudience,
     #[error("{0}")]
     Forbidden(String),
     /// The session must show a second factor first (an MFA-pending sign-in, or an
@@ -100,6 +104,7 @@ impl Error {
             Error::InvalidGrant => "invalid_grant",
             Error::InvalidScope(_) => "invalid_scope",
             Error::ForbiddenOrigin => "forbidden_origin",
+            Error::ForbiddenAudience => "forbidden_audience",
             Error::Forbidden(_) => "forbidden",
             Error::MfaRequired { .. } => "mfa_required",
             Error::KeyInOtherAccount => "key_in_other_account",
@@ -136,6 +141,7 @@ impl Error {
             | Error::InvalidGrant => 401,
             Error::InvalidScope(_)
             | Error::ForbiddenOrigin
+            | Error::ForbiddenAudience
             | Error::Forbidden(_)
             | Error::MfaRequired { .. }
             | Error::InvalidOtp

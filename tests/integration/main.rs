@@ -5,6 +5,7 @@
 mod support;
 
 mod accounts;
+mod dev_mode;
 mod errors;
 mod examples;
 mod flows;
@@ -13,3 +14,4 @@ mod hardening;
 mod lifecycle;
 mod scale;
 mod split;
+mod tenancy;
