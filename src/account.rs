@@ -287,8 +287,7 @@ pub fn is_dev_token(claims: &crate::token::AccessClaims) -> bool {
 }
 
 /// Why a verifier that does not accept development tokens refused one.
-pub const DEV_TOKEN_REFUSED: &str =
-    "development tokens are not accepted here (docs/dev-mode.md)";
+pub const DEV_TOKEN_REFUSED: &str = "development tokens are not accepted here (docs/dev-mode.md)";
 
 impl Assurance {
     /// `acr` claim.

@@ -377,7 +377,10 @@ async fn provider_app(
         })?,
         None => builtin_provider_app(hub).await?,
     };
-    let missing: Vec<&String> = origins.iter().filter(|o| !app.origins.contains(o)).collect();
+    let missing: Vec<&String> = origins
+        .iter()
+        .filter(|o| !app.origins.contains(o))
+        .collect();
     if missing.is_empty() {
         return Ok(app);
     }

@@ -148,9 +148,7 @@ pub async fn purge(database: &str, rows: u64) -> Result<(), String> {
             } else {
                 q
             };
-            q.execute(&mut *tx)
-                .await
-                .map_err(|e| e.to_string())?;
+            q.execute(&mut *tx).await.map_err(|e| e.to_string())?;
         }
         tx.commit().await.map_err(|e| e.to_string())?;
         done += n;

@@ -525,7 +525,9 @@ impl Hub {
         .await;
         match result {
             Ok(0) => {}
-            Ok(n) => tracing::debug!(key = %app.id, ended = n, "session cap: oldest sessions ended"),
+            Ok(n) => {
+                tracing::debug!(key = %app.id, ended = n, "session cap: oldest sessions ended")
+            }
             Err(e) => tracing::warn!(error = %e, "session cap not applied"),
         }
     }

@@ -237,10 +237,20 @@ pub enum RefreshOutcome {
 /// Which sessions a revocation ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revoke<'a> {
-    One { subject: &'a str, id: &'a str },
-    AllOf { subject: &'a str },
-    AllOfExcept { subject: &'a str, keep: &'a str },
-    ApiKey { id: &'a str },
+    One {
+        subject: &'a str,
+        id: &'a str,
+    },
+    AllOf {
+        subject: &'a str,
+    },
+    AllOfExcept {
+        subject: &'a str,
+        keep: &'a str,
+    },
+    ApiKey {
+        id: &'a str,
+    },
     /// The live sessions of one identity with one app beyond the newest `keep`
     /// (the per-identity cap, docs/lifecycle.md).
     Beyond {
@@ -265,9 +275,14 @@ impl Purged {
     /// Whether any kind of row filled its batch: another round has work.
     pub fn full(&self, limit: u32) -> bool {
         let limit = u64::from(limit);
-        [self.nonces, self.sessions, self.revocations, self.broker_tokens]
-            .iter()
-            .any(|&n| n >= limit)
+        [
+            self.nonces,
+            self.sessions,
+            self.revocations,
+            self.broker_tokens,
+        ]
+        .iter()
+        .any(|&n| n >= limit)
     }
 
     pub fn total(&self) -> u64 {

@@ -71,7 +71,11 @@ fn migrator() -> Migrator {
     Migrator::with_migrations(vec![
         step(1, "init", include_str!("postgres/0001_init.sql")),
         step(2, "accounts", include_str!("postgres/0002_accounts.sql")),
-        step(3, "app_rights", include_str!("postgres/0003_app_rights.sql")),
+        step(
+            3,
+            "app_rights",
+            include_str!("postgres/0003_app_rights.sql"),
+        ),
     ])
 }
 

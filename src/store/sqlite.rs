@@ -1033,10 +1033,15 @@ mod tests {
         .await
         .unwrap();
         pool.close().await;
-        let store = SqliteStore::open(&path.display().to_string()).await.unwrap();
+        let store = SqliteStore::open(&path.display().to_string())
+            .await
+            .unwrap();
         let k = store.api_key("kgk_old").await.unwrap().unwrap();
         assert_eq!(k.secret, secret);
-        assert_eq!((&k.scopes[..], k.can_broker), (&["read".to_owned()][..], true));
+        assert_eq!(
+            (&k.scopes[..], k.can_broker),
+            (&["read".to_owned()][..], true)
+        );
         assert!(k.origins.is_empty());
         assert!(!k.introspect_any);
         assert_eq!(k.max_sessions, DEFAULT_MAX_SESSIONS);

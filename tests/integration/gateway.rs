@@ -387,7 +387,11 @@ async fn dev_tokens_pass_only_a_gateway_configured_to_accept_them() {
     let strict = gateway::start(config(&s, &api_route(&up))).await.unwrap();
     let res = get(&format!("{}/api/x", strict.http_url()), Some(tok(&t))).await;
     assert_eq!(json_of(res).await.1["error"], "forbidden");
-    assert_eq!(up.hits.load(Ordering::SeqCst), 0, "nothing reached the upstream");
+    assert_eq!(
+        up.hits.load(Ordering::SeqCst),
+        0,
+        "nothing reached the upstream"
+    );
     let lenient = gateway::start(config(
         &s,
         &format!("accept_dev_tokens = true\n{}", api_route(&up)),

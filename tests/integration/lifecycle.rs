@@ -790,7 +790,10 @@ async fn sessions_per_identity_and_app_are_capped() {
         let (status, body) = get(&s, "/v1/whoami", tok(t)).await;
         let sid = t["session_id"].as_str().unwrap().to_owned();
         if i < 2 {
-            assert_eq!((status, body["error"].as_str()), (401, Some("session_revoked")));
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (401, Some("session_revoked"))
+            );
             assert!(revoked.contains(&sid), "{i}");
         } else {
             assert_eq!(status, 200, "{i}: {body}");
@@ -830,21 +833,42 @@ async fn the_purge_deletes_only_what_can_no_longer_matter() {
     for seed in 62..65 {
         old.push(sign_in(&s, &app, &user(seed), offline()).await);
     }
-    assert_eq!(post(&s, "/v1/logout", Some(tok(&old[0])), json!({})).await.0, 200);
+    assert_eq!(
+        post(&s, "/v1/logout", Some(tok(&old[0])), json!({}))
+            .await
+            .0,
+        200
+    );
     let (status, _) = app
-        .post(&s, "/v1/broker/tokens", json!({"endpoint_id": "e", "role": "r", "ttl": 60}))
+        .post(
+            &s,
+            "/v1/broker/tokens",
+            json!({"endpoint_id": "e", "role": "r", "ttl": 60}),
+        )
         .await;
     assert_eq!(status, 200);
     // Past the end of the old sessions, but not yet by the grace: nothing goes.
     s.clock.advance(policy.session_ttl + 1);
     let young = sign_in(&s, &app, &user(65), offline()).await;
-    assert_eq!(post(&s, "/v1/logout", Some(tok(&young)), json!({})).await.0, 200);
+    assert_eq!(
+        post(&s, "/v1/logout", Some(tok(&young)), json!({})).await.0,
+        200
+    );
     let kept = sign_in(&s, &app, &user(66), offline()).await;
-    let p = purge(store.as_ref(), s.clock.now() - PURGE_GRACE, 1, 100, Duration::ZERO)
-        .await
-        .unwrap();
+    let p = purge(
+        store.as_ref(),
+        s.clock.now() - PURGE_GRACE,
+        1,
+        100,
+        Duration::ZERO,
+    )
+    .await
+    .unwrap();
     assert_eq!((p.sessions, p.revocations), (0, 0), "{p:?}");
-    assert_eq!(p.broker_tokens, 1, "an expired brokered token id goes at once");
+    assert_eq!(
+        p.broker_tokens, 1,
+        "an expired brokered token id goes at once"
+    );
     // Past the grace: the old rows go, in rounds of one row per kind.
     s.clock.advance(PURGE_GRACE);
     let one = store
@@ -852,11 +876,20 @@ async fn the_purge_deletes_only_what_can_no_longer_matter() {
         .await
         .unwrap();
     assert_eq!((one.sessions, one.revocations), (1, 1), "{one:?}");
-    let rest = purge(store.as_ref(), s.clock.now() - PURGE_GRACE, 1, 100, Duration::ZERO)
-        .await
-        .unwrap();
+    let rest = purge(
+        store.as_ref(),
+        s.clock.now() - PURGE_GRACE,
+        1,
+        100,
+        Duration::ZERO,
+    )
+    .await
+    .unwrap();
     assert_eq!(
-        (one.sessions + rest.sessions, one.refresh_tokens + rest.refresh_tokens),
+        (
+            one.sessions + rest.sessions,
+            one.refresh_tokens + rest.refresh_tokens
+        ),
         (3, 3),
         "{one:?} {rest:?}"
     );
@@ -865,7 +898,10 @@ async fn the_purge_deletes_only_what_can_no_longer_matter() {
         let sid = t["session_id"].as_str().unwrap();
         assert_eq!(store.session(sid).await.unwrap(), None);
         let (status, body) = refresh(&s, t["refresh_token"].as_str().unwrap(), "cli").await;
-        assert_eq!((status, body["error"].as_str()), (401, Some("invalid_refresh_token")));
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_refresh_token"))
+        );
     }
     // The young session's feed entry stays while its tokens may be valid; the
     // live session and its refresh token work.

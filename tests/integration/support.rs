@@ -150,7 +150,10 @@ pub async fn serve_in(dir: Arc<tempfile::TempDir>) -> TestServer {
 }
 
 /// `keygate serve` in `dir` with the options `edit` changes.
-pub async fn serve_with(dir: Arc<tempfile::TempDir>, edit: impl FnOnce(&mut Options)) -> TestServer {
+pub async fn serve_with(
+    dir: Arc<tempfile::TempDir>,
+    edit: impl FnOnce(&mut Options),
+) -> TestServer {
     let clock = ManualClock::new(SystemClock.now());
     let mut o = options(Mode::Serve, &dir, &clock);
     edit(&mut o);
@@ -420,7 +423,8 @@ pub async fn sign_in(
         .await;
     assert_eq!(status, 200, "{c}");
     let text = c["challenge"].as_str().unwrap();
-    let mut body = serde_json::json!({"pubkey": id(key), "challenge": text, "sig": sign(key, text)});
+    let mut body =
+        serde_json::json!({"pubkey": id(key), "challenge": text, "sig": sign(key, text)});
     if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
         b.extend(e.clone());
     }

@@ -117,7 +117,10 @@ async fn introspection_answers_only_for_the_callers_tokens() {
     // for a token that does not exist.
     assert_eq!(introspect(&s, &b, tok(&ta)).await, json!({"active": false}));
     assert_eq!(introspect(&s, &a, tok(&tb)).await, json!({"active": false}));
-    assert_eq!(introspect(&s, &b, "garbage").await, json!({"active": false}));
+    assert_eq!(
+        introspect(&s, &b, "garbage").await,
+        json!({"active": false})
+    );
     // A key created with --introspect-any sees both.
     let (id_any, secret_any) = s
         .api_key_with(|k| ApiKeyRecord {
@@ -131,7 +134,10 @@ async fn introspection_answers_only_for_the_callers_tokens() {
     };
     for (app, t) in [(&a, &ta), (&b, &tb)] {
         let v = introspect(&s, &any, tok(t)).await;
-        assert_eq!((v["active"].as_bool(), v["aud"].as_str()), (Some(true), Some(app.id.as_str())));
+        assert_eq!(
+            (v["active"].as_bool(), v["aud"].as_str()),
+            (Some(true), Some(app.id.as_str()))
+        );
     }
     s.stop().await;
 }
@@ -147,7 +153,8 @@ async fn renew(
         .post(s, "/v1/challenge", json!({"pubkey": id(key)}))
         .await;
     let text = c["challenge"].as_str().unwrap();
-    let body = json!({"pubkey": id(key), "challenge": text, "sig": sign(key, text), "session_id": sid});
+    let body =
+        json!({"pubkey": id(key), "challenge": text, "sig": sign(key, text), "session_id": sid});
     app.post(s, "/v1/token", body).await
 }
 
@@ -158,7 +165,15 @@ async fn an_app_cannot_renew_or_touch_another_apps_session() {
     let key = user(122);
     let ta = sign_in(&s, &a, &key, json!({})).await;
     let sid = ta["session_id"].as_str().unwrap().to_owned();
-    let before = s.running.store.as_ref().unwrap().session(&sid).await.unwrap().unwrap();
+    let before = s
+        .running
+        .store
+        .as_ref()
+        .unwrap()
+        .session(&sid)
+        .await
+        .unwrap()
+        .unwrap();
     s.clock.advance(30);
     // B has the user sign B's challenge and asks to renew A's session: refused
     // exactly as for a session id that does not exist.
@@ -167,11 +182,23 @@ async fn an_app_cannot_renew_or_touch_another_apps_session() {
     assert_eq!(status, 401, "{foreign}");
     assert_eq!(foreign, unknown);
     reveals_nothing(&foreign, &a, &[&sid]);
-    let after = s.running.store.as_ref().unwrap().session(&sid).await.unwrap().unwrap();
+    let after = s
+        .running
+        .store
+        .as_ref()
+        .unwrap()
+        .session(&sid)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(after, before, "A's session untouched");
     // A renews its own session.
     let (status, renewed) = renew(&s, &a, &key, &sid).await;
-    assert_eq!((status, renewed["session_id"].as_str()), (200, Some(sid.as_str())), "{renewed}");
+    assert_eq!(
+        (status, renewed["session_id"].as_str()),
+        (200, Some(sid.as_str())),
+        "{renewed}"
+    );
     assert_eq!(get(&s, "/v1/whoami", tok(&ta)).await.0, 200);
     s.stop().await;
 }
@@ -207,9 +234,18 @@ async fn brokered_tokens_stay_in_their_apps_namespace() {
         tokens.push(t);
     }
     // B's key learns nothing of A's brokered session, and vice versa.
-    assert_eq!(introspect(&s, &b, tok(&tokens[0])).await, json!({"active": false}));
-    assert_eq!(introspect(&s, &a, tok(&tokens[1])).await, json!({"active": false}));
-    assert_eq!(introspect(&s, &a, tok(&tokens[0])).await["sub"], format!("{}:alice", a.id));
+    assert_eq!(
+        introspect(&s, &b, tok(&tokens[0])).await,
+        json!({"active": false})
+    );
+    assert_eq!(
+        introspect(&s, &a, tok(&tokens[1])).await,
+        json!({"active": false})
+    );
+    assert_eq!(
+        introspect(&s, &a, tok(&tokens[0])).await["sub"],
+        format!("{}:alice", a.id)
+    );
     // A key without the broker right is refused whatever it asks for.
     let (id, secret) = s.api_key(&[]).await;
     let (status, body) = broker(&s, &App { id, secret }, "alice").await;
@@ -233,7 +269,13 @@ async fn serve_gives_its_provider_key_the_serve_origins() {
     let store = s.running.store.clone().unwrap();
     let origins = store.api_key(&kid).await.unwrap().unwrap().origins;
     assert_eq!(origins, s.running.origins);
-    let t = ws_login(&s.ws("/ws/userauth"), Some(&s.origin()), &user(123), json!({})).await;
+    let t = ws_login(
+        &s.ws("/ws/userauth"),
+        Some(&s.origin()),
+        &user(123),
+        json!({}),
+    )
+    .await;
     assert_eq!(t["type"], "token", "{t}");
     s.stop().await;
 }
@@ -250,30 +292,66 @@ async fn keys_cli_sets_origins_and_rights() {
             .unwrap()
     };
     let out = run(&[
-        "keys", "create", "--name", "a", "--origin", A_ORIGIN, "--origin", "http://localhost:3000",
-        "--introspect-any", "--max-sessions", "7",
+        "keys",
+        "create",
+        "--name",
+        "a",
+        "--origin",
+        A_ORIGIN,
+        "--origin",
+        "http://localhost:3000",
+        "--introspect-any",
+        "--max-sessions",
+        "7",
     ]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let kid = stdout
         .lines()
         .find_map(|l| l.strip_prefix("USER_API_KEY="))
         .unwrap()
         .to_owned();
-    let k = s.running.store.as_ref().unwrap().api_key(&kid).await.unwrap().unwrap();
+    let k = s
+        .running
+        .store
+        .as_ref()
+        .unwrap()
+        .api_key(&kid)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(k.origins, [A_ORIGIN, "http://localhost:3000"]);
     assert!(k.introspect_any);
     assert_eq!(k.max_sessions, 7);
     let listed = String::from_utf8_lossy(&run(&["keys", "list"]).stdout).into_owned();
-    assert!(listed.contains(&format!("origins={A_ORIGIN},http://localhost:3000")), "{listed}");
+    assert!(
+        listed.contains(&format!("origins={A_ORIGIN},http://localhost:3000")),
+        "{listed}"
+    );
     // Not an origin: refused, nothing created.
     for bad in ["a.example", "https://a example", ""] {
         let out = run(&["keys", "create", "--name", "bad", "--origin", bad]);
         assert!(!out.status.success(), "{bad}");
     }
     let out = run(&["keys", "origins", &kid, "--origin", B_ORIGIN]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let k = s.running.store.as_ref().unwrap().api_key(&kid).await.unwrap().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let k = s
+        .running
+        .store
+        .as_ref()
+        .unwrap()
+        .api_key(&kid)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(k.origins, [B_ORIGIN]);
     let keys = s.running.store.as_ref().unwrap().api_keys().await.unwrap();
     assert!(keys.iter().all(|k| k.name != "bad"));
