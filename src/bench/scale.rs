@@ -22,6 +22,18 @@ fn sqlite_url(database: &str) -> String {
     }
 }
 
+/// A connection for filling the store fast (WAL without a sync per commit).
+async fn fill_connection(url: &str) -> Result<sqlx::SqliteConnection, String> {
+    SqliteConnectOptions::from_str(url)
+        .map_err(|e| e.to_string())?
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .disable_statement_logging()
+        .connect()
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// Adds `sessions` live sessions to the store at `database` (created and migrated
 /// if needed), `chunk` rows per transaction, each row generated inside SQLite.
 /// Run it while no server has the file open.
@@ -31,14 +43,7 @@ pub async fn prefill(database: &str, sessions: u64, chunk: u64) -> Result<(), St
         .await
         .map_err(|e| format!("cannot open {url}: {e}"))?;
     crate::store::Store::close(&store).await;
-    let mut conn = SqliteConnectOptions::from_str(&url)
-        .map_err(|e| e.to_string())?
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
-        .disable_statement_logging()
-        .connect()
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut conn = fill_connection(&url).await?;
     // Sessions of the oldest live key (the built-in Provider's when `serve` has
     // made one), so that the api_key index looks as it would in production.
     let api_key: String = sqlx::query_scalar(
@@ -104,14 +109,7 @@ pub async fn purge(database: &str, rows: u64) -> Result<(), String> {
     let store = crate::store::SqliteStore::open(&url)
         .await
         .map_err(|e| format!("cannot open {url}: {e}"))?;
-    let mut conn = SqliteConnectOptions::from_str(&url)
-        .map_err(|e| e.to_string())?
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
-        .disable_statement_logging()
-        .connect()
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut conn = fill_connection(&url).await?;
     let now = SystemClock.now();
     let expired = now - PURGE_GRACE - 3600;
     let fill = Instant::now();

@@ -883,15 +883,24 @@ impl Store for PostgresStore {
         async move {
             let limit = i64::from(limit);
             let mut tx = self.pool.begin().await?;
-            let nonces = sqlx::query(
-                "DELETE FROM used_nonces WHERE nonce IN (SELECT nonce FROM used_nonces \
-                 WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)",
-            )
-            .bind(before)
-            .bind(limit)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            // Nonces, feed entries and brokered token ids: by their own expiry.
+            let mut expired = [0u64; 3];
+            for (n, (table, key)) in expired.iter_mut().zip([
+                ("used_nonces", "nonce"),
+                ("revocations", "seq"),
+                ("broker_tokens", "hash"),
+            ]) {
+                *n = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} \
+                     WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)"
+                )))
+                .bind(before)
+                .bind(limit)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            let [nonces, revocations, broker_tokens] = expired;
             // One statement: the sessions, then what hangs off the ones it deleted.
             let (sessions, refresh_tokens): (i64, i64) = sqlx::query_as(
                 "WITH gone AS (DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
@@ -906,24 +915,6 @@ impl Store for PostgresStore {
             .bind(limit)
             .fetch_one(&mut *tx)
             .await?;
-            let revocations = sqlx::query(
-                "DELETE FROM revocations WHERE seq IN (SELECT seq FROM revocations \
-                 WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)",
-            )
-            .bind(before)
-            .bind(limit)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            let broker_tokens = sqlx::query(
-                "DELETE FROM broker_tokens WHERE hash IN (SELECT hash FROM broker_tokens \
-                 WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)",
-            )
-            .bind(before)
-            .bind(limit)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
             tx.commit().await?;
             Ok(Purged {
                 nonces,

@@ -867,24 +867,23 @@ impl Store for SqliteStore {
                 .execute(&mut *tx)
                 .await?;
             }
-            let revocations = sqlx::query(
-                "DELETE FROM revocations WHERE seq IN (SELECT seq FROM revocations \
-                 WHERE expires_at < ? ORDER BY expires_at LIMIT ?)",
-            )
-            .bind(before)
-            .bind(limit)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-            let broker_tokens = sqlx::query(
-                "DELETE FROM broker_tokens WHERE hash IN (SELECT hash FROM broker_tokens \
-                 WHERE expires_at < ? ORDER BY expires_at LIMIT ?)",
-            )
-            .bind(before)
-            .bind(limit)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+            // Feed entries and brokered token ids: by their own expiry.
+            let mut expired = [0u64; 2];
+            for (n, (table, key)) in expired
+                .iter_mut()
+                .zip([("revocations", "seq"), ("broker_tokens", "hash")])
+            {
+                *n = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} \
+                     WHERE expires_at < ? ORDER BY expires_at LIMIT ?)"
+                )))
+                .bind(before)
+                .bind(limit)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            let [revocations, broker_tokens] = expired;
             tx.commit().await?;
             Ok(Purged {
                 nonces,
