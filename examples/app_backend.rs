@@ -11,7 +11,8 @@
 //! Run it against `keygate serve`:
 //!
 //! ```text
-//! cargo run -- keys create --name demo >> .env   # USER_API_KEY=… USER_API_SECRET=… (serve's database)
+//! cargo run -- keys create --name demo \
+//!     --origin http://127.0.0.1:3000 --origin http://localhost:3000 >> .env   # USER_API_KEY=… (serve's database)
 //! cargo run -- serve                             # the Hub, on 127.0.0.1:8080
 //! cargo run --example app_backend                # this backend, on 127.0.0.1:3000
 //! cargo run --example user_login -- --url ws://127.0.0.1:3000/ws/userauth

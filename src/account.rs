@@ -272,7 +272,22 @@ pub enum Assurance {
     Aal1,
     /// One key and a second factor, until `until`.
     Aal2 { factor: Factor, until: UnixTime },
+    /// Minted by a development key without any signature (docs/dev-mode.md).
+    Dev,
 }
+
+/// Whether a token was minted in development mode (`acr` or `amr` says `dev`):
+/// verifiers refuse such tokens unless configured to accept them.
+pub fn is_dev_token(claims: &crate::token::AccessClaims) -> bool {
+    claims.acr.as_deref() == Some(Assurance::Dev.acr())
+        || claims
+            .amr
+            .as_ref()
+            .is_some_and(|m| m.iter().any(|x| x == "dev"))
+}
+
+/// Why a verifier that does not accept development tokens refused one.
+pub const DEV_TOKEN_REFUSED: &str = "development tokens are not accepted here (docs/dev-mode.md)";
 
 impl Assurance {
     /// `acr` claim.
@@ -280,6 +295,7 @@ impl Assurance {
         match self {
             Assurance::Pending | Assurance::Aal1 => "aal1",
             Assurance::Aal2 { .. } => "aal2",
+            Assurance::Dev => "dev",
         }
     }
 
@@ -296,6 +312,7 @@ impl Assurance {
                 factor: Factor::Key,
                 ..
             } => &["swk", "mfa"],
+            Assurance::Dev => &["dev"],
         };
         v.iter().map(|s| s.to_string()).collect()
     }

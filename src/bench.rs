@@ -65,6 +65,16 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 50_000)]
         count: u64,
     },
+    /// The purge of expired rows: fill a SQLite store with N expired sessions
+    /// (each with a refresh token and a revocation-feed entry) and N/10 live
+    /// ones, then time the purge in its production batches (run it while no
+    /// server has the file open).
+    Purge {
+        #[arg(long, default_value = "sqlite://keygate-purge-bench.db")]
+        database: String,
+        #[arg(long, default_value_t = 1_000_000)]
+        rows: u64,
+    },
     /// Server memory per idle WebSocket: open N, wait, read VmRSS.
     Idle {
         #[arg(long, default_value = "http://127.0.0.1:8080")]
@@ -169,6 +179,12 @@ pub async fn run(command: BenchCommand) -> Result<(), String> {
                 ));
             }
             scale::store(&database, concurrency, count).await
+        }
+        BenchCommand::Purge { database, rows } => {
+            if rows == 0 || rows > 10_000_000 {
+                return Err("--rows must be 1 to 10000000".into());
+            }
+            scale::purge(&database, rows).await
         }
         BenchCommand::Idle {
             url,

@@ -44,6 +44,10 @@ pub enum Error {
     InvalidScope,
     #[error("requests from this origin are not allowed")]
     ForbiddenOrigin,
+    /// A challenge audience that is neither the API key's id nor one of its
+    /// origins (docs/tenancy.md).
+    #[error("this API key may not name this audience: use its key id or one of its origins")]
+    ForbiddenAudience,
     #[error("{0}")]
     Forbidden(String),
     /// The session must show a second factor first (an MFA-pending sign-in, or an
@@ -106,6 +110,7 @@ impl Error {
             Error::InvalidGrant => "invalid_grant",
             Error::InvalidScope => "invalid_scope",
             Error::ForbiddenOrigin => "forbidden_origin",
+            Error::ForbiddenAudience => "forbidden_audience",
             Error::Forbidden(_) => "forbidden",
             Error::MfaRequired { .. } => "mfa_required",
             Error::KeyInOtherAccount => "key_in_other_account",
@@ -143,6 +148,7 @@ impl Error {
             Error::InvalidScope
             | Error::InvalidSession
             | Error::ForbiddenOrigin
+            | Error::ForbiddenAudience
             | Error::Forbidden(_)
             | Error::MfaRequired { .. }
             | Error::InvalidOtp

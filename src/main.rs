@@ -92,6 +92,11 @@ struct ServeArgs {
     /// `listen` address, checking this Hub's tokens in-process (`hub` may be left out).
     #[arg(long, env = "KEYGATE_SERVE_GATEWAY_CONFIG")]
     gateway_config: Option<PathBuf>,
+    /// Development mode: accept development keys (`keys create --dev`), which mint
+    /// tokens for any identity without a signature (docs/dev-mode.md). Never in
+    /// production.
+    #[arg(long)]
+    dev: bool,
     #[command(flatten)]
     net: NetArgs,
 }
@@ -324,6 +329,34 @@ enum KeysCommand {
         /// user shows another key of their account or a TOTP code (docs/accounts.md).
         #[arg(long, default_value = "off", value_parser = ["off", "required"])]
         mfa: String,
+        /// An origin of this app (e.g. `https://app.example`) that its challenges
+        /// may name as their audience besides the key id; repeat for several
+        /// (docs/tenancy.md).
+        #[arg(long = "origin")]
+        origins: Vec<String>,
+        /// Allow this key to introspect tokens issued to other apps (a shared
+        /// resource server); without it they are `active: false`.
+        #[arg(long)]
+        introspect_any: bool,
+        /// Live sessions one identity may hold with this app; a sign-in past it
+        /// ends the oldest (docs/lifecycle.md).
+        #[arg(long, default_value_t = keygate::store::DEFAULT_MAX_SESSIONS,
+              value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        max_sessions: u32,
+        /// A development key: it may mint a token for any identity without a
+        /// signature (`POST /v1/dev/token`), and works only on a Hub started with
+        /// `--dev`; its tokens say `acr` `dev` (docs/dev-mode.md).
+        #[arg(long)]
+        dev: bool,
+        #[command(flatten)]
+        db: DbArgs,
+    },
+    /// Replace an API key's origins (the audiences its challenges may name
+    /// besides the key id); none given leaves only the key id.
+    Origins {
+        id: String,
+        #[arg(long = "origin")]
+        origins: Vec<String>,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -421,6 +454,7 @@ async fn run(command: Command) -> CliResult {
                 web_root: a.web_root,
                 challenge_ttl: keygate::challenge::DEFAULT_TTL,
                 gateway_config: None,
+                dev: false,
                 net: a.net,
             };
             serve(Mode::Provider, args, Some(a.hub_url)).await
@@ -479,6 +513,7 @@ async fn serve(mode: Mode, a: ServeArgs, hub_url: Option<String>) -> CliResult {
     opts.tls = a.net.tls_cert.clone().zip(a.net.tls_key.clone());
     opts.user_api_key = user_api_key()?;
     opts.hub_url = hub_url;
+    opts.dev = a.dev;
     if let Some(path) = &a.gateway_config {
         opts.gateway =
             Some(keygate::gateway::GatewayConfig::load(path).map_err(|e| e.to_string())?);
@@ -761,6 +796,15 @@ async fn open_store(db: &DbArgs) -> Result<Arc<dyn Store>, String> {
         .map_err(|e| format!("cannot open {}: {e}", db.database))
 }
 
+/// An API key's origins must be origins (`scheme://host[:port]`), as the
+/// Provider's are.
+fn check_origins(origins: &[String]) -> CliResult {
+    match origins.iter().find(|o| !keygate::server::valid_origin(o)) {
+        Some(_) => Err("each --origin must be an origin such as https://app.example".into()),
+        None => Ok(()),
+    }
+}
+
 async fn keys(k: KeysCommand) -> CliResult {
     match k {
         KeysCommand::Create {
@@ -771,8 +815,13 @@ async fn keys(k: KeysCommand) -> CliResult {
             session_ttl,
             idle_timeout,
             mfa,
+            origins,
+            introspect_any,
+            max_sessions,
+            dev,
             db,
         } => {
+            check_origins(&origins)?;
             let store = open_store(&db).await?;
             let key = apikey::generate(&mut rand::rng());
             let policy = SessionPolicy {
@@ -792,9 +841,6 @@ async fn keys(k: KeysCommand) -> CliResult {
             }
             store
                 .insert_api_key(ApiKeyRecord {
-                    id: key.id.clone(),
-                    name,
-                    secret: key.secret.clone(),
                     scopes: scopes
                         .split([' ', ','])
                         .filter(|s| !s.is_empty())
@@ -802,8 +848,11 @@ async fn keys(k: KeysCommand) -> CliResult {
                         .collect(),
                     can_broker: broker,
                     policy,
-                    created_at: SystemClock.now(),
-                    revoked_at: None,
+                    origins,
+                    introspect_any,
+                    max_sessions,
+                    dev,
+                    ..ApiKeyRecord::new(key.id.clone(), name, key.secret.clone(), SystemClock.now())
                 })
                 .await
                 .map_err(|e| e.to_string())?;
@@ -813,9 +862,28 @@ async fn keys(k: KeysCommand) -> CliResult {
                     .await
                     .map_err(|e| e.to_string())?;
             }
+            if dev {
+                eprintln!(
+                    "This is a DEVELOPMENT key: it mints tokens for any identity without a \
+                     signature, on a Hub started with --dev only. Never use it in production."
+                );
+            }
             eprintln!("API key created. The secret is shown once: store it now (e.g. in .env).");
             println!("USER_API_KEY={}", key.id);
             println!("USER_API_SECRET={}", key.secret.reveal());
+            Ok(())
+        }
+        KeysCommand::Origins { id, origins, db } => {
+            check_origins(&origins)?;
+            let store = open_store(&db).await?;
+            if !store
+                .set_api_key_origins(&id, &origins)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                return Err(format!("no API key {id}"));
+            }
+            println!("{id}: origins {}", origins.join(" "));
             Ok(())
         }
         KeysCommand::Mfa { id, policy, db } => {
@@ -835,12 +903,16 @@ async fn keys(k: KeysCommand) -> CliResult {
             let store = open_store(&db).await?;
             for k in store.api_keys().await.map_err(|e| e.to_string())? {
                 println!(
-                    "{}\t{}\t{}\tscopes={}\tbroker={}\t{}",
+                    "{}\t{}\t{}\tscopes={}\tbroker={}\torigins={}\tintrospect_any={}\tmax_sessions={}\tdev={}\t{}",
                     k.id,
                     k.name,
                     format_rfc3339(k.created_at),
                     k.scopes.join(","),
                     k.can_broker,
+                    k.origins.join(","),
+                    k.introspect_any,
+                    k.max_sessions,
+                    k.dev,
                     k.revoked_at.map_or("active".to_owned(), |t| format!(
                         "revoked {}",
                         format_rfc3339(t)

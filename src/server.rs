@@ -17,7 +17,6 @@ use crate::client::HubClient;
 use crate::error::Error;
 use crate::hub::{Hub, HubConfig};
 use crate::provider::{HubLink, Provider};
-use crate::session::SessionPolicy;
 use crate::store::{ApiKeyRecord, Store};
 use crate::time::{Clock, SystemClock};
 
@@ -57,6 +56,8 @@ pub struct Options {
     /// Hub modes: also run the gateway, on its own `listen` address, checking this
     /// Hub's tokens in-process (`keygate serve --gateway-config`).
     pub gateway: Option<crate::gateway::GatewayConfig>,
+    /// Hub modes: accept development keys and their tokens (docs/dev-mode.md).
+    pub dev: bool,
 }
 
 impl Options {
@@ -76,6 +77,7 @@ impl Options {
             tls: None,
             drain: Duration::from_secs(30),
             gateway: None,
+            dev: false,
         }
     }
 }
@@ -159,10 +161,7 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
     } else {
         opts.origins.clone()
     };
-    if let Some(bad) = origins
-        .iter()
-        .find(|o| !challenge::valid_audience(o) || !o.contains("://"))
-    {
+    if let Some(bad) = origins.iter().find(|o| !valid_origin(o)) {
         return Err(StartError::Config(format!("not an origin: {bad:?}")));
     }
     let issuer = opts
@@ -184,11 +183,13 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
                 issuer: issuer.clone(),
                 challenge_ttl: opts.challenge_ttl,
                 limits: opts.limits.clone(),
+                dev: opts.dev,
             };
             let hub = Hub::open(store.clone(), opts.clock.clone(), config)
                 .await
                 .map_err(StartError::Hub)?;
             background.push(spawn_purger(store.clone(), opts.clock.clone()));
+            warn_of_dev_keys(store.as_ref(), opts.dev).await?;
             let hub = Arc::new(hub);
             background.push(tokio::spawn(
                 hub.clone().follow_revocations(Duration::from_millis(200)),
@@ -220,7 +221,7 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         Mode::Hub => crate::hub::routes::routes(hub.clone().expect("hub mode has a hub")),
         Mode::Serve => {
             let hub = hub.clone().expect("serve mode has a hub");
-            let app = provider_app(&hub, opts.user_api_key.as_ref()).await?;
+            let app = provider_app(&hub, opts.user_api_key.as_ref(), &origins).await?;
             provider_key = Some(app.id.clone());
             let provider = Provider::new(
                 HubLink::Local {
@@ -321,20 +322,80 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
     })
 }
 
+/// Logs a warning at start while a live development key exists (and while
+/// development mode is on); returns their ids.
+pub async fn warn_of_dev_keys(
+    store: &dyn Store,
+    dev_mode: bool,
+) -> Result<Vec<String>, StartError> {
+    if dev_mode {
+        tracing::warn!(
+            "DEVELOPMENT MODE (--dev): development keys mint tokens without signatures; \
+             never run this in production"
+        );
+    }
+    let ids: Vec<String> = store
+        .api_keys()
+        .await?
+        .into_iter()
+        .filter(|k| k.dev && k.revoked_at.is_none())
+        .map(|k| k.id)
+        .collect();
+    for id in &ids {
+        if dev_mode {
+            tracing::warn!(key = %id, "a development key exists and is accepted (--dev)");
+        } else {
+            tracing::warn!(
+                key = %id,
+                "a development key exists (refused: the Hub runs without --dev); \
+                 revoke it with `keygate keys revoke`"
+            );
+        }
+    }
+    Ok(ids)
+}
+
+/// Whether `o` may be an origin of the Provider or of an API key.
+pub fn valid_origin(o: &str) -> bool {
+    challenge::valid_audience(o) && o.contains("://")
+}
+
 /// The key `serve`'s Provider uses: `USER_API_KEY`/`USER_API_SECRET` when given
-/// (and present in this store), else one provisioned on first start.
+/// (and present in this store), else one provisioned on first start. Either
+/// way the serve origins become origins of that key (its challenges name them).
 async fn provider_app(
     hub: &Hub,
     configured: Option<&(String, ApiSecret)>,
+    origins: &[String],
 ) -> Result<ApiKeyRecord, StartError> {
-    if let Some((id, secret)) = configured {
-        return hub.api_key_with_secret(id, secret).await.map_err(|_| {
+    let app = match configured {
+        Some((id, secret)) => hub.api_key_with_secret(id, secret).await.map_err(|_| {
             StartError::Config(format!(
                 "USER_API_KEY {id} with this USER_API_SECRET is not a live key in this database \
                  (create one with `keygate keys create`, or unset both to use the built-in key)"
             ))
-        });
+        })?,
+        None => builtin_provider_app(hub).await?,
+    };
+    let missing: Vec<&String> = origins
+        .iter()
+        .filter(|o| !app.origins.contains(o))
+        .collect();
+    if missing.is_empty() {
+        return Ok(app);
     }
+    let mut all = app.origins.clone();
+    all.extend(missing.into_iter().cloned());
+    hub.store().set_api_key_origins(&app.id, &all).await?;
+    tracing::info!(key = %app.id, origins = %all.join(" "), "the provider's API key names the serve origins");
+    Ok(ApiKeyRecord {
+        origins: all,
+        ..app
+    })
+}
+
+/// The key provisioned on first start for `serve`'s Provider.
+async fn builtin_provider_app(hub: &Hub) -> Result<ApiKeyRecord, StartError> {
     let fresh = apikey::generate(&mut rand::rng());
     let now = hub.now();
     let chosen = hub
@@ -345,16 +406,12 @@ async fn provider_app(
         .map_err(|_| StartError::Config("corrupt built-in key id".into()))?;
     if chosen == fresh.id {
         hub.store()
-            .insert_api_key(ApiKeyRecord {
-                id: fresh.id.clone(),
-                name: "keygate serve built-in provider".into(),
-                secret: fresh.secret,
-                scopes: Vec::new(),
-                can_broker: false,
-                policy: SessionPolicy::default(),
-                created_at: now,
-                revoked_at: None,
-            })
+            .insert_api_key(ApiKeyRecord::new(
+                fresh.id.clone(),
+                "keygate serve built-in provider".into(),
+                fresh.secret,
+                now,
+            ))
             .await?;
         tracing::info!(
             key = %fresh.id,
@@ -368,15 +425,39 @@ async fn provider_app(
     })
 }
 
-/// Deletes spent nonces once their challenges have expired anyway.
+/// Every minute, deletes what has expired for good (spent nonces, sessions past
+/// their end with their refresh tokens, feed entries that revoke nothing live,
+/// brokered token ids): bounded rounds with pauses, at most
+/// [`PURGE_ROUNDS`] × [`crate::store::PURGE_BATCH`] rows of each kind a minute.
 fn spawn_purger(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tick.tick().await;
-            if let Err(e) = store.purge_expired(clock.now() - challenge::MAX_TTL).await {
-                tracing::warn!(error = %e, "purge of expired nonces failed");
+            let before = clock.now() - crate::store::PURGE_GRACE;
+            match crate::store::purge(
+                store.as_ref(),
+                before,
+                crate::store::PURGE_BATCH,
+                PURGE_ROUNDS,
+                Duration::from_millis(20),
+            )
+            .await
+            {
+                Ok(p) if p.total() > 0 => tracing::debug!(
+                    nonces = p.nonces,
+                    sessions = p.sessions,
+                    refresh_tokens = p.refresh_tokens,
+                    revocations = p.revocations,
+                    broker_tokens = p.broker_tokens,
+                    "purged expired rows"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "purge of expired rows failed"),
             }
         }
     })
 }
+
+/// Purge rounds per minute at most.
+pub const PURGE_ROUNDS: u32 = 200;

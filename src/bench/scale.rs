@@ -22,6 +22,18 @@ fn sqlite_url(database: &str) -> String {
     }
 }
 
+/// A connection for filling the store fast (WAL without a sync per commit).
+async fn fill_connection(url: &str) -> Result<sqlx::SqliteConnection, String> {
+    SqliteConnectOptions::from_str(url)
+        .map_err(|e| e.to_string())?
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .disable_statement_logging()
+        .connect()
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// Adds `sessions` live sessions to the store at `database` (created and migrated
 /// if needed), `chunk` rows per transaction, each row generated inside SQLite.
 /// Run it while no server has the file open.
@@ -31,14 +43,7 @@ pub async fn prefill(database: &str, sessions: u64, chunk: u64) -> Result<(), St
         .await
         .map_err(|e| format!("cannot open {url}: {e}"))?;
     crate::store::Store::close(&store).await;
-    let mut conn = SqliteConnectOptions::from_str(&url)
-        .map_err(|e| e.to_string())?
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(SqliteSynchronous::Normal)
-        .disable_statement_logging()
-        .connect()
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut conn = fill_connection(&url).await?;
     // Sessions of the oldest live key (the built-in Provider's when `serve` has
     // made one), so that the api_key index looks as it would in production.
     let api_key: String = sqlx::query_scalar(
@@ -94,6 +99,114 @@ pub async fn prefill(database: &str, sessions: u64, chunk: u64) -> Result<(), St
     Ok(())
 }
 
+/// Fills the store at `database` with `rows` expired sessions, each with a
+/// refresh token and a feed entry, and `rows / 10` live sessions; then runs the
+/// purge to the end in its production batches and reports the rate and the
+/// longest round (the longest the writer is held from sign-ins).
+pub async fn purge(database: &str, rows: u64) -> Result<(), String> {
+    use crate::store::{PURGE_BATCH, PURGE_GRACE, Purged, Store};
+    let url = sqlite_url(database);
+    let store = crate::store::SqliteStore::open(&url)
+        .await
+        .map_err(|e| format!("cannot open {url}: {e}"))?;
+    let mut conn = fill_connection(&url).await?;
+    let now = SystemClock.now();
+    let expired = now - PURGE_GRACE - 3600;
+    let fill = Instant::now();
+    let chunk = 100_000u64;
+    let mut done = 0u64;
+    let live = rows / 10;
+    while done < rows + live {
+        let n = chunk.min(rows + live - done);
+        let first = done as i64;
+        // Rows before `rows` are expired, the rest live.
+        let mut tx = sqlx::Connection::begin(&mut conn)
+            .await
+            .map_err(|e| e.to_string())?;
+        for sql in [
+            "INSERT INTO sessions (id, subject, api_key, client_id, scope, created_at, \
+             last_used_at, expires_at, idle_timeout) \
+             SELECT printf('s%021d', i), 'bbaarei' || lower(hex(randomblob(26))), \
+             'kgk_benchpurge', 'cli', '', ?3, ?3, \
+             CASE WHEN i < ?4 THEN ?3 ELSE ?5 END, 3600 FROM n",
+            "INSERT INTO refresh_tokens (hash, session_id, client_id, created_at) \
+             SELECT randomblob(32), printf('s%021d', i), 'cli', ?3 FROM n",
+            "INSERT INTO revocations (session_id, revoked_at, expires_at) \
+             SELECT printf('s%021d', i), ?3, CASE WHEN i < ?4 THEN ?3 ELSE ?5 END FROM n",
+        ] {
+            let sql = format!(
+                "WITH RECURSIVE n(i) AS (SELECT ?1 UNION ALL SELECT i + 1 FROM n WHERE i < ?2) {sql}"
+            );
+            let q = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(first)
+                .bind(first + n as i64 - 1)
+                .bind(expired);
+            let q = if sql.contains("?4") {
+                q.bind(rows as i64).bind(now + 36_000)
+            } else {
+                q
+            };
+            q.execute(&mut *tx).await.map_err(|e| e.to_string())?;
+        }
+        tx.commit().await.map_err(|e| e.to_string())?;
+        done += n;
+    }
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        .execute(&mut conn)
+        .await
+        .map_err(|e| e.to_string())?;
+    println!(
+        "purge: filled {rows} expired and {live} live sessions (each with a refresh token \
+         and a feed entry) in {:.1} s",
+        fill.elapsed().as_secs_f64()
+    );
+    let started = Instant::now();
+    let mut all = Purged::default();
+    let (mut rounds, mut longest) = (0u32, Duration::ZERO);
+    loop {
+        let t = Instant::now();
+        let p = store
+            .purge_expired(now - PURGE_GRACE, PURGE_BATCH)
+            .await
+            .map_err(|e| e.to_string())?;
+        longest = longest.max(t.elapsed());
+        rounds += 1;
+        all.sessions += p.sessions;
+        all.refresh_tokens += p.refresh_tokens;
+        all.revocations += p.revocations;
+        if !p.full(PURGE_BATCH) {
+            break;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let left: (i64, i64, i64) = sqlx::query_as(
+        "SELECT (SELECT COUNT(*) FROM sessions), (SELECT COUNT(*) FROM refresh_tokens), \
+         (SELECT COUNT(*) FROM revocations)",
+    )
+    .fetch_one(&mut conn)
+    .await
+    .map_err(|e| e.to_string())?;
+    store.close().await;
+    let deleted = all.sessions + all.refresh_tokens + all.revocations;
+    println!(
+        "purge: deleted {} sessions, {} refresh tokens, {} feed entries ({deleted} rows) in \
+         {secs:.1} s = {:.0} rows/s; {rounds} rounds of up to {PURGE_BATCH} per kind, \
+         longest round {:.1} ms; left: {} sessions, {} refresh tokens, {} feed entries",
+        all.sessions,
+        all.refresh_tokens,
+        all.revocations,
+        deleted as f64 / secs,
+        longest.as_secs_f64() * 1000.0,
+        left.0,
+        left.1,
+        left.2,
+    );
+    if left != (live as i64, live as i64, live as i64) {
+        return Err("the purge left other rows than the live ones".into());
+    }
+    Ok(())
+}
+
 /// Redeems `count` synthetic sign-ins through [`crate::store::Store::redeem`] from
 /// `concurrency` tasks, and reports the rate and this process's CPU per sign-in:
 /// the cost of durability alone (group commit, B-tree inserts, WAL, fsync).
@@ -110,16 +223,12 @@ pub async fn store(database: &str, concurrency: usize, count: u64) -> Result<(),
     let key = crate::apikey::generate(&mut rand::rng());
     let now = SystemClock.now();
     store
-        .insert_api_key(crate::store::ApiKeyRecord {
-            id: key.id.clone(),
-            name: "keygate bench store".into(),
-            secret: key.secret,
-            scopes: Vec::new(),
-            can_broker: false,
-            policy: Default::default(),
-            created_at: now,
-            revoked_at: None,
-        })
+        .insert_api_key(crate::store::ApiKeyRecord::new(
+            key.id.clone(),
+            "keygate bench store".into(),
+            key.secret,
+            now,
+        ))
         .await
         .map_err(|e| e.to_string())?;
     // Identities made before the clock starts, as the load generator does.

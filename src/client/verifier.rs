@@ -9,7 +9,7 @@
 //! and revocation broadcast, no sockets).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Duration;
 
@@ -58,6 +58,8 @@ pub struct OfflineVerifier {
     fetches: AtomicU64,
     /// Revoked session ids, with when their tokens expire anyway (then forgotten).
     revoked: RwLock<HashMap<String, UnixTime>>,
+    /// Accept development tokens (`acr` `dev`, docs/dev-mode.md); off by default.
+    accept_dev: AtomicBool,
     tasks: Mutex<Vec<AbortHandle>>,
 }
 
@@ -147,6 +149,7 @@ impl OfflineVerifier {
             fetching: tokio::sync::Mutex::new(()),
             fetches: AtomicU64::new(0),
             revoked: RwLock::default(),
+            accept_dev: AtomicBool::new(false),
             tasks: Mutex::default(),
         }
     }
@@ -351,12 +354,21 @@ impl OfflineVerifier {
         self.check(token, now)
     }
 
+    /// Accepts (or, the default, refuses with `403 forbidden`) tokens minted by a
+    /// development key (docs/dev-mode.md). Only for local testing.
+    pub fn accept_dev_tokens(&self, accept: bool) {
+        self.accept_dev.store(accept, Ordering::Relaxed);
+    }
+
     fn check(&self, token: &str, now: UnixTime) -> Result<AccessClaims, Error> {
         let keys = match self.keys.read() {
             Ok(k) => k.clone(),
             Err(p) => p.into_inner().clone(),
         };
         let claims = keys.verify(token, now)?;
+        if !self.accept_dev.load(Ordering::Relaxed) && crate::account::is_dev_token(&claims) {
+            return Err(Error::Forbidden(crate::account::DEV_TOKEN_REFUSED.into()));
+        }
         let revoked = match self.revoked.read() {
             Ok(map) => map.contains_key(&claims.sid),
             Err(_) => true,

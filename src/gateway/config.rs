@@ -48,6 +48,8 @@ struct RawConfig {
     upstream_timeout: Option<Spanned<u64>>,
     max_sessions: Option<Spanned<usize>>,
     token_cache: Option<Spanned<usize>>,
+    #[serde(default)]
+    accept_dev_tokens: bool,
     #[serde(default, rename = "route")]
     routes: Vec<Spanned<RawRoute>>,
 }
@@ -92,6 +94,9 @@ pub struct GatewayConfig {
     pub max_sessions: usize,
     /// Verified tokens kept to skip signature checks.
     pub token_cache: usize,
+    /// Accept tokens minted by development keys (`acr` `dev`, docs/dev-mode.md);
+    /// off unless the file says `accept_dev_tokens = true`.
+    pub accept_dev_tokens: bool,
     pub routes: Vec<Route>,
 }
 
@@ -245,6 +250,7 @@ impl GatewayConfig {
             upstream_timeout,
             max_sessions,
             token_cache,
+            accept_dev_tokens: raw.accept_dev_tokens,
             routes,
         })
     }

@@ -147,6 +147,10 @@ async fn launch(
         Some(path) => load_key(path)?,
         None => SigningKey::generate(&mut rand::rng()),
     };
+    verifier.accept_dev_tokens(config.accept_dev_tokens);
+    if config.accept_dev_tokens {
+        tracing::warn!("the gateway accepts development tokens (accept_dev_tokens = true)");
+    }
     let signer = assertion::AssertionSigner::new(key);
     let jwks = signer.jwks();
     let listener = tokio::net::TcpListener::bind(config.listen)

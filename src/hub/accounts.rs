@@ -95,6 +95,9 @@ impl Hub {
             return Err(crate::token::TokenError::WrongAudience.into());
         }
         auth.session.check(now)?;
+        if !self.dev_mode() && account::is_dev_token(&claims) {
+            return Err(Error::Forbidden(account::DEV_TOKEN_REFUSED.into()));
+        }
         if !allow_pending && (pending_token || assurance(&auth, now) == Assurance::Pending) {
             return Err(self.mfa_required(auth.account.as_deref()).await);
         }
@@ -389,11 +392,10 @@ impl Hub {
             MfaOutcome::CodeUsed => return Err(Error::OtpReused),
             MfaOutcome::SessionGone => return Err(Error::SessionRevoked),
         }
-        let policy = self
+        let key = self
             .live_api_key(&s.api_key)
             .await
-            .map_err(|_| Error::SessionRevoked)?
-            .policy;
+            .map_err(|_| Error::SessionRevoked)?;
         Ok(self.mint(
             Grant {
                 subject: &s.subject,
@@ -405,7 +407,7 @@ impl Hub {
                 account: auth.account.clone(),
                 assurance: Some(Assurance::Aal2 { factor, until }),
             },
-            &policy,
+            &key,
             None,
             now,
             s.expires_at,

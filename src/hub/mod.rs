@@ -14,7 +14,7 @@ use crate::apikey::{self, ApiKeyError, ApiSecret};
 use crate::challenge::{self, Flow, IssuedChallenge, NonceKey};
 use crate::error::Error;
 use crate::identity::Identity;
-use crate::session::{self, SessionPolicy};
+use crate::session;
 use crate::store::{
     ApiKeyRecord, BrokerGrant, NewSession, RedeemOutcome, Redemption, RefreshOutcome,
     RevocationEvent, Revoke, SessionRecord, SigningKeyRecord, Store,
@@ -39,7 +39,12 @@ pub struct HubConfig {
     /// Lifetime of a challenge, in seconds.
     pub challenge_ttl: i64,
     pub limits: crate::limits::Limits,
+    /// Accept development keys and their tokens (docs/dev-mode.md).
+    pub dev: bool,
 }
+
+const DEV_KEY_REFUSED: &str =
+    "this is a development key: it works only on a Hub started with --dev (docs/dev-mode.md)";
 
 /// The options of a token request, shared by every surface (WS frames, HTTP bodies).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -296,9 +301,23 @@ impl Hub {
         let secret = live.as_ref().map_or(&self.dummy_secret, |k| &k.secret);
         let checked = secret.verify(msg, sig, self.now());
         match (live, checked) {
-            (Some(key), Ok(())) => Ok(key),
+            (Some(key), Ok(())) => self.usable(key),
             _ => Err(ApiKeyError.into()),
         }
+    }
+
+    /// Refuses a development key unless this Hub runs with `--dev`; only after
+    /// the key has been authenticated, so no one else learns that it is one.
+    fn usable(&self, key: ApiKeyRecord) -> Result<ApiKeyRecord, Error> {
+        if key.dev && !self.config.dev {
+            return Err(Error::Forbidden(DEV_KEY_REFUSED.into()));
+        }
+        Ok(key)
+    }
+
+    /// Whether this Hub accepts development keys and tokens (`--dev`).
+    pub fn dev_mode(&self) -> bool {
+        self.config.dev
     }
 
     /// A key that exists and is not revoked.
@@ -321,7 +340,7 @@ impl Hub {
             &key.secret.as_bytes()[..],
             &secret.as_bytes()[..],
         )) {
-            Ok(key)
+            self.usable(key)
         } else {
             Err(ApiKeyError.into())
         }
@@ -349,6 +368,9 @@ impl Hub {
         audience: Option<&str>,
     ) -> Result<IssuedChallenge, Error> {
         self.guard.check_identity(&identity.to_string())?;
+        if audience.is_some_and(|a| !app.may_use_audience(a)) {
+            return Err(Error::ForbiddenAudience);
+        }
         let mut random = [0u8; 16];
         rand::fill(&mut random);
         Ok(challenge::issue(
@@ -420,6 +442,25 @@ impl Hub {
             // variant name carries no input.
             tracing::debug!(reason = ?e, ?flow, "signed challenge refused");
         })?;
+        let nonce = (verified.nonce_id, verified.expires_at);
+        self.open_session(app, subject, options, request, nonce, meta, now)
+            .await
+    }
+
+    /// The rest of a sign-in once the identity is proven (by its signature over a
+    /// challenge, or by a development key): spends `nonce` (id, expiry), records
+    /// the session durably, and only then mints the token.
+    #[allow(clippy::too_many_arguments)]
+    async fn open_session(
+        &self,
+        app: &ApiKeyRecord,
+        subject: String,
+        options: &TokenOptions,
+        request: ValidRequest,
+        nonce: ([u8; 16], UnixTime),
+        meta: ClientMeta,
+        now: UnixTime,
+    ) -> Result<IssuedToken, Error> {
         let (account, mfa_required) = self.sign_in_account(&subject, &app.id).await?;
         let (session_id, refresh_token) = {
             let mut rng = rand::rng();
@@ -444,8 +485,8 @@ impl Hub {
             address: meta.address,
         };
         let redemption = Redemption {
-            nonce_id: verified.nonce_id,
-            nonce_expires_at: verified.expires_at,
+            nonce_id: nonce.0,
+            nonce_expires_at: nonce.1,
             refresh: refresh_token
                 .as_deref()
                 .zip(options.client_id.clone())
@@ -467,7 +508,10 @@ impl Hub {
             crate::account::Assurance::Aal1
         };
         let s = match self.store.redeem(redemption).await? {
-            RedeemOutcome::Created => created,
+            RedeemOutcome::Created => {
+                self.cap_sessions(app, &created.0, now).await;
+                created
+            }
             RedeemOutcome::Renewed(s) => {
                 let s = *s;
                 if let Some(auth) = self.store.session_auth(&s.id).await? {
@@ -494,7 +538,7 @@ impl Hub {
                 account: Some(account),
                 assurance: Some(assurance),
             },
-            &app.policy,
+            app,
             request.expiration,
             now,
             session_expires_at,
@@ -517,15 +561,88 @@ impl Hub {
         }
     }
 
+    /// Ends the oldest live sessions of `subject` with `app` beyond the key's
+    /// `max_sessions` (each gets a revocation-feed entry). The new session is
+    /// already committed: a failure here is logged, and the next sign-in tries
+    /// again.
+    async fn cap_sessions(&self, app: &ApiKeyRecord, subject: &str, now: UnixTime) {
+        let keep = app.max_sessions.max(1);
+        let result = async {
+            if self.store.live_session_count(subject, &app.id, now).await? <= u64::from(keep) {
+                return Ok(0);
+            }
+            let which = Revoke::Beyond {
+                subject,
+                api_key: &app.id,
+                keep,
+            };
+            self.store.revoke_sessions(which, now).await
+        }
+        .await;
+        match result {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::debug!(key = %app.id, ended = n, "session cap: oldest sessions ended")
+            }
+            Err(e) => tracing::warn!(error = %e, "session cap not applied"),
+        }
+    }
+
+    /// `POST /v1/dev/token`: a development key mints a token for any identity
+    /// without a signature (docs/dev-mode.md), on a Hub started with `--dev`.
+    /// The session is real (listed, revocable, capped); the token says `acr`
+    /// `dev` and `amr` `["dev"]`.
+    pub async fn dev_token(
+        &self,
+        app: &ApiKeyRecord,
+        pubkey: &str,
+        options: &TokenOptions,
+        meta: ClientMeta,
+    ) -> Result<IssuedToken, Error> {
+        if !app.dev || !self.config.dev {
+            return Err(Error::Forbidden(
+                "only a development key (keygate keys create --dev) on a Hub started with \
+                 --dev may mint tokens without a signature"
+                    .into(),
+            ));
+        }
+        if options.session_id.is_some() {
+            return Err(Error::bad_request(
+                "session_id: a development token always starts a new session",
+            ));
+        }
+        let identity = Identity::parse(pubkey)?;
+        let subject = identity.to_string();
+        self.guard.check_identity(&subject)?;
+        let request = validate_options(app, options)?;
+        let now = self.now();
+        // No challenge was issued: a fresh nonce id keeps the group commit's shape.
+        let mut nonce = [0u8; 16];
+        rand::fill(&mut nonce);
+        tracing::info!(key = %app.id, "development token minted without a signature");
+        self.open_session(app, subject, options, request, (nonce, now + 60), meta, now)
+            .await
+    }
+
     fn mint(
         &self,
         grant: Grant<'_>,
-        policy: &SessionPolicy,
+        key: &ApiKeyRecord,
         expiration: Option<i64>,
         now: UnixTime,
         session_expires_at: UnixTime,
         refresh_token: Option<String>,
     ) -> IssuedToken {
+        let policy = &key.policy;
+        // Every token a development key's app gets says so, whatever the way in.
+        let grant = if key.dev {
+            Grant {
+                assurance: Some(crate::account::Assurance::Dev),
+                ..grant
+            }
+        } else {
+            grant
+        };
         let mut exp = policy.access_expiry(expiration, now, session_expires_at);
         // A step-up's token ends with the step-up: after it, the session's tokens
         // say aal1 again.
@@ -621,8 +738,8 @@ impl Hub {
             RefreshOutcome::Revoked => return Err(Error::SessionRevoked),
             RefreshOutcome::Expired => return Err(Error::SessionExpired),
         };
-        let policy = match self.store.api_key(&s.api_key).await? {
-            Some(k) if k.revoked_at.is_none() => k.policy,
+        let key = match self.store.api_key(&s.api_key).await? {
+            Some(k) if k.revoked_at.is_none() => self.usable(k)?,
             _ => return Err(Error::SessionRevoked),
         };
         Ok(self.mint(
@@ -638,7 +755,7 @@ impl Hub {
                     accounts::assurance(a, now)
                 })),
             },
-            &policy,
+            &key,
             None,
             now,
             s.expires_at,
@@ -704,11 +821,23 @@ impl Hub {
         Ok(self.store.revoke_sessions(which, self.now()).await?)
     }
 
-    /// RFC 7662 introspection, answered from live state: a revoked session is
-    /// inactive at once. Store failures are errors, never "inactive".
-    pub async fn introspect(&self, token: &str) -> Result<serde_json::Value, Error> {
+    /// RFC 7662 introspection for the app `caller`, answered from live state: a
+    /// revoked session is inactive at once. A token issued to another app is
+    /// inactive too, unless `caller` may introspect any app's tokens
+    /// (docs/tenancy.md). Store failures are errors, never "inactive".
+    pub async fn introspect(
+        &self,
+        caller: &ApiKeyRecord,
+        token: &str,
+    ) -> Result<serde_json::Value, Error> {
         match self.authenticate_user(Some(token)).await {
+            Ok((c, _)) if c.aud != caller.id && !caller.introspect_any => {
+                Ok(serde_json::json!({ "active": false }))
+            }
             Ok((c, _)) => {
+                if c.aud != caller.id {
+                    tracing::info!(key = %caller.id, aud = %c.aud, "introspection of another app's token (introspect_any)");
+                }
                 let mut v = serde_json::to_value(&c).map_err(|_| Error::Internal)?;
                 v["active"] = true.into();
                 v["token_type"] = "access_token".into();
@@ -838,11 +967,11 @@ impl Hub {
             .exchange_broker_token(session::hash_secret(token_id), draft, now)
             .await?
             .ok_or(Error::InvalidGrant)?;
-        let policy = self
+        let key = self
             .live_api_key(&s.api_key)
             .await
-            .map_err(|_| Error::InvalidGrant)?
-            .policy;
+            .map_err(|_| Error::InvalidGrant)?;
+        let key = self.usable(key)?;
         Ok(self.mint(
             Grant {
                 subject: &s.subject,
@@ -854,7 +983,7 @@ impl Hub {
                 account: None,
                 assurance: None,
             },
-            &policy,
+            &key,
             None,
             now,
             s.expires_at,
@@ -1053,6 +1182,7 @@ mod tests {
             issuer: "http://127.0.0.1:1".into(),
             challenge_ttl: 60,
             limits: Default::default(),
+            dev: false,
         };
         Hub::open(Arc::new(store), Arc::new(ManualClock::new(NOW)), config)
             .await
@@ -1071,14 +1201,8 @@ mod tests {
             let key = apikey::generate(&mut rand::rng());
             hub.store()
                 .insert_api_key(ApiKeyRecord {
-                    id: key.id.clone(),
-                    name: "app".into(),
-                    secret: key.secret.clone(),
-                    scopes: Vec::new(),
-                    can_broker: false,
-                    policy: Default::default(),
-                    created_at: NOW - 10,
                     revoked_at,
+                    ..ApiKeyRecord::new(key.id.clone(), "app".into(), key.secret.clone(), NOW - 10)
                 })
                 .await
                 .unwrap();

@@ -44,6 +44,14 @@ struct TokenRequest {
     options: TokenOptions,
 }
 
+/// `POST /v1/dev/token`: an identity and the options of a token request.
+#[derive(Debug, Deserialize)]
+struct DevTokenRequest {
+    pubkey: String,
+    #[serde(flatten)]
+    options: TokenOptions,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct RefreshRequest {
     pub refresh_token: String,
@@ -184,6 +192,28 @@ pub fn api_routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
             },
         );
 
+    let dev_token = warp::path!("v1" / "dev" / "token")
+        .and(warp::post())
+        .and(with_hub(hub.clone()))
+        .and(warp::header::headers_cloned())
+        .and(client_meta())
+        .and(json_body::<DevTokenRequest>())
+        .then(
+            |hub: Arc<Hub>,
+             headers: HeaderMap,
+             meta: ClientMeta,
+             body: Result<DevTokenRequest, Error>| async move {
+                reply(
+                    async {
+                        let app = app(&hub, &headers).await?;
+                        let b = body?;
+                        hub.dev_token(&app, &b.pubkey, &b.options, meta).await
+                    }
+                    .await,
+                )
+            },
+        );
+
     let ws_token = warp::path!("v1" / "ws" / "token")
         .and(signin::ws())
         .and(with_hub(hub.clone()))
@@ -231,7 +261,7 @@ pub fn api_routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
             |hub: Arc<Hub>, headers: HeaderMap, body: warp::hyper::body::Bytes| async move {
                 reply(
                     async {
-                        app(&hub, &headers).await?;
+                        let caller = app(&hub, &headers).await?;
                         let req: IntrospectRequest = if body.first() == Some(&b'{') {
                             serde_json::from_slice(&body)
                                 .map_err(|_| Error::bad_request("malformed JSON body"))?
@@ -239,7 +269,7 @@ pub fn api_routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
                             serde_urlencoded::from_bytes(&body)
                                 .map_err(|_| Error::bad_request("malformed form body"))?
                         };
-                        hub.introspect(&req.token).await
+                        hub.introspect(&caller, &req.token).await
                     }
                     .await,
                 )
@@ -291,6 +321,8 @@ pub fn api_routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
         .or(challenge)
         .unify()
         .or(token)
+        .unify()
+        .or(dev_token)
         .unify()
         .or(ws_token)
         .unify()

@@ -91,8 +91,48 @@ pub struct ApiKeyRecord {
     /// May create brokered token ids.
     pub can_broker: bool,
     pub policy: SessionPolicy,
+    /// Audiences (origins) this key may name in a challenge besides its own id.
+    pub origins: Vec<String>,
+    /// May introspect tokens issued to other apps (`keys create --introspect-any`).
+    pub introspect_any: bool,
+    /// Live sessions one identity may hold with this app: a sign-in past it ends
+    /// the oldest (docs/lifecycle.md).
+    pub max_sessions: u32,
+    /// A development key (docs/dev-mode.md): mints tokens for any identity
+    /// without a signature; refused unless the Hub runs with `--dev`.
+    pub dev: bool,
     pub created_at: UnixTime,
     pub revoked_at: Option<UnixTime>,
+}
+
+/// Sessions one identity may hold with one app unless its key says otherwise.
+pub const DEFAULT_MAX_SESSIONS: u32 = 100;
+
+impl ApiKeyRecord {
+    /// A live key with no scopes, origins or extra rights, the default session
+    /// policy and [`DEFAULT_MAX_SESSIONS`].
+    pub fn new(id: String, name: String, secret: ApiSecret, created_at: UnixTime) -> Self {
+        ApiKeyRecord {
+            id,
+            name,
+            secret,
+            scopes: Vec::new(),
+            can_broker: false,
+            policy: SessionPolicy::default(),
+            origins: Vec::new(),
+            introspect_any: false,
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            dev: false,
+            created_at,
+            revoked_at: None,
+        }
+    }
+
+    /// Whether this key may name `audience` in a challenge: its own id or one of
+    /// its origins.
+    pub fn may_use_audience(&self, audience: &str) -> bool {
+        audience == self.id || self.origins.iter().any(|o| o == audience)
+    }
 }
 
 /// A signing key as stored (the 32-byte Ed25519 seed).
@@ -197,10 +237,57 @@ pub enum RefreshOutcome {
 /// Which sessions a revocation ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Revoke<'a> {
-    One { subject: &'a str, id: &'a str },
-    AllOf { subject: &'a str },
-    AllOfExcept { subject: &'a str, keep: &'a str },
-    ApiKey { id: &'a str },
+    One {
+        subject: &'a str,
+        id: &'a str,
+    },
+    AllOf {
+        subject: &'a str,
+    },
+    AllOfExcept {
+        subject: &'a str,
+        keep: &'a str,
+    },
+    ApiKey {
+        id: &'a str,
+    },
+    /// The live sessions of one identity with one app beyond the newest `keep`
+    /// (the per-identity cap, docs/lifecycle.md).
+    Beyond {
+        subject: &'a str,
+        api_key: &'a str,
+        keep: u32,
+    },
+}
+
+/// What one round of [`Store::purge_expired`] deleted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    pub nonces: u64,
+    /// Sessions, each with its refresh tokens and second-factor state.
+    pub sessions: u64,
+    pub refresh_tokens: u64,
+    pub revocations: u64,
+    pub broker_tokens: u64,
+}
+
+impl Purged {
+    /// Whether any kind of row filled its batch: another round has work.
+    pub fn full(&self, limit: u32) -> bool {
+        let limit = u64::from(limit);
+        [
+            self.nonces,
+            self.sessions,
+            self.revocations,
+            self.broker_tokens,
+        ]
+        .iter()
+        .any(|&n| n >= limit)
+    }
+
+    pub fn total(&self) -> u64 {
+        self.nonces + self.sessions + self.refresh_tokens + self.revocations + self.broker_tokens
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -210,6 +297,41 @@ pub struct RevocationEvent {
     pub revoked_at: UnixTime,
     /// After this the session's tokens have expired anyway.
     pub expires_at: UnixTime,
+}
+
+/// How far behind the present the purge stays: a row expired longer ago than
+/// this concerns no challenge that can still be redeemed and no token that any
+/// verifier (with its clock leeway) can still accept.
+pub const PURGE_GRACE: i64 = crate::challenge::MAX_TTL + crate::token::MAX_LEEWAY;
+/// Rows of each kind one purge round deletes (one short transaction).
+pub const PURGE_BATCH: u32 = 1000;
+
+/// Purges in rounds of at most `limit` rows per kind, pausing `pause` between
+/// rounds so that sign-ins get the writer, until a round finds less than a full
+/// batch or `max_rounds` have run. Returns what was deleted in all.
+pub async fn purge(
+    store: &dyn Store,
+    before: UnixTime,
+    limit: u32,
+    max_rounds: u32,
+    pause: std::time::Duration,
+) -> StoreResult<Purged> {
+    let mut all = Purged::default();
+    for round in 0..max_rounds {
+        if round > 0 && !pause.is_zero() {
+            tokio::time::sleep(pause).await;
+        }
+        let p = store.purge_expired(before, limit).await?;
+        all.nonces += p.nonces;
+        all.sessions += p.sessions;
+        all.refresh_tokens += p.refresh_tokens;
+        all.revocations += p.revocations;
+        all.broker_tokens += p.broker_tokens;
+        if !p.full(limit) {
+            break;
+        }
+    }
+    Ok(all)
 }
 
 /// The state behind a Hub (accounts and second factors: [`AccountStore`]).
@@ -235,6 +357,12 @@ pub trait Store: AccountStore + Send + Sync + 'static {
     fn insert_api_key(&self, key: ApiKeyRecord) -> BoxFuture<'_, StoreResult<()>>;
     fn api_key(&self, id: &str) -> BoxFuture<'_, StoreResult<Option<ApiKeyRecord>>>;
     fn api_keys(&self) -> BoxFuture<'_, StoreResult<Vec<ApiKeyRecord>>>;
+    /// Replaces a key's origins; false when there is no such key.
+    fn set_api_key_origins<'a>(
+        &'a self,
+        id: &'a str,
+        origins: &'a [String],
+    ) -> BoxFuture<'a, StoreResult<bool>>;
     /// The longest access-token lifetime any API key grants (None without keys):
     /// how long a retired signing key stays published.
     fn longest_access_ttl(&self) -> BoxFuture<'_, StoreResult<Option<i64>>>;
@@ -289,8 +417,23 @@ pub trait Store: AccountStore + Send + Sync + 'static {
         limit: u32,
     ) -> BoxFuture<'_, StoreResult<Vec<RevocationEvent>>>;
 
-    /// Deletes nonces and feed entries that can no longer matter.
-    fn purge_expired(&self, now: UnixTime) -> BoxFuture<'_, StoreResult<u64>>;
+    /// Live sessions (not revoked, not past their end or idle timeout) of
+    /// `subject` with the app `api_key` at `now`.
+    fn live_session_count<'a>(
+        &'a self,
+        subject: &'a str,
+        api_key: &'a str,
+        now: UnixTime,
+    ) -> BoxFuture<'a, StoreResult<u64>>;
+
+    /// One bounded round of the purge, in one transaction: deletes at most
+    /// `limit` rows of each kind whose expiry lies before `before` (spent
+    /// nonces, sessions past their absolute end with their refresh tokens and
+    /// second-factor state, feed entries of sessions past their end, brokered
+    /// token ids), oldest first. `before` must lie far enough in the past that
+    /// no token such a row concerns can still be valid anywhere (the callers
+    /// subtract the longest challenge lifetime and the verifiers' leeway).
+    fn purge_expired(&self, before: UnixTime, limit: u32) -> BoxFuture<'_, StoreResult<Purged>>;
 
     /// Closes connections (after the server has stopped).
     fn close(&self) -> BoxFuture<'_, ()>;

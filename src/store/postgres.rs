@@ -71,6 +71,11 @@ fn migrator() -> Migrator {
     Migrator::with_migrations(vec![
         step(1, "init", include_str!("postgres/0001_init.sql")),
         step(2, "accounts", include_str!("postgres/0002_accounts.sql")),
+        step(
+            3,
+            "app_rights",
+            include_str!("postgres/0003_app_rights.sql"),
+        ),
     ])
 }
 
@@ -377,6 +382,19 @@ async fn revoke_in(
                 .bind(now)
                 .bind(*id)
         }
+        Revoke::Beyond {
+            subject,
+            api_key,
+            keep,
+        } => sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{SET} AND id IN (SELECT id FROM sessions WHERE subject = $2 AND api_key = $3 \
+             AND revoked_at IS NULL AND expires_at > $1 AND last_used_at + idle_timeout > $1 \
+             ORDER BY created_at DESC, id DESC OFFSET $4) {RET}"
+        )))
+        .bind(now)
+        .bind(*subject)
+        .bind(*api_key)
+        .bind(i64::from(*keep)),
     };
     let rows = query.fetch_all(&mut **tx).await?;
     if rows.is_empty() {
@@ -485,8 +503,8 @@ impl Store for PostgresStore {
         async move {
             sqlx::query(
                 "INSERT INTO api_keys (id, name, secret, scopes, can_broker, access_ttl, \
-                 session_ttl, idle_timeout, created_at, revoked_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                 session_ttl, idle_timeout, created_at, revoked_at, origins, introspect_any, \
+                 max_sessions, dev) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
             )
             .bind(&key.id)
             .bind(&key.name)
@@ -501,6 +519,10 @@ impl Store for PostgresStore {
             .bind(key.policy.idle_timeout)
             .bind(key.created_at)
             .bind(key.revoked_at)
+            .bind(key.origins.join(" "))
+            .bind(i64::from(key.introspect_any))
+            .bind(i64::from(key.max_sessions))
+            .bind(i64::from(key.dev))
             .execute(&self.pool)
             .await?;
             Ok(())
@@ -535,6 +557,22 @@ impl Store for PostgresStore {
             rows.iter()
                 .map(|r| api_key_from_row(r, &self.seal))
                 .collect()
+        }
+        .boxed()
+    }
+
+    fn set_api_key_origins<'a>(
+        &'a self,
+        id: &'a str,
+        origins: &'a [String],
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        async move {
+            let done = sqlx::query("UPDATE api_keys SET origins = $1 WHERE id = $2")
+                .bind(origins.join(" "))
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+            Ok(done.rows_affected() == 1)
         }
         .boxed()
     }
@@ -825,13 +863,71 @@ impl Store for PostgresStore {
         .boxed()
     }
 
-    fn purge_expired(&self, now: UnixTime) -> BoxFuture<'_, StoreResult<u64>> {
+    fn live_session_count<'a>(
+        &'a self,
+        subject: &'a str,
+        api_key: &'a str,
+        now: UnixTime,
+    ) -> BoxFuture<'a, StoreResult<u64>> {
         async move {
-            let nonces = sqlx::query("DELETE FROM used_nonces WHERE expires_at < $1")
-                .bind(now)
-                .execute(&self.pool)
-                .await?;
-            Ok(nonces.rows_affected())
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM sessions WHERE subject = $1 AND api_key = $2 \
+                 AND revoked_at IS NULL AND expires_at > $3 AND last_used_at + idle_timeout > $3",
+            )
+            .bind(subject)
+            .bind(api_key)
+            .bind(now)
+            .fetch_one(&self.pool)
+            .await?;
+            Ok(n.max(0) as u64)
+        }
+        .boxed()
+    }
+
+    fn purge_expired(&self, before: UnixTime, limit: u32) -> BoxFuture<'_, StoreResult<Purged>> {
+        async move {
+            let limit = i64::from(limit);
+            let mut tx = self.pool.begin().await?;
+            // Nonces, feed entries and brokered token ids: by their own expiry.
+            let mut expired = [0u64; 3];
+            for (n, (table, key)) in expired.iter_mut().zip([
+                ("used_nonces", "nonce"),
+                ("revocations", "seq"),
+                ("broker_tokens", "hash"),
+            ]) {
+                *n = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} \
+                     WHERE expires_at < $1 ORDER BY expires_at LIMIT $2)"
+                )))
+                .bind(before)
+                .bind(limit)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            let [nonces, revocations, broker_tokens] = expired;
+            // One statement: the sessions, then what hangs off the ones it deleted.
+            let (sessions, refresh_tokens): (i64, i64) = sqlx::query_as(
+                "WITH gone AS (DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
+                 WHERE expires_at < $1 ORDER BY expires_at LIMIT $2) RETURNING id), \
+                 r AS (DELETE FROM refresh_tokens WHERE session_id IN (SELECT id FROM gone) \
+                 RETURNING 1), \
+                 m AS (DELETE FROM session_mfa WHERE session_id IN (SELECT id FROM gone) \
+                 RETURNING 1) \
+                 SELECT (SELECT COUNT(*) FROM gone), (SELECT COUNT(*) FROM r)",
+            )
+            .bind(before)
+            .bind(limit)
+            .fetch_one(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(Purged {
+                nonces,
+                sessions: sessions.max(0) as u64,
+                refresh_tokens: refresh_tokens.max(0) as u64,
+                revocations,
+                broker_tokens,
+            })
         }
         .boxed()
     }

@@ -85,6 +85,15 @@ pub(crate) fn api_key_from_row(row: &impl Columns, seal: &MasterKey) -> StoreRes
             session_ttl: row.int("session_ttl")?,
             idle_timeout: row.int("idle_timeout")?,
         },
+        origins: row
+            .text("origins")?
+            .split_whitespace()
+            .map(str::to_owned)
+            .collect(),
+        introspect_any: row.int("introspect_any")? != 0,
+        max_sessions: u32::try_from(row.int("max_sessions")?)
+            .map_err(|_| StoreError::Internal("max_sessions out of range".into()))?,
+        dev: row.int("dev")? != 0,
         created_at: row.int("created_at")?,
         revoked_at: row.opt_int("revoked_at")?,
         id,

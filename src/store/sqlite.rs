@@ -62,6 +62,7 @@ fn migrator() -> Migrator {
             "nonce_order",
             include_str!("sqlite/0003_nonce_order.sql"),
         ),
+        step(4, "app_rights", include_str!("sqlite/0004_app_rights.sql")),
     ])
 }
 
@@ -352,6 +353,21 @@ async fn revoke_in(
         )
         .bind(now)
         .bind(*id),
+        Revoke::Beyond {
+            subject,
+            api_key,
+            keep,
+        } => sqlx::query(
+            "UPDATE sessions SET revoked_at = ?1 WHERE id IN (SELECT id FROM sessions \
+             WHERE subject = ?2 AND api_key = ?3 AND revoked_at IS NULL AND expires_at > ?1 \
+             AND last_used_at + idle_timeout > ?1 \
+             ORDER BY created_at DESC, id DESC LIMIT -1 OFFSET ?4) \
+             RETURNING id, expires_at",
+        )
+        .bind(now)
+        .bind(*subject)
+        .bind(*api_key)
+        .bind(i64::from(*keep)),
     };
     let rows = query.fetch_all(&mut **tx).await?;
     for row in &rows {
@@ -445,8 +461,8 @@ impl Store for SqliteStore {
         async move {
             sqlx::query(
                 "INSERT INTO api_keys (id, name, secret, scopes, can_broker, access_ttl, \
-                 session_ttl, idle_timeout, created_at, revoked_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 session_ttl, idle_timeout, created_at, revoked_at, origins, introspect_any, \
+                 max_sessions, dev) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&key.id)
             .bind(&key.name)
@@ -461,6 +477,10 @@ impl Store for SqliteStore {
             .bind(key.policy.idle_timeout)
             .bind(key.created_at)
             .bind(key.revoked_at)
+            .bind(key.origins.join(" "))
+            .bind(i64::from(key.introspect_any))
+            .bind(i64::from(key.max_sessions))
+            .bind(i64::from(key.dev))
             .execute(&self.write)
             .await?;
             Ok(())
@@ -495,6 +515,22 @@ impl Store for SqliteStore {
             rows.iter()
                 .map(|r| api_key_from_row(r, &self.seal))
                 .collect()
+        }
+        .boxed()
+    }
+
+    fn set_api_key_origins<'a>(
+        &'a self,
+        id: &'a str,
+        origins: &'a [String],
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        async move {
+            let done = sqlx::query("UPDATE api_keys SET origins = ? WHERE id = ?")
+                .bind(origins.join(" "))
+                .bind(id)
+                .execute(&self.write)
+                .await?;
+            Ok(done.rows_affected() == 1)
         }
         .boxed()
     }
@@ -776,13 +812,91 @@ impl Store for SqliteStore {
         .boxed()
     }
 
-    fn purge_expired(&self, now: UnixTime) -> BoxFuture<'_, StoreResult<u64>> {
+    fn live_session_count<'a>(
+        &'a self,
+        subject: &'a str,
+        api_key: &'a str,
+        now: UnixTime,
+    ) -> BoxFuture<'a, StoreResult<u64>> {
         async move {
-            let nonces = sqlx::query("DELETE FROM used_nonces WHERE expires_at < ?")
-                .bind(now)
-                .execute(&self.write)
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM sessions WHERE subject = ?1 AND api_key = ?2 \
+                 AND revoked_at IS NULL AND expires_at > ?3 AND last_used_at + idle_timeout > ?3",
+            )
+            .bind(subject)
+            .bind(api_key)
+            .bind(now)
+            .fetch_one(&self.read)
+            .await?;
+            Ok(n.max(0) as u64)
+        }
+        .boxed()
+    }
+
+    fn purge_expired(&self, before: UnixTime, limit: u32) -> BoxFuture<'_, StoreResult<Purged>> {
+        async move {
+            let limit = i64::from(limit);
+            let mut tx = self.write.begin().await?;
+            let nonces = sqlx::query(
+                "DELETE FROM used_nonces WHERE (expires_at, nonce) IN (SELECT expires_at, nonce \
+                 FROM used_nonces WHERE expires_at < ? ORDER BY expires_at LIMIT ?)",
+            )
+            .bind(before)
+            .bind(limit)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            let gone: Vec<String> = sqlx::query_scalar(
+                "DELETE FROM sessions WHERE id IN (SELECT id FROM sessions \
+                 WHERE expires_at < ? ORDER BY expires_at LIMIT ?) RETURNING id",
+            )
+            .bind(before)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut refresh_tokens = 0;
+            if !gone.is_empty() {
+                let ids = serde_json::to_string(&gone)
+                    .map_err(|e| StoreError::Internal(e.to_string()))?;
+                refresh_tokens = sqlx::query(
+                    "DELETE FROM refresh_tokens WHERE session_id IN (SELECT value FROM json_each(?))",
+                )
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                sqlx::query(
+                    "DELETE FROM session_mfa WHERE session_id IN (SELECT value FROM json_each(?))",
+                )
+                .bind(&ids)
+                .execute(&mut *tx)
                 .await?;
-            Ok(nonces.rows_affected())
+            }
+            // Feed entries and brokered token ids: by their own expiry.
+            let mut expired = [0u64; 2];
+            for (n, (table, key)) in expired
+                .iter_mut()
+                .zip([("revocations", "seq"), ("broker_tokens", "hash")])
+            {
+                *n = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM {table} WHERE {key} IN (SELECT {key} FROM {table} \
+                     WHERE expires_at < ? ORDER BY expires_at LIMIT ?)"
+                )))
+                .bind(before)
+                .bind(limit)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            let [revocations, broker_tokens] = expired;
+            tx.commit().await?;
+            Ok(Purged {
+                nonces,
+                sessions: gone.len() as u64,
+                refresh_tokens,
+                revocations,
+                broker_tokens,
+            })
         }
         .boxed()
     }
@@ -845,14 +959,8 @@ mod tests {
             let key = crate::apikey::generate(&mut rand::rng());
             store
                 .insert_api_key(ApiKeyRecord {
-                    id: id.into(),
-                    name: id.into(),
-                    secret: key.secret,
-                    scopes: Vec::new(),
-                    can_broker: false,
-                    policy: Default::default(),
-                    created_at: 1,
                     revoked_at,
+                    ..ApiKeyRecord::new(id.into(), id.into(), key.secret, 1)
                 })
                 .await
                 .unwrap();
@@ -898,5 +1006,50 @@ mod tests {
         // The revoked key's nonce is spent all the same.
         let again = store.redeem(redemption(2, "s6", "kgk_live")).await;
         assert_eq!(again, Ok(ChallengeUsed));
+    }
+
+    /// A key written before schema v4 keeps its meaning: no origins besides its
+    /// id, no right to introspect other apps' tokens, the default session cap.
+    #[tokio::test]
+    async fn keys_from_before_v4_get_no_extra_rights() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .unwrap()
+            .create_if_missing(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts)
+            .await
+            .unwrap();
+        let mut old = migrator();
+        old.migrations = old.migrations[..3].to_vec().into();
+        old.run(&pool).await.unwrap();
+        let seal = super::super::seal::MasterKey::for_database(Some(&path)).unwrap();
+        let secret = crate::apikey::generate(&mut rand::rng()).secret;
+        sqlx::query(
+            "INSERT INTO api_keys (id, name, secret, scopes, can_broker, access_ttl, \
+             session_ttl, idle_timeout, created_at) VALUES ('kgk_old', 'old', ?, 'read', 1, \
+             600, 3600, 600, 5)",
+        )
+        .bind(seal.seal("api_keys:kgk_old", &secret.as_bytes()[..]))
+        .execute(&pool)
+        .await
+        .unwrap();
+        pool.close().await;
+        let store = SqliteStore::open(&path.display().to_string())
+            .await
+            .unwrap();
+        let k = store.api_key("kgk_old").await.unwrap().unwrap();
+        assert_eq!(k.secret, secret);
+        assert_eq!(
+            (&k.scopes[..], k.can_broker),
+            (&["read".to_owned()][..], true)
+        );
+        assert!(k.origins.is_empty());
+        assert!(!k.introspect_any);
+        assert_eq!(k.max_sessions, DEFAULT_MAX_SESSIONS);
+        assert!(k.may_use_audience("kgk_old"));
+        assert!(!k.may_use_audience("https://app.example"));
     }
 }

@@ -4,16 +4,10 @@
 //! brute-forced, and a step-up ends.
 
 use ed25519_dalek::SigningKey;
-use keygate::apikey::ApiSecret;
 use keygate::time::Clock;
 use serde_json::{Value, json};
 
 use crate::support::*;
-
-struct App {
-    id: String,
-    secret: ApiSecret,
-}
 
 async fn app(s: &TestServer, mfa: bool) -> App {
     let (id, secret) = s.api_key(&[]).await;
@@ -24,56 +18,8 @@ async fn app(s: &TestServer, mfa: bool) -> App {
     App { id, secret }
 }
 
-/// A sign-in through the Hub's HTTP API; the token body.
-async fn sign_in(s: &TestServer, app: &App, key: &SigningKey, extra: Value) -> Value {
-    let h = || api_headers(&app.id, &app.secret, s.clock.now() + 60);
-    let (status, c) = json_of(
-        http()
-            .post(format!("{}/v1/challenge", s.http()))
-            .headers(h())
-            .json(&json!({"pubkey": id(key)}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200, "{c}");
-    let text = c["challenge"].as_str().unwrap();
-    let mut body = json!({"pubkey": id(key), "challenge": text, "sig": sign(key, text)});
-    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
-        b.extend(e.clone());
-    }
-    let (status, t) = json_of(
-        http()
-            .post(format!("{}/v1/token", s.http()))
-            .headers(h())
-            .json(&body)
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200, "{t}");
-    t
-}
-
 fn claims(v: &Value) -> Value {
     keygate::token::decode_unverified(tok(v)).unwrap()
-}
-
-async fn introspect(s: &TestServer, app: &App, token: &str) -> Value {
-    let (status, v) = json_of(
-        http()
-            .post(format!("{}/v1/introspect", s.http()))
-            .headers(api_headers(&app.id, &app.secret, s.clock.now() + 60))
-            .json(&json!({"token": token}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200, "{v}");
-    v
 }
 
 /// Links `new` into the account of the key signed in with `token` (`inviter`).

@@ -215,6 +215,14 @@ async fn app_backend_brokers_tokens_for_its_users() {
     );
     let base = app.listening_url().await;
     assert!(base.starts_with("http://127.0.0.1:"), "{base}");
+    // The key names the backend's origin (`keygate keys create --origin`).
+    let store = s.running.store.as_ref().unwrap();
+    assert!(
+        store
+            .set_api_key_origins(&kid, &[base.clone()])
+            .await
+            .unwrap()
+    );
 
     // A client without Origin gets a challenge for the backend's own origin.
     let key = user(31);

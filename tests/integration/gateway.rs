@@ -372,6 +372,40 @@ async fn injects_identity_strips_forgeries_and_signs_an_assertion() {
 }
 
 #[tokio::test]
+async fn dev_tokens_pass_only_a_gateway_configured_to_accept_them() {
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let s = serve_with(dir, |o| o.dev = true).await;
+    let (kid, secret) = s
+        .api_key_with(|k| keygate::store::ApiKeyRecord { dev: true, ..k })
+        .await;
+    let dev = App { id: kid, secret };
+    let (status, t) = dev
+        .post(&s, "/v1/dev/token", json!({"pubkey": id(&user(62))}))
+        .await;
+    assert_eq!(status, 200, "{t}");
+    let up = upstream().await;
+    let strict = gateway::start(config(&s, &api_route(&up))).await.unwrap();
+    let res = get(&format!("{}/api/x", strict.http_url()), Some(tok(&t))).await;
+    assert_eq!(json_of(res).await.1["error"], "forbidden");
+    assert_eq!(
+        up.hits.load(Ordering::SeqCst),
+        0,
+        "nothing reached the upstream"
+    );
+    let lenient = gateway::start(config(
+        &s,
+        &format!("accept_dev_tokens = true\n{}", api_route(&up)),
+    ))
+    .await
+    .unwrap();
+    let res = get(&format!("{}/api/x", lenient.http_url()), Some(tok(&t))).await;
+    assert_eq!(res.status().as_u16(), 200);
+    strict.stop().await;
+    lenient.stop().await;
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn requests_without_a_valid_token_get_401_and_never_reach_the_upstream() {
     let s = serve().await;
     let up = upstream().await;

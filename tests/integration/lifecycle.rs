@@ -312,7 +312,13 @@ async fn idle_timeout_and_absolute_lifetime() {
 #[tokio::test]
 async fn introspection_and_api_key_revocation_are_live() {
     let s = serve().await;
-    let (kid, secret) = s.api_key(&[]).await;
+    // A resource server of its own that introspects the Provider's tokens.
+    let (kid, secret) = s
+        .api_key_with(|k| keygate::store::ApiKeyRecord {
+            introspect_any: true,
+            ..k
+        })
+        .await;
     let t = login(&s, 49, json!({})).await;
     let introspect = |token: String| {
         let (url, h) = (
@@ -502,21 +508,12 @@ async fn scopes_are_limited_by_the_api_key() {
 #[tokio::test]
 async fn brokered_tokens_work_once_and_are_namespaced() {
     let s = serve().await;
-    let store = s.running.store.as_ref().unwrap();
-    let broker = keygate::apikey::generate(&mut rand::rng());
-    store
-        .insert_api_key(keygate::store::ApiKeyRecord {
-            id: broker.id.clone(),
-            name: "broker".into(),
-            secret: broker.secret.clone(),
-            scopes: vec![],
+    let (broker_id, broker_secret) = s
+        .api_key_with(|k| keygate::store::ApiKeyRecord {
             can_broker: true,
-            policy: Default::default(),
-            created_at: s.clock.now(),
-            revoked_at: None,
+            ..k
         })
-        .await
-        .unwrap();
+        .await;
     let create = |h: reqwest::header::HeaderMap, body: Value| {
         let url = format!("{}/v1/broker/tokens", s.http());
         async move {
@@ -533,7 +530,7 @@ async fn brokered_tokens_work_once_and_are_namespaced() {
         }
     };
     let (status, grant) = create(
-        api_headers(&broker.id, &broker.secret, s.clock.now() + 60),
+        api_headers(&broker_id, &broker_secret, s.clock.now() + 60),
         json!({"endpoint_id": "user-7", "role": "member", "ttl": 60}),
     )
     .await;
@@ -560,7 +557,7 @@ async fn brokered_tokens_work_once_and_are_namespaced() {
         .await
         .verify(tok(&t), s.clock.now())
         .unwrap();
-    assert_eq!(claims.sub, format!("{}:user-7", broker.id));
+    assert_eq!(claims.sub, format!("{broker_id}:user-7"));
     assert!(
         keygate::Identity::parse(&claims.sub).is_err(),
         "never a key identity"
@@ -576,7 +573,7 @@ async fn brokered_tokens_work_once_and_are_namespaced() {
     );
 
     let (_, grant) = create(
-        api_headers(&broker.id, &broker.secret, s.clock.now() + 60),
+        api_headers(&broker_id, &broker_secret, s.clock.now() + 60),
         json!({"endpoint_id": "user-8", "role": "member", "ttl": 5}),
     )
     .await;
@@ -758,4 +755,180 @@ async fn stored(dir: &tempfile::TempDir) -> Vec<u8> {
     }
     pool.close().await;
     at_rest
+}
+
+/// The session ids in the revocation feed.
+async fn revoked_sids(s: &TestServer) -> Vec<String> {
+    let (status, feed) = json_of(
+        http()
+            .get(format!("{}/v1/revocations?since=0", s.http()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{feed}");
+    feed["revocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["session_id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn sessions_per_identity_and_app_are_capped() {
+    let s = serve().await;
+    let builtin = s.running.provider_key.clone().unwrap();
+    let store = s.running.store.clone().unwrap();
+    assert_eq!(
+        store.api_key(&builtin).await.unwrap().unwrap().max_sessions,
+        keygate::store::DEFAULT_MAX_SESSIONS
+    );
+    let mut apps = Vec::new();
+    for _ in 0..2 {
+        let (id, secret) = s
+            .api_key_with(|k| keygate::store::ApiKeyRecord {
+                max_sessions: 3,
+                ..k
+            })
+            .await;
+        apps.push(App { id, secret });
+    }
+    let key = user(60);
+    // Another identity and another app of the same identity: not counted.
+    let other_user = sign_in(&s, &apps[0], &user(61), json!({})).await;
+    let other_app = sign_in(&s, &apps[1], &key, json!({})).await;
+    let mut tokens = Vec::new();
+    for _ in 0..5 {
+        s.clock.advance(1);
+        tokens.push(sign_in(&s, &apps[0], &key, json!({})).await);
+    }
+    // The two oldest ended, with feed entries; the newest three live.
+    let revoked = revoked_sids(&s).await;
+    for (i, t) in tokens.iter().enumerate() {
+        let (status, body) = get(&s, "/v1/whoami", tok(t)).await;
+        let sid = t["session_id"].as_str().unwrap().to_owned();
+        if i < 2 {
+            assert_eq!(
+                (status, body["error"].as_str()),
+                (401, Some("session_revoked"))
+            );
+            assert!(revoked.contains(&sid), "{i}");
+        } else {
+            assert_eq!(status, 200, "{i}: {body}");
+            assert!(!revoked.contains(&sid), "{i}");
+        }
+    }
+    assert_eq!(revoked.len(), 2);
+    for t in [&other_user, &other_app] {
+        assert_eq!(get(&s, "/v1/whoami", tok(t)).await.0, 200);
+    }
+    assert_eq!(
+        store
+            .live_session_count(&id(&key), &apps[0].id, s.clock.now())
+            .await
+            .unwrap(),
+        3
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn the_purge_deletes_only_what_can_no_longer_matter() {
+    use keygate::store::{PURGE_GRACE, purge};
+    let s = serve().await;
+    let store = s.running.store.clone().unwrap();
+    let (kid, secret) = s
+        .api_key_with(|k| keygate::store::ApiKeyRecord {
+            can_broker: true,
+            ..k
+        })
+        .await;
+    let app = App { id: kid, secret };
+    let policy = keygate::session::SessionPolicy::default();
+    // Old: three sessions with refresh tokens, one of them revoked (a feed
+    // entry), and a brokered token id never used.
+    let mut old = Vec::new();
+    for seed in 62..65 {
+        old.push(sign_in(&s, &app, &user(seed), offline()).await);
+    }
+    assert_eq!(
+        post(&s, "/v1/logout", Some(tok(&old[0])), json!({}))
+            .await
+            .0,
+        200
+    );
+    let (status, _) = app
+        .post(
+            &s,
+            "/v1/broker/tokens",
+            json!({"endpoint_id": "e", "role": "r", "ttl": 60}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // Past the end of the old sessions, but not yet by the grace: nothing goes.
+    s.clock.advance(policy.session_ttl + 1);
+    let young = sign_in(&s, &app, &user(65), offline()).await;
+    assert_eq!(
+        post(&s, "/v1/logout", Some(tok(&young)), json!({})).await.0,
+        200
+    );
+    let kept = sign_in(&s, &app, &user(66), offline()).await;
+    let p = purge(
+        store.as_ref(),
+        s.clock.now() - PURGE_GRACE,
+        1,
+        100,
+        Duration::ZERO,
+    )
+    .await
+    .unwrap();
+    assert_eq!((p.sessions, p.revocations), (0, 0), "{p:?}");
+    assert_eq!(
+        p.broker_tokens, 1,
+        "an expired brokered token id goes at once"
+    );
+    // Past the grace: the old rows go, in rounds of one row per kind.
+    s.clock.advance(PURGE_GRACE);
+    let one = store
+        .purge_expired(s.clock.now() - PURGE_GRACE, 1)
+        .await
+        .unwrap();
+    assert_eq!((one.sessions, one.revocations), (1, 1), "{one:?}");
+    let rest = purge(
+        store.as_ref(),
+        s.clock.now() - PURGE_GRACE,
+        1,
+        100,
+        Duration::ZERO,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        (
+            one.sessions + rest.sessions,
+            one.refresh_tokens + rest.refresh_tokens
+        ),
+        (3, 3),
+        "{one:?} {rest:?}"
+    );
+    assert_eq!(rest.revocations, 0, "one old feed entry only");
+    for t in &old {
+        let sid = t["session_id"].as_str().unwrap();
+        assert_eq!(store.session(sid).await.unwrap(), None);
+        let (status, body) = refresh(&s, t["refresh_token"].as_str().unwrap(), "cli").await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some("invalid_refresh_token"))
+        );
+    }
+    // The young session's feed entry stays while its tokens may be valid; the
+    // live session and its refresh token work.
+    let revoked = revoked_sids(&s).await;
+    assert_eq!(revoked, [young["session_id"].as_str().unwrap()]);
+    assert_eq!(get(&s, "/v1/whoami", tok(&kept)).await.0, 200);
+    let (status, _) = refresh(&s, kept["refresh_token"].as_str().unwrap(), "cli").await;
+    assert_eq!(status, 200);
+    s.stop().await;
 }

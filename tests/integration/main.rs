@@ -5,6 +5,7 @@
 mod support;
 
 mod accounts;
+mod dev_mode;
 mod errors;
 mod examples;
 mod flows;
@@ -14,3 +15,4 @@ mod lifecycle;
 mod scale;
 mod split;
 mod wire;
+mod tenancy;

@@ -7,7 +7,6 @@ use ed25519_dalek::SigningKey;
 use futures_util::{SinkExt, StreamExt};
 use keygate::apikey::{self, ApiSecret};
 use keygate::server::{self, Mode, Options, Running};
-use keygate::session::SessionPolicy;
 use keygate::store::ApiKeyRecord;
 use keygate::time::{Clock, ManualClock, SystemClock};
 use keygate::token::{Jwks, TokenVerifier};
@@ -41,21 +40,27 @@ impl TestServer {
     }
     /// Creates an API key directly in the store; returns (id, secret).
     pub async fn api_key(&self, scopes: &[&str]) -> (String, ApiSecret) {
+        self.api_key_with(|k| ApiKeyRecord {
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+            ..k
+        })
+        .await
+    }
+    /// Creates an API key that `edit` makes from a default one (no scopes,
+    /// origins or rights); returns (id, secret).
+    pub async fn api_key_with(
+        &self,
+        edit: impl FnOnce(ApiKeyRecord) -> ApiKeyRecord,
+    ) -> (String, ApiSecret) {
         let store = self.running.store.as_ref().expect("hub mode");
         let key = apikey::generate(&mut rand::rng());
-        store
-            .insert_api_key(ApiKeyRecord {
-                id: key.id.clone(),
-                name: "test app".into(),
-                secret: key.secret.clone(),
-                scopes: scopes.iter().map(|s| s.to_string()).collect(),
-                can_broker: false,
-                policy: SessionPolicy::default(),
-                created_at: self.clock.now(),
-                revoked_at: None,
-            })
-            .await
-            .unwrap();
+        let record = ApiKeyRecord::new(
+            key.id.clone(),
+            "test app".into(),
+            key.secret.clone(),
+            self.clock.now(),
+        );
+        store.insert_api_key(edit(record)).await.unwrap();
         (key.id, key.secret)
     }
 }
@@ -141,10 +146,18 @@ pub async fn serve() -> TestServer {
 }
 
 pub async fn serve_in(dir: Arc<tempfile::TempDir>) -> TestServer {
+    serve_with(dir, |_| {}).await
+}
+
+/// `keygate serve` in `dir` with the options `edit` changes.
+pub async fn serve_with(
+    dir: Arc<tempfile::TempDir>,
+    edit: impl FnOnce(&mut Options),
+) -> TestServer {
     let clock = ManualClock::new(SystemClock.now());
-    let running = server::start(options(Mode::Serve, &dir, &clock))
-        .await
-        .unwrap();
+    let mut o = options(Mode::Serve, &dir, &clock);
+    edit(&mut o);
+    let running = server::start(o).await.unwrap();
     TestServer {
         running,
         clock,
@@ -356,6 +369,14 @@ pub async fn split() -> Split {
     o.hub_url = Some(hub.ws(""));
     o.user_api_key = Some((key_id.clone(), secret));
     let provider = server::start(o).await.unwrap();
+    // The key names the Provider's origins, as `keygate keys create --origin` would.
+    let store = hub.running.store.as_ref().expect("hub mode");
+    assert!(
+        store
+            .set_api_key_origins(&key_id, &provider.origins)
+            .await
+            .unwrap()
+    );
     let origin = format!("http://127.0.0.1:{}", provider.addr.port());
     Split {
         hub,
@@ -363,4 +384,62 @@ pub async fn split() -> Split {
         key_id,
         origin,
     }
+}
+
+/// An app of the Hub: its API key id and secret.
+pub struct App {
+    pub id: String,
+    pub secret: ApiSecret,
+}
+
+impl App {
+    /// `POST path` with this app's API-key signature and a JSON body.
+    pub async fn post(
+        &self,
+        s: &TestServer,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        json_of(
+            http()
+                .post(format!("{}{path}", s.http()))
+                .headers(api_headers(&self.id, &self.secret, s.clock.now() + 60))
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+}
+
+/// A sign-in through the Hub's HTTP API as `app`; the token body.
+pub async fn sign_in(
+    s: &TestServer,
+    app: &App,
+    key: &SigningKey,
+    extra: serde_json::Value,
+) -> serde_json::Value {
+    let (status, c) = app
+        .post(s, "/v1/challenge", serde_json::json!({"pubkey": id(key)}))
+        .await;
+    assert_eq!(status, 200, "{c}");
+    let text = c["challenge"].as_str().unwrap();
+    let mut body =
+        serde_json::json!({"pubkey": id(key), "challenge": text, "sig": sign(key, text)});
+    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+        b.extend(e.clone());
+    }
+    let (status, t) = app.post(s, "/v1/token", body).await;
+    assert_eq!(status, 200, "{t}");
+    t
+}
+
+/// `POST /v1/introspect` as `app`; the answer (which must be a 200).
+pub async fn introspect(s: &TestServer, app: &App, token: &str) -> serde_json::Value {
+    let (status, v) = app
+        .post(s, "/v1/introspect", serde_json::json!({"token": token}))
+        .await;
+    assert_eq!(status, 200, "{v}");
+    v
 }
