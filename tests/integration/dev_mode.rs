@@ -141,7 +141,7 @@ async fn dev_keys_mint_tokens_only_on_a_dev_hub() {
     let warned = keygate::server::warn_of_dev_keys(store.as_ref(), false)
         .await
         .unwrap();
-    assert_eq!(warned, [dev.id.clone()]);
+    assert_eq!(warned, std::slice::from_ref(&dev.id));
     s.stop().await;
 }
 

@@ -219,7 +219,7 @@ async fn app_backend_brokers_tokens_for_its_users() {
     let store = s.running.store.as_ref().unwrap();
     assert!(
         store
-            .set_api_key_origins(&kid, &[base.clone()])
+            .set_api_key_origins(&kid, std::slice::from_ref(&base))
             .await
             .unwrap()
     );
