@@ -75,29 +75,59 @@ pub fn reply<T: Serialize>(r: Result<T, Error>) -> Response {
 /// a `400 bad_request` handed to the handler rather than a rejection.
 pub fn json_body<T: DeserializeOwned + Send>()
 -> impl Filter<Extract = (Result<T, Error>,), Error = Rejection> + Clone {
-    warp::body::content_length_limit(MAX_BODY)
-        .and(warp::body::bytes())
-        .map(|b: Bytes| {
-            serde_json::from_slice::<T>(&b).map_err(|e| {
-                Error::bad_request(format!("malformed JSON body: {}", e.classify_msg()))
-            })
+    capped_body().map(|b: Bytes| {
+        serde_json::from_slice::<T>(&b)
+            .map_err(|e| Error::bad_request(format!("malformed JSON body: {}", e.classify_msg())))
+    })
+}
+
+/// The raw body, at most [`MAX_BODY`] bytes, whether its length is declared or
+/// it comes chunked; empty for a request without a body. Over the cap (declared
+/// or counted while reading) is `413 payload_too_large`, before more is read.
+pub fn optional_body() -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+    capped_body()
+}
+
+fn capped_body() -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("content-length")
+        .and(warp::body::stream())
+        .and_then(|declared: Option<String>, body| async move {
+            read_capped(declared, body, MAX_BODY as usize)
+                .await
+                .map_err(warp::reject::custom)
         })
 }
 
-/// The raw body, at most [`MAX_BODY`] bytes; empty for a request that declares no
-/// body at all (a GET, a DELETE), which warp's length limit would otherwise refuse.
-pub fn optional_body() -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
-    let declared = warp::body::content_length_limit(MAX_BODY).and(warp::body::bytes());
-    let none = warp::header::optional::<String>("content-length")
-        .and(warp::header::optional::<String>("transfer-encoding"))
-        .and_then(|len: Option<String>, te: Option<String>| async move {
-            if len.is_none() && te.is_none() {
-                Ok(Bytes::new())
-            } else {
-                Err(warp::reject::not_found())
-            }
-        });
-    declared.or(none).unify()
+/// Reads `body` into memory, refusing it as soon as it is (declared or found to
+/// be) over `max` bytes.
+async fn read_capped<S, B>(declared: Option<String>, body: S, max: usize) -> Result<Bytes, Error>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>>,
+    B: warp::Buf,
+{
+    use futures_util::StreamExt;
+    if let Some(len) = declared {
+        match len.trim().parse::<u64>() {
+            Ok(n) if n > max as u64 => return Err(Error::PayloadTooLarge),
+            Ok(_) => {}
+            Err(_) => return Err(Error::bad_request("malformed Content-Length header")),
+        }
+    }
+    let mut body = std::pin::pin!(body);
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|_| Error::bad_request("unreadable body"))?;
+        if out.len() + chunk.remaining() > max {
+            return Err(Error::PayloadTooLarge);
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            out.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(Bytes::from(out))
 }
 
 trait ClassifyMsg {

@@ -1,7 +1,10 @@
 //! Abuse limits: what an unauthenticated peer may cost the server.
 //!
-//! - Connections: a global cap and a per-address cap on open TCP connections, and a
-//!   deadline for a request's headers (enforced by the listener).
+//! - Connections: a global cap and a per-address cap on open TCP connections
+//!   (an IPv6 peer counts by its /64), and deadlines for a request's head, its
+//!   body, a stalled write and a keep-alive idle connection (enforced by the
+//!   listener, which also lets the oldest connection that is waiting for a
+//!   request head give way to a new one when the global cap is reached).
 //! - Sign-in sockets: a global and per-address cap on open sign-in WebSockets; each
 //!   holds a [`HandshakeSlot`] until it closes, and must finish within the handshake
 //!   deadline.
@@ -28,7 +31,14 @@ pub struct Limits {
     pub max_handshakes: usize,
     pub max_handshakes_per_ip: usize,
     pub handshake_timeout: Duration,
+    /// From accept (or from the first byte of a later request) to a complete
+    /// request head.
     pub header_timeout: Duration,
+    /// From a request's head to the end of its body.
+    pub body_timeout: Duration,
+    /// How long a connection may wait for its next request, and how long a write
+    /// may stall (a peer that does not read).
+    pub idle_timeout: Duration,
     /// Sign-in requests (challenges, token redemptions, refreshes) per second per
     /// address, sustained; bursts up to twice that.
     pub rate_per_ip: u32,
@@ -45,6 +55,8 @@ impl Default for Limits {
             max_handshakes_per_ip: 64,
             handshake_timeout: Duration::from_secs(30),
             header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
             rate_per_ip: 50,
             rate_per_identity_per_minute: 60,
         }
@@ -66,7 +78,21 @@ impl Limits {
     }
 }
 
-/// Counts open things (connections, sign-in sockets) globally and per address.
+/// The address a peer is counted under: an IPv4 address as it is (also when
+/// written as IPv4-mapped IPv6), an IPv6 address by its /64 prefix, since one
+/// host is commonly given a whole /64.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+    }
+}
+
+/// Counts open things (sign-in sockets) globally and per address
+/// ([`client_key`]).
 pub struct Gauge {
     max: usize,
     max_per_ip: usize,
@@ -92,6 +118,7 @@ impl Gauge {
 
     /// Takes a slot for `ip`, or `None` when a cap is reached.
     pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<Slot> {
+        let ip = client_key(ip);
         let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
         let per_ip = open.1.get(&ip).copied().unwrap_or(0);
         if (self.max != 0 && open.0 >= self.max)
@@ -176,7 +203,7 @@ impl Guard {
     /// Counts one sign-in request from `ip`.
     pub fn check_ip(&self, ip: Option<IpAddr>) -> Result<(), Error> {
         match (&self.per_ip, ip) {
-            (Some(l), Some(ip)) => l.check_key(&ip).map_err(retry_after),
+            (Some(l), Some(ip)) => l.check_key(&client_key(ip)).map_err(retry_after),
             _ => Ok(()),
         }
     }
@@ -239,6 +266,24 @@ mod tests {
         assert!(g.acquire(b).is_none(), "global cap");
         drop(s1);
         assert!(g.acquire(a).is_some(), "released on drop");
+    }
+
+    #[test]
+    fn ipv6_counts_by_its_64_and_mapped_ipv4_as_ipv4() {
+        let key = |s: &str| client_key(s.parse().unwrap());
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2:ffff::9"));
+        assert_eq!(key("2001:db8:1:2:aaaa::1"), key("2001:db8:1:2::"));
+        assert_ne!(key("2001:db8:1:2::1"), key("2001:db8:1:3::1"));
+        assert_eq!(key("::ffff:10.0.0.1"), key("10.0.0.1"));
+        assert_eq!(key("10.0.0.1"), "10.0.0.1".parse::<IpAddr>().unwrap());
+        let g = Gauge::new(0, 2);
+        let _a = g.acquire("2001:db8::1".parse().unwrap()).unwrap();
+        let _b = g.acquire("2001:db8::2".parse().unwrap()).unwrap();
+        assert!(
+            g.acquire("2001:db8::3".parse().unwrap()).is_none(),
+            "same /64"
+        );
+        assert!(g.acquire("2001:db8:0:1::3".parse().unwrap()).is_some());
     }
 
     #[test]

@@ -1,22 +1,45 @@
 //! keygate's own accept loop around a warp filter, because warp 0.4's server has
 //! no hooks for what a hostile network needs: caps on open connections (global
-//! and per address), a deadline for request headers, native TLS (rustls), and a
-//! graceful drain on shutdown that waits for sign-ins in flight.
+//! and per address, an IPv6 peer by its /64), deadlines (request head, request
+//! body, stalled writes, keep-alive idle), native TLS (rustls), and a graceful
+//! drain on shutdown that waits for sign-ins in flight.
+//!
+//! Each connection has a watchdog that closes it at the first deadline it
+//! misses:
+//! - head: a request head must be complete within `header_timeout` of accept
+//!   (whether a byte came or not); after a response, the next head within
+//!   `idle_timeout`, and within `header_timeout` of its first byte;
+//! - body: a request body must be complete within `body_timeout` of its head;
+//! - write: a write may not stall (a peer that does not read) for `idle_timeout`.
+//!
+//! When the global cap is reached, the connection that has waited longest for a
+//! request head (silent, trickling a head, or idle between requests) is closed to
+//! admit the new one; a connection with a request in flight is never evicted. The
+//! per-address cap is not relieved this way: past it, a new connection from that
+//! address is closed at once.
 
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use hyper::body::{Body, Frame, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use warp::Filter;
 use warp::reply::Response;
 
-use crate::limits::{Gauge, Limits};
+use crate::limits::{Limits, client_key};
 
 /// The peer address of a request, as seen by the listener (warp's own
 /// `addr::remote()` is only filled by warp's server).
@@ -67,7 +90,7 @@ pub async fn serve<F>(
         + Sync
         + 'static,
 {
-    let connections = Gauge::new(limits.max_connections, limits.max_connections_per_ip);
+    let connections = Connections::new(&limits);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {
@@ -83,51 +106,76 @@ pub async fn serve<F>(
             },
             () = &mut shutdown => break,
         };
-        let Some(slot) = connections.acquire(peer.ip()) else {
+        let Some(slot) = connections.admit(peer.ip()) else {
             // Over a cap: close at once, before reading a byte.
             drop(stream);
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let conn = slot.conn.clone();
+        let stream = Tracked {
+            io: stream,
+            conn: conn.clone(),
+        };
         let service = warp::service(filter.clone());
-        let hyper_service = hyper::service::service_fn(move |mut req| {
-            req.extensions_mut().insert(PeerAddr(peer));
-            let mut service = service.clone();
-            async move { tower_service::Service::call(&mut service, req).await }
-        });
+        let hyper_service =
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let request = InFlight::start(conn.clone());
+                let mut req = req.map(|body| RequestBody::new(body, conn.clone()));
+                req.extensions_mut().insert(PeerAddr(peer));
+                let mut service = service.clone();
+                async move {
+                    let res = tower_service::Service::call(&mut service, req).await;
+                    res.map(|res| {
+                        res.map(|body| ResponseBody {
+                            inner: body,
+                            _request: request,
+                        })
+                    })
+                }
+            });
         let mut builder = Builder::new(TokioExecutor::new());
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(limits.header_timeout)
+            // The watchdog keeps the head deadline (from accept, not from the
+            // first byte as hyper's own would be, and idle_timeout between
+            // requests).
+            .header_read_timeout(None)
             .keep_alive(true);
         let watcher = graceful.watcher();
         let tls = tls.clone();
-        let header_timeout = limits.header_timeout;
         tokio::spawn(async move {
-            let _slot = slot;
-            let result = match tls {
-                Some(acceptor) => {
-                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(tls_stream)) => {
+            let serve = async {
+                match tls {
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(tls_stream) => {
                             let conn = builder.serve_connection_with_upgrades(
                                 TokioIo::new(tls_stream),
                                 hyper_service,
                             );
                             watcher.watch(conn.into_owned()).await
                         }
-                        _ => return,
+                        Err(_) => Ok(()),
+                    },
+                    None => {
+                        let conn = builder
+                            .serve_connection_with_upgrades(TokioIo::new(stream), hyper_service);
+                        watcher.watch(conn.into_owned()).await
                     }
                 }
-                None => {
-                    let conn =
-                        builder.serve_connection_with_upgrades(TokioIo::new(stream), hyper_service);
-                    watcher.watch(conn.into_owned()).await
-                }
             };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "connection closed with an error");
+            tokio::select! {
+                result = serve => {
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "connection closed with an error");
+                    }
+                }
+                why = slot.conn.watchdog() => {
+                    tracing::debug!(why, "connection closed by the listener");
+                }
             }
+            drop(slot);
         });
     }
     drop(listener);
@@ -136,5 +184,534 @@ pub async fn serve<F>(
         .is_err()
     {
         tracing::warn!("connections still open after the drain period; closing");
+    }
+}
+
+/// The open connections of one listener: counted globally and per address, with
+/// those waiting for a request head in the order they started waiting.
+struct Connections {
+    max: usize,
+    max_per_ip: usize,
+    header_timeout: Duration,
+    body_timeout: Duration,
+    idle_timeout: Duration,
+    registry: Mutex<Registry>,
+}
+
+#[derive(Default)]
+struct Registry {
+    open: usize,
+    per_ip: HashMap<IpAddr, usize>,
+    next: u64,
+    /// Connections waiting for a request head, oldest first.
+    waiting: BTreeMap<u64, Arc<Conn>>,
+}
+
+impl Registry {
+    fn enter_waiting(&mut self, conn: &Arc<Conn>, state: &mut State) {
+        if state.counted && state.waiting.is_none() {
+            self.next += 1;
+            state.waiting = Some(self.next);
+            self.waiting.insert(self.next, conn.clone());
+        }
+    }
+
+    fn uncount(&mut self, key: IpAddr, state: &mut State) {
+        if let Some(seq) = state.waiting.take() {
+            self.waiting.remove(&seq);
+        }
+        if std::mem::take(&mut state.counted) {
+            self.open = self.open.saturating_sub(1);
+            if let Some(n) = self.per_ip.get_mut(&key) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_ip.remove(&key);
+                }
+            }
+        }
+    }
+}
+
+impl Connections {
+    fn new(limits: &Limits) -> Arc<Self> {
+        Arc::new(Connections {
+            max: limits.max_connections,
+            max_per_ip: limits.max_connections_per_ip,
+            header_timeout: limits.header_timeout,
+            body_timeout: limits.body_timeout,
+            idle_timeout: limits.idle_timeout,
+            registry: Mutex::new(Registry::default()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a new connection from `ip`, closing the connection that has waited
+    /// longest for a request head when the global cap is reached; `None` when no
+    /// connection can give way, or past the per-address cap.
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<ConnSlot> {
+        let key = client_key(ip);
+        let mut r = self.lock();
+        if self.max_per_ip != 0 && r.per_ip.get(&key).copied().unwrap_or(0) >= self.max_per_ip {
+            return None;
+        }
+        if self.max != 0 && r.open >= self.max {
+            let (_, oldest) = r.waiting.pop_first()?;
+            let mut state = oldest.state();
+            state.waiting = None;
+            state.evicted = true;
+            r.uncount(oldest.key, &mut state);
+            drop(state);
+            oldest.changed.notify_one();
+        }
+        r.open += 1;
+        *r.per_ip.entry(key).or_insert(0) += 1;
+        let conn = Arc::new(Conn {
+            key,
+            connections: self.clone(),
+            state: Mutex::new(State {
+                counted: true,
+                head_deadline: Some(Instant::now() + self.header_timeout),
+                ..State::default()
+            }),
+            awaiting_first_byte: AtomicBool::new(false),
+            write_blocked: AtomicBool::new(false),
+            changed: Notify::new(),
+        });
+        let mut state = conn.state();
+        r.enter_waiting(&conn, &mut state);
+        drop(state);
+        Some(ConnSlot { conn })
+    }
+}
+
+/// One connection's place in [`Connections`]; released on drop.
+struct ConnSlot {
+    conn: Arc<Conn>,
+}
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        let mut r = self.conn.connections.lock();
+        let mut state = self.conn.state();
+        r.uncount(self.conn.key, &mut state);
+    }
+}
+
+/// What the watchdog of one connection watches.
+struct Conn {
+    key: IpAddr,
+    connections: Arc<Connections>,
+    state: Mutex<State>,
+    /// Set while waiting for the first byte of a later request head.
+    awaiting_first_byte: AtomicBool,
+    write_blocked: AtomicBool,
+    /// Wakes the watchdog: a deadline was set, or the connection was evicted.
+    changed: Notify,
+}
+
+#[derive(Default)]
+struct State {
+    /// Still counted in [`Connections`] (not released, not evicted).
+    counted: bool,
+    evicted: bool,
+    /// Its place among the connections waiting for a request head.
+    waiting: Option<u64>,
+    head_deadline: Option<Instant>,
+    /// Requests whose response has not been sent in full.
+    in_flight: usize,
+    /// Deadlines of request bodies not yet read in full, by body.
+    bodies: Vec<(u64, Instant)>,
+    next_body: u64,
+    write_blocked_since: Option<Instant>,
+}
+
+impl Conn {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Waits until the connection misses a deadline or is evicted; says which.
+    async fn watchdog(&self) -> &'static str {
+        loop {
+            let now = Instant::now();
+            let next = {
+                let s = self.state();
+                if s.evicted {
+                    return "evicted for a new connection";
+                }
+                let write = s
+                    .write_blocked_since
+                    .map(|t| t + self.connections.idle_timeout);
+                let body = s.bodies.iter().map(|(_, t)| *t).min();
+                for (deadline, why) in [
+                    (s.head_deadline, "no complete request head in time"),
+                    (body, "no complete request body in time"),
+                    (write, "the peer stopped reading"),
+                ] {
+                    if deadline.is_some_and(|t| t <= now) {
+                        return why;
+                    }
+                }
+                [s.head_deadline, body, write].into_iter().flatten().min()
+            };
+            match next {
+                Some(t) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(t) => {}
+                        () = self.changed.notified() => {}
+                    }
+                }
+                None => self.changed.notified().await,
+            }
+        }
+    }
+
+    /// A request head is complete: no head deadline until its response is sent.
+    fn request_started(&self) {
+        let mut r = self.connections.lock();
+        let mut s = self.state();
+        if let Some(seq) = s.waiting.take() {
+            r.waiting.remove(&seq);
+        }
+        s.head_deadline = None;
+        s.in_flight += 1;
+        self.awaiting_first_byte.store(false, Ordering::Relaxed);
+    }
+
+    /// A response is sent (or abandoned): with none left in flight, the
+    /// connection waits for its next request, for at most `idle_timeout`.
+    fn request_finished(self: &Arc<Self>) {
+        let mut r = self.connections.lock();
+        let mut s = self.state();
+        s.in_flight = s.in_flight.saturating_sub(1);
+        if s.in_flight == 0 && s.counted {
+            s.head_deadline = Some(Instant::now() + self.connections.idle_timeout);
+            r.enter_waiting(self, &mut s);
+            self.awaiting_first_byte.store(true, Ordering::Relaxed);
+            drop(s);
+            self.changed.notify_one();
+        }
+    }
+
+    /// The first byte of a later request head: the head is due within
+    /// `header_timeout` of it.
+    fn first_byte(&self) {
+        if self.awaiting_first_byte.swap(false, Ordering::Relaxed) {
+            let mut s = self.state();
+            if let Some(t) = s.head_deadline {
+                s.head_deadline = Some(t.min(Instant::now() + self.connections.header_timeout));
+            }
+            drop(s);
+            self.changed.notify_one();
+        }
+    }
+
+    fn body_started(&self) -> u64 {
+        let mut s = self.state();
+        s.next_body += 1;
+        let id = s.next_body;
+        s.bodies
+            .push((id, Instant::now() + self.connections.body_timeout));
+        drop(s);
+        self.changed.notify_one();
+        id
+    }
+
+    fn body_finished(&self, id: u64) {
+        self.state().bodies.retain(|(b, _)| *b != id);
+    }
+
+    fn write_progress(&self, blocked: bool) {
+        if self.write_blocked.load(Ordering::Relaxed) == blocked {
+            return;
+        }
+        self.write_blocked.store(blocked, Ordering::Relaxed);
+        self.state().write_blocked_since = blocked.then(Instant::now);
+        if blocked {
+            self.changed.notify_one();
+        }
+    }
+}
+
+/// The socket, reporting to its [`Conn`] when a byte arrives and when writes
+/// stall or move.
+struct Tracked<T> {
+    io: T,
+    conn: Arc<Conn>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Tracked<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let res = Pin::new(&mut self.io).poll_read(cx, buf);
+        if matches!(res, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.conn.first_byte();
+        }
+        res
+    }
+}
+
+impl<T: AsyncWrite + Unpin> Tracked<T> {
+    fn track<R>(&self, res: Poll<std::io::Result<R>>) -> Poll<std::io::Result<R>> {
+        self.conn.write_progress(res.is_pending());
+        res
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Tracked<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let res = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.track(res)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let res = Pin::new(&mut self.io).poll_write_vectored(cx, bufs);
+        self.track(res)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        let res = Pin::new(&mut self.io).poll_flush(cx);
+        self.track(res)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// One request between its head and the end of its response.
+struct InFlight(Arc<Conn>);
+
+impl InFlight {
+    fn start(conn: Arc<Conn>) -> Self {
+        conn.request_started();
+        InFlight(conn)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.request_finished();
+    }
+}
+
+/// A request body, due in full within `body_timeout` of its head.
+struct RequestBody<B> {
+    inner: B,
+    conn: Arc<Conn>,
+    pending: Option<u64>,
+}
+
+impl<B: Body> RequestBody<B> {
+    fn new(inner: B, conn: Arc<Conn>) -> Self {
+        let pending = (!inner.is_end_stream()).then(|| conn.body_started());
+        RequestBody {
+            inner,
+            conn,
+            pending,
+        }
+    }
+}
+
+impl<B> RequestBody<B> {
+    fn finish(&mut self) {
+        if let Some(id) = self.pending.take() {
+            self.conn.body_finished(id);
+        }
+    }
+}
+
+impl<B> Drop for RequestBody<B> {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl<B: Body + Unpin> Body for RequestBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let res = Pin::new(&mut self.inner).poll_frame(cx);
+        match &res {
+            Poll::Ready(None | Some(Err(_))) => self.finish(),
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.finish(),
+            _ => {}
+        }
+        res
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A response body; the request is finished when hyper drops it (sent, or the
+/// connection gone).
+struct ResponseBody<B> {
+    inner: B,
+    _request: InFlight,
+}
+
+impl<B: Body + Unpin> Body for ResponseBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    fn limits(max: usize, per_ip: usize) -> Limits {
+        Limits {
+            max_connections: max,
+            max_connections_per_ip: per_ip,
+            ..Limits::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn the_oldest_connection_waiting_for_a_head_gives_way() {
+        let c = Connections::new(&limits(3, 2));
+        let a: IpAddr = "127.0.0.2".parse().unwrap();
+        let b: IpAddr = "127.0.0.3".parse().unwrap();
+        let first = c.admit(a).unwrap();
+        let busy = c.admit(b).unwrap();
+        busy.conn.request_started();
+        let second = c.admit(a).unwrap();
+        assert!(c.admit(a).is_none(), "per-address cap: no eviction for it");
+        // Full: the oldest waiting connection (not the busy one) is evicted.
+        let third = c.admit(b).unwrap();
+        assert_eq!(
+            tokio::time::timeout(Duration::from_secs(1), first.conn.watchdog()).await,
+            Ok("evicted for a new connection")
+        );
+        assert!(!busy.conn.state().evicted);
+        drop(first);
+        assert_eq!(
+            c.lock().open,
+            3,
+            "an evicted connection is not counted twice"
+        );
+        // With every connection busy, none gives way: the new one is refused.
+        second.conn.request_started();
+        third.conn.request_started();
+        assert!(c.admit("127.0.0.4".parse().unwrap()).is_none());
+        drop((second, third, busy));
+        assert_eq!(c.lock().open, 0);
+        assert!(c.lock().waiting.is_empty() && c.lock().per_ip.is_empty());
+    }
+
+    /// The reason `conn`'s watchdog gives within `within`, if any.
+    async fn fires(conn: &Conn, within: Duration) -> Option<&'static str> {
+        tokio::time::timeout(within, conn.watchdog()).await.ok()
+    }
+
+    #[tokio::test]
+    async fn deadlines_for_head_body_idle_and_stalled_writes() {
+        let short = Duration::from_millis(50);
+        let long = Duration::from_secs(600);
+        let ip: IpAddr = "127.0.0.2".parse().unwrap();
+        let with = |header, body, idle| {
+            Connections::new(&Limits {
+                header_timeout: header,
+                body_timeout: body,
+                idle_timeout: idle,
+                ..limits(0, 0)
+            })
+        };
+        let head = Some("no complete request head in time");
+
+        // Head: due within header_timeout of accept, bytes or not.
+        let c = with(short, long, long);
+        let slot = c.admit(ip).unwrap();
+        assert_eq!(fires(&slot.conn, WAIT).await, head);
+        let slot = c.admit(ip).unwrap();
+        slot.conn.first_byte();
+        assert_eq!(fires(&slot.conn, WAIT).await, head, "with a first byte");
+        // …and none once the head is complete.
+        let slot = c.admit(ip).unwrap();
+        let _request = InFlight::start(slot.conn.clone());
+        assert_eq!(fires(&slot.conn, Duration::from_millis(200)).await, None);
+
+        // Body: due within body_timeout of the head.
+        let c = with(long, short, long);
+        let slot = c.admit(ip).unwrap();
+        let _request = InFlight::start(slot.conn.clone());
+        let body = slot.conn.body_started();
+        assert_eq!(
+            fires(&slot.conn, WAIT).await,
+            Some("no complete request body in time")
+        );
+        slot.conn.body_finished(body);
+        assert_eq!(fires(&slot.conn, Duration::from_millis(200)).await, None);
+
+        // A stalled write: idle_timeout without progress; progress resets it.
+        let c = with(long, long, short);
+        let slot = c.admit(ip).unwrap();
+        let request = InFlight::start(slot.conn.clone());
+        slot.conn.write_progress(true);
+        assert_eq!(
+            fires(&slot.conn, WAIT).await,
+            Some("the peer stopped reading")
+        );
+        slot.conn.write_progress(false);
+        assert_eq!(fires(&slot.conn, Duration::from_millis(200)).await, None);
+
+        // Idle after a response: idle_timeout.
+        drop(request);
+        assert_eq!(fires(&slot.conn, WAIT).await, head);
+
+        // Idle for long, but a later head is due within header_timeout of its
+        // first byte.
+        let c = with(short, long, long);
+        let slot = c.admit(ip).unwrap();
+        drop(InFlight::start(slot.conn.clone()));
+        assert_eq!(fires(&slot.conn, Duration::from_millis(200)).await, None);
+        slot.conn.first_byte();
+        assert_eq!(fires(&slot.conn, WAIT).await, head);
     }
 }

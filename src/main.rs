@@ -110,10 +110,11 @@ struct NetArgs {
     /// The PEM private key for --tls-cert.
     #[arg(long, env = "KEYGATE_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
-    /// Open TCP connections, in all (0: no cap).
+    /// Open TCP connections, in all (0: no cap); when reached, the connection that
+    /// has waited longest for a request head is closed to admit a new one.
     #[arg(long, env = "KEYGATE_MAX_CONNECTIONS", default_value_t = Limits::default().max_connections)]
     max_connections: usize,
-    /// Open TCP connections per client address (0: no cap).
+    /// Open TCP connections per client address, an IPv6 one by its /64 (0: no cap).
     #[arg(long, env = "KEYGATE_MAX_CONNECTIONS_PER_IP", default_value_t = Limits::default().max_connections_per_ip)]
     max_connections_per_ip: usize,
     /// Open sign-in WebSockets, in all (0: no cap).
@@ -125,6 +126,17 @@ struct NetArgs {
     /// Seconds a sign-in socket has to finish.
     #[arg(long, env = "KEYGATE_HANDSHAKE_TIMEOUT", default_value_t = 30)]
     handshake_timeout: u64,
+    /// Seconds from accept (or from the first byte of a later request) to a
+    /// complete request head.
+    #[arg(long, env = "KEYGATE_HEADER_TIMEOUT", default_value_t = Limits::default().header_timeout.as_secs())]
+    header_timeout: u64,
+    /// Seconds from a request's head to the end of its body.
+    #[arg(long, env = "KEYGATE_BODY_TIMEOUT", default_value_t = Limits::default().body_timeout.as_secs())]
+    body_timeout: u64,
+    /// Seconds a connection may wait for its next request, and a write may stall
+    /// on a peer that does not read.
+    #[arg(long, env = "KEYGATE_IDLE_TIMEOUT", default_value_t = Limits::default().idle_timeout.as_secs())]
+    idle_timeout: u64,
     /// Sign-in requests per second per client address (bursts of twice that; 0: off).
     #[arg(long, env = "KEYGATE_RATE_PER_IP", default_value_t = Limits::default().rate_per_ip)]
     rate_per_ip: u32,
@@ -141,6 +153,9 @@ impl NetArgs {
             max_handshakes: self.max_handshakes,
             max_handshakes_per_ip: self.max_handshakes_per_ip,
             handshake_timeout: std::time::Duration::from_secs(self.handshake_timeout.max(1)),
+            header_timeout: std::time::Duration::from_secs(self.header_timeout.max(1)),
+            body_timeout: std::time::Duration::from_secs(self.body_timeout.max(1)),
+            idle_timeout: std::time::Duration::from_secs(self.idle_timeout.max(1)),
             rate_per_ip: self.rate_per_ip,
             rate_per_identity_per_minute: self.rate_per_identity,
             ..Limits::default()

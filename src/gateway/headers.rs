@@ -94,23 +94,60 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     upgrade.filter(|_| connection_says_upgrade)
 }
 
-/// Whether a request path is safe to route on a prefix: no `.` or `..` segments,
-/// no encoded dot, slash or backslash, no backslash. A path like
+/// Whether a request path is safe to route on a prefix, that is, whether every
+/// upstream reads it the way the gateway does. A path like
 /// `/public/k/hooks/../../api` would otherwise reach a public route's upstream,
-/// which might resolve it to a path that requires a token.
+/// which might resolve it to a path that requires a token. Refused, as sent or
+/// after decoding `%XX` once:
+/// - `.` and `..` segments, also with `;` parameters (`..;`, which Tomcat-style
+///   servers resolve) and encoded (`%2e`);
+/// - encoded `/` and `\`, a raw `\`;
+/// - anything still encoded after one decoding (`%252e`, `%252f`, `%2525`);
+/// - bytes that are not UTF-8 once decoded (overlong forms such as `%c0%ae`);
+/// - NUL and other control characters.
 pub fn safe_path(path: &str) -> bool {
     if path.contains('\\') {
         return false;
     }
-    let lower_has = |pat: &str| {
-        path.as_bytes()
-            .windows(pat.len())
+    let lower_has = |s: &[u8], pat: &str| {
+        s.windows(pat.len())
             .any(|w| w.eq_ignore_ascii_case(pat.as_bytes()))
     };
-    if lower_has("%2e") || lower_has("%2f") || lower_has("%5c") {
+    let raw = path.as_bytes();
+    if lower_has(raw, "%2e") || lower_has(raw, "%2f") || lower_has(raw, "%5c") {
         return false;
     }
-    !path.split('/').any(|seg| seg == "." || seg == "..")
+    let Some(decoded) = percent_decode(raw) else {
+        return false;
+    };
+    let Ok(decoded) = std::str::from_utf8(&decoded) else {
+        return false;
+    };
+    if decoded.contains(['\\', '%']) || decoded.chars().any(char::is_control) {
+        return false;
+    }
+    !decoded.split('/').any(|seg| {
+        let name = seg.split(';').next().unwrap_or(seg);
+        name == "." || name == ".."
+    })
+}
+
+/// `%XX` decoded once; `None` for an escape that is not two hex digits.
+fn percent_decode(s: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut i = 0;
+    while i < s.len() {
+        if s[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            let digit = |c: u8| (c as char).to_digit(16);
+            out.push((digit(hex[0])? * 16 + digit(hex[1])?) as u8);
+            i += 3;
+        } else {
+            out.push(s[i]);
+            i += 1;
+        }
+    }
+    Some(out)
 }
 
 /// Whether `path` is `prefix` or lies under `prefix/`.
@@ -208,6 +245,8 @@ mod tests {
     fn paths() {
         assert!(safe_path("/api/x/y.json"));
         assert!(safe_path("/api/.well-known/x"));
+        assert!(safe_path("/api/caf%C3%A9;v=1/x%20y"));
+        assert!(safe_path("/api/...;/x"));
         for bad in [
             "/a/../b",
             "/a/./b",
@@ -217,6 +256,21 @@ mod tests {
             "/a%2fb",
             "/a\\b",
             "/a/%5c",
+            "/hooks/..;/..;/api/admin",
+            "/hooks/..;jsessionid=1/api",
+            "/hooks/.;/api",
+            "/a/%252e%252e/b",
+            "/a/%252f",
+            "/a/%255c",
+            "/a/%2525",
+            "/a/%c0%ae%c0%ae/b",
+            "/a/%c0%af",
+            "/a/%e0%80%ae",
+            "/a/%00",
+            "/a/%0a",
+            "/a/%zz",
+            "/a/%2",
+            "/a/%5C",
         ] {
             assert!(!safe_path(bad), "{bad}");
         }

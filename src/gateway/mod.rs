@@ -209,6 +209,10 @@ fn load_key(path: &Path) -> Result<SigningKey, StartError> {
         .map_err(|_| StartError::Key(shown, "not an Ed25519 PKCS#8 PEM key".into()))
 }
 
+/// How long a connection to the gateway may take to send its first byte, and then
+/// its request head.
+const HEAD_DEADLINE: Duration = Duration::from_secs(30);
+
 async fn accept_loop(
     listener: tokio::net::TcpListener,
     gate: Arc<proxy::Gate>,
@@ -218,7 +222,7 @@ async fn accept_loop(
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
+        .header_read_timeout(HEAD_DEADLINE);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     loop {
         let accepted = tokio::select! {
@@ -237,10 +241,20 @@ async fn accept_loop(
         let _ = stream.set_nodelay(true);
         let gate = gate.clone();
         let service = hyper::service::service_fn(move |req| gate.clone().serve(req, peer));
-        let conn = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        tokio::spawn(graceful.watch(conn));
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
+        tokio::spawn(async move {
+            // hyper's head deadline starts with the first byte: a connection that
+            // never sends one is closed here.
+            let mut probe = [0u8; 1];
+            match tokio::time::timeout(HEAD_DEADLINE, stream.peek(&mut probe)).await {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
+            let conn = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            let _ = watcher.watch(conn).await;
+        });
     }
     drop(listener);
     let _ = tokio::time::timeout(Duration::from_secs(10), graceful.shutdown()).await;

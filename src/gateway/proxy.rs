@@ -95,6 +95,13 @@ impl Gate {
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> Result<Response<ResBody>, Infallible> {
+        // CONNECT would turn the gateway into a TCP relay, TRACE would echo the
+        // request (headers and all) back: neither is ever forwarded.
+        if matches!(*req.method(), Method::CONNECT | Method::TRACE) {
+            let mut res = error(&Error::bad_request("method not allowed"));
+            *res.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+            return Ok(res);
+        }
         Ok(match self.handle(req, peer).await {
             Ok(res) => res,
             Err(e) => error(&e),
@@ -112,7 +119,8 @@ impl Gate {
         }
         if !headers::safe_path(path) {
             return Err(Error::bad_request(
-                "the path must not contain dot segments, backslashes or encoded slashes",
+                "the path must not contain dot segments (also with `;`), backslashes, \
+                 encoded dots, slashes or percent signs, control characters or invalid UTF-8",
             ));
         }
         let (index, route) = self.route(path).ok_or(Error::NotFound)?;
@@ -177,7 +185,7 @@ impl Gate {
         }
         let upgraded = headers::strip_hop_by_hop(res.headers_mut());
         if res.status() == StatusCode::SWITCHING_PROTOCOLS {
-            let (Some((_, client_on)), Some(proto)) = (client_upgrade, upgraded) else {
+            let (Some((asked, client_on)), Some(proto)) = (client_upgrade, upgraded) else {
                 tracing::warn!(route = %route.name, "upstream switched protocols unasked");
                 return Err(Error::BadGateway);
             };
@@ -185,10 +193,12 @@ impl Gate {
             let h = res.headers_mut();
             h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             h.insert(header::UPGRADE, proto);
+            let websocket = asked.as_bytes().eq_ignore_ascii_case(b"websocket");
             tokio::spawn(self.clone().tunnel(
                 client_on,
                 upstream_on,
-                claims.map(|c| c.sid.clone()),
+                claims.map(|c| (c.sid.clone(), c.exp)),
+                websocket,
             ));
         }
         Ok(res.map(Either::Left))
@@ -281,13 +291,16 @@ impl Gate {
     }
 
     /// Copies bytes both ways between an upgraded client connection and its
-    /// upstream, until either side closes, the session is revoked, or the gateway
-    /// stops.
+    /// upstream, until either side closes, the session is revoked, the token
+    /// expires (at its `exp`, on the gateway's clock), or the gateway stops. A
+    /// WebSocket cut for its token is closed with code [`TUNNEL_CLOSE_CODE`] on
+    /// both sides.
     async fn tunnel(
         self: Arc<Self>,
         client: hyper::upgrade::OnUpgrade,
         upstream: hyper::upgrade::OnUpgrade,
-        sid: Option<String>,
+        session: Option<(String, crate::time::UnixTime)>,
+        websocket: bool,
     ) {
         let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
             return;
@@ -295,26 +308,70 @@ impl Gate {
         let mut client = TokioIo::new(client);
         let mut upstream = TokioIo::new(upstream);
         let mut shutdown = self.shutdown.clone();
-        let revoked = async {
-            let Some(sid) = &sid else {
+        let cut = async {
+            let Some((sid, exp)) = &session else {
                 return std::future::pending().await;
             };
             let mut tick = tokio::time::interval(TUNNEL_REVOCATION_CHECK);
             loop {
                 tick.tick().await;
                 if self.verifier.is_revoked(sid) {
-                    return;
+                    return "session revoked";
+                }
+                if self.clock.now() >= *exp {
+                    return "token expired";
                 }
             }
         };
-        tokio::select! {
-            _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => {}
-            _ = revoked => {
-                tracing::debug!("closing a WebSocket tunnel: its session was revoked");
-            }
-            _ = shutdown.wait_for(|stop| *stop) => {}
+        let reason = tokio::select! {
+            _ = tokio::io::copy_bidirectional(&mut client, &mut upstream) => return,
+            reason = cut => reason,
+            _ = shutdown.wait_for(|stop| *stop) => return,
+        };
+        tracing::debug!(reason, "closing a WebSocket tunnel");
+        if websocket {
+            // Best effort within a second: a close frame to each side (masked
+            // towards the upstream, as a client's must be), then the client's
+            // answer, then the connections are dropped.
+            let mask: [u8; 4] = rand::random();
+            let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                let _ = upstream
+                    .write_all(&close_frame(TUNNEL_CLOSE_CODE, reason, Some(mask)))
+                    .await;
+                let _ = upstream.shutdown().await;
+                client
+                    .write_all(&close_frame(TUNNEL_CLOSE_CODE, reason, None))
+                    .await?;
+                client.flush().await?;
+                let mut buf = [0u8; 256];
+                let _ = client.read(&mut buf).await;
+                client.shutdown().await
+            })
+            .await;
         }
     }
+}
+
+/// The close code of a WebSocket tunnel cut because its token expired or its
+/// session was revoked: 1008, policy violation (as keygate's own sockets use).
+pub const TUNNEL_CLOSE_CODE: u16 = 1008;
+
+/// A WebSocket close frame (RFC 6455 §5.5.1) with `code` and `reason` (short
+/// ASCII), masked with `mask` when it goes to a server.
+fn close_frame(code: u16, reason: &str, mask: Option<[u8; 4]>) -> Vec<u8> {
+    let mut payload = code.to_be_bytes().to_vec();
+    payload.extend_from_slice(&reason.as_bytes()[..reason.len().min(123)]);
+    let mut frame = vec![0x88, payload.len() as u8];
+    if let Some(mask) = mask {
+        frame[1] |= 0x80;
+        frame.extend_from_slice(&mask);
+        for (i, b) in payload.iter_mut().enumerate() {
+            *b ^= mask[i % 4];
+        }
+    }
+    frame.extend_from_slice(&payload);
+    frame
 }
 
 /// The upstream URI: the route's upstream, its base path, the request's path
@@ -378,4 +435,22 @@ fn value(s: &str) -> Result<HeaderValue, Error> {
 /// The protocol's JSON error, as a gateway response.
 pub fn error(e: &Error) -> Response<ResBody> {
     crate::http::error_response(e).map(|b| Either::Right(b.map_err(BoxError::from).boxed()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::close_frame;
+
+    #[test]
+    fn close_frames() {
+        assert_eq!(
+            close_frame(1008, "x", None),
+            vec![0x88, 3, 0x03, 0xf0, b'x']
+        );
+        let masked = close_frame(1008, "x", Some([1, 2, 3, 4]));
+        assert_eq!(
+            masked,
+            vec![0x88, 0x83, 1, 2, 3, 4, 0x03 ^ 1, 0xf0 ^ 2, b'x' ^ 3]
+        );
+    }
 }

@@ -255,8 +255,7 @@ pub fn api_routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with_hub(hub.clone()))
         .and(warp::header::headers_cloned())
-        .and(warp::body::content_length_limit(crate::http::MAX_BODY))
-        .and(warp::body::bytes())
+        .and(crate::http::optional_body())
         .then(
             |hub: Arc<Hub>, headers: HeaderMap, body: warp::hyper::body::Bytes| async move {
                 reply(
@@ -411,8 +410,7 @@ pub fn user_routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
         .and(warp::post())
         .and(with_hub(hub.clone()))
         .and(warp::header::headers_cloned())
-        .and(warp::body::content_length_limit(crate::http::MAX_BODY))
-        .and(warp::body::bytes())
+        .and(crate::http::optional_body())
         .then(
             |hub: Arc<Hub>, h: HeaderMap, body: warp::hyper::body::Bytes| async move {
                 reply(

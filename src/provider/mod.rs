@@ -385,6 +385,51 @@ fn forwarded(provider: Arc<Provider>) -> BoxedFilter<(Response,)> {
         .boxed()
 }
 
+/// Whether `raw` (the request path after `/`, as sent) names a page file that
+/// may be served: empty (the index), or, decoded once, a plain top-level file
+/// name (ASCII letters, digits, `.`, `-`, `_`; not starting with `.`) with a page
+/// extension. Anything else (an encoded `/`, `\`, `.` that starts a dot-file,
+/// NUL, `%` left after decoding, an escape that is not two hex digits) is
+/// refused, so `warp::fs::dir`, which decodes again, can only reach what this
+/// check saw.
+fn page_file_name(raw: &str) -> bool {
+    if raw.is_empty() {
+        return true;
+    }
+    let Some(name) = percent_decode_once(raw) else {
+        return false;
+    };
+    !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+        && [".html", ".js", ".css", ".svg", ".png", ".ico"]
+            .iter()
+            .any(|ext| name.len() > ext.len() && name.ends_with(ext))
+}
+
+/// `%XX` escapes decoded once; `None` for a malformed escape or bytes that are
+/// not UTF-8.
+fn percent_decode_once(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b.get(i + 1..i + 3)?;
+            if !hex.iter().all(u8::is_ascii_hexdigit) {
+                return None;
+            }
+            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 const PLACEHOLDER: &str = "<!doctype html><meta charset=utf-8><title>keygate</title>\
 <h1>keygate is running</h1><p>Sign in over <code>/ws/userauth</code> or <code>/api/token</code>.</p>";
 
@@ -394,14 +439,7 @@ fn static_files(web_root: Option<PathBuf>) -> BoxedFilter<(Response,)> {
     match web_root {
         Some(dir) if dir.is_dir() => {
             let page_file = warp::path::peek().and_then(|tail: warp::path::Peek| async move {
-                let name = tail.as_str();
-                let served = name.is_empty()
-                    || (!name.contains('/')
-                        && !name.starts_with('.')
-                        && [".html", ".js", ".css", ".svg", ".png", ".ico"]
-                            .iter()
-                            .any(|ext| name.ends_with(ext)));
-                if served {
+                if page_file_name(tail.as_str()) {
                     Ok(())
                 } else {
                     Err(warp::reject::not_found())
@@ -425,5 +463,47 @@ fn static_files(web_root: Option<PathBuf>) -> BoxedFilter<(Response,)> {
             .and(warp::path::end())
             .map(|| warp::reply::html(PLACEHOLDER).into_response())
             .boxed(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::page_file_name;
+
+    #[test]
+    fn only_plain_top_level_page_files() {
+        for ok in [
+            "",
+            "index.html",
+            "app.js",
+            "style.css",
+            "favicon.svg",
+            "index%2ehtml",
+        ] {
+            assert!(page_file_name(ok), "{ok}");
+        }
+        for bad in [
+            "sub/inner.html",
+            "sub%2finner.html",
+            "sub%2Finner.html",
+            "sub%5cinner.html",
+            "sub\\inner.html",
+            ".hidden.html",
+            "%2ehidden.html",
+            "%2Eenv",
+            "%252ehidden.html",
+            "index.html%00.js",
+            "index%00.html",
+            "%zz.html",
+            "%2.html",
+            "%+1.html",
+            ".html",
+            "README.md",
+            "test%2fdemo.test.js",
+            "%c0%ae%c0%ae.js",
+            "caf%c3%a9.html",
+        ] {
+            assert!(!page_file_name(bad), "{bad}");
+        }
     }
 }

@@ -17,7 +17,6 @@ use keygate::gateway::{self, AssertionVerifier, GatewayConfig};
 use keygate::time::Clock;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Notify;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -233,29 +232,6 @@ async fn get(url: &str, token: Option<&str>) -> reqwest::Response {
         req = req.bearer_auth(t);
     }
     req.send().await.unwrap()
-}
-
-/// One raw HTTP/1.1 exchange (`Connection: close`), for requests a client library
-/// would not send as written (odd header spellings, dot segments).
-async fn raw(addr: SocketAddr, head: &str) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(head.as_bytes()).await.unwrap();
-    let mut buf = Vec::new();
-    tokio::time::timeout(WAIT, s.read_to_end(&mut buf))
-        .await
-        .expect("response in time")
-        .unwrap();
-    let text = String::from_utf8_lossy(&buf).into_owned();
-    let status = text
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    (status, body)
 }
 
 async fn gateway_jwks(g: &gateway::Running) -> keygate::token::Jwks {
@@ -1144,4 +1120,138 @@ fn a_bad_config_stops_the_binary_and_names_the_line() {
     .unwrap();
     let stderr = keygate_fails(&["gateway".as_ref(), "--config".as_ref(), path.as_ref()]);
     assert!(stderr.contains("nohub.toml: hub: required"), "{stderr}");
+}
+
+#[tokio::test]
+async fn ambiguous_paths_connect_and_trace_are_refused_before_routing() {
+    let s = serve().await;
+    let up = upstream().await;
+    // A public route and a catch-all `/` route, both in front of the upstream.
+    let routes = format!(
+        "[[route]]\nname = \"hooks\"\npublic = true\nkey_id = \"kgk_test\"\n\
+         upstream = \"{0}/up\"\n[[route]]\nname = \"all\"\nprefix = \"/\"\nupstream = \"{0}\"\n",
+        up.url()
+    );
+    let g = gateway::start(config(&s, &routes)).await.unwrap();
+    let (token, _) = login(&s, 70).await;
+
+    for path in [
+        "/public/kgk_test/hooks/..;/..;/api/admin",
+        "/public/kgk_test/hooks/..;x=1/api/admin",
+        "/public/kgk_test/hooks/.;/x",
+        "/public/kgk_test/hooks/%252e%252e/%252e%252e/api",
+        "/public/kgk_test/hooks/..%252f..%252fapi",
+        "/public/kgk_test/hooks/%255c",
+        "/public/kgk_test/hooks/%c0%ae%c0%ae/%c0%ae%c0%ae/api",
+        "/public/kgk_test/hooks/%c0%af",
+        "/public/kgk_test/hooks/%e0%80%ae",
+        "/public/kgk_test/hooks/x%00",
+        "/public/kgk_test/hooks/%2e%2e;/api",
+        "/public/kgk_test/hooks/%zz",
+    ] {
+        // With and without a token: the path is refused before routing either way.
+        for auth in ["", &format!("Authorization: Bearer {token}\r\n")] {
+            let head =
+                format!("GET {path} HTTP/1.1\r\nHost: gw\r\n{auth}Connection: close\r\n\r\n");
+            let (status, body) = raw(g.addr, &head).await;
+            assert_eq!(status, 400, "{path}: {body}");
+            assert!(body.contains("bad_request"), "{path}: {body}");
+            assert!(
+                !body.contains("..;") && !body.contains("%25"),
+                "echoed: {body}"
+            );
+        }
+    }
+    assert_eq!(
+        up.hits.load(Ordering::SeqCst),
+        0,
+        "nothing reached the upstream"
+    );
+
+    // CONNECT and TRACE through the `/` route: refused at once, never forwarded.
+    for head in [
+        format!(
+            "CONNECT {} HTTP/1.1\r\nHost: {0}\r\nConnection: close\r\n\r\n",
+            up.addr
+        ),
+        format!(
+            "TRACE / HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+        ),
+        format!("TRACE /public/kgk_test/hooks/x HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"),
+    ] {
+        let (status, body) = raw(g.addr, &head).await;
+        assert_eq!(status, 405, "{head}: {body}");
+    }
+    assert_eq!(
+        up.hits.load(Ordering::SeqCst),
+        0,
+        "nothing reached the upstream"
+    );
+
+    // A plain path still goes through.
+    let res = get(
+        &format!("{}/public/kgk_test/hooks/a;b=1", g.http_url()),
+        None,
+    )
+    .await;
+    assert_eq!(res.status().as_u16(), 200);
+    assert_eq!(up.hits.load(Ordering::SeqCst), 1);
+
+    g.stop().await;
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn websocket_tunnels_close_when_their_token_expires() {
+    let s = serve().await;
+    let up = upstream().await;
+    // The gateway reads the same (manual) clock as the Hub that issues the token.
+    let g = gateway::start_with_clock(config(&s, &api_route(&up)), Arc::new(s.clock.clone()))
+        .await
+        .unwrap();
+    let t = ws_login(
+        &s.ws("/ws/userauth"),
+        Some(&s.origin()),
+        &user(71),
+        json!({"expiration": 60}),
+    )
+    .await;
+    let token = tok(&t).to_owned();
+    let mut req = g.ws_url("/api/ws").into_client_request().unwrap();
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(req))
+        .await
+        .unwrap()
+        .unwrap();
+    recv(&mut ws).await;
+    // Before `exp` the tunnel carries frames (several revocation ticks later).
+    s.clock.advance(50);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    ws.send(Message::text("still")).await.unwrap();
+    let m = tokio::time::timeout(WAIT, ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(m, Message::text("still"));
+
+    // At `exp` the gateway closes it with 1008.
+    s.clock.advance(10);
+    let code = tokio::time::timeout(WAIT, async {
+        loop {
+            match ws.next().await {
+                Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => panic!("no close frame: {e}"),
+                None => panic!("closed without a close frame"),
+            }
+        }
+    })
+    .await
+    .expect("the tunnel outlived its token");
+    assert_eq!(code, Some(1008));
+
+    g.stop().await;
+    s.stop().await;
 }

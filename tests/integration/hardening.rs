@@ -655,3 +655,327 @@ async fn secrets_at_rest_need_the_master_key() {
         String::from_utf8_lossy(&wrong.stderr)
     );
 }
+
+#[tokio::test]
+async fn static_files_refuse_encoded_paths() {
+    // A custom web root with what the filter must hide: a subfolder, dot-files.
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("index.html"), "INDEX").unwrap();
+    std::fs::write(root.path().join("app.js"), "APP").unwrap();
+    std::fs::create_dir(root.path().join("sub")).unwrap();
+    std::fs::write(root.path().join("sub/inner.html"), "INNER").unwrap();
+    std::fs::write(root.path().join(".hidden.html"), "HIDDEN").unwrap();
+    std::fs::write(root.path().join(".env"), "SECRET=1").unwrap();
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let clock = ManualClock::new(SystemClock.now());
+    let mut o = options(Mode::Serve, &dir, &clock);
+    o.web_root = Some(root.path().to_owned());
+    let s = TestServer {
+        running: server::start(o).await.unwrap(),
+        clock,
+        dir,
+    };
+    let addr = s.running.addr;
+    let get = async |path: &str| {
+        let head = format!("GET {path} HTTP/1.1\r\nHost: kg\r\nConnection: close\r\n\r\n");
+        raw(addr, &head).await
+    };
+    for (path, body) in [
+        ("/", "INDEX"),
+        ("/app.js", "APP"),
+        ("/index%2ehtml", "INDEX"),
+    ] {
+        let (status, got) = get(path).await;
+        assert_eq!((status, got.as_str()), (200, body), "{path}");
+    }
+    for path in [
+        "/sub%2finner.html",
+        "/sub%2Finner.html",
+        "/sub%5cinner.html",
+        "/sub\\inner.html",
+        "/sub/inner.html",
+        "/%2ehidden.html",
+        "/%2Ehidden.html",
+        "/%2eenv",
+        "/.env",
+        "/%252ehidden.html",
+        "/index.html%00.js",
+        "/index%00.html",
+        "/%c0%ae%c0%aehidden.html",
+        "/%zz.html",
+    ] {
+        let (status, body) = get(path).await;
+        assert_eq!(status, 404, "{path}: {body}");
+        for leaked in ["INNER", "HIDDEN", "SECRET", "hidden", "inner", "%"] {
+            assert!(!body.contains(leaked), "{path}: {body}");
+        }
+    }
+    s.stop().await;
+
+    // The shipped web demo: its browser test folder stays out of reach.
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let clock = ManualClock::new(SystemClock.now());
+    let mut o = options(Mode::Serve, &dir, &clock);
+    o.web_root = Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("web-demo"));
+    let s = TestServer {
+        running: server::start(o).await.unwrap(),
+        clock,
+        dir,
+    };
+    for (path, want) in [
+        ("/client.js", 200),
+        ("/test%2fdemo.test.js", 404),
+        ("/test%5cdemo.test.js", 404),
+        ("/test/demo.test.js", 404),
+        ("/test%2fpackage.json", 404),
+    ] {
+        let head = format!("GET {path} HTTP/1.1\r\nHost: kg\r\nConnection: close\r\n\r\n");
+        assert_eq!(raw(s.running.addr, &head).await.0, want, "{path}");
+    }
+    s.stop().await;
+}
+
+/// POSTs a chunked body of `total` bytes to `path` and returns the response's
+/// status, read while the body is still being sent.
+async fn post_chunked(addr: SocketAddr, path: &str, total: usize) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut rd, mut wr) = stream.into_split();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: kg\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    );
+    let writer = tokio::spawn(async move {
+        wr.write_all(head.as_bytes()).await?;
+        let chunk = vec![b' '; 64 * 1024];
+        let mut sent = 0;
+        while sent < total {
+            let chunk = &chunk[..chunk.len().min(total - sent)];
+            wr.write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                .await?;
+            wr.write_all(chunk).await?;
+            wr.write_all(b"\r\n").await?;
+            sent += chunk.len();
+        }
+        wr.write_all(b"0\r\n\r\n").await
+    });
+    let mut buf = Vec::new();
+    let mut part = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match tokio::time::timeout(WAIT, rd.read(&mut part))
+            .await
+            .expect("answer in time")
+        {
+            Ok(0) | Err(_) => break,
+            Ok(n) => buf.extend_from_slice(&part[..n]),
+        }
+    }
+    writer.abort();
+    String::from_utf8_lossy(&buf)
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_large_chunked_body_is_413() {
+    let s = serve().await;
+    for path in ["/api/token", "/v1/token", "/v1/logout"] {
+        assert_eq!(
+            post_chunked(s.running.addr, path, 10 << 20).await,
+            413,
+            "{path}"
+        );
+    }
+    // A small chunked body is read like a declared one (here: not valid JSON).
+    assert_eq!(post_chunked(s.running.addr, "/api/token", 10).await, 400);
+    s.stop().await;
+}
+
+/// A TCP connection to `addr` from the source address `from` (127.0.0.0/8).
+async fn tcp_from(from: &str, addr: SocketAddr) -> tokio::net::TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    tokio::time::timeout(WAIT, socket.connect(addr))
+        .await
+        .expect("connect in time")
+        .unwrap()
+}
+
+/// Whether the server closes `stream` (EOF or reset) within `WAIT`, reading and
+/// counting whatever it sends before that; `None` if it is still open.
+async fn closed_by_server(stream: &mut tokio::net::TcpStream) -> Option<usize> {
+    use tokio::io::AsyncReadExt;
+    let mut total = 0;
+    let mut buf = vec![0u8; 64 * 1024];
+    let read_all = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    tokio::time::timeout(WAIT, read_all).await.ok()?;
+    Some(total)
+}
+
+/// `GET path` from `from` on a fresh connection; the status, or 0 when the
+/// connection is closed without an answer.
+async fn get_from(from: &str, addr: SocketAddr, path: &str) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tcp_from(from, addr).await;
+    let head = format!("GET {path} HTTP/1.1\r\nHost: kg\r\nConnection: close\r\n\r\n");
+    if s.write_all(head.as_bytes()).await.is_err() {
+        return 0;
+    }
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(WAIT, s.read_to_end(&mut buf)).await;
+    String::from_utf8_lossy(&buf)
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn silent_connections_give_way_to_an_honest_client() {
+    // Three addresses fill a small global cap with connections that never send a
+    // byte; the head deadline is long, so only eviction can let anyone in.
+    let s = serve_with(Limits {
+        max_connections: 6,
+        max_connections_per_ip: 2,
+        header_timeout: Duration::from_secs(600),
+        rate_per_ip: 0,
+        ..Limits::default()
+    })
+    .await;
+    let addr = s.running.addr;
+    let mut silent = Vec::new();
+    for from in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
+        for _ in 0..2 {
+            silent.push(tcp_from(from, addr).await);
+        }
+    }
+    // Past the per-address cap, an attacker's address is refused at once.
+    let mut over = tcp_from("127.0.0.2", addr).await;
+    assert_eq!(closed_by_server(&mut over).await, Some(0));
+
+    // An honest client from a fourth address gets through, again and again.
+    for _ in 0..3 {
+        assert_eq!(
+            get_from("127.0.0.5", addr, "/.well-known/jwks.json").await,
+            200
+        );
+    }
+    // …because the oldest silent connection was closed to admit it (and the next
+    // oldest, if a request came before the last one's slot was released).
+    assert_eq!(closed_by_server(&mut silent[0]).await, Some(0));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn deadlines_close_silent_trickling_and_non_reading_peers() {
+    use tokio::io::AsyncWriteExt;
+    // A web root with one large page, for a client that asks and never reads.
+    let root = tempfile::tempdir().unwrap();
+    std::fs::write(root.path().join("big.html"), vec![b'x'; 1 << 20]).unwrap();
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let clock = ManualClock::new(SystemClock.now());
+    let mut o = options(Mode::Serve, &dir, &clock);
+    o.web_root = Some(root.path().to_owned());
+    o.limits = Limits {
+        header_timeout: Duration::from_secs(1),
+        body_timeout: Duration::from_secs(2),
+        idle_timeout: Duration::from_secs(2),
+        ..Limits::unlimited()
+    };
+    let s = TestServer {
+        running: server::start(o).await.unwrap(),
+        clock,
+        dir,
+    };
+    let addr = s.running.addr;
+
+    // A connection that never sends a byte.
+    let mut silent = tcp_from("127.0.0.2", addr).await;
+    assert_eq!(closed_by_server(&mut silent).await, Some(0), "silent");
+
+    // A head trickled a byte at a time.
+    let mut trickle = tcp_from("127.0.0.2", addr).await;
+    let writer = tokio::spawn(async move {
+        for b in b"GET / HTTP/1.1\r\nHost: kg\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+            if trickle.write_all(&[*b]).await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        false
+    });
+    assert!(
+        tokio::time::timeout(WAIT * 3, writer)
+            .await
+            .unwrap()
+            .unwrap(),
+        "trickled head"
+    );
+
+    // A body trickled a byte at a time, its head complete.
+    let mut body = tcp_from("127.0.0.2", addr).await;
+    body.write_all(
+        b"POST /api/token HTTP/1.1\r\nHost: kg\r\nContent-Type: application/json\r\n\
+          Content-Length: 1000\r\n\r\n{",
+    )
+    .await
+    .unwrap();
+    let (mut rd, mut wr) = body.into_split();
+    let writer = tokio::spawn(async move {
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if wr.write_all(b" ").await.is_err() {
+                return;
+            }
+        }
+    });
+    let closed = tokio::time::timeout(WAIT, async {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 1024];
+        loop {
+            match rd.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    writer.abort();
+    assert!(closed.is_ok(), "a trickled body kept its connection");
+
+    // Keep-alive: idle after a response, the connection is closed.
+    let mut idle = tcp_from("127.0.0.2", addr).await;
+    idle.write_all(b"GET / HTTP/1.1\r\nHost: kg\r\n\r\n")
+        .await
+        .unwrap();
+    let got = closed_by_server(&mut idle)
+        .await
+        .expect("idle keep-alive closed");
+    assert!(got > 0, "it answered first");
+
+    // Pipelined requests for 32 MiB that are never read: closed once writes stall.
+    let mut hog = tcp_from("127.0.0.2", addr).await;
+    let requests = "GET /big.html HTTP/1.1\r\nHost: kg\r\n\r\n".repeat(32);
+    hog.write_all(requests.as_bytes()).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let got = closed_by_server(&mut hog)
+        .await
+        .expect("a non-reading client closed");
+    assert!(
+        got < 32 << 20,
+        "all {got} bytes were sent: the writes never stalled"
+    );
+
+    // An honest client is served throughout.
+    assert_eq!(get_from("127.0.0.3", addr, "/big.html").await, 200);
+    s.stop().await;
+}
