@@ -1,4 +1,4 @@
-// keygate's wire protocol (PROTOCOL.md) as the browser speaks it, always to the page's
+// keygate's wire protocol (docs/protocol.md) as the browser speaks it, always to the page's
 // own origin: the sign-in handshake over WebSocket with an HTTP fallback, and the
 // session endpoints. What goes out is only the identity, the challenge, the signature
 // and tokens; the private key never leaves WebCrypto.

@@ -1,4 +1,4 @@
-// Identity strings (PROTOCOL.md, "Identity strings"): the canonical form is the letter
+// Identity strings (docs/protocol.md, "Identity strings"): the canonical form is the letter
 // "b" followed by RFC 4648 base32, lower case, unpadded, of the libp2p protobuf
 // encoding of the public key. For Ed25519 that is 08 01 12 20 ‖ key(32).
 
