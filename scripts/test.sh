@@ -2,10 +2,12 @@
 # Runs every keygate test on a fresh machine: formatting and lints, the Rust unit
 # and integration tests (real servers on 127.0.0.1, real SQLite files; then the
 # integration suite again on a throwaway PostgreSQL cluster), the
-# browser test of web-demo/ in Debian's Chromium driven by playwright-core, and a
-# bounded pass of the coverage-guided fuzz targets (FUZZ_SECONDS per target).
-# Installs what is missing (Chromium, Node and PostgreSQL from apt, npm packages,
-# cargo-fuzz).
+# browser test of web-demo/ in Debian's Chromium driven by playwright-core, the
+# interop test of tests/interop/ (clients keygate did not write: the Textile example
+# client with the real @textile/crypto, a stock RFC 9068 validator), and a bounded
+# pass of the coverage-guided fuzz targets (FUZZ_SECONDS per target).
+# Installs what is missing (Chromium, Node, OpenSSL and PostgreSQL from apt, npm
+# packages at the versions of the lock files, cargo-fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +26,7 @@ need_apt() {  # need_apt COMMAND PACKAGE...
 }
 if [ ! -x /usr/bin/chromium ]; then need_apt chromium chromium; fi
 need_apt node nodejs npm
+need_apt openssl openssl  # the key-file test reads keygate's key files with it
 
 echo "== cargo fmt / clippy"
 cargo fmt --all -- --check
@@ -44,6 +47,13 @@ bash scripts/postgres.sh stop "$pg_dir"
 echo "== browser test (web-demo, Chromium)"
 (
   cd web-demo/test
+  npm ci --no-audit --no-fund --loglevel=error
+  KEYGATE_BIN="${CARGO_TARGET_DIR:-$(pwd)/../../target}/debug/keygate" node --test
+)
+
+echo "== interop test (tests/interop: Textile client, RFC 9068 validator)"
+(
+  cd tests/interop
   npm ci --no-audit --no-fund --loglevel=error
   KEYGATE_BIN="${CARGO_TARGET_DIR:-$(pwd)/../../target}/debug/keygate" node --test
 )
