@@ -3,10 +3,12 @@
 # and integration tests (real servers on 127.0.0.1, real SQLite files; then the
 # integration suite again on a throwaway PostgreSQL cluster), the
 # browser test of web-demo/ in Debian's Chromium driven by playwright-core, the
-# JavaScript client's tests (clients/js: Node and Chromium), and a
-# bounded pass of the coverage-guided fuzz targets (FUZZ_SECONDS per target).
-# Installs what is missing (Chromium, Node and PostgreSQL from apt, npm packages,
-# cargo-fuzz).
+# JavaScript client's tests (clients/js: Node and Chromium), the
+# interop test of tests/interop/ (clients keygate did not write: the Textile example
+# client with the real @textile/crypto, a stock RFC 9068 validator), and a bounded
+# pass of the coverage-guided fuzz targets (FUZZ_SECONDS per target).
+# Installs what is missing (Chromium, Node, OpenSSL and PostgreSQL from apt, npm
+# packages at the versions of the lock files, cargo-fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,6 +27,7 @@ need_apt() {  # need_apt COMMAND PACKAGE...
 }
 if [ ! -x /usr/bin/chromium ]; then need_apt chromium chromium; fi
 need_apt node nodejs npm
+need_apt openssl openssl  # the key-file test reads keygate's key files with it
 
 echo "== cargo fmt / clippy"
 cargo fmt --all -- --check
@@ -56,6 +59,13 @@ echo "== JavaScript client (clients/js: Node and Chromium against keygate serve,
   KEYGATE_BIN="${CARGO_TARGET_DIR:-$(pwd)/../../target}/debug/keygate" npm test --silent
   npx tsc --noEmit -p examples
   npm pack --dry-run --loglevel=error >/dev/null
+)
+
+echo "== interop test (tests/interop: Textile client, RFC 9068 validator)"
+(
+  cd tests/interop
+  npm ci --no-audit --no-fund --loglevel=error
+  KEYGATE_BIN="${CARGO_TARGET_DIR:-$(pwd)/../../target}/debug/keygate" node --test
 )
 
 echo "== fuzzing (cargo-fuzz, ${FUZZ_SECONDS:-60} s per target)"

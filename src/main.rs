@@ -428,12 +428,8 @@ type CliResult = Result<(), String>;
 
 fn main() -> ExitCode {
     let _ = dotenvy::dotenv();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    // RUST_LOG with the caps that keep frame and header contents out of the log.
+    keygate::logging::init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -594,9 +590,16 @@ fn key_path(given: Option<PathBuf>) -> Result<PathBuf, String> {
 fn id_new(path: &Path) -> CliResult {
     use std::io::Write;
     let key = SigningKey::generate(&mut rand::rng());
-    let pem = key
-        .to_pkcs8_pem(LineEnding::LF)
-        .map_err(|e| format!("cannot encode the key: {e}"))?;
+    // PKCS#8 v1 as RFC 8410 writes it (the seed alone, no public key): the form
+    // OpenSSL, Python's cryptography and every other tool read. ed25519-dalek's
+    // own encoding adds the public key (v2, RFC 5958), which some of them refuse.
+    // Reading takes both.
+    let pem = ed25519_dalek::pkcs8::KeypairBytes {
+        secret_key: key.to_bytes(),
+        public_key: None,
+    }
+    .to_pkcs8_pem(LineEnding::LF)
+    .map_err(|e| format!("cannot encode the key: {e}"))?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;

@@ -43,7 +43,12 @@ function say(target, kind, text, code = null) {
   if (code) box.append(el('span', { class: 'code', text: code }));
 }
 
-const quiet = (target) => $(target).replaceChildren();
+/** Empties a status line, kind included, so a later wait never sees an old kind. */
+function quiet(target) {
+  const box = $(target);
+  box.className = 'msg';
+  box.replaceChildren();
+}
 
 function sayError(target, err) {
   const { text, code, detail } = describe(err);

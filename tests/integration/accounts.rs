@@ -611,18 +611,6 @@ async fn a_step_up_raises_acr_for_a_bounded_time() {
     s.stop().await;
 }
 
-/// Runs the `keygate` binary; its stdout, or a panic with its stderr.
-fn keygate(args: &[&str], ok: bool) -> String {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
-        .args(args)
-        .env_remove("KEYGATE_KEY")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.success(), ok, "{args:?}: {stderr}");
-    String::from_utf8_lossy(&out.stdout).into_owned() + &stderr
-}
-
 // The CLI runs as a blocking child process: a second worker keeps serving it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_enrols_totp_links_lists_and_removes() {

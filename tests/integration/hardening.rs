@@ -1,9 +1,8 @@
 //! Hostile input and faults: rate limits, connection and handshake caps, the
 //! handshake deadline, half-open floods, CORS, TLS, SIGKILL and SIGTERM.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -195,62 +194,7 @@ async fn no_cors_for_foreign_origins() {
     s.stop().await;
 }
 
-/// `keygate` as a child process, killed when dropped.
-struct Keygate {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Keygate {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 impl Keygate {
-    fn start(db: &str, extra: &[&str]) -> Keygate {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keygate"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--database",
-                db,
-                "--issuer",
-                "http://keygate.test",
-            ])
-            .args(extra)
-            .env("NO_COLOR", "1")
-            .env_remove("USER_API_KEY")
-            .env_remove("USER_API_SECRET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(i) = line.find("listening on http://") {
-                    let rest = &line[i + "listening on http://".len()..];
-                    let addr: String = rest
-                        .chars()
-                        .take_while(|c| !c.is_whitespace() && *c != '\u{1b}')
-                        .collect();
-                    let _ = tx.send(addr);
-                }
-            }
-        });
-        let addr = rx
-            .recv_timeout(WAIT)
-            .expect("keygate says where it listens")
-            .parse()
-            .unwrap();
-        Keygate { child, addr }
-    }
-
     fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -595,84 +595,235 @@ async fn brokered_tokens_work_once_and_are_namespaced() {
     s.stop().await;
 }
 
-/// Everything the tracing subscriber of this test binary writes.
-static LOGS: std::sync::Mutex<Vec<u8>> = std::sync::Mutex::new(Vec::new());
+/// A plain HTTP/1.1 server on 127.0.0.1 that answers every request `200 ok`, for
+/// the gateway to forward to; stops when dropped.
+struct Echo {
+    addr: std::net::SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
 
-struct LogSink;
-
-impl std::io::Write for LogSink {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOGS.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
+impl Drop for Echo {
+    fn drop(&mut self) {
+        self.task.abort();
     }
 }
 
-#[tokio::test]
+async fn echo() -> Echo {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 65_536 {
+                    match conn.read(&mut buf).await {
+                        Ok(n @ 1..) => head.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                }
+                let _ = conn
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    Echo { addr, task }
+}
+
+// The binary runs as a child process; the CLI calls block, so a second worker
+// keeps the test's own tasks (the upstream) going.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_and_secrets_are_never_stored_or_logged_in_plain_text() {
-    // What `RUST_LOG=trace keygate serve` would write.
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(keygate::logging::filter("trace"))
-        .with_writer(|| LogSink)
-        .try_init();
-    let s = serve().await;
+    use keygate::time::SystemClock;
+    // The shipped binary at its most talkative: `RUST_LOG=trace keygate serve`,
+    // with its gateway in front of an upstream that receives the token.
+    let dir = tempfile::tempdir().unwrap();
+    let db = db_url(&dir);
+    let up = echo().await;
+    let config = dir.path().join("gateway.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen = \"127.0.0.1:0\"\n\n[[route]]\nname = \"api\"\nprefix = \"/api\"\n\
+             upstream = \"http://{}\"\nforward_token = true\n",
+            up.addr
+        ),
+    )
+    .unwrap();
+    let server = Keygate::start_with(
+        &db,
+        &["--gateway-config", config.to_str().unwrap()],
+        &[("RUST_LOG", "trace")],
+    );
+    let base = format!("http://{}", server.addr);
+    let origin = format!("http://127.0.0.1:{}", server.addr.port());
+    let created = keygate(
+        &[
+            "keys",
+            "create",
+            "--name",
+            "secrets",
+            "--broker",
+            "--database",
+            &db,
+        ],
+        true,
+    );
+    let line = |label: &str| {
+        created
+            .lines()
+            .find_map(|l| l.strip_prefix(label))
+            .unwrap()
+            .to_owned()
+    };
+    let kid = line("USER_API_KEY=");
+    let secret = keygate::apikey::ApiSecret::parse(&line("USER_API_SECRET=")).unwrap();
+    let signed = || api_headers(&kid, &secret, SystemClock.now() + 60);
     let key = user(53);
-    // A full run: offline sign-in over WS and HTTP, refresh, whoami, sessions,
-    // brokered token, logout.
-    let t = login(&s, 53, offline()).await;
+    let post_json = |path: &str, headers: reqwest::header::HeaderMap, body: Value| {
+        http()
+            .post(format!("{base}{path}"))
+            .headers(headers)
+            .json(&body)
+            .send()
+    };
+    let none = reqwest::header::HeaderMap::new;
+
+    // WebSocket sign-in, offline: a token and a refresh token.
+    let mut ws = connect(&format!("ws://{}/ws/userauth", server.addr), Some(&origin)).await;
+    send(
+        &mut ws,
+        json!({"type": "token", "pubkey": id(&key), "client_id": "cli", "access_type": "offline"}),
+    )
+    .await;
+    let c = recv(&mut ws).await;
+    let ws_sig = sign(&key, c["value"].as_str().unwrap());
+    send(&mut ws, json!({"type": "challenge", "sig": ws_sig})).await;
+    let t = recv(&mut ws).await;
+    assert_eq!(t["type"], "token", "{t}");
     let r0 = t["refresh_token"].as_str().unwrap().to_owned();
-    let (_, n) = refresh(&s, &r0, "cli").await;
+
+    // Refresh.
+    let (status, n) = json_of(
+        post_json(
+            "/v1/token/refresh",
+            none(),
+            json!({"refresh_token": r0, "client_id": "cli"}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{n}");
     let r1 = n["refresh_token"].as_str().unwrap().to_owned();
+
+    // HTTP sign-in at the Provider.
     let (status, c) = json_of(
         http()
-            .get(format!("{}/api/token", s.http()))
+            .get(format!("{base}/api/token"))
             .query(&[("id", id(&key))])
             .send()
             .await
             .unwrap(),
     )
     .await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 200, "{c}");
     let text = c["challenge"].as_str().unwrap();
-    let sig = sign(&key, text);
-    let h = http()
-        .post(format!("{}/api/token", s.http()))
-        .json(&json!({"id": id(&key), "challenge": text, "sig": sig}))
-        .send()
-        .await
-        .unwrap();
-    let (_, ht) = json_of(h).await;
-    assert_eq!(get(&s, "/v1/whoami", tok(&n)).await.0, 200);
-    assert_eq!(get(&s, "/v1/sessions", tok(&n)).await.0, 200);
-    let (kid, secret) = s.api_key(&[]).await;
-    let (_, _) = json_of(
-        http()
-            .post(format!("{}/v1/challenge", s.http()))
-            .headers(api_headers(&kid, &secret, s.clock.now() + 60))
-            .json(&json!({"pubkey": id(&key)}))
-            .send()
+    let http_sig = sign(&key, text);
+    let body = json!({"id": id(&key), "challenge": text, "sig": http_sig});
+    let (status, ht) = json_of(post_json("/api/token", none(), body).await.unwrap()).await;
+    assert_eq!(status, 200, "{ht}");
+
+    // An app backend at the Hub: API-key-signed challenge and token.
+    let headers = signed();
+    let api_sig = headers[keygate::apikey::HEADER_SIG]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let (status, c) = json_of(
+        post_json("/v1/challenge", headers, json!({"pubkey": id(&key)}))
             .await
             .unwrap(),
     )
     .await;
-    assert_eq!(
-        post(&s, "/v1/logout", Some(tok(&ht)), json!({"scope": "global"}))
-            .await
-            .0,
-        200
-    );
-    let dir = s.stop().await;
+    assert_eq!(status, 200, "{c}");
+    let text = c["challenge"].as_str().unwrap();
+    let hub_sig = sign(&key, text);
+    let body = json!({"pubkey": id(&key), "challenge": text, "sig": hub_sig});
+    let (status, hub) = json_of(post_json("/v1/token", signed(), body).await.unwrap()).await;
+    assert_eq!(status, 200, "{hub}");
 
+    // A brokered token.
+    let body = json!({"endpoint_id": "user-1", "role": "member"});
+    let (status, grant) = json_of(
+        post_json("/v1/broker/tokens", signed(), body)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{grant}");
+    let token_id = grant["token_id"].as_str().unwrap().to_owned();
+    let body = json!({"token_id": token_id});
+    let (status, bt) = json_of(post_json("/v1/session-tokens", none(), body).await.unwrap()).await;
+    assert_eq!(status, 200, "{bt}");
+
+    // Through the gateway, with the token forwarded to the upstream.
+    let res = http()
+        .get(format!("http://{}/api/data", server.gateway.unwrap()))
+        .bearer_auth(tok(&n))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.unwrap(), "ok");
+
+    // Whoami, sessions, introspection, logout.
+    for path in ["/v1/whoami", "/v1/sessions"] {
+        let res = http()
+            .get(format!("{base}{path}"))
+            .bearer_auth(tok(&n))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+    }
+    let body = json!({"token": tok(&hub)});
+    let (status, v) = json_of(post_json("/v1/introspect", signed(), body).await.unwrap()).await;
+    assert_eq!((status, &v["active"]), (200, &json!(true)), "{v}");
+    let res = http()
+        .post(format!("{base}/v1/logout"))
+        .bearer_auth(tok(&ht))
+        .json(&json!({"scope": "global"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    let logs = server.stop();
+    let text = String::from_utf8_lossy(&logs);
+    assert!(
+        text.contains(" TRACE ") || text.contains(" DEBUG "),
+        "RUST_LOG=trace took effect:\n{}",
+        &text[..text.len().min(2000)]
+    );
     let secrets = [
         tok(&t).to_owned(),
         tok(&n).to_owned(),
         tok(&ht).to_owned(),
+        tok(&hub).to_owned(),
+        tok(&bt).to_owned(),
         r0.clone(),
         r1.clone(),
-        sig,
+        token_id,
+        ws_sig,
+        http_sig,
+        hub_sig,
         secret.reveal(),
+        api_sig,
     ];
     let at_rest = stored(&dir).await;
     // Binary values as they appear in `at_rest`: raw in SQLite's file, hex in
@@ -687,23 +838,16 @@ async fn tokens_and_secrets_are_never_stored_or_logged_in_plain_text() {
                 .into(),
         }
     };
-    let logs = LOGS.lock().unwrap().clone();
-    assert!(!logs.is_empty(), "the subscriber captured the run");
     let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
     for secret in &secrets {
         // A JWT's signature part alone would be enough to find it.
-        let needle = secret.rsplit('.').next().unwrap().as_bytes();
+        let needle = secret.rsplit('.').next().unwrap();
         assert!(
-            !contains(&at_rest, needle),
+            !contains(&at_rest, needle.as_bytes()),
             "stored in plain text: {}…",
             &secret[..12]
         );
-        if contains(&logs, needle) {
-            let text = String::from_utf8_lossy(&logs);
-            let line = text
-                .lines()
-                .find(|l| l.contains(std::str::from_utf8(needle).unwrap()))
-                .unwrap_or("");
+        if let Some(line) = text.lines().find(|l| l.contains(needle)) {
             panic!(
                 "logged: {}… in {}",
                 &secret[..12],
@@ -931,4 +1075,61 @@ async fn the_purge_deletes_only_what_can_no_longer_matter() {
     let (status, _) = refresh(&s, kept["refresh_token"].as_str().unwrap(), "cli").await;
     assert_eq!(status, 200);
     s.stop().await;
+}
+
+/// `keygate id new` writes the RFC 8410 form (PKCS#8 v1, the seed alone) that
+/// OpenSSL reads, and OpenSSL derives the same public key from it that keygate
+/// shows; keygate still reads the v2 form (RFC 5958, public key included).
+#[test]
+fn key_files_open_in_openssl_with_the_identity_keygate_shows() {
+    use ed25519_dalek::pkcs8::EncodePrivateKey;
+    use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("id_ed25519.pem");
+    let p = path.to_str().unwrap();
+    keygate(&["id", "new", "--key", p], true);
+    let shown_identity = |p: &str| {
+        keygate(&["id", "show", "--key", p], true)
+            .lines()
+            .find_map(|l| l.strip_prefix("identity: "))
+            .unwrap()
+            .trim()
+            .to_owned()
+    };
+    let identity = shown_identity(p);
+
+    // The file: PEM "PRIVATE KEY" around the 48 bytes of RFC 8410 §7: version 0,
+    // algorithm id-Ed25519 (1.3.101.112), the seed in an OCTET STRING, nothing more.
+    let pem = std::fs::read_to_string(&path).unwrap();
+    let (label, der) = ed25519_dalek::pkcs8::SecretDocument::from_pem(&pem).unwrap();
+    assert_eq!(label, "PRIVATE KEY");
+    let der = der.as_bytes();
+    let head = [
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    assert_eq!(der.len(), 48, "{der:02x?}");
+    assert_eq!(der[..16], head, "{der:02x?}");
+
+    // OpenSSL reads it and derives the public key: the identity keygate shows.
+    let out = std::process::Command::new("openssl")
+        .args(["pkey", "-in", p, "-pubout", "-outform", "DER"])
+        .output()
+        .expect("openssl must be installed to run this test (scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "openssl pkey refused the key file: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // SubjectPublicKeyInfo of RFC 8410 §4: 12 bytes of header, then the key.
+    assert_eq!(out.stdout.len(), 44, "{:02x?}", out.stdout);
+    let public: [u8; 32] = out.stdout[12..].try_into().unwrap();
+    let from_openssl = keygate::Identity::from_bytes(&public).unwrap();
+    assert_eq!(from_openssl.to_string(), identity);
+
+    // A v2 file (with the public key) is still read.
+    let key = user(54);
+    let v2 = dir.path().join("v2.pem");
+    std::fs::write(&v2, key.to_pkcs8_pem(LineEnding::LF).unwrap().as_bytes()).unwrap();
+    assert_eq!(shown_identity(v2.to_str().unwrap()), id(&key));
 }

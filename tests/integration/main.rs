@@ -14,5 +14,5 @@ mod hardening;
 mod lifecycle;
 mod scale;
 mod split;
-mod wire;
 mod tenancy;
+mod wire;

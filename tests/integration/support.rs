@@ -1,6 +1,9 @@
 //! Starting servers and talking to them like a client would.
 
-use std::sync::Arc;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ed25519_dalek::SigningKey;
@@ -466,4 +469,128 @@ pub async fn raw(addr: std::net::SocketAddr, head: &str) -> (u16, String) {
         .map(|(_, b)| b.to_owned())
         .unwrap_or_default();
     (status, body)
+}
+
+/// The `keygate` binary as a child process (`keygate serve` on 127.0.0.1:0), killed
+/// when dropped. Everything it writes to stderr is kept.
+pub struct Keygate {
+    pub child: Child,
+    pub addr: SocketAddr,
+    /// The gateway's address, when started with `--gateway-config`.
+    pub gateway: Option<SocketAddr>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Keygate {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Keygate {
+    /// `keygate serve` on `db` with `extra` arguments.
+    pub fn start(db: &str, extra: &[&str]) -> Keygate {
+        Keygate::start_with(db, extra, &[])
+    }
+
+    /// `keygate serve` on `db` with `extra` arguments and `env` set.
+    pub fn start_with(db: &str, extra: &[&str], env: &[(&str, &str)]) -> Keygate {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keygate"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--database",
+                db,
+                "--issuer",
+                "http://keygate.test",
+            ])
+            .args(extra)
+            .env("NO_COLOR", "1")
+            .env_remove("USER_API_KEY")
+            .env_remove("USER_API_SECRET")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let kept = Arc::new(Mutex::new(Vec::new()));
+        let sink = kept.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut reader = BufReader::new(stderr);
+            let mut line = Vec::new();
+            while reader.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+                let text = String::from_utf8_lossy(&line);
+                if let Some(i) = text.find("listening on http://") {
+                    let addr: String = text[i + "listening on http://".len()..]
+                        .chars()
+                        .take_while(|c| !c.is_whitespace() && *c != '\u{1b}')
+                        .collect();
+                    let _ = tx.send((text.contains("gateway listening"), addr));
+                }
+                sink.lock().unwrap().extend_from_slice(&line);
+                line.clear();
+            }
+        });
+        let mut gateway = None;
+        let with_gateway = extra.contains(&"--gateway-config");
+        let addr = loop {
+            let (is_gateway, addr) = rx
+                .recv_timeout(WAIT)
+                .expect("keygate says where it listens");
+            let addr: SocketAddr = addr.parse().unwrap();
+            if is_gateway {
+                gateway = Some(addr);
+            } else {
+                break addr;
+            }
+        };
+        assert_eq!(with_gateway, gateway.is_some(), "the gateway's address");
+        Keygate {
+            child,
+            addr,
+            gateway,
+            stderr: kept,
+            reader: Some(reader),
+        }
+    }
+
+    /// Stops it with SIGTERM (SIGKILL if it lingers) and returns all it wrote to
+    /// stderr.
+    pub fn stop(mut self) -> Vec<u8> {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + WAIT;
+        while self.child.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = self.child.kill();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.wait();
+        // The pipe is at its end once the child is gone.
+        if let Some(r) = self.reader.take() {
+            let _ = r.join();
+        }
+        std::mem::take(&mut *self.stderr.lock().unwrap())
+    }
+}
+
+/// Runs the `keygate` binary with `args`; its stdout and stderr, or a panic with
+/// its stderr if it did not succeed (`ok`) or fail (`!ok`) as expected.
+pub fn keygate(args: &[&str], ok: bool) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_keygate"))
+        .args(args)
+        .env_remove("KEYGATE_KEY")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.success(), ok, "{args:?}: {stderr}");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &stderr
 }

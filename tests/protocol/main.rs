@@ -12,8 +12,10 @@
 //! - `fuzz`: every parser on random input: no panic, only typed errors.
 //! - `jwt`: what keygate mints against the stock `jsonwebtoken` crate.
 //! - `strictness`: one spelling per value in the parsers that take encodings.
+//! - `doc_examples`: the worked examples of docs/protocol.md, computed by keygate.
 
 mod bitflips;
+mod doc_examples;
 mod edge_cases;
 mod fuzz;
 mod jwt;

@@ -3,7 +3,7 @@
 //!
 //! A second spelling is not a forgery, but it defeats anything that compares or
 //! deduplicates the text (caches, logs, replay lists, rate limits keyed on a header),
-//! and PROTOCOL.md asks for strict parsing throughout.
+//! and the protocol (docs/protocol.md) asks for strict parsing throughout.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

@@ -89,6 +89,15 @@ const ALLOWED = {
 
 // ---- page helpers ------------------------------------------------------------------
 
+/**
+ * Waits until the status line `id` shows a message of `kind` (ok, bad, info) with
+ * text in it (matching `re` if given): the class alone could be left from an
+ * earlier message.
+ */
+const shows = (page, id, kind, re = /\S/) => page.waitForFunction(([id, kind, source]) => {
+  const box = document.getElementById(id);
+  return box.classList.contains(kind) && new RegExp(source).test(box.textContent);
+}, [id, kind, re.source], { timeout: STEP });
 const text = async (page, sel) => ((await page.textContent(sel, { timeout: STEP })) ?? '').trim();
 
 async function identityOf(page) {
@@ -265,7 +274,7 @@ describe('keygate web demo in Chromium', { timeout: 240_000 }, () => {
     const secret = /secret: ([A-Z2-7]+)/.exec(shown)[1];
     await page.fill('#totp-code', totp(secret));
     await page.click('#verify-totp');
-    await page.waitForFunction(() => document.getElementById('account-msg').classList.contains('ok'), null, { timeout: STEP });
+    await shows(page, 'account-msg', 'ok');
     const claims = JSON.parse(await text(page, '#claims')).claims;
     assert.equal(claims.acr, 'aal2');
     assert.deepEqual(claims.amr, ['swk', 'otp', 'mfa']);
@@ -275,7 +284,7 @@ describe('keygate web demo in Chromium', { timeout: 240_000 }, () => {
     const before = await readStore(page, 'session');
     const oldClaims = await claimsOf(page);
     await page.click('#refresh');
-    await page.waitForFunction(() => document.getElementById('token-msg').classList.contains('ok'), null, { timeout: STEP });
+    await shows(page, 'token-msg', 'ok');
     const after = await readStore(page, 'session');
     const claims = await claimsOf(page);
     assert.notEqual(after.token, before.token);
@@ -295,7 +304,7 @@ describe('keygate web demo in Chromium', { timeout: 240_000 }, () => {
 
     // Revoke the older session: it disappears and its token stops working at once.
     await page.click(`#sessions > li[data-sid="${oldSession.session_id}"] button`);
-    await page.waitForFunction(() => document.getElementById('sessions-msg').classList.contains('ok'), null, { timeout: STEP });
+    await shows(page, 'sessions-msg', 'ok', /Session revoked/);
     items = await reloadSessions(page, 1);
     assert.equal(items[0].sid, second.sid);
     const dead = await whoamiStatus(origin, oldSession.token);
@@ -322,7 +331,7 @@ describe('keygate web demo in Chromium', { timeout: 240_000 }, () => {
     await page.screenshot({ path: SCREENSHOT, fullPage: true, timeout: STEP });
 
     await page.click('#logout [data-scope="others"]');
-    await page.waitForFunction(() => document.getElementById('sessions-msg').classList.contains('ok'), null, { timeout: STEP });
+    await shows(page, 'sessions-msg', 'ok', /Logged out everywhere else/);
     assert.match(await text(page, '#sessions-msg'), /\b1 session\b/);
     assert.deepEqual((await reloadSessions(page, 1)).map((s) => s.sid), [claims.sid]);
 
@@ -379,7 +388,7 @@ describe('keygate web demo in Chromium', { timeout: 240_000 }, () => {
         await fake.goto(`${origin}/`, { timeout: STEP });
         await identityOf(fake);
         await fake.click('#sign-in');
-        await fake.waitForFunction(() => document.getElementById('signin-msg').classList.contains('bad'), null, { timeout: STEP });
+        await shows(fake, 'signin-msg', 'bad');
         assert.match(await text(fake, '#signin-msg'), /Not signed/);
         assert.match(await text(fake, '#checks'), c.expect);
         assert.equal(await fake.isVisible('#approve'), false, 'no way to sign it anyway');
@@ -436,7 +445,7 @@ describe('keygate web demo in Chromium', { timeout: 240_000 }, () => {
   test('says plainly when the server is down', async () => {
     await server.stop();
     await page.click('#sign-in');
-    await page.waitForFunction(() => document.getElementById('signin-msg').classList.contains('bad'), null, { timeout: STEP });
+    await shows(page, 'signin-msg', 'bad');
     const message = await text(page, '#signin-msg');
     assert.match(message, /Can’t reach the server/);
     assert.match(message, /network/);
