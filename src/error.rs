@@ -224,9 +224,10 @@ impl Error {
             | "session_revoked"
             | "session_expired"
             | "invalid_refresh_token"
-            | "refresh_token_reused" => 401,
-            "invalid_scope" | "invalid_session" | "forbidden_origin" | "forbidden"
-            | "mfa_required" | "invalid_otp" | "otp_reused" => 403,
+            | "refresh_token_reused"
+            | "invalid_grant" => 401,
+            "invalid_scope" | "invalid_session" | "forbidden_origin" | "forbidden_audience"
+            | "forbidden" | "mfa_required" | "invalid_otp" | "otp_reused" => 403,
             "not_found" => 404,
             "key_in_other_account" | "last_account_key" => 409,
             "handshake_timeout" => 408,
@@ -287,5 +288,24 @@ mod tests {
         assert_eq!(Error::NotFound.www_authenticate(), None);
         let r = Error::from_remote(200, "Bad Code!", "m");
         assert_eq!((r.status(), r.code()), (502, "adode"));
+    }
+
+    /// A remote Hub's code keeps the status the local variant has, so a relayed
+    /// error (split mode) answers like a local one.
+    #[test]
+    fn remote_codes_keep_their_local_status() {
+        for e in [
+            Error::InvalidGrant,
+            Error::ForbiddenAudience,
+            Error::InvalidSession,
+            Error::ForbiddenOrigin,
+            Error::InvalidScope,
+            Error::SessionRevoked,
+            Error::InvalidOtp,
+            Error::from(ApiKeyError),
+            Error::from(ChallengeError::Expired),
+        ] {
+            assert_eq!(Error::status_for_code(e.code()), e.status(), "{}", e.code());
+        }
     }
 }

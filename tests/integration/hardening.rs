@@ -667,7 +667,7 @@ async fn static_files_refuse_encoded_paths() {
         dir,
     };
     for (path, want) in [
-        ("/client.js", 200),
+        ("/keygate-protocol.js", 200),
         ("/test%2fdemo.test.js", 404),
         ("/test%5cdemo.test.js", 404),
         ("/test/demo.test.js", 404),

@@ -179,7 +179,7 @@ async fn an_app_cannot_renew_or_touch_another_apps_session() {
     // exactly as for a session id that does not exist.
     let (status, foreign) = renew(&s, &b, &key, &sid).await;
     let (_, unknown) = renew(&s, &b, &key, "no-such-session-id").await;
-    assert_eq!(status, 401, "{foreign}");
+    assert_eq!(status, 403, "{foreign}");
     assert_eq!(foreign, unknown);
     reveals_nothing(&foreign, &a, &[&sid]);
     let after = s

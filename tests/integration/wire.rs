@@ -302,8 +302,13 @@ async fn tokens_always_carry_client_id_and_no_empty_scope() {
     assert_eq!(status, 200);
     assert_eq!(me["client_id"], app.as_str());
     assert_eq!(me["scope"], "");
-    // Introspection says the same.
-    let (kid, secret) = s.api_key(&[]).await;
+    // Introspection says the same (to a key that may read other apps' tokens).
+    let (kid, secret) = s
+        .api_key_with(|k| keygate::store::ApiKeyRecord {
+            introspect_any: true,
+            ..k
+        })
+        .await;
     let res = http()
         .post(format!("{}/v1/introspect", s.http()))
         .headers(api_headers(&kid, &secret, s.clock.now() + 60))
