@@ -158,7 +158,6 @@ impl NetArgs {
             idle_timeout: std::time::Duration::from_secs(self.idle_timeout.max(1)),
             rate_per_ip: self.rate_per_ip,
             rate_per_identity_per_minute: self.rate_per_identity,
-            ..Limits::default()
         }
     }
 }
@@ -847,8 +846,8 @@ async fn keys(k: KeysCommand) -> CliResult {
                 session_ttl,
                 idle_timeout,
             };
-            if access_ttl < keygate::session::MIN_ACCESS_TTL
-                || access_ttl > keygate::token::MAX_LIFETIME
+            if !(keygate::session::MIN_ACCESS_TTL..=keygate::token::MAX_LIFETIME)
+                .contains(&access_ttl)
                 || session_ttl < access_ttl
                 || idle_timeout <= 0
             {

@@ -1177,7 +1177,8 @@ async fn ambiguous_paths_connect_and_trace_are_refused_before_routing() {
         format!(
             "TRACE / HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
         ),
-        format!("TRACE /public/kgk_test/hooks/x HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"),
+        "TRACE /public/kgk_test/hooks/x HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
+            .to_string(),
     ] {
         let (status, body) = raw(g.addr, &head).await;
         assert_eq!(status, 405, "{head}: {body}");

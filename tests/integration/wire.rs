@@ -365,7 +365,7 @@ async fn the_hub_checks_iat_lifetime_audience_and_exp_without_leeway() {
     };
     // The real token passes; the same claims re-signed pass too (a sanity check).
     assert_eq!(get(&s, "/v1/whoami", &whoami_with(&|_| {})).await.0, 200);
-    let cases: [(&str, &dyn Fn(&mut AccessClaims)); 4] = [
+    let cases: [(&str, ClaimsEdit); 4] = [
         ("iat an hour ahead", &|c| c.iat = now + 3600),
         ("exp 2^63-1", &|c| c.exp = i64::MAX),
         ("two-day lifetime", &|c| c.exp = c.iat + 2 * 86_400),
@@ -483,3 +483,6 @@ fn parse_frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
     }
     out
 }
+
+/// A change to a token's claims, for the refusal cases.
+type ClaimsEdit<'a> = &'a dyn Fn(&mut AccessClaims);
