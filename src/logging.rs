@@ -8,9 +8,8 @@
 
 use tracing::Subscriber;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::filter::{FilterExt, LevelFilter, Targets};
-use tracing_subscriber::layer::{Filter, SubscriberExt};
-use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{Layer, fmt};
 
@@ -35,24 +34,32 @@ fn caps() -> Targets {
         .with_targets(CAPS.iter().copied())
 }
 
-/// The filter for `spec` (a `RUST_LOG` value; `info` if it does not parse), with
-/// the caps applied on top.
-pub fn filter<S>(spec: &str) -> impl Filter<S> + Send + Sync + 'static
+/// The process's subscriber: the caps as a global filter (no event of a capped
+/// crate above its cap reaches any layer), then `RUST_LOG`'s filter (`spec`;
+/// `info` if it does not parse) on the output layer. Two separate filters rather
+/// than one combined per-layer filter: a combined one (`EnvFilter::and`) lost
+/// keygate's own events once another crate's spans were enabled (seen with
+/// `RUST_LOG=debug` on PostgreSQL, where the gateway's start-up line vanished).
+pub fn subscriber<W>(spec: &str, writer: W, ansi: bool) -> impl Subscriber + Send + Sync + 'static
 where
-    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
     let env = EnvFilter::try_new(spec).unwrap_or_else(|_| EnvFilter::new("info"));
-    env.and(caps())
+    tracing_subscriber::registry().with(caps()).with(
+        fmt::layer()
+            .with_ansi(ansi)
+            .with_writer(writer)
+            .with_filter(env),
+    )
 }
 
 /// Installs the process's logger: `RUST_LOG` (default `info`) with the caps, to
 /// stderr. What the `keygate` binary runs first.
 pub fn init() {
     let spec = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
-    let layer = fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_filter(filter(&spec));
-    let _ = tracing_subscriber::registry().with(layer).try_init();
+    // Colours unless NO_COLOR is set (https://no-color.org), as fmt's default does.
+    let ansi = std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    let _ = subscriber(&spec, std::io::stderr, ansi).try_init();
 }
 
 #[cfg(test)]
@@ -78,12 +85,7 @@ mod tests {
     fn logged(spec: &str) -> String {
         let sink = Sink::default();
         let writer = sink.clone();
-        let subscriber = tracing_subscriber::registry().with(
-            fmt::layer()
-                .with_ansi(false)
-                .with_writer(move || writer.clone())
-                .with_filter(filter(spec)),
-        );
+        let subscriber = subscriber(spec, move || writer.clone(), false);
         tracing::subscriber::with_default(subscriber, || {
             let span = tracing::info_span!("request");
             let _g = span.enter();

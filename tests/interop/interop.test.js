@@ -43,18 +43,19 @@ async function serve(dir) {
     { env: { ...process.env, RUST_LOG: 'warn,keygate=info', NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let output = '';
-  const base = await within(WAIT * 2, new Promise((resolve, reject) => {
+  const [base, providerKey] = await within(WAIT * 2, new Promise((resolve, reject) => {
     const scan = (chunk) => {
       output = (output + chunk).slice(-20_000);
-      const m = /listening on (http:\/\/[0-9.:]+)/.exec(output);
-      if (m) resolve(m[1]);
+      // The start-up line names the address and the built-in Provider's API key id.
+      const m = /listening on (http:\/\/[0-9.:]+)[^\n]*?(kgk_[a-z0-9]+)/.exec(output);
+      if (m) resolve([m[1], m[2]]);
     };
     child.stdout.on('data', scan);
     child.stderr.on('data', scan);
     child.on('error', reject);
     child.on('exit', (code) => reject(new Error(`keygate exited (${code}) before listening:\n${output}`)));
   }), 'keygate serve').catch((err) => { child.kill('SIGKILL'); throw err; });
-  return { child, base };
+  return { child, base, providerKey };
 }
 
 function stop(child) {
@@ -163,7 +164,7 @@ describe('clients keygate did not write', () => {
     const claims = payloadOf(token);
     assert.equal(claims.sub, identity.public.toString());
     assert.equal(claims.iss, ISSUER);
-    assert.equal(claims.aud, server.base);
+    assert.equal(claims.aud, server.providerKey, 'aud is the app: its API key id');
   });
 
   test('the Textile example client gets the error message in `value` of an error frame', async () => {
@@ -204,7 +205,7 @@ describe('clients keygate did not write', () => {
     const validate = (token) => oauth.validateJwtAccessToken(
       as,
       new Request(`${server.base}/resource`, { headers: { authorization: `Bearer ${token}` } }),
-      server.base,
+      server.providerKey,
       options,
     );
 

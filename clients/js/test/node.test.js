@@ -160,7 +160,7 @@ describe('keygate-client against keygate serve', { timeout: 120_000 }, () => {
   });
 
   test('an app backend signs Hub requests with its API key: challenge, token, broker, introspection', async () => {
-    const app = kg.createKey('js-backend', ['--broker']);
+    const app = kg.createKey('js-backend', ['--broker', '--origin', 'https://shop.example']);
     const hub = new HubClient({ url: baseUrl, keyId: app.keyId, secret: app.secret });
     const user = await newKey();
     const userId = await identityOf(user.publicKey);
