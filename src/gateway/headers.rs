@@ -117,10 +117,8 @@ pub fn safe_path(path: &str) -> bool {
     if lower_has(raw, "%2e") || lower_has(raw, "%2f") || lower_has(raw, "%5c") {
         return false;
     }
-    let Some(decoded) = percent_decode(raw) else {
-        return false;
-    };
-    let Ok(decoded) = std::str::from_utf8(&decoded) else {
+    // A malformed escape (`%zz`) stays as it was, so its `%` is refused below.
+    let Ok(decoded) = percent_encoding::percent_decode(raw).decode_utf8() else {
         return false;
     };
     if decoded.contains(['\\', '%']) || decoded.chars().any(char::is_control) {
@@ -130,24 +128,6 @@ pub fn safe_path(path: &str) -> bool {
         let name = seg.split(';').next().unwrap_or(seg);
         name == "." || name == ".."
     })
-}
-
-/// `%XX` decoded once; `None` for an escape that is not two hex digits.
-fn percent_decode(s: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        if s[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            let digit = |c: u8| (c as char).to_digit(16);
-            out.push((digit(hex[0])? * 16 + digit(hex[1])?) as u8);
-            i += 3;
-        } else {
-            out.push(s[i]);
-            i += 1;
-        }
-    }
-    Some(out)
 }
 
 /// Whether `path` is `prefix` or lies under `prefix/`.

@@ -396,7 +396,8 @@ fn page_file_name(raw: &str) -> bool {
     if raw.is_empty() {
         return true;
     }
-    let Some(name) = percent_decode_once(raw) else {
+    // Decoded once; a malformed escape keeps its `%`, which no page name has.
+    let Ok(name) = percent_encoding::percent_decode_str(raw).decode_utf8() else {
         return false;
     };
     !name.starts_with('.')
@@ -406,28 +407,6 @@ fn page_file_name(raw: &str) -> bool {
         && [".html", ".js", ".css", ".svg", ".png", ".ico"]
             .iter()
             .any(|ext| name.len() > ext.len() && name.ends_with(ext))
-}
-
-/// `%XX` escapes decoded once; `None` for a malformed escape or bytes that are
-/// not UTF-8.
-fn percent_decode_once(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = b.get(i + 1..i + 3)?;
-            if !hex.iter().all(u8::is_ascii_hexdigit) {
-                return None;
-            }
-            out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 const PLACEHOLDER: &str = "<!doctype html><meta charset=utf-8><title>keygate</title>\
