@@ -31,10 +31,10 @@ need_apt openssl openssl  # the key-file test reads keygate's key files with it
 
 echo "== cargo fmt / clippy"
 cargo fmt --all -- --check
-cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --workspace --all-targets -- -D warnings
 
 echo "== cargo test"
-cargo test --locked
+cargo test --locked --workspace
 
 echo "== integration tests on PostgreSQL (a throwaway cluster on 127.0.0.1)"
 pg_dir=$(mktemp -d)
@@ -42,7 +42,7 @@ trap 'bash scripts/postgres.sh stop "$pg_dir"; rm -rf "$pg_dir"' EXIT
 pg_url=$(bash scripts/postgres.sh start "$pg_dir")
 KEYGATE_TEST_POSTGRES="$pg_url" \
   KEYGATE_MASTER_KEY="$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')" \
-  cargo test --locked --test integration
+  cargo test --locked -p keygate --test integration
 bash scripts/postgres.sh stop "$pg_dir"
 
 echo "== browser test (web-demo, Chromium)"

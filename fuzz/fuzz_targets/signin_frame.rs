@@ -40,7 +40,7 @@ fuzz_target!(|data: &[u8]| {
             Ok(true) => {}
             Ok(false) => break,
             Err(e) => {
-                let frame = ServerFrame::error(&e);
+                let frame = keygate::signin::error_frame(&e);
                 let json = serde_json::to_string(&frame).expect("frames serialize");
                 assert_eq!(serde_json::from_str::<ServerFrame>(&json).ok(), Some(frame));
                 break;
@@ -103,7 +103,7 @@ fn dispatch(line: &str, pending: &mut Option<Pending>) -> Result<bool, Error> {
                 challenge::check_before_signing(&challenge.text, &audience, &identity, NOW),
                 Ok(())
             );
-            let sent = ServerFrame::challenge(&challenge);
+            let sent = keygate::signin::challenge_frame(&challenge);
             assert!(serde_json::to_string(&sent).is_ok());
             *pending = Some(Pending {
                 identity,

@@ -1,0 +1,235 @@
+//! Warp glue shared by the Hub and the Provider: errors to responses (the one
+//! place where an [`Error`] becomes HTTP), JSON bodies, bearer tokens.
+
+use std::convert::Infallible;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use warp::http::{HeaderMap, HeaderValue, StatusCode, header};
+use warp::hyper::body::Bytes;
+use warp::reply::Response;
+use warp::{Filter, Rejection, Reply};
+
+use crate::error::Error;
+
+/// Largest request body accepted anywhere.
+pub const MAX_BODY: u64 = 16 * 1024;
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    message: String,
+}
+
+/// A JSON response that no cache may keep (every body here may carry a token or
+/// a challenge, or says something about a credential).
+pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut res = Response::new(bytes.into());
+    *res.status_mut() = status;
+    let h = res.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+pub fn error_response(e: &Error) -> Response {
+    let status = StatusCode::from_u16(e.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let body = ErrorBody {
+        error: e.code(),
+        message: e.message(),
+    };
+    let mut res = match e.details() {
+        None => json(status, &body),
+        Some(mut details) => {
+            details["error"] = body.error.into();
+            details["message"] = body.message.into();
+            json(status, &details)
+        }
+    };
+    if let Some(v) = e
+        .www_authenticate()
+        .and_then(|v| HeaderValue::from_str(&v).ok())
+    {
+        res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+    }
+    if let Error::RateLimited { retry_after } = e {
+        res.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+    }
+    res
+}
+
+/// `200` with the body, or the error's response.
+pub fn reply<T: Serialize>(r: Result<T, Error>) -> Response {
+    match r {
+        Ok(body) => json(StatusCode::OK, &body),
+        Err(e) => error_response(&e),
+    }
+}
+
+/// A JSON body of at most [`MAX_BODY`] bytes, parsed into `T`; a parse failure is
+/// a `400 bad_request` handed to the handler rather than a rejection.
+pub fn json_body<T: DeserializeOwned + Send>()
+-> impl Filter<Extract = (Result<T, Error>,), Error = Rejection> + Clone {
+    capped_body().map(|b: Bytes| {
+        serde_json::from_slice::<T>(&b)
+            .map_err(|e| Error::bad_request(format!("malformed JSON body: {}", e.classify_msg())))
+    })
+}
+
+/// The raw body, at most [`MAX_BODY`] bytes, whether its length is declared or
+/// it comes chunked; empty for a request without a body. Over the cap (declared
+/// or counted while reading) is `413 payload_too_large`, before more is read.
+pub fn optional_body() -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+    capped_body()
+}
+
+fn capped_body() -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+    warp::header::optional::<String>("content-length")
+        .and(warp::body::stream())
+        .and_then(|declared: Option<String>, body| async move {
+            read_capped(declared, body, MAX_BODY as usize)
+                .await
+                .map_err(|e| warp::reject::custom(Rejected(e)))
+        })
+}
+
+/// Reads `body` into memory, refusing it as soon as it is (declared or found to
+/// be) over `max` bytes.
+async fn read_capped<S, B>(declared: Option<String>, body: S, max: usize) -> Result<Bytes, Error>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>>,
+    B: warp::Buf,
+{
+    use futures_util::StreamExt;
+    if let Some(len) = declared {
+        match len.trim().parse::<u64>() {
+            Ok(n) if n > max as u64 => return Err(Error::PayloadTooLarge),
+            Ok(_) => {}
+            Err(_) => return Err(Error::bad_request("malformed Content-Length header")),
+        }
+    }
+    let mut body = std::pin::pin!(body);
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(|_| Error::bad_request("unreadable body"))?;
+        if out.len() + chunk.remaining() > max {
+            return Err(Error::PayloadTooLarge);
+        }
+        while chunk.has_remaining() {
+            let part = chunk.chunk();
+            out.extend_from_slice(part);
+            let n = part.len();
+            chunk.advance(n);
+        }
+    }
+    Ok(Bytes::from(out))
+}
+
+trait ClassifyMsg {
+    fn classify_msg(&self) -> &'static str;
+}
+
+impl ClassifyMsg for serde_json::Error {
+    /// A description of what is wrong that never quotes the input.
+    fn classify_msg(&self) -> &'static str {
+        match self.classify() {
+            serde_json::error::Category::Io => "unreadable",
+            serde_json::error::Category::Syntax => "not valid JSON",
+            serde_json::error::Category::Data => "missing or mistyped fields",
+            serde_json::error::Category::Eof => "truncated",
+        }
+    }
+}
+
+/// The access token of a request: `Authorization: Bearer <t>`, `Authorization:
+/// Token <t>`, or `X-Auth-Token: <t>`.
+pub fn bearer(headers: &HeaderMap) -> Option<&str> {
+    if let Some(v) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let (scheme, token) = v.split_once(' ')?;
+        if scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token") {
+            let token = token.trim();
+            return (!token.is_empty()).then_some(token);
+        }
+        return None;
+    }
+    headers
+        .get("x-auth-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+pub fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Maps what is left of warp's own rejections (no route, wrong method, body too
+/// large) to the protocol's JSON errors. Never a 500 for bad input.
+pub async fn recover(r: Rejection) -> Result<Response, Infallible> {
+    let e = if r.is_not_found() {
+        Error::NotFound
+    } else if let Some(Rejected(e)) = r.find::<Rejected>() {
+        e.clone()
+    } else if r.find::<warp::reject::PayloadTooLarge>().is_some() {
+        Error::PayloadTooLarge
+    } else if r.find::<warp::reject::MethodNotAllowed>().is_some() {
+        let mut res = error_response(&Error::bad_request("method not allowed"));
+        *res.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+        return Ok(res);
+    } else if r.find::<warp::reject::LengthRequired>().is_some() {
+        Error::bad_request("a Content-Length header is required")
+    } else if r.find::<warp::reject::InvalidQuery>().is_some() {
+        Error::bad_request("malformed query string")
+    } else if r.find::<warp::reject::InvalidHeader>().is_some()
+        || r.find::<warp::reject::MissingHeader>().is_some()
+    {
+        Error::bad_request("missing or malformed header")
+    } else if r.find::<warp::reject::UnsupportedMediaType>().is_some() {
+        Error::bad_request("unsupported media type")
+    } else {
+        Error::bad_request("bad request")
+    };
+    Ok(error_response(&e))
+}
+
+/// An [`Error`] carried through a warp rejection.
+#[derive(Debug)]
+pub struct Rejected(pub Error);
+
+impl warp::reject::Reject for Rejected {}
+
+/// Boxes a reply so that routes with different reply types can be combined cheaply.
+pub fn boxed(r: impl Reply + 'static) -> Response {
+    r.into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_forms() {
+        let mut h = HeaderMap::new();
+        assert_eq!(bearer(&h), None);
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
+        assert_eq!(bearer(&h), Some("abc"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Token abc"));
+        assert_eq!(bearer(&h), Some("abc"));
+        h.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(bearer(&h), None);
+        let mut h = HeaderMap::new();
+        h.insert("x-auth-token", HeaderValue::from_static("xyz"));
+        assert_eq!(bearer(&h), Some("xyz"));
+    }
+}

@@ -1,0 +1,434 @@
+//! Accounts of several keys and second factors, on the Hub (docs/accounts.md).
+//!
+//! A key's first sign-in makes it an account of its own; a signed-in key links
+//! another when both sign one link challenge. An app whose API key requires MFA
+//! gets `mfa_pending` sessions from a one-key sign-in: their tokens are refused
+//! everywhere but here until a second factor (another key of the account, or a
+//! TOTP code) raises the session to `aal2`. The same step raises an `aal1`
+//! session of any app for [`STEP_UP_TTL`] (step-up).
+
+use super::{Error, Grant, Hub, IssuedToken};
+use crate::account::{self, Assurance, Factor, Kind, STEP_UP_TTL};
+use crate::challenge::IssuedChallenge;
+use crate::identity::Identity;
+use crate::store::accounts::{
+    LinkKey, LinkOutcome, MfaCompletion, MfaOutcome, MfaProof, RemoveKeyOutcome, SessionAuth,
+};
+use crate::time::{UnixTime, format_rfc3339};
+use crate::token::AccessClaims;
+
+/// Lifetime of link and step-up challenges: they travel between two devices.
+pub use keygate_proto::{AccountKeyView, AccountView, Linked, TotpEnrolment};
+
+pub const STATEMENT_TTL: i64 = 300;
+
+/// The assurance a session's token asserts at `now`.
+pub fn assurance(auth: &SessionAuth, now: UnixTime) -> Assurance {
+    match &auth.raised {
+        Some((factor, until)) if *until > now => Assurance::Aal2 {
+            factor: Factor::parse(factor).unwrap_or(Factor::Key),
+            until: *until,
+        },
+        _ if auth.mfa_required => Assurance::Pending,
+        _ => Assurance::Aal1,
+    }
+}
+
+impl Hub {
+    /// Verifies an access token and checks its session live in the store. A token
+    /// of a session waiting for its second factor passes only with `allow_pending`
+    /// (the MFA step and the first enrolment); anywhere else it is `403
+    /// mfa_required`, saying which factors the account has.
+    pub(crate) async fn authenticate(
+        &self,
+        token: Option<&str>,
+        allow_pending: bool,
+    ) -> Result<(AccessClaims, SessionAuth), Error> {
+        let token = token.ok_or(Error::MissingToken)?;
+        let now = self.now();
+        let (claims, pending_token) = self.ring().verifier.verify_any(token, now)?;
+        let auth = self
+            .store
+            .session_auth(&claims.sid)
+            .await?
+            .ok_or(Error::SessionRevoked)?;
+        if auth.session.subject != claims.sub {
+            return Err(Error::SessionRevoked);
+        }
+        // A token names its app in `aud`; its session must be of that app.
+        if auth.session.api_key != claims.aud {
+            return Err(crate::token::TokenError::WrongAudience.into());
+        }
+        auth.session.check(now)?;
+        if !self.dev_mode() && account::is_dev_token(&claims) {
+            return Err(Error::Forbidden(account::DEV_TOKEN_REFUSED.into()));
+        }
+        if !allow_pending && (pending_token || assurance(&auth, now) == Assurance::Pending) {
+            return Err(self.mfa_required(auth.account.as_deref()).await);
+        }
+        Ok((claims, auth))
+    }
+
+    /// `403 mfa_required` with the second factors the account can show.
+    async fn mfa_required(&self, account: Option<&str>) -> Error {
+        let mut methods = Vec::new();
+        if let Some(a) = account {
+            if self.store.account_keys(a).await.is_ok_and(|k| k.len() > 1) {
+                methods.push("key");
+            }
+            if self
+                .store
+                .totp(a)
+                .await
+                .is_ok_and(|t| t.is_some_and(|t| t.confirmed))
+            {
+                methods.push("totp");
+            }
+        }
+        Error::MfaRequired { methods }
+    }
+
+    /// Whether the account has a second factor (another key, a confirmed TOTP).
+    async fn has_second_factor(&self, account: &str) -> Result<bool, Error> {
+        Ok(self.store.account_keys(account).await?.len() > 1
+            || self.store.totp(account).await?.is_some_and(|t| t.confirmed))
+    }
+
+    /// Adding a factor or removing another key needs `aal2` once the account has a
+    /// second factor; before that, any signed-in session of it may (so that an
+    /// app requiring MFA can have its users enrol one from a pending sign-in).
+    async fn may_change_account(&self, auth: &SessionAuth, account: &str) -> Result<(), Error> {
+        let raised = matches!(assurance(auth, self.now()), Assurance::Aal2 { .. });
+        if raised || !self.has_second_factor(account).await? {
+            Ok(())
+        } else {
+            Err(self.mfa_required(Some(account)).await)
+        }
+    }
+
+    /// The caller's account (every key signed in since accounts exist has one).
+    fn account_of(auth: &SessionAuth) -> Result<&str, Error> {
+        auth.account
+            .as_deref()
+            .ok_or_else(|| Error::Forbidden("this session belongs to no account".into()))
+    }
+
+    /// `GET /v1/account/keys`.
+    pub async fn account_keys(&self, token: Option<&str>) -> Result<AccountView, Error> {
+        let (claims, auth) = self.authenticate(token, false).await?;
+        let account = Self::account_of(&auth)?;
+        let keys = self.store.account_keys(account).await?;
+        let totp = self.store.totp(account).await?.is_some_and(|t| t.confirmed);
+        Ok(AccountView {
+            account: account.to_owned(),
+            totp,
+            keys: keys
+                .into_iter()
+                .map(|k| AccountKeyView {
+                    current: k.identity == claims.sub,
+                    identity: k.identity,
+                    label: k.label,
+                    added_at: format_rfc3339(k.added_at),
+                    last_used_at: k.last_used_at.map(format_rfc3339),
+                })
+                .collect(),
+        })
+    }
+
+    /// `POST /v1/account/link/challenge`: a link challenge for adding `new_key`
+    /// to the caller's account, to be signed by the caller's key and by `new_key`.
+    pub async fn link_challenge(
+        &self,
+        token: Option<&str>,
+        new_key: &str,
+    ) -> Result<IssuedChallenge, Error> {
+        let (claims, auth) = self.authenticate(token, true).await?;
+        let account = Self::account_of(&auth)?;
+        let new_key = Identity::parse(new_key)?.to_string();
+        if new_key == claims.sub {
+            return Err(Error::bad_request("a key cannot link itself"));
+        }
+        self.may_change_account(&auth, account).await?;
+        self.statement(Kind::Link, &[&claims.aud, account, &claims.sub, &new_key])
+    }
+
+    fn statement(&self, kind: Kind, values: &[&str]) -> Result<IssuedChallenge, Error> {
+        let mut random = [0u8; 16];
+        rand::fill(&mut random);
+        Ok(account::issue(
+            &self.nonce_key,
+            kind,
+            values,
+            self.now(),
+            STATEMENT_TTL,
+            random,
+        )?)
+    }
+
+    /// `POST /v1/account/link`: both keys' signatures over one link challenge.
+    pub async fn link_key(
+        &self,
+        challenge: &str,
+        sig: &str,
+        new_sig: &str,
+        label: Option<&str>,
+    ) -> Result<Linked, Error> {
+        if label.is_some_and(|l| !account::valid_label(l)) {
+            return Err(Error::bad_request(
+                "label must be 1 to 64 characters without control characters",
+            ));
+        }
+        let now = self.now();
+        let s = account::verify(&self.nonce_key, Kind::Link, challenge, now)?;
+        let inviter = Identity::parse(s.value(2))?;
+        let new_key = Identity::parse(s.value(3))?;
+        self.guard.check_identity(&new_key.to_string())?;
+        account::verify_signature(&inviter, challenge, sig)?;
+        account::verify_signature(&new_key, challenge, new_sig)?;
+        let link = LinkKey {
+            nonce_id: s.nonce_id,
+            nonce_expires_at: s.expires_at,
+            account: s.value(1).to_owned(),
+            inviter: inviter.to_string(),
+            identity: new_key.to_string(),
+            label: label.map(str::to_owned),
+            now,
+        };
+        match self.store.link_key(link).await? {
+            LinkOutcome::Linked | LinkOutcome::AlreadyLinked => Ok(Linked {
+                account: s.value(1).to_owned(),
+                identity: new_key.to_string(),
+            }),
+            LinkOutcome::ChallengeUsed => Err(Error::ChallengeUsed),
+            LinkOutcome::InviterGone => Err(Error::Forbidden(
+                "the key that asked for this link is no longer in the account".into(),
+            )),
+            LinkOutcome::InOtherAccount => Err(Error::KeyInOtherAccount),
+        }
+    }
+
+    /// `DELETE /v1/account/keys/{identity}`: removes a key of the caller's account
+    /// and ends every session it made. A key may always remove itself; removing
+    /// another needs `aal2`.
+    pub async fn remove_account_key(
+        &self,
+        token: Option<&str>,
+        identity: &str,
+    ) -> Result<u64, Error> {
+        let (claims, auth) = self.authenticate(token, false).await?;
+        let account = Self::account_of(&auth)?;
+        let identity = Identity::parse(identity)?.to_string();
+        if identity != claims.sub {
+            self.may_change_account(&auth, account).await?;
+        }
+        match self
+            .store
+            .remove_account_key(account, &identity, self.now())
+            .await?
+        {
+            RemoveKeyOutcome::Removed(n) => Ok(n),
+            RemoveKeyOutcome::NotFound => Err(Error::NotFound),
+            RemoveKeyOutcome::LastKey => Err(Error::LastAccountKey),
+        }
+    }
+
+    /// `POST /v1/mfa/challenge`: a step-up challenge for `second_key` (another key
+    /// of the caller's account) to sign for the caller's session.
+    pub async fn mfa_challenge(
+        &self,
+        token: Option<&str>,
+        second_key: &str,
+    ) -> Result<IssuedChallenge, Error> {
+        let (claims, auth) = self.authenticate(token, true).await?;
+        let account = Self::account_of(&auth)?;
+        let second = self.second_key(account, &claims, second_key).await?;
+        self.statement(
+            Kind::StepUp,
+            &[&claims.aud, account, &second.to_string(), &claims.sid],
+        )
+    }
+
+    /// A key of `account` other than the session's own.
+    async fn second_key(
+        &self,
+        account: &str,
+        claims: &AccessClaims,
+        key: &str,
+    ) -> Result<Identity, Error> {
+        let key = Identity::parse(key)?;
+        let id = key.to_string();
+        let keys = self.store.account_keys(account).await?;
+        if id == claims.sub || !keys.iter().any(|k| k.identity == id) {
+            return Err(Error::Forbidden(
+                "the second factor must be another key of this account".into(),
+            ));
+        }
+        Ok(key)
+    }
+
+    /// `POST /v1/mfa/key`: the second key's signature over the step-up challenge.
+    pub async fn mfa_by_key(
+        &self,
+        token: Option<&str>,
+        challenge: &str,
+        sig: &str,
+    ) -> Result<IssuedToken, Error> {
+        let (claims, auth) = self.authenticate(token, true).await?;
+        let account = Self::account_of(&auth)?;
+        let s = account::verify(&self.nonce_key, Kind::StepUp, challenge, self.now())?;
+        if s.value(0) != claims.aud || s.value(1) != account || s.value(3) != claims.sid {
+            return Err(crate::challenge::ChallengeError::WrongAudience.into());
+        }
+        let second = self.second_key(account, &claims, s.value(2)).await?;
+        account::verify_signature(&second, challenge, sig)?;
+        let proof = MfaProof::Nonce {
+            id: s.nonce_id,
+            expires_at: s.expires_at,
+        };
+        self.raise(&auth, Factor::Key, proof).await
+    }
+
+    /// `POST /v1/mfa/totp`: a new TOTP secret for the caller's account, shown once;
+    /// it counts as a factor once a code of it has been accepted.
+    pub async fn totp_enrol(&self, token: Option<&str>) -> Result<TotpEnrolment, Error> {
+        let (_, auth) = self.authenticate(token, true).await?;
+        let account = Self::account_of(&auth)?.to_owned();
+        self.may_change_account(&auth, &account).await?;
+        let mut secret = [0u8; account::TOTP_SECRET_LEN];
+        rand::fill(&mut secret);
+        let totp = account::totp(&secret, "keygate", &account);
+        let otpauth_uri = totp.to_url().map_err(|_| Error::Internal)?;
+        self.store
+            .enrol_totp(&account, secret.to_vec(), self.now())
+            .await?;
+        Ok(TotpEnrolment {
+            secret: totp.secret().to_base32(),
+            otpauth_uri,
+        })
+    }
+
+    /// `POST /v1/mfa/totp/verify`: a TOTP code raises the session (and confirms a
+    /// fresh enrolment). Attempts are rate-limited per account; a code is accepted
+    /// once (a later step's code is needed after it).
+    pub async fn totp_verify(&self, token: Option<&str>, code: &str) -> Result<IssuedToken, Error> {
+        let (_, auth) = self.authenticate(token, true).await?;
+        let account = Self::account_of(&auth)?.to_owned();
+        self.guard.check_totp(&account)?;
+        let record = self.store.totp(&account).await?.ok_or_else(|| {
+            Error::Forbidden("no TOTP secret is enrolled for this account".into())
+        })?;
+        let step = account::check_totp(&record.secret, code.trim(), self.now())
+            .ok_or(Error::InvalidOtp)?;
+        if step <= record.last_step {
+            return Err(Error::OtpReused);
+        }
+        let proof = MfaProof::TotpStep { account, step };
+        self.raise(&auth, Factor::Totp, proof).await
+    }
+
+    /// Spends `proof`, raises the session to `aal2` (for the whole session when its
+    /// app requires MFA, else for [`STEP_UP_TTL`]) and mints its raised token.
+    async fn raise(
+        &self,
+        auth: &SessionAuth,
+        factor: Factor,
+        proof: MfaProof,
+    ) -> Result<IssuedToken, Error> {
+        let now = self.now();
+        let s = &auth.session;
+        let mut until = if auth.mfa_required {
+            s.expires_at
+        } else {
+            (now + STEP_UP_TTL).min(s.expires_at)
+        };
+        if let Some((_, earlier)) = &auth.raised {
+            until = until.max(*earlier);
+        }
+        let done = MfaCompletion {
+            session_id: s.id.clone(),
+            factor: factor.as_str().to_owned(),
+            aal2_until: until,
+            proof,
+            now,
+        };
+        match self.store.complete_mfa(done).await? {
+            MfaOutcome::Raised => {}
+            MfaOutcome::ChallengeUsed => return Err(Error::ChallengeUsed),
+            MfaOutcome::CodeUsed => return Err(Error::OtpReused),
+            MfaOutcome::SessionGone => return Err(Error::SessionRevoked),
+        }
+        let key = self
+            .live_api_key(&s.api_key)
+            .await
+            .map_err(|_| Error::SessionRevoked)?;
+        Ok(self.mint(
+            Grant {
+                subject: &s.subject,
+                app: &s.api_key,
+                session_id: &s.id,
+                scope: &s.scope,
+                client_id: s.client_id.clone(),
+                role: None,
+                account: auth.account.clone(),
+                assurance: Some(Assurance::Aal2 { factor, until }),
+            },
+            &key,
+            None,
+            now,
+            s.expires_at,
+            None,
+        ))
+    }
+
+    /// `POST /v1/qr`: an SVG QR code of `text` (a link URL, an `otpauth://` URI),
+    /// drawn here because the web demo loads nothing from elsewhere. For signed-in
+    /// callers (pending ones too: they enrol TOTP); at most 1024 bytes.
+    pub async fn qr_svg(&self, token: Option<&str>, text: &str) -> Result<String, Error> {
+        self.authenticate(token, true).await?;
+        if text.is_empty() || text.len() > 1024 {
+            return Err(Error::bad_request("text must be 1 to 1024 bytes"));
+        }
+        let code = qrcode::QrCode::new(text.as_bytes())
+            .map_err(|_| Error::bad_request("text does not fit in a QR code"))?;
+        Ok(code
+            .render::<qrcode::render::svg::Color>()
+            .min_dimensions(240, 240)
+            .build())
+    }
+
+    /// A signing-in key's account (created with this key alone on its first
+    /// sign-in) and whether the app requires a second factor.
+    pub(crate) async fn sign_in_account(
+        &self,
+        identity: &str,
+        app: &str,
+    ) -> Result<(String, bool), Error> {
+        let ctx = self.store.sign_in_context(identity, app).await?;
+        let account = match ctx.account {
+            Some(a) => a,
+            None => {
+                let fresh = account::new_account_id(&mut rand::rng());
+                self.store
+                    .create_account(identity, &fresh, self.now())
+                    .await?
+            }
+        };
+        Ok((account, ctx.mfa_required))
+    }
+
+    /// Refusal of a refresh token whose session still waits for its second factor,
+    /// before anything is spent; otherwise the session's state, for the new token.
+    pub(crate) async fn refresh_gate(&self, hash: [u8; 32]) -> Result<Option<SessionAuth>, Error> {
+        let Some(sid) = self.store.refresh_session_id(hash).await? else {
+            return Ok(None);
+        };
+        let auth = self.store.session_auth(&sid).await?;
+        if let Some(a) = &auth
+            && a.session.revoked_at.is_none()
+            && assurance(a, self.now()) == Assurance::Pending
+        {
+            return Err(self.mfa_required(a.account.as_deref()).await);
+        }
+        Ok(auth)
+    }
+}
