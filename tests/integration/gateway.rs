@@ -731,10 +731,11 @@ async fn bodies_stream_through_in_both_directions() {
     assert_eq!(echo["body_len"], expected.len());
     assert_eq!(echo["body_sha256"], hex(&Sha256::digest(&expected)));
 
-    // The response's first chunk arrives while the upstream still holds the second.
+    // The response's first chunk arrives while the upstream still holds the second
+    // (until `release`: no race with time, so the usual bound).
     let mut res = get(&format!("{}/api/stream", g.http_url()), Some(&token)).await;
     assert_eq!(res.status().as_u16(), 200);
-    let first = tokio::time::timeout(Duration::from_secs(5), res.chunk())
+    let first = tokio::time::timeout(WAIT, res.chunk())
         .await
         .expect("first chunk before the upstream finished")
         .unwrap()
