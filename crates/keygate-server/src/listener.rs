@@ -626,7 +626,7 @@ mod tests {
         // Full: the oldest waiting connection (not the busy one) is evicted.
         let third = c.admit(b).unwrap();
         assert_eq!(
-            tokio::time::timeout(Duration::from_secs(1), first.conn.watchdog()).await,
+            tokio::time::timeout(WAIT, first.conn.watchdog()).await,
             Ok("evicted for a new connection")
         );
         assert!(!busy.conn.state().evicted);

@@ -8,7 +8,7 @@ use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use ed25519_dalek::pkcs8::EncodePrivateKey;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
@@ -140,26 +140,28 @@ impl Example {
 
     /// Waits (bounded) for the example to exit; returns its status and stdout.
     async fn finish(&mut self) -> (ExitStatus, Vec<String>) {
-        let deadline = Instant::now() + WAIT;
-        let status = loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => break status,
-                Ok(None) if Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                other => panic!(
-                    "{} did not exit within {WAIT:?} ({other:?}); stderr:\n{}",
-                    self.name,
-                    self.stderr()
-                ),
-            }
-        };
+        let status = eventually(&format!("{} to exit", self.name), async || {
+            self.child
+                .try_wait()
+                .unwrap()
+                .ok_or_else(|| Stderr(self.stderr()))
+        })
+        .await;
         let mut out = Vec::new();
         // The reader thread ends at EOF, which follows the exit closely.
         while let Ok(Some(line)) = tokio::time::timeout(WAIT, self.lines.recv()).await {
             out.push(line);
         }
         (status, out)
+    }
+}
+
+/// An example's stderr, as it wrote it, in the message of a failed wait.
+struct Stderr(String);
+
+impl std::fmt::Debug for Stderr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "stderr:\n{}", self.0)
     }
 }
 
@@ -382,26 +384,21 @@ async fn protected_service_verifies_offline_and_follows_revocations() {
         .unwrap();
     assert_eq!(res.status().as_u16(), 204);
     let revoked_at = Instant::now();
-    let mut refused = None;
-    for _ in 0..30 {
+    // The token has most of its lifetime left: only the feed makes it refused.
+    let what = "protected_service to refuse the revoked session";
+    let res = eventually(what, async || {
         let res = get(&data, Some(token)).await;
-        if res.status().as_u16() == 401 {
-            refused = Some((revoked_at.elapsed(), unauthorized(res).await));
-            break;
+        match res.status().as_u16() {
+            401 => Ok(res),
+            other => Err((other, Stderr(svc.stderr()))),
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let (lag, code) = refused.unwrap_or_else(|| {
-        panic!(
-            "revoked session still accepted after 3 s; stderr:\n{}",
-            svc.stderr()
-        )
-    });
-    assert_eq!(code, "session_revoked");
-    eprintln!("protected_service refused the revoked session after {lag:?}");
-    assert!(
-        lag <= Duration::from_millis(1500),
-        "revocation took {lag:?}"
+    })
+    .await;
+    assert_eq!(unauthorized(res).await, "session_revoked");
+    // Logged, not asserted: a loaded machine may take longer.
+    eprintln!(
+        "protected_service refused the revoked session after {:?}",
+        revoked_at.elapsed()
     );
 
     drop(svc);

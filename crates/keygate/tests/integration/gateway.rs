@@ -610,8 +610,10 @@ async fn exported_session_values_reach_later_requests_on_every_route() {
     s.stop().await;
 }
 
+/// The gateway caches verified tokens until they expire: refusing one before
+/// that can only come from the revocation feed.
 #[tokio::test]
-async fn a_revoked_session_is_refused_within_a_second() {
+async fn a_revoked_session_is_refused_before_its_token_expires() {
     let s = serve().await;
     let up = upstream().await;
     let g = gateway::start(config(&s, &api_route(&up))).await.unwrap();
@@ -630,19 +632,8 @@ async fn a_revoked_session_is_refused_within_a_second() {
         .await
         .unwrap();
     assert_eq!(res.status().as_u16(), 204);
-    let revoked_at = Instant::now();
-    let mut refused = None;
-    for _ in 0..40 {
-        let res = get(&url, Some(&token)).await;
-        if res.status().as_u16() == 401 {
-            refused = Some((revoked_at.elapsed(), json_of(res).await.1));
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let (lag, body) = refused.expect("the gateway refused the revoked session");
+    let (lag, body) = until_status(&url, &token, 401).await;
     eprintln!("gateway refused the revoked session after {lag:?}");
-    assert!(lag < Duration::from_secs(1), "{lag:?}");
     assert_eq!(body["error"], "session_revoked");
     assert_eq!(
         get(&url, Some(&other)).await.status().as_u16(),
@@ -698,8 +689,8 @@ async fn websockets_are_proxied_and_closed_when_their_session_is_revoked() {
         .await
         .unwrap();
     assert_eq!(res.status().as_u16(), 204);
-    let revoked_at = Instant::now();
-    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+    // The token has most of its lifetime left: only the revocation closes it.
+    let closed = tokio::time::timeout(PATIENCE, async {
         loop {
             match ws.next().await {
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
@@ -709,7 +700,6 @@ async fn websockets_are_proxied_and_closed_when_their_session_is_revoked() {
     })
     .await;
     assert!(closed.is_ok(), "the tunnel outlived its session");
-    assert!(revoked_at.elapsed() < Duration::from_secs(2));
 
     g.stop().await;
     s.stop().await;
@@ -741,10 +731,11 @@ async fn bodies_stream_through_in_both_directions() {
     assert_eq!(echo["body_len"], expected.len());
     assert_eq!(echo["body_sha256"], hex(&Sha256::digest(&expected)));
 
-    // The response's first chunk arrives while the upstream still holds the second.
+    // The response's first chunk arrives while the upstream still holds the second
+    // (until `release`: no race with time, so the usual bound).
     let mut res = get(&format!("{}/api/stream", g.http_url()), Some(&token)).await;
     assert_eq!(res.status().as_u16(), 200);
-    let first = tokio::time::timeout(Duration::from_secs(5), res.chunk())
+    let first = tokio::time::timeout(WAIT, res.chunk())
         .await
         .expect("first chunk before the upstream finished")
         .unwrap()
@@ -844,6 +835,9 @@ async fn upstream_connections_are_kept_alive_and_replaced_when_the_upstream_clos
             .unwrap();
         assert_eq!(res.status().as_u16(), 200, "request {i}");
         res.bytes().await.unwrap();
+        // The point of the test: every other request comes a little later, once
+        // the upstream's close may have reached the pool, so that both a stale
+        // pooled connection and an already-dropped one are met.
         tokio::time::sleep(Duration::from_millis(10 * (i % 2))).await;
     }
     assert_eq!(up.hits.load(Ordering::SeqCst), 10);
@@ -852,17 +846,19 @@ async fn upstream_connections_are_kept_alive_and_replaced_when_the_upstream_clos
     s.stop().await;
 }
 
-/// Waits (bounded) until `url` with `token` gets `status`; returns how long it took.
-async fn until_status(url: &str, token: &str, status: u16) -> Option<(Duration, Value)> {
+/// Waits (bounded) until `url` with `token` gets `status`; returns how long that
+/// took (for the log: a loaded machine may take longer) and the body.
+async fn until_status(url: &str, token: &str, status: u16) -> (Duration, Value) {
     let start = Instant::now();
-    for _ in 0..80 {
+    let res = eventually(&format!("{status} from {url}"), async || {
         let res = get(url, Some(token)).await;
-        if res.status().as_u16() == status {
-            return Some((start.elapsed(), json_of(res).await.1));
+        match res.status().as_u16() {
+            s if s == status => Ok(res),
+            other => Err(other),
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    None
+    })
+    .await;
+    (start.elapsed(), json_of(res).await.1)
 }
 
 /// `keygate serve` running the gateway with `routes`, without `hub` in its
@@ -917,11 +913,8 @@ async fn serve_runs_the_gateway_on_its_own_hub_and_stops_it() {
         .await
         .unwrap();
     assert_eq!(res.status().as_u16(), 204);
-    let (lag, body) = until_status(&url, &token, 401)
-        .await
-        .expect("the gateway refused the revoked session");
+    let (lag, body) = until_status(&url, &token, 401).await;
     eprintln!("in-process gateway refused the revoked session after {lag:?}");
-    assert!(lag < Duration::from_secs(1), "{lag:?}");
     assert_eq!(body["error"], "session_revoked");
 
     // Stopping serve stops its gateway.
@@ -944,13 +937,11 @@ async fn the_gateway_in_serve_follows_a_signing_key_rotation() {
     let (new_kid, _) = keygate::hub::rotate_signing_key(store.as_ref(), s.clock.now(), false)
         .await
         .unwrap();
-    // The Hub reloads its keys within a second (bounded wait).
-    for _ in 0..200 {
-        if hub.signing_kid() == new_kid {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    // The Hub reloads its keys every second.
+    eventually("the Hub to sign with the new key", async || {
+        hub.signing_kid() == new_kid
+    })
+    .await;
     let (new, _) = login(&s, 75).await;
     assert_eq!(kid_of(&new), new_kid);
     let (status, echo) = json_of(get(&url, Some(&new)).await).await;
@@ -1045,20 +1036,17 @@ async fn a_new_hub_signing_key_is_fetched_once_and_made_up_ones_are_rate_limited
 
     // A service's verifier (`verify`, not async) refuses the new key once, reads
     // the JWKS in the background, then accepts it.
-    let mut accepted = false;
-    for _ in 0..80 {
-        if service.verify(&new, s.clock.now()).is_ok() {
-            accepted = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    assert!(accepted, "the offline verifier picked up the new key");
+    eventually("the offline verifier to pick up the new key", async || {
+        service.verify(&new, s.clock.now())
+    })
+    .await;
     assert_eq!(service.key_fetches(), 2);
     for i in 0..20 {
         let forged = with_kid(&new, &format!("madeUpKeyId{i}"));
         assert!(service.verify(&forged, s.clock.now()).is_err());
     }
+    // Nothing to poll for: the check is that no more reads happen. The pause
+    // lets background reads the forged ids might have started land first.
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(service.key_fetches() <= 3, "{}", service.key_fetches());
 
@@ -1226,7 +1214,9 @@ async fn websocket_tunnels_close_when_their_token_expires() {
         .unwrap()
         .unwrap();
     recv(&mut ws).await;
-    // Before `exp` the tunnel carries frames (several revocation ticks later).
+    // Before `exp` the tunnel carries frames (several revocation ticks later: the
+    // sleep lets the 200 ms tunnel check run on the advanced clock; it can only
+    // weaken this check on a slow machine, not fail it).
     s.clock.advance(50);
     tokio::time::sleep(Duration::from_millis(600)).await;
     ws.send(Message::text("still")).await.unwrap();

@@ -21,6 +21,99 @@ pub type Ws = keygate::client::WsStream;
 /// Bound on every wait in these tests.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// How long [`eventually`] waits: generous, so that a loaded machine makes a test
+/// slower, never failed. [`eventually_within`] takes another bound.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// What a probe of [`eventually`] answers: ready (with a value), or not yet (with
+/// what it saw, for the failure message).
+pub trait Probe {
+    type Value;
+    fn ready(self) -> Result<Self::Value, String>;
+}
+
+impl Probe for bool {
+    type Value = ();
+    fn ready(self) -> Result<(), String> {
+        if self { Ok(()) } else { Err("false".into()) }
+    }
+}
+
+impl<T> Probe for Option<T> {
+    type Value = T;
+    fn ready(self) -> Result<T, String> {
+        self.ok_or_else(|| "None".into())
+    }
+}
+
+impl<T, E: std::fmt::Debug> Probe for Result<T, E> {
+    type Value = T;
+    fn ready(self) -> Result<T, String> {
+        self.map_err(|e| format!("{e:?}"))
+    }
+}
+
+/// Runs `probe` every 25 ms until it is ready (true, `Some`, `Ok`) and returns its
+/// value; panics naming `what` and the last answer if that takes over
+/// [`PATIENCE`]. For conditions that come true in the background; assert on the
+/// behaviour, not on how long it took.
+pub async fn eventually<P: Probe>(what: &str, probe: impl AsyncFnMut() -> P) -> P::Value {
+    eventually_within(PATIENCE, what, probe).await
+}
+
+/// [`eventually`] with the bound `limit` (a probe that hangs counts against it).
+pub async fn eventually_within<P: Probe>(
+    limit: Duration,
+    what: &str,
+    mut probe: impl AsyncFnMut() -> P,
+) -> P::Value {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let last = match tokio::time::timeout_at(deadline, probe()).await {
+            Ok(answer) => match answer.ready() {
+                Ok(value) => return value,
+                Err(last) => last,
+            },
+            Err(_) => "no answer (the probe itself hung)".to_owned(),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            panic!("waited {limit:?} for {what}; last probe: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn eventually_returns_the_value_once_ready() {
+    let mut polls = 0;
+    let got = eventually("the third poll", async || {
+        polls += 1;
+        if polls == 3 { Ok(polls) } else { Err(polls) }
+    })
+    .await;
+    assert_eq!(got, 3);
+}
+
+#[tokio::test]
+#[should_panic(expected = "waited 100ms for a thing that never comes; last probe: 7")]
+async fn eventually_names_what_it_waited_for() {
+    eventually_within(
+        Duration::from_millis(100),
+        "a thing that never comes",
+        async || Err::<(), _>(7),
+    )
+    .await;
+}
+
+#[tokio::test]
+#[should_panic(expected = "the probe itself hung")]
+async fn eventually_bounds_a_hanging_probe() {
+    eventually_within(Duration::from_millis(100), "an answer", async || {
+        std::future::pending::<bool>().await
+    })
+    .await;
+}
+
 pub struct TestServer {
     pub running: Running,
     pub clock: ManualClock,
@@ -82,6 +175,17 @@ pub fn postgres() -> Option<String> {
         "KEYGATE_TEST_POSTGRES needs KEYGATE_MASTER_KEY (base64url of 32 bytes) as well"
     );
     Some(base)
+}
+
+/// The PostgreSQL server of a test that needs one (several nodes on one database,
+/// a database outage): such a test is `#[ignore = "needs KEYGATE_TEST_POSTGRES"]`,
+/// scripts/test.sh runs it in its PostgreSQL pass (`-- --include-ignored`), and run
+/// without the server it fails here instead of passing without testing anything.
+pub fn require_postgres() -> String {
+    postgres().expect(
+        "this test needs PostgreSQL: set KEYGATE_TEST_POSTGRES (and KEYGATE_MASTER_KEY), \
+         e.g. through scripts/test.sh, which starts a throwaway cluster",
+    )
 }
 
 /// Whether this test runs on SQLite; if not, says why it skips (or skips a part).
