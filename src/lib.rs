@@ -25,6 +25,7 @@
 //! ```
 
 pub mod account;
+pub mod admin;
 pub mod apikey;
 pub mod bench;
 pub mod challenge;
