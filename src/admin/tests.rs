@@ -8,14 +8,20 @@ use rand::SeedableRng;
 
 const NOW: i64 = 1_795_430_809;
 
-async fn store(dir: &tempfile::TempDir) -> SqliteStore {
-    SqliteStore::open(&dir.path().join("t.db").display().to_string())
+/// A fresh SQLite store (in a directory that lives as long as the first value),
+/// a clock stopped at `NOW` and a seeded RNG.
+async fn setup() -> (
+    tempfile::TempDir,
+    SqliteStore,
+    ManualClock,
+    rand::rngs::StdRng,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("t.db").display().to_string())
         .await
-        .unwrap()
-}
-
-fn rng() -> rand::rngs::StdRng {
-    rand::rngs::StdRng::seed_from_u64(14)
+        .unwrap();
+    let rng = rand::rngs::StdRng::seed_from_u64(14);
+    (dir, store, ManualClock::new(NOW), rng)
 }
 
 async fn mfa_of(store: &SqliteStore, key: &str) -> bool {
@@ -29,10 +35,7 @@ async fn mfa_of(store: &SqliteStore, key: &str) -> bool {
 
 #[tokio::test]
 async fn a_created_key_is_stored_as_specified_at_the_clock_time() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir).await;
-    let clock = ManualClock::new(NOW);
-    let mut rng = rng();
+    let (_dir, store, clock, mut rng) = setup().await;
     let spec = KeySpec {
         scopes: parse_scopes("read, write,,admin"),
         can_broker: true,
@@ -78,10 +81,7 @@ async fn a_created_key_is_stored_as_specified_at_the_clock_time() {
 
 #[tokio::test]
 async fn a_key_out_of_policy_is_refused_and_nothing_is_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir).await;
-    let clock = ManualClock::new(NOW);
-    let mut rng = rng();
+    let (_dir, store, clock, mut rng) = setup().await;
     let policy = |access_ttl, session_ttl, idle_timeout| KeySpec {
         policy: SessionPolicy {
             access_ttl,
@@ -132,10 +132,7 @@ async fn a_key_out_of_policy_is_refused_and_nothing_is_written() {
 
 #[tokio::test]
 async fn the_mfa_policy_of_an_unknown_key_is_refused_and_not_recorded() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir).await;
-    let clock = ManualClock::new(NOW);
-    let mut rng = rng();
+    let (_dir, store, clock, mut rng) = setup().await;
     let got = set_mfa_policy(&store, "kgk_later", MfaPolicy::Required).await;
     assert_eq!(got, Err(AdminError::NoSuchKey));
     // A key that gets this id afterwards does not inherit a policy.
@@ -182,10 +179,7 @@ async fn origins_of(store: &SqliteStore, id: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn origins_are_checked_and_replaced() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir).await;
-    let clock = ManualClock::new(NOW);
-    let mut rng = rng();
+    let (_dir, store, clock, mut rng) = setup().await;
     let spec = KeySpec {
         origins: vec!["https://a.example".into()],
         ..KeySpec::new("app")
@@ -211,10 +205,7 @@ async fn origins_are_checked_and_replaced() {
 
 #[tokio::test]
 async fn revocation_takes_the_clock_time_and_happens_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir).await;
-    let clock = ManualClock::new(NOW);
-    let mut rng = rng();
+    let (_dir, store, clock, mut rng) = setup().await;
     let id = create_api_key(&store, &clock, &mut rng, KeySpec::new("app"))
         .await
         .unwrap()
@@ -238,10 +229,7 @@ async fn revocation_takes_the_clock_time_and_happens_once() {
 
 #[tokio::test]
 async fn sessions_are_listed_with_their_state_and_revoked_by_the_clock() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = store(&dir).await;
-    let clock = ManualClock::new(NOW);
-    let mut rng = rng();
+    let (_dir, store, clock, mut rng) = setup().await;
     let app = create_api_key(&store, &clock, &mut rng, KeySpec::new("app"))
         .await
         .unwrap()

@@ -12,7 +12,7 @@ use keygate::identity::Identity;
 use keygate::time::{Clock, SystemClock};
 
 use super::CliResult;
-use super::id::{KeyArg, key_path, load_key};
+use super::id::{KeyArg, key_path, load_key, print_token};
 
 /// A user's command: sign in to a Provider with the key file, then act.
 #[derive(Args)]
@@ -184,15 +184,7 @@ async fn totp(t: TotpCommand) -> CliResult {
         TotpCommand::Verify { code, user, json } => {
             let (_, mut client) = user_session(user).await?;
             let t = client.totp_verify(&code).await.map_err(|e| e.to_string())?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&t).map_err(|e| e.to_string())?
-                );
-            } else {
-                println!("{}", t.token);
-            }
-            Ok(())
+            print_token(&t, json)
         }
     }
 }

@@ -7,7 +7,7 @@ use ed25519_dalek::SigningKey;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
 use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 
-use keygate::hub::TokenOptions;
+use keygate::hub::{IssuedToken, TokenOptions};
 use keygate::identity::Identity;
 use keygate::time::{Clock, SystemClock};
 
@@ -149,10 +149,15 @@ pub(crate) async fn login(a: LoginArgs) -> CliResult {
         keygate::client::login_ws(&a.url, &key, a.audience.as_deref(), options, now).await
     }
     .map_err(|e| e.to_string())?;
-    if a.json {
+    print_token(&issued, a.json)
+}
+
+/// Prints a token: the whole response as JSON with `--json`, else the token alone.
+pub(crate) fn print_token(issued: &IssuedToken, json: bool) -> CliResult {
+    if json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&issued).map_err(|e| e.to_string())?
+            serde_json::to_string_pretty(issued).map_err(|e| e.to_string())?
         );
     } else {
         println!("{}", issued.token);
