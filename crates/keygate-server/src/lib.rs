@@ -11,6 +11,7 @@
 use keygate_client as client;
 use keygate_core::{account, apikey, challenge, error, identity, session, time, token};
 
+pub mod admin;
 pub mod gateway;
 pub mod http;
 pub mod hub;

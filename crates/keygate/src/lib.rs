@@ -21,7 +21,7 @@ pub use keygate_core::{Error, Identity};
 pub use keygate_core::{account, apikey, challenge, error, identity, session, time, token};
 pub use keygate_proto as proto;
 pub use keygate_server::{
-    gateway, http, hub, limits, listener, logging, provider, server, signin, store,
+    admin, gateway, http, hub, limits, listener, logging, provider, server, signin, store,
 };
 
 pub mod bench;

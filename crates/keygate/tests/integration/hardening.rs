@@ -665,7 +665,7 @@ async fn static_files_refuse_encoded_paths() {
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let clock = ManualClock::new(SystemClock.now());
     let mut o = options(Mode::Serve, &dir, &clock);
-    o.web_root = Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("web-demo"));
+    o.web_root = Some(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../web-demo"));
     let s = TestServer {
         running: server::start(o).await.unwrap(),
         clock,

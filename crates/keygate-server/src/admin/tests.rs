@@ -1,0 +1,293 @@
+//! Tests of the admin operations on a real SQLite store with a fixed clock.
+
+use super::*;
+use crate::store::sqlite::SqliteStore;
+use crate::store::{NewSession, RedeemOutcome, Redemption};
+use crate::time::ManualClock;
+use rand::SeedableRng;
+
+const NOW: i64 = 1_795_430_809;
+
+/// A fresh SQLite store (in a directory that lives as long as the first value),
+/// a clock stopped at `NOW` and a seeded RNG.
+async fn setup() -> (
+    tempfile::TempDir,
+    SqliteStore,
+    ManualClock,
+    rand::rngs::StdRng,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("t.db").display().to_string())
+        .await
+        .unwrap();
+    let rng = rand::rngs::StdRng::seed_from_u64(14);
+    (dir, store, ManualClock::new(NOW), rng)
+}
+
+async fn mfa_of(store: &SqliteStore, key: &str) -> bool {
+    use crate::store::AccountStore;
+    store
+        .sign_in_context("bbaareisubject", key)
+        .await
+        .unwrap()
+        .mfa_required
+}
+
+#[tokio::test]
+async fn a_created_key_is_stored_as_specified_at_the_clock_time() {
+    let (_dir, store, clock, mut rng) = setup().await;
+    let spec = KeySpec {
+        scopes: parse_scopes("read, write,,admin"),
+        can_broker: true,
+        policy: SessionPolicy {
+            access_ttl: 600,
+            session_ttl: 7200,
+            idle_timeout: 900,
+        },
+        mfa: MfaPolicy::Required,
+        origins: vec!["https://app.example".into()],
+        introspect_any: true,
+        max_sessions: 7,
+        dev: true,
+        ..KeySpec::new("app")
+    };
+    let created = create_api_key(&store, &clock, &mut rng, spec.clone())
+        .await
+        .unwrap();
+    assert!(apikey::valid_key_id(&created.id));
+    let keys = list_api_keys(&store).await.unwrap();
+    assert_eq!(keys.len(), 1);
+    let k = &keys[0];
+    assert_eq!(k.id, created.id);
+    assert_eq!(k.name, "app");
+    assert!(
+        k.secret == created.secret,
+        "the secret shown is the one stored"
+    );
+    assert_eq!(k.scopes, ["read", "write", "admin"]);
+    assert!(k.can_broker && k.introspect_any && k.dev);
+    assert_eq!(k.policy, spec.policy);
+    assert_eq!(k.origins, spec.origins);
+    assert_eq!(k.max_sessions, 7);
+    assert_eq!((k.created_at, k.revoked_at), (NOW, None));
+    assert!(mfa_of(&store, &k.id).await);
+
+    // The defaults: no MFA.
+    let plain = create_api_key(&store, &clock, &mut rng, KeySpec::new("plain"))
+        .await
+        .unwrap();
+    assert!(!mfa_of(&store, &plain.id).await);
+}
+
+#[tokio::test]
+async fn a_key_out_of_policy_is_refused_and_nothing_is_written() {
+    let (_dir, store, clock, mut rng) = setup().await;
+    let policy = |access_ttl, session_ttl, idle_timeout| KeySpec {
+        policy: SessionPolicy {
+            access_ttl,
+            session_ttl,
+            idle_timeout,
+        },
+        ..KeySpec::new("app")
+    };
+    let refused = [
+        (policy(59, 3600, 60), AdminError::InvalidPolicy),
+        (policy(86_401, 90_000, 60), AdminError::InvalidPolicy),
+        (policy(3600, 3599, 60), AdminError::InvalidPolicy),
+        (policy(3600, 3600, 0), AdminError::InvalidPolicy),
+        (
+            KeySpec {
+                origins: vec!["https://ok.example".into(), "app.example".into()],
+                ..KeySpec::new("app")
+            },
+            AdminError::InvalidOrigin,
+        ),
+        (
+            KeySpec {
+                max_sessions: 0,
+                ..KeySpec::new("app")
+            },
+            AdminError::InvalidMaxSessions,
+        ),
+        (
+            KeySpec {
+                max_sessions: MAX_SESSIONS_LIMIT + 1,
+                ..KeySpec::new("app")
+            },
+            AdminError::InvalidMaxSessions,
+        ),
+    ];
+    for (spec, want) in refused {
+        let got = create_api_key(&store, &clock, &mut rng, spec.clone()).await;
+        assert_eq!(got.unwrap_err(), want, "{spec:?}");
+    }
+    assert!(list_api_keys(&store).await.unwrap().is_empty());
+    // The bounds themselves pass.
+    for spec in [policy(60, 60, 1), policy(86_400, 86_400, 1)] {
+        create_api_key(&store, &clock, &mut rng, spec)
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn the_mfa_policy_of_an_unknown_key_is_refused_and_not_recorded() {
+    let (_dir, store, clock, mut rng) = setup().await;
+    let got = set_mfa_policy(&store, "kgk_later", MfaPolicy::Required).await;
+    assert_eq!(got, Err(AdminError::NoSuchKey));
+    // A key that gets this id afterwards does not inherit a policy.
+    let secret = apikey::generate(&mut rng).secret;
+    store
+        .insert_api_key(ApiKeyRecord::new(
+            "kgk_later".into(),
+            "later".into(),
+            secret,
+            NOW,
+        ))
+        .await
+        .unwrap();
+    assert!(!mfa_of(&store, "kgk_later").await);
+
+    set_mfa_policy(&store, "kgk_later", MfaPolicy::Required)
+        .await
+        .unwrap();
+    assert!(mfa_of(&store, "kgk_later").await);
+    set_mfa_policy(&store, "kgk_later", MfaPolicy::Off)
+        .await
+        .unwrap();
+    assert!(!mfa_of(&store, "kgk_later").await);
+    // A revoked key is still a key: its policy may change.
+    revoke_api_key(&store, &clock, "kgk_later").await.unwrap();
+    set_mfa_policy(&store, "kgk_later", MfaPolicy::Required)
+        .await
+        .unwrap();
+    assert!(mfa_of(&store, "kgk_later").await);
+}
+
+#[test]
+fn mfa_policies_by_name() {
+    for p in [MfaPolicy::Off, MfaPolicy::Required] {
+        assert_eq!(MfaPolicy::from_name(p.as_str()), Some(p));
+    }
+    assert_eq!(MfaPolicy::from_name("Required"), None);
+    assert_eq!(MfaPolicy::from_name(""), None);
+}
+
+async fn origins_of(store: &SqliteStore, id: &str) -> Vec<String> {
+    store.api_key(id).await.unwrap().unwrap().origins
+}
+
+#[tokio::test]
+async fn origins_are_checked_and_replaced() {
+    let (_dir, store, clock, mut rng) = setup().await;
+    let spec = KeySpec {
+        origins: vec!["https://a.example".into()],
+        ..KeySpec::new("app")
+    };
+    let id = create_api_key(&store, &clock, &mut rng, spec)
+        .await
+        .unwrap()
+        .id;
+    let bad = vec!["https://b.example".into(), "b.example".into()];
+    assert_eq!(
+        set_origins(&store, &id, &bad).await,
+        Err(AdminError::InvalidOrigin)
+    );
+    assert_eq!(origins_of(&store, &id).await, ["https://a.example"]);
+    let unknown = set_origins(&store, "kgk_none", &["https://c.example".into()]).await;
+    assert_eq!(unknown, Err(AdminError::NoSuchKey));
+    let two = vec!["https://b.example".into(), "http://localhost:8080".into()];
+    set_origins(&store, &id, &two).await.unwrap();
+    assert_eq!(origins_of(&store, &id).await, two);
+    set_origins(&store, &id, &[]).await.unwrap();
+    assert!(origins_of(&store, &id).await.is_empty());
+}
+
+#[tokio::test]
+async fn revocation_takes_the_clock_time_and_happens_once() {
+    let (_dir, store, clock, mut rng) = setup().await;
+    let id = create_api_key(&store, &clock, &mut rng, KeySpec::new("app"))
+        .await
+        .unwrap()
+        .id;
+    clock.advance(90);
+    revoke_api_key(&store, &clock, &id).await.unwrap();
+    let k = store.api_key(&id).await.unwrap().unwrap();
+    assert_eq!(k.revoked_at, Some(NOW + 90));
+    clock.advance(10);
+    assert_eq!(
+        revoke_api_key(&store, &clock, &id).await,
+        Err(AdminError::NoLiveKey)
+    );
+    let k = store.api_key(&id).await.unwrap().unwrap();
+    assert_eq!(k.revoked_at, Some(NOW + 90), "the first revocation stands");
+    assert_eq!(
+        revoke_api_key(&store, &clock, "kgk_none").await,
+        Err(AdminError::NoLiveKey)
+    );
+}
+
+#[tokio::test]
+async fn sessions_are_listed_with_their_state_and_revoked_by_the_clock() {
+    let (_dir, store, clock, mut rng) = setup().await;
+    let app = create_api_key(&store, &clock, &mut rng, KeySpec::new("app"))
+        .await
+        .unwrap()
+        .id;
+    let user = Identity::from(&ed25519_dalek::SigningKey::from_bytes(&[3; 32]));
+    let other = Identity::from(&ed25519_dalek::SigningKey::from_bytes(&[4; 32]));
+    let sign_in = |nonce: u8, id: &str, subject: &Identity, expires_at| Redemption {
+        nonce_id: [nonce; 16],
+        nonce_expires_at: NOW + 60,
+        session: NewSession {
+            id: id.into(),
+            subject: subject.to_string(),
+            api_key: app.clone(),
+            client_id: None,
+            scope: String::new(),
+            created_at: NOW,
+            expires_at,
+            idle_timeout: 3600,
+            user_agent: None,
+            address: None,
+        },
+        refresh: None,
+        renew: None,
+    };
+    for r in [
+        sign_in(1, "s_short", &user, NOW + 100),
+        sign_in(2, "s_one", &user, NOW + 1000),
+        sign_in(3, "s_two", &user, NOW + 1000),
+        sign_in(4, "s_other", &other, NOW + 1000),
+    ] {
+        assert_eq!(store.redeem(r).await, Ok(RedeemOutcome::Created));
+    }
+    clock.advance(100);
+    let state = |views: Vec<SessionView>| {
+        let mut v: Vec<(String, Option<crate::Error>)> =
+            views.into_iter().map(|v| (v.session.id, v.ended)).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    };
+    let listed = state(sessions_of(&store, &clock, &user).await.unwrap());
+    assert_eq!(
+        listed,
+        [
+            ("s_one".into(), None),
+            ("s_short".into(), Some(crate::Error::SessionExpired)),
+            ("s_two".into(), None),
+        ]
+    );
+    let one = revoke_sessions(&store, &clock, &user, Some("s_one")).await;
+    assert_eq!(one, Ok(1));
+    let all = revoke_sessions(&store, &clock, &user, None).await;
+    assert_eq!(all, Ok(2), "s_two and the expired s_short: not yet revoked");
+    let listed = state(sessions_of(&store, &clock, &user).await.unwrap());
+    assert_eq!(listed[0].1, Some(crate::Error::SessionRevoked));
+    assert_eq!(listed[2].1, Some(crate::Error::SessionRevoked));
+    let theirs = sessions_of(&store, &clock, &other).await.unwrap();
+    assert_eq!(theirs[0].ended, None, "another identity's session stays");
+    // Another identity's session id revokes nothing.
+    let foreign = revoke_sessions(&store, &clock, &user, Some("s_other")).await;
+    assert_eq!(foreign, Ok(0));
+}
