@@ -46,6 +46,7 @@ pub trait Clock: Send + Sync + 'static {
 pub struct SystemClock;
 
 impl Clock for SystemClock {
+    #[allow(clippy::disallowed_methods)] // the one reader of the wall clock
     fn now(&self) -> UnixTime {
         OffsetDateTime::now_utc().unix_timestamp()
     }
