@@ -1,6 +1,55 @@
-//! Rust clients: for app backends talking to a Hub with their API key
-//! ([`HubClient`]), and for users signing in with a local key ([`login_ws`],
-//! [`login_http`]), and for services that verify tokens offline ([`fetch_verifier`]).
+//! The Rust client of keygate: for services that verify tokens offline
+//! ([`OfflineVerifier`], [`fetch_verifier`]), for app backends talking to a Hub with
+//! their API key ([`HubClient`]), and for users signing in with a local key
+//! ([`login_ws`], [`login_http`], [`account`]).
+//!
+//! It depends on the protocol (`keygate-core`, re-exported as [`core`]) and the
+//! wire types (`keygate-proto`, as [`proto`]), plus reqwest and tokio-tungstenite;
+//! never on the server, a database or a web framework.
+//!
+//! # Verify a token
+//!
+//! A service in front of which users present keygate access tokens follows the
+//! Hub's keys and revocations and checks each token locally:
+//!
+//! ```no_run
+//! use keygate_client::OfflineVerifier;
+//! use keygate_client::core::time::{Clock, SystemClock};
+//!
+//! # async fn check(token: &str) -> Result<(), Box<dyn std::error::Error>> {
+//! let hub = "https://hub.example";
+//! let verifier = OfflineVerifier::start(hub, hub).await?; // JWKS + revocation feed
+//! let claims = verifier.verify_async(token, SystemClock.now()).await?;
+//! println!("user {} of app {}", claims.sub, claims.aud);
+//! # Ok(()) }
+//! ```
+//!
+//! The same check with a JWKS already in hand (what `GET /.well-known/jwks.json`
+//! answers), runnable as it is:
+//!
+//! ```
+//! use keygate_client::core::token::{Jwks, TokenVerifier};
+//! # use keygate_client::core::token::{AccessClaims, TokenSigner};
+//! # let hub_key = TokenSigner::new(ed25519_dalek::SigningKey::from_bytes(&[3; 32]));
+//! # let jwks_json = format!(r#"{{"keys":[{}]}}"#, serde_json::to_string(hub_key.jwk())?);
+//! # let now = 1_795_430_809;
+//! # let token = hub_key.mint(&AccessClaims {
+//! #     iss: "https://hub.example".into(), sub: "bbaareialice".into(), aud: "kgk_app".into(),
+//! #     iat: now, nbf: now, exp: now + 600, jti: "j1".into(), sid: "s1".into(),
+//! #     scope: String::new(), client_id: Some("kgk_app".into()), role: None, acct: None,
+//! #     acr: Some("aal1".into()), amr: Some(vec!["swk".into()]),
+//! # });
+//!
+//! let jwks: Jwks = serde_json::from_str(&jwks_json)?;
+//! let verifier = TokenVerifier::new(&jwks, "https://hub.example");
+//! let claims = verifier.verify(&token, now)?; // signature, typ, iss, times
+//! assert_eq!((claims.sub.as_str(), claims.aud.as_str()), ("bbaareialice", "kgk_app"));
+//! assert!(verifier.verify(&format!("{token}x"), now).is_err());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+pub use keygate_core as core;
+pub use keygate_proto as proto;
 
 use ed25519_dalek::SigningKey;
 use futures_util::{SinkExt, StreamExt};
