@@ -16,6 +16,7 @@ pub mod accounts;
 pub mod postgres;
 mod rows;
 pub mod seal;
+mod sql;
 pub mod sqlite;
 
 pub use accounts::AccountStore;
