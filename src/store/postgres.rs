@@ -20,17 +20,16 @@
 //! `KEYGATE_MASTER_KEY_FILE` names: there is no file beside the database to keep
 //! it in, and every node needs the same key.
 
-use std::collections::HashSet;
 use std::str::FromStr;
 use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use sqlx::migrate::{MigrateDatabase, Migration, MigrationType, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgQueryResult};
-use sqlx::{Postgres, Row};
+use sqlx::migrate::{MigrateDatabase, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgQueryResult, PgRow};
+use sqlx::Postgres;
 
-use super::sql::{Backend, SqlStore};
+use super::sql::{self, Backend, SqlStore};
 use super::*;
 
 pub use super::sql::MAX_BATCH;
@@ -45,19 +44,10 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 pub type PostgresStore = SqlStore<Postgres>;
 
 fn migrator() -> Migrator {
-    let step = |version, name: &str, sql: &'static str| {
-        Migration::new(
-            version,
-            name.to_owned().into(),
-            MigrationType::Simple,
-            sqlx::SqlSafeStr::into_sql_str(sql),
-            false,
-        )
-    };
-    Migrator::with_migrations(vec![
-        step(1, "init", include_str!("postgres/0001_init.sql")),
-        step(2, "accounts", include_str!("postgres/0002_accounts.sql")),
-        step(
+    sql::migrator(&[
+        (1, "init", include_str!("postgres/0001_init.sql")),
+        (2, "accounts", include_str!("postgres/0002_accounts.sql")),
+        (
             3,
             "app_rights",
             include_str!("postgres/0003_app_rights.sql"),
@@ -116,9 +106,6 @@ fn is_duplicate_database(e: &sqlx::Error) -> bool {
     matches!(sqlstate(e).as_deref(), Some("42P04" | "23505"))
 }
 
-/// Takes up to [`MAX_BATCH`] waiting sign-ins at a time and commits each batch on
-/// its own task, at most [`COMMITTERS`] at once: while all are busy, arrivals
-/// wait and form the next, larger batch.
 impl Backend for Postgres {
     /// While all are busy, arrivals wait and form the next, larger batch; a node
     /// keeps the database busy while a commit waits for its WAL flush.
@@ -138,26 +125,18 @@ impl Backend for Postgres {
     fn spend_nonces<'a>(
         conn: &'a mut PgConnection,
         fresh: &'a [&'a Redemption],
-    ) -> BoxFuture<'a, StoreResult<HashSet<[u8; 16]>>> {
+    ) -> BoxFuture<'a, StoreResult<Vec<PgRow>>> {
         async move {
             let nonces: Vec<&[u8]> = fresh.iter().map(|r| &r.nonce_id[..]).collect();
             let expiries: Vec<i64> = fresh.iter().map(|r| r.nonce_expires_at).collect();
-            let rows = sqlx::query(
+            Ok(sqlx::query(
                 "INSERT INTO used_nonces (nonce, expires_at) \
                  SELECT * FROM UNNEST($1::bytea[], $2::int8[]) ON CONFLICT DO NOTHING RETURNING nonce",
             )
             .bind(&nonces)
             .bind(&expiries)
             .fetch_all(&mut *conn)
-            .await?;
-            let mut spent_now: HashSet<[u8; 16]> = HashSet::with_capacity(rows.len());
-            for row in rows {
-                let nonce: Vec<u8> = row.try_get(0)?;
-                if let Ok(n) = <[u8; 16]>::try_from(nonce.as_slice()) {
-                    spent_now.insert(n);
-                }
-            }
-            Ok(spent_now)
+            .await?)
         }
         .boxed()
     }

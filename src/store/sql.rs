@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Transaction, Type};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -58,12 +59,12 @@ pub trait Backend: Database<Row: Columns, Arguments: IntoArguments<Self>> {
 
     fn rows_affected(done: &Self::QueryResult) -> u64;
 
-    /// Inserts the nonces of a batch (distinct, sorted) as spent; returns those
-    /// that were not spent before.
+    /// Inserts the nonces of a batch (distinct, sorted) as spent; returns a row
+    /// (column `nonce`) for each that was not spent before.
     fn spend_nonces<'a>(
         conn: &'a mut Self::Connection,
         fresh: &'a [&'a Redemption],
-    ) -> BoxFuture<'a, StoreResult<HashSet<[u8; 16]>>>;
+    ) -> BoxFuture<'a, StoreResult<Vec<Self::Row>>>;
 
     /// Inserts the new sessions of a batch, then their refresh tokens.
     fn insert_sessions<'a>(
@@ -102,6 +103,24 @@ impl<B: Backend> Clone for SqlStore<B> {
     }
 }
 
+/// A database's migrations from (version, name, SQL) steps, in order.
+pub(super) fn migrator(steps: &[(i64, &str, &'static str)]) -> Migrator {
+    Migrator::with_migrations(
+        steps
+            .iter()
+            .map(|&(version, name, sql)| {
+                Migration::new(
+                    version,
+                    name.to_owned().into(),
+                    MigrationType::Simple,
+                    sqlx::SqlSafeStr::into_sql_str(sql),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
 /// `INSERT … VALUES ($1, $2), ($3, $4) …`: `rows` groups of `columns` numbered
 /// placeholders.
 pub(super) fn values_sql(head: &str, columns: usize, rows: usize, tail: &str) -> String {
@@ -120,12 +139,13 @@ pub(super) fn values_sql(head: &str, columns: usize, rows: usize, tail: &str) ->
 /// shapes, so that each is prepared once and then found in sqlx's statement cache.
 const CHUNKS: [usize; 4] = [64, 16, 4, 1];
 
-/// Cuts `n` rows into chunks of the sizes in [`CHUNKS`], largest first.
-pub(super) fn chunks(mut n: usize) -> impl Iterator<Item = usize> {
+/// Cuts `rows` into chunks of the sizes in [`CHUNKS`], largest first.
+pub(super) fn chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
     std::iter::from_fn(move || {
-        let size = CHUNKS.into_iter().find(|&c| c <= n)?;
-        n -= size;
-        Some(size)
+        let size = CHUNKS.into_iter().find(|&c| c <= rows.len())?;
+        let (chunk, rest) = rows.split_at(size);
+        rows = rest;
+        Some(chunk)
     })
 }
 
@@ -206,7 +226,12 @@ where
             .filter(|r| seen.insert(r.nonce_id))
             .collect();
         fresh.sort_by_key(|r| r.nonce_id);
-        let mut spent_now = B::spend_nonces(&mut tx, &fresh).await?;
+        let mut spent_now: HashSet<[u8; 16]> = HashSet::with_capacity(fresh.len());
+        for row in B::spend_nonces(&mut tx, &fresh).await? {
+            if let Ok(n) = <[u8; 16]>::try_from(row.bytes("nonce")?.as_slice()) {
+                spent_now.insert(n);
+            }
+        }
         // 2. Which app keys involved are live, in sorted order. FOR SHARE holds a
         //    revocation of the key (an UPDATE of its row) until this batch has
         //    committed, so that the revocation then sees, and revokes, the
@@ -313,6 +338,31 @@ where
         Ok(())
     }
 
+    /// Records a nonce as spent; false if it already was.
+    async fn spend_nonce(
+        conn: &mut B::Connection,
+        id: &[u8; 16],
+        expires_at: UnixTime,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO used_nonces (nonce, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(&id[..])
+        .bind(expires_at)
+        .execute(conn)
+        .await?;
+        Ok(B::rows_affected(&done) == 1)
+    }
+
+    /// The account of a key, inside a transaction.
+    async fn account_in(conn: &mut B::Connection, identity: &str) -> StoreResult<Option<String>> {
+        let row = sqlx::query("SELECT account_id FROM account_keys WHERE identity = $1")
+            .bind(identity)
+            .fetch_optional(conn)
+            .await?;
+        Ok(row.map(|r| r.text("account_id")).transpose()?)
+    }
+
     /// Revokes the sessions `UPDATE … WHERE` picks and appends them to the feed.
     ///
     /// Where writers are concurrent (PostgreSQL) the feed is locked (EXCLUSIVE:
@@ -326,47 +376,38 @@ where
         which: &Revoke<'_>,
         now: UnixTime,
     ) -> StoreResult<u64> {
-        const SET: &str = "UPDATE sessions SET revoked_at = $1 WHERE revoked_at IS NULL";
-        const RET: &str = "RETURNING id, expires_at";
-        let query = match which {
-            Revoke::One { subject, id } => sqlx::query(sqlx::AssertSqlSafe(format!(
-                "{SET} AND subject = $2 AND id = $3 {RET}"
-            )))
-            .bind(now)
-            .bind(*subject)
-            .bind(*id),
-            Revoke::AllOf { subject } => {
-                sqlx::query(sqlx::AssertSqlSafe(format!("{SET} AND subject = $2 {RET}")))
-                    .bind(now)
-                    .bind(*subject)
+        // The sessions picked, by $2, $3 … (text) then any integers after them.
+        let (pick, texts, ints): (&str, Vec<&str>, Vec<i64>) = match *which {
+            Revoke::One { subject, id } => ("subject = $2 AND id = $3", vec![subject, id], vec![]),
+            Revoke::AllOf { subject } => ("subject = $2", vec![subject], vec![]),
+            Revoke::AllOfExcept { subject, keep } => {
+                ("subject = $2 AND id != $3", vec![subject, keep], vec![])
             }
-            Revoke::AllOfExcept { subject, keep } => sqlx::query(sqlx::AssertSqlSafe(format!(
-                "{SET} AND subject = $2 AND id != $3 {RET}"
-            )))
-            .bind(now)
-            .bind(*subject)
-            .bind(*keep),
-            Revoke::ApiKey { id } => {
-                sqlx::query(sqlx::AssertSqlSafe(format!("{SET} AND api_key = $2 {RET}")))
-                    .bind(now)
-                    .bind(*id)
-            }
+            Revoke::ApiKey { id } => ("api_key = $2", vec![id], vec![]),
             // SQLite needs a LIMIT before an OFFSET: one no table reaches.
             Revoke::Beyond {
                 subject,
                 api_key,
                 keep,
-            } => sqlx::query(sqlx::AssertSqlSafe(format!(
-                "{SET} AND id IN (SELECT id FROM sessions WHERE subject = $2 AND api_key = $3 \
+            } => (
+                "id IN (SELECT id FROM sessions WHERE subject = $2 AND api_key = $3 \
                  AND revoked_at IS NULL AND expires_at > $1 AND last_used_at + idle_timeout > $1 \
-                 ORDER BY created_at DESC, id DESC LIMIT $5 OFFSET $4) {RET}"
-            )))
-            .bind(now)
-            .bind(*subject)
-            .bind(*api_key)
-            .bind(i64::from(*keep))
-            .bind(i64::MAX),
+                 ORDER BY created_at DESC, id DESC LIMIT $5 OFFSET $4)",
+                vec![subject, api_key],
+                vec![i64::from(keep), i64::MAX],
+            ),
         };
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE sessions SET revoked_at = $1 WHERE revoked_at IS NULL AND {pick} \
+             RETURNING id, expires_at"
+        )))
+        .bind(now);
+        for text in texts {
+            query = query.bind(text);
+        }
+        for int in ints {
+            query = query.bind(int);
+        }
         let rows = query.fetch_all(&mut **tx).await?;
         if rows.is_empty() {
             return Ok(0);
@@ -376,14 +417,11 @@ where
                 .execute(&mut **tx)
                 .await?;
         }
-        let mut rest = &rows[..];
-        for size in chunks(rows.len()) {
-            let (chunk, tail) = rest.split_at(size);
-            rest = tail;
+        for chunk in chunks(&rows) {
             let sql = values_sql(
                 "INSERT INTO revocations (session_id, revoked_at, expires_at)",
                 3,
-                size,
+                chunk.len(),
                 "",
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -930,10 +968,13 @@ mod tests {
 
     #[test]
     fn batches_are_cut_into_few_fixed_shapes() {
-        assert_eq!(chunks(0).count(), 0);
-        assert_eq!(chunks(1).collect::<Vec<_>>(), [1]);
-        assert_eq!(chunks(87).collect::<Vec<_>>(), [64, 16, 4, 1, 1, 1]);
-        assert_eq!(chunks(MAX_BATCH).sum::<usize>(), MAX_BATCH);
+        let sizes = |n: usize| -> Vec<usize> { chunks(&vec![0; n]).map(<[_]>::len).collect() };
+        assert_eq!(sizes(0), []);
+        assert_eq!(sizes(1), [1]);
+        assert_eq!(sizes(87), [64, 16, 4, 1, 1, 1]);
+        assert_eq!(sizes(MAX_BATCH).iter().sum::<usize>(), MAX_BATCH);
+        let rows: Vec<usize> = (0..87).collect();
+        assert_eq!(chunks(&rows).flatten().copied().collect::<Vec<_>>(), rows);
         assert_eq!(
             values_sql("INSERT INTO t (a, b)", 2, 2, " RETURNING a"),
             "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4) RETURNING a"

@@ -10,20 +10,19 @@
 //! SQLite's own: opening the file, its pools and pragmas, and the bulk statements
 //! of a group commit and of the purge.
 
-use std::collections::HashSet;
 use std::str::FromStr;
 use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::Sqlite;
+use sqlx::migrate::Migrator;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions,
-    SqliteQueryResult, SqliteSynchronous,
+    SqliteQueryResult, SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite};
 
-use super::sql::{Backend, SqlStore, chunks, values_sql};
+use super::sql::{self, Backend, SqlStore, chunks, values_sql};
 use super::*;
 
 pub use super::sql::MAX_BATCH;
@@ -33,24 +32,15 @@ const READERS: u32 = 4;
 pub type SqliteStore = SqlStore<Sqlite>;
 
 fn migrator() -> Migrator {
-    let step = |version, name: &str, sql: &'static str| {
-        Migration::new(
-            version,
-            name.to_owned().into(),
-            MigrationType::Simple,
-            sqlx::SqlSafeStr::into_sql_str(sql),
-            false,
-        )
-    };
-    Migrator::with_migrations(vec![
-        step(1, "init", include_str!("sqlite/0001_init.sql")),
-        step(2, "accounts", include_str!("sqlite/0002_accounts.sql")),
-        step(
+    sql::migrator(&[
+        (1, "init", include_str!("sqlite/0001_init.sql")),
+        (2, "accounts", include_str!("sqlite/0002_accounts.sql")),
+        (
             3,
             "nonce_order",
             include_str!("sqlite/0003_nonce_order.sql"),
         ),
-        step(4, "app_rights", include_str!("sqlite/0004_app_rights.sql")),
+        (4, "app_rights", include_str!("sqlite/0004_app_rights.sql")),
     ])
 }
 
@@ -121,31 +111,23 @@ impl Backend for Sqlite {
     fn spend_nonces<'a>(
         conn: &'a mut SqliteConnection,
         fresh: &'a [&'a Redemption],
-    ) -> BoxFuture<'a, StoreResult<HashSet<[u8; 16]>>> {
+    ) -> BoxFuture<'a, StoreResult<Vec<SqliteRow>>> {
         async move {
-            let mut spent_now = HashSet::with_capacity(fresh.len());
-            let mut rest = fresh;
-            for size in chunks(fresh.len()) {
-                let (chunk, tail) = rest.split_at(size);
-                rest = tail;
+            let mut spent = Vec::with_capacity(fresh.len());
+            for chunk in chunks(fresh) {
                 let sql = values_sql(
                     "INSERT INTO used_nonces (nonce, expires_at)",
                     2,
-                    size,
+                    chunk.len(),
                     " ON CONFLICT DO NOTHING RETURNING nonce",
                 );
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for r in chunk {
                     q = q.bind(&r.nonce_id[..]).bind(r.nonce_expires_at);
                 }
-                for row in q.fetch_all(&mut *conn).await? {
-                    let nonce: Vec<u8> = row.try_get(0)?;
-                    if let Ok(n) = <[u8; 16]>::try_from(nonce.as_slice()) {
-                        spent_now.insert(n);
-                    }
-                }
+                spent.extend(q.fetch_all(&mut *conn).await?);
             }
-            Ok(spent_now)
+            Ok(spent)
         }
         .boxed()
     }
@@ -155,15 +137,12 @@ impl Backend for Sqlite {
         created: &'a [&'a Redemption],
     ) -> BoxFuture<'a, StoreResult<()>> {
         async move {
-            let mut rest = created;
-            for size in chunks(created.len()) {
-                let (chunk, tail) = rest.split_at(size);
-                rest = tail;
+            for chunk in chunks(created) {
                 let sql = values_sql(
                     "INSERT INTO sessions (id, subject, api_key, client_id, scope, created_at, \
                      last_used_at, expires_at, idle_timeout, user_agent, address)",
                     11,
-                    size,
+                    chunk.len(),
                     "",
                 );
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));

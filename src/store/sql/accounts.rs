@@ -16,41 +16,6 @@ fn totp_context(account: &str) -> String {
 }
 
 // The bounds of `SqlStore`'s impl blocks in `sql.rs`; see there.
-impl<B: Backend> SqlStore<B>
-where
-    for<'c> &'c mut B::Connection: Executor<'c, Database = B>,
-    for<'q> i64: Encode<'q, B> + Type<B>,
-    for<'q> Option<i64>: Encode<'q, B> + Type<B>,
-    for<'q> &'q str: Encode<'q, B> + Type<B>,
-    for<'q> Option<&'q str>: Encode<'q, B> + Type<B>,
-    for<'q> &'q [u8]: Encode<'q, B> + Type<B>,
-{
-    /// Records a nonce as spent; false if it already was.
-    async fn spend_nonce(
-        conn: &mut B::Connection,
-        id: &[u8; 16],
-        expires_at: UnixTime,
-    ) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "INSERT INTO used_nonces (nonce, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-        )
-        .bind(&id[..])
-        .bind(expires_at)
-        .execute(conn)
-        .await?;
-        Ok(B::rows_affected(&done) == 1)
-    }
-
-    /// The account of a key, inside a transaction.
-    async fn account_in(conn: &mut B::Connection, identity: &str) -> StoreResult<Option<String>> {
-        let row = sqlx::query("SELECT account_id FROM account_keys WHERE identity = $1")
-            .bind(identity)
-            .fetch_optional(conn)
-            .await?;
-        Ok(row.map(|r| r.text("account_id")).transpose()?)
-    }
-}
-
 impl<B: Backend> AccountStore for SqlStore<B>
 where
     for<'c> &'c mut B::Connection: Executor<'c, Database = B>,
