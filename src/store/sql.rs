@@ -969,7 +969,7 @@ mod tests {
     #[test]
     fn batches_are_cut_into_few_fixed_shapes() {
         let sizes = |n: usize| -> Vec<usize> { chunks(&vec![0; n]).map(<[_]>::len).collect() };
-        assert_eq!(sizes(0), []);
+        assert!(sizes(0).is_empty());
         assert_eq!(sizes(1), [1]);
         assert_eq!(sizes(87), [64, 16, 4, 1, 1, 1]);
         assert_eq!(sizes(MAX_BATCH).iter().sum::<usize>(), MAX_BATCH);
