@@ -25,9 +25,9 @@ use std::time::Duration;
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
+use sqlx::Postgres;
 use sqlx::migrate::{MigrateDatabase, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions, PgQueryResult, PgRow};
-use sqlx::Postgres;
 
 use super::sql::{self, Backend, SqlStore};
 use super::*;

@@ -1074,7 +1074,15 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(n, 1);
-        assert!(store.session("s5").await.unwrap().unwrap().revoked_at.is_none());
+        assert!(
+            store
+                .session("s5")
+                .await
+                .unwrap()
+                .unwrap()
+                .revoked_at
+                .is_none()
+        );
         let feed = store.revocations_since(0, 10).await.unwrap();
         let mut revoked: Vec<&str> = feed.iter().map(|e| e.session_id.as_str()).collect();
         revoked.sort_unstable();
@@ -1106,9 +1114,9 @@ mod tests {
             return;
         };
         // postgres://user@host:port[/db][?params], with a database of our own.
-        let (base, params) = base.split_once('?').map_or((&base[..], String::new()), |(b, p)| {
-            (b, format!("?{p}"))
-        });
+        let (base, params) = base
+            .split_once('?')
+            .map_or((&base[..], String::new()), |(b, p)| (b, format!("?{p}")));
         let host_end = base.find("://").map_or(0, |i| i + 3);
         let server = base[host_end..]
             .find('/')
