@@ -44,7 +44,7 @@ trap 'bash scripts/postgres.sh stop "$pg_dir"; rm -rf "$pg_dir"' EXIT
 pg_url=$(bash scripts/postgres.sh start "$pg_dir")
 KEYGATE_TEST_POSTGRES="$pg_url" \
   KEYGATE_MASTER_KEY="$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n')" \
-  cargo test --locked -p keygate --test integration -- --include-ignored
+  cargo test --locked --workspace --lib --test integration -- --include-ignored
 bash scripts/postgres.sh stop "$pg_dir"
 
 echo "== browser test (web-demo, Chromium)"

@@ -1,7 +1,8 @@
 //! Durable state: API keys, server secrets, sessions, refresh tokens, used nonces.
 //!
-//! [`Store`] is the interface the Hub needs; `sqlite` implements it on an embedded
-//! database, `postgres` on a PostgreSQL server that several Hub nodes share. The
+//! [`Store`] is the interface the Hub needs; `sql` implements it once, generic over
+//! the database, with `sqlite` (an embedded database) and `postgres` (a PostgreSQL
+//! server that several Hub nodes share) adding what differs between them. The
 //! sign-in hot path ([`Store::redeem`]) is group-committed: every redemption
 //! waiting at a moment shares one transaction and one fsync, and each caller
 //! learns its own outcome only after that commit is durable.
@@ -18,6 +19,7 @@ pub mod accounts;
 pub mod postgres;
 mod rows;
 pub mod seal;
+mod sql;
 pub mod sqlite;
 
 pub use accounts::AccountStore;

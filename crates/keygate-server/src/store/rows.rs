@@ -11,7 +11,7 @@ use crate::apikey::ApiSecret;
 use crate::session::SessionPolicy;
 
 /// Typed column access on a row of either database.
-pub(crate) trait Columns {
+pub trait Columns {
     fn text(&self, col: &str) -> Result<String, sqlx::Error>;
     fn opt_text(&self, col: &str) -> Result<Option<String>, sqlx::Error>;
     fn int(&self, col: &str) -> Result<i64, sqlx::Error>;

@@ -1,48 +1,30 @@
-//! [`AccountStore`] on SQLite (tables of migration 0002).
+//! [`AccountStore`] on the SQL store (tables of migration 0002), for either
+//! database.
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Encode, Executor, Type};
 
-use super::{SESSION_COLUMNS, SqliteStore, revoke_in, session_from_row};
+use super::{Backend, SqlStore};
 use crate::store::accounts::*;
-use crate::store::{Revoke, StoreResult};
+use crate::store::rows::{Columns, SESSION_COLUMNS, session_from_row};
+use crate::store::{Revoke, StoreError, StoreResult};
 use crate::time::UnixTime;
 
 fn totp_context(account: &str) -> String {
     format!("account_totp:{account}")
 }
 
-/// Records a nonce as spent; false if it already was.
-async fn spend_nonce(
-    tx: &mut Transaction<'_, Sqlite>,
-    id: &[u8; 16],
-    expires_at: UnixTime,
-) -> StoreResult<bool> {
-    let done = sqlx::query(
-        "INSERT INTO used_nonces (nonce, expires_at) VALUES (?, ?) ON CONFLICT DO NOTHING",
-    )
-    .bind(&id[..])
-    .bind(expires_at)
-    .execute(&mut **tx)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// The account of a key, inside a transaction.
-async fn account_in(
-    tx: &mut Transaction<'_, Sqlite>,
-    identity: &str,
-) -> StoreResult<Option<String>> {
-    Ok(
-        sqlx::query_scalar("SELECT account_id FROM account_keys WHERE identity = ?")
-            .bind(identity)
-            .fetch_optional(&mut **tx)
-            .await?,
-    )
-}
-
-impl AccountStore for SqliteStore {
+// The bounds of `SqlStore`'s impl blocks in `sql.rs`; see there.
+impl<B: Backend> AccountStore for SqlStore<B>
+where
+    for<'c> &'c mut B::Connection: Executor<'c, Database = B>,
+    for<'q> i64: Encode<'q, B> + Type<B>,
+    for<'q> Option<i64>: Encode<'q, B> + Type<B>,
+    for<'q> &'q str: Encode<'q, B> + Type<B>,
+    for<'q> Option<&'q str>: Encode<'q, B> + Type<B>,
+    for<'q> &'q [u8]: Encode<'q, B> + Type<B>,
+{
     fn sign_in_context<'a>(
         &'a self,
         identity: &'a str,
@@ -50,16 +32,16 @@ impl AccountStore for SqliteStore {
     ) -> BoxFuture<'a, StoreResult<SignInContext>> {
         async move {
             let row = sqlx::query(
-                "SELECT (SELECT account_id FROM account_keys WHERE identity = ?) AS account, \
-                 COALESCE((SELECT required FROM api_key_mfa WHERE key_id = ?), 0) AS mfa",
+                "SELECT (SELECT account_id FROM account_keys WHERE identity = $1) AS account, \
+                 COALESCE((SELECT required FROM api_key_mfa WHERE key_id = $2), 0) AS mfa",
             )
             .bind(identity)
             .bind(api_key)
             .fetch_one(&self.read)
             .await?;
             Ok(SignInContext {
-                account: row.try_get("account")?,
-                mfa_required: row.try_get::<i64, _>("mfa")? != 0,
+                account: row.opt_text("account")?,
+                mfa_required: row.int("mfa")? != 0,
             })
         }
         .boxed()
@@ -74,7 +56,7 @@ impl AccountStore for SqliteStore {
         async move {
             let mut tx = self.write.begin().await?;
             sqlx::query(
-                "INSERT INTO account_keys (identity, account_id, added_at) VALUES (?, ?, ?) \
+                "INSERT INTO account_keys (identity, account_id, added_at) VALUES ($1, $2, $3) \
                  ON CONFLICT DO NOTHING",
             )
             .bind(identity)
@@ -82,9 +64,9 @@ impl AccountStore for SqliteStore {
             .bind(now)
             .execute(&mut *tx)
             .await?;
-            let account = account_in(&mut tx, identity).await?;
+            let account = Self::account_in(&mut tx, identity).await?;
             tx.commit().await?;
-            account.ok_or_else(|| crate::store::StoreError::Internal("account row vanished".into()))
+            account.ok_or_else(|| StoreError::Internal("account row vanished".into()))
         }
         .boxed()
     }
@@ -98,18 +80,18 @@ impl AccountStore for SqliteStore {
                    AS mfa_required, \
                  (SELECT factor FROM session_mfa WHERE session_id = sessions.id) AS factor, \
                  (SELECT aal2_until FROM session_mfa WHERE session_id = sessions.id) AS aal2_until \
-                 FROM sessions WHERE id = ?"
+                 FROM sessions WHERE id = $1"
             )))
             .bind(id)
             .fetch_optional(&self.read)
             .await?;
             let Some(row) = row else { return Ok(None) };
-            let factor: Option<String> = row.try_get("factor")?;
-            let until: Option<i64> = row.try_get("aal2_until")?;
+            let factor = row.opt_text("factor")?;
+            let until = row.opt_int("aal2_until")?;
             Ok(Some(SessionAuth {
                 session: session_from_row(&row)?,
-                account: row.try_get("acct")?,
-                mfa_required: row.try_get::<i64, _>("mfa_required")? != 0,
+                account: row.opt_text("acct")?,
+                mfa_required: row.int("mfa_required")? != 0,
                 raised: factor.zip(until),
             }))
         }
@@ -118,12 +100,11 @@ impl AccountStore for SqliteStore {
 
     fn refresh_session_id(&self, hash: [u8; 32]) -> BoxFuture<'_, StoreResult<Option<String>>> {
         async move {
-            Ok(
-                sqlx::query_scalar("SELECT session_id FROM refresh_tokens WHERE hash = ?")
-                    .bind(&hash[..])
-                    .fetch_optional(&self.read)
-                    .await?,
-            )
+            let row = sqlx::query("SELECT session_id FROM refresh_tokens WHERE hash = $1")
+                .bind(&hash[..])
+                .fetch_optional(&self.read)
+                .await?;
+            Ok(row.map(|r| r.text("session_id")).transpose()?)
         }
         .boxed()
     }
@@ -134,7 +115,7 @@ impl AccountStore for SqliteStore {
                 "SELECT identity, label, added_at, \
                  (SELECT MAX(last_used_at) FROM sessions WHERE subject = account_keys.identity) \
                    AS last_used_at \
-                 FROM account_keys WHERE account_id = ? ORDER BY added_at, identity",
+                 FROM account_keys WHERE account_id = $1 ORDER BY added_at, identity",
             )
             .bind(account)
             .fetch_all(&self.read)
@@ -142,10 +123,10 @@ impl AccountStore for SqliteStore {
             rows.iter()
                 .map(|r| {
                     Ok(AccountKey {
-                        identity: r.try_get("identity")?,
-                        label: r.try_get("label")?,
-                        added_at: r.try_get("added_at")?,
-                        last_used_at: r.try_get("last_used_at")?,
+                        identity: r.text("identity")?,
+                        label: r.opt_text("label")?,
+                        added_at: r.int("added_at")?,
+                        last_used_at: r.opt_int("last_used_at")?,
                     })
                 })
                 .collect()
@@ -156,40 +137,40 @@ impl AccountStore for SqliteStore {
     fn link_key(&self, link: LinkKey) -> BoxFuture<'_, StoreResult<LinkOutcome>> {
         async move {
             let mut tx = self.write.begin().await?;
-            if !spend_nonce(&mut tx, &link.nonce_id, link.nonce_expires_at).await? {
+            if !Self::spend_nonce(&mut tx, &link.nonce_id, link.nonce_expires_at).await? {
                 return Ok(LinkOutcome::ChallengeUsed);
             }
-            if account_in(&mut tx, &link.inviter).await?.as_deref() != Some(&link.account) {
+            if Self::account_in(&mut tx, &link.inviter).await?.as_deref() != Some(&link.account) {
                 tx.commit().await?;
                 return Ok(LinkOutcome::InviterGone);
             }
-            let outcome = match account_in(&mut tx, &link.identity).await? {
+            let outcome = match Self::account_in(&mut tx, &link.identity).await? {
                 Some(a) if a == link.account => LinkOutcome::AlreadyLinked,
                 Some(other) => {
-                    let others: i64 = sqlx::query_scalar(
-                        "SELECT (SELECT COUNT(*) FROM account_keys WHERE account_id = ?) + \
-                         (SELECT COUNT(*) FROM account_totp WHERE account_id = ? \
-                          AND confirmed_at IS NOT NULL)",
+                    let others = sqlx::query(
+                        "SELECT (SELECT COUNT(*) FROM account_keys WHERE account_id = $1) + \
+                         (SELECT COUNT(*) FROM account_totp WHERE account_id = $1 \
+                          AND confirmed_at IS NOT NULL) AS n",
                     )
-                    .bind(&other)
-                    .bind(&other)
+                    .bind(other.as_str())
                     .fetch_one(&mut *tx)
-                    .await?;
+                    .await?
+                    .int("n")?;
                     if others > 1 {
                         LinkOutcome::InOtherAccount
                     } else {
-                        sqlx::query("DELETE FROM account_totp WHERE account_id = ?")
-                            .bind(&other)
+                        sqlx::query("DELETE FROM account_totp WHERE account_id = $1")
+                            .bind(other.as_str())
                             .execute(&mut *tx)
                             .await?;
-                        sqlx::query("DELETE FROM account_keys WHERE identity = ?")
-                            .bind(&link.identity)
+                        sqlx::query("DELETE FROM account_keys WHERE identity = $1")
+                            .bind(link.identity.as_str())
                             .execute(&mut *tx)
                             .await?;
                         let which = Revoke::AllOf {
                             subject: &link.identity,
                         };
-                        revoke_in(&mut tx, &which, link.now).await?;
+                        Self::revoke_in(&mut tx, &which, link.now).await?;
                         LinkOutcome::Linked
                     }
                 }
@@ -198,11 +179,11 @@ impl AccountStore for SqliteStore {
             if outcome == LinkOutcome::Linked {
                 sqlx::query(
                     "INSERT INTO account_keys (identity, account_id, label, added_at) \
-                     VALUES (?, ?, ?, ?)",
+                     VALUES ($1, $2, $3, $4)",
                 )
-                .bind(&link.identity)
-                .bind(&link.account)
-                .bind(&link.label)
+                .bind(link.identity.as_str())
+                .bind(link.account.as_str())
+                .bind(link.label.as_deref())
                 .bind(link.now)
                 .execute(&mut *tx)
                 .await?;
@@ -221,22 +202,22 @@ impl AccountStore for SqliteStore {
     ) -> BoxFuture<'a, StoreResult<RemoveKeyOutcome>> {
         async move {
             let mut tx = self.write.begin().await?;
-            if account_in(&mut tx, identity).await?.as_deref() != Some(account) {
+            if Self::account_in(&mut tx, identity).await?.as_deref() != Some(account) {
                 return Ok(RemoveKeyOutcome::NotFound);
             }
-            let keys: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM account_keys WHERE account_id = ?")
-                    .bind(account)
-                    .fetch_one(&mut *tx)
-                    .await?;
+            let keys = sqlx::query("SELECT COUNT(*) AS n FROM account_keys WHERE account_id = $1")
+                .bind(account)
+                .fetch_one(&mut *tx)
+                .await?
+                .int("n")?;
             if keys <= 1 {
                 return Ok(RemoveKeyOutcome::LastKey);
             }
-            sqlx::query("DELETE FROM account_keys WHERE identity = ?")
+            sqlx::query("DELETE FROM account_keys WHERE identity = $1")
                 .bind(identity)
                 .execute(&mut *tx)
                 .await?;
-            let n = revoke_in(&mut tx, &Revoke::AllOf { subject: identity }, now).await?;
+            let n = Self::revoke_in(&mut tx, &Revoke::AllOf { subject: identity }, now).await?;
             tx.commit().await?;
             Ok(RemoveKeyOutcome::Removed(n))
         }
@@ -250,7 +231,7 @@ impl AccountStore for SqliteStore {
     ) -> BoxFuture<'a, StoreResult<()>> {
         async move {
             sqlx::query(
-                "INSERT INTO api_key_mfa (key_id, required) VALUES (?, ?) \
+                "INSERT INTO api_key_mfa (key_id, required) VALUES ($1, $2) \
                  ON CONFLICT (key_id) DO UPDATE SET required = excluded.required",
             )
             .bind(api_key)
@@ -270,12 +251,12 @@ impl AccountStore for SqliteStore {
     ) -> BoxFuture<'a, StoreResult<()>> {
         async move {
             sqlx::query(
-                "INSERT INTO account_totp (account_id, secret, created_at) VALUES (?, ?, ?) \
+                "INSERT INTO account_totp (account_id, secret, created_at) VALUES ($1, $2, $3) \
                  ON CONFLICT (account_id) DO UPDATE SET secret = excluded.secret, \
                  created_at = excluded.created_at, confirmed_at = NULL, last_step = 0",
             )
             .bind(account)
-            .bind(self.seal.seal(&totp_context(account), &secret))
+            .bind(&self.seal.seal(&totp_context(account), &secret)[..])
             .bind(now)
             .execute(&self.write)
             .await?;
@@ -287,17 +268,18 @@ impl AccountStore for SqliteStore {
     fn totp<'a>(&'a self, account: &'a str) -> BoxFuture<'a, StoreResult<Option<TotpRecord>>> {
         async move {
             let row = sqlx::query(
-                "SELECT secret, confirmed_at, last_step FROM account_totp WHERE account_id = ?",
+                "SELECT secret, confirmed_at, last_step FROM account_totp WHERE account_id = $1",
             )
             .bind(account)
             .fetch_optional(&self.read)
             .await?;
             let Some(row) = row else { return Ok(None) };
-            let sealed: Vec<u8> = row.try_get("secret")?;
             Ok(Some(TotpRecord {
-                secret: self.seal.open(&totp_context(account), &sealed)?,
-                confirmed: row.try_get::<Option<i64>, _>("confirmed_at")?.is_some(),
-                last_step: row.try_get("last_step")?,
+                secret: self
+                    .seal
+                    .open(&totp_context(account), &row.bytes("secret")?)?,
+                confirmed: row.opt_int("confirmed_at")?.is_some(),
+                last_step: row.int("last_step")?,
             }))
         }
         .boxed()
@@ -308,33 +290,31 @@ impl AccountStore for SqliteStore {
             let mut tx = self.write.begin().await?;
             match &done.proof {
                 MfaProof::Nonce { id, expires_at } => {
-                    if !spend_nonce(&mut tx, id, *expires_at).await? {
+                    if !Self::spend_nonce(&mut tx, id, *expires_at).await? {
                         return Ok(MfaOutcome::ChallengeUsed);
                     }
                 }
                 MfaProof::TotpStep { account, step } => {
                     let used = sqlx::query(
-                        "UPDATE account_totp SET last_step = ?, \
-                         confirmed_at = COALESCE(confirmed_at, ?) \
-                         WHERE account_id = ? AND last_step < ?",
+                        "UPDATE account_totp SET last_step = $1, \
+                         confirmed_at = COALESCE(confirmed_at, $2) \
+                         WHERE account_id = $3 AND last_step < $1",
                     )
-                    .bind(step)
+                    .bind(*step)
                     .bind(done.now)
-                    .bind(account)
-                    .bind(step)
+                    .bind(account.as_str())
                     .execute(&mut *tx)
                     .await?;
-                    if used.rows_affected() != 1 {
+                    if B::rows_affected(&used) != 1 {
                         return Ok(MfaOutcome::CodeUsed);
                     }
                 }
             }
             let live = sqlx::query(
-                "SELECT 1 FROM sessions WHERE id = ? AND revoked_at IS NULL AND expires_at > ? \
-                 AND last_used_at + idle_timeout > ?",
+                "SELECT 1 AS live FROM sessions WHERE id = $1 AND revoked_at IS NULL \
+                 AND expires_at > $2 AND last_used_at + idle_timeout > $2",
             )
-            .bind(&done.session_id)
-            .bind(done.now)
+            .bind(done.session_id.as_str())
             .bind(done.now)
             .fetch_optional(&mut *tx)
             .await?;
@@ -343,12 +323,12 @@ impl AccountStore for SqliteStore {
             }
             sqlx::query(
                 "INSERT INTO session_mfa (session_id, factor, aal2_until, raised_at) \
-                 VALUES (?, ?, ?, ?) ON CONFLICT (session_id) DO UPDATE SET \
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (session_id) DO UPDATE SET \
                  factor = excluded.factor, aal2_until = excluded.aal2_until, \
                  raised_at = excluded.raised_at",
             )
-            .bind(&done.session_id)
-            .bind(&done.factor)
+            .bind(done.session_id.as_str())
+            .bind(done.factor.as_str())
             .bind(done.aal2_until)
             .bind(done.now)
             .execute(&mut *tx)

@@ -1,0 +1,445 @@
+//! The one SQL store: every statement and every piece of row handling of the
+//! [`Store`] and [`AccountStore`](super::AccountStore) written once, generic over
+//! the database. `sqlite.rs` and `postgres.rs` add only what must differ: how a
+//! database is opened (pools, pragmas, migrations), the group-commit batch's bulk
+//! statements, the purge of expired sessions, and which locks a statement takes.
+//!
+//! Statements use numbered parameters (`$1`, `$2`, …): PostgreSQL's syntax, which
+//! sqlx's SQLite driver binds as the same positions (SQLite reads `$1` as a
+//! parameter named "$1", the same parameter wherever it appears). Columns are
+//! text, 64-bit integers and bytes in both schemas, so one set of binds serves.
+//!
+//! Sign-ins are group-committed: a dispatcher drains whatever is waiting (up to
+//! [`MAX_BATCH`]) into one transaction, so N concurrent sign-ins cost one commit,
+//! not N; up to [`Backend::COMMITTERS`] batches are in flight at once (one on
+//! SQLite's single writer connection). Each caller learns its own outcome only
+//! after the commit is durable.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use futures_util::FutureExt;
+use futures_util::future::BoxFuture;
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{Database, Encode, Executor, IntoArguments, Pool, Transaction, Type};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::rows::{
+    Columns, SESSION_COLUMNS, api_key_from_row, brokered_session, revocation_from_row,
+    session_from_row, signing_key_from_row,
+};
+use super::seal::MasterKey;
+use super::*;
+
+mod accounts;
+
+/// Most sign-ins committed in one transaction.
+pub const MAX_BATCH: usize = 512;
+
+/// A sign-in waiting for the group commit.
+pub struct Job {
+    pub redemption: Redemption,
+    pub reply: oneshot::Sender<StoreResult<RedeemOutcome>>,
+}
+
+/// What the SQL store needs of a database beyond the statements it shares.
+pub trait Backend: Database<Row: Columns, Arguments: IntoArguments<Self>> {
+    /// Group-commit batches in flight at once.
+    const COMMITTERS: usize;
+    /// Appended to a read whose rows must not be updated by others until commit
+    /// (PostgreSQL `FOR SHARE`); empty where one connection does all the writing.
+    const FOR_SHARE: &'static str;
+    /// Appended to a read whose rows this transaction will update and others must
+    /// wait for (PostgreSQL `FOR UPDATE`); empty where writes are serialized.
+    const FOR_UPDATE: &'static str;
+
+    /// The statement that makes concurrent writers of `table` take turns until
+    /// commit, where they would not anyway.
+    fn lock_exclusive(table: &str) -> Option<String>;
+
+    fn rows_affected(done: &Self::QueryResult) -> u64;
+
+    /// Inserts the nonces of a batch (distinct, sorted) as spent; returns a row
+    /// (column `nonce`) for each that was not spent before.
+    fn spend_nonces<'a>(
+        conn: &'a mut Self::Connection,
+        fresh: &'a [&'a Redemption],
+    ) -> BoxFuture<'a, StoreResult<Vec<Self::Row>>>;
+
+    /// Inserts the new sessions of a batch, then their refresh tokens.
+    fn insert_sessions<'a>(
+        conn: &'a mut Self::Connection,
+        created: &'a [&'a Redemption],
+    ) -> BoxFuture<'a, StoreResult<()>>;
+
+    /// Deletes at most `limit` sessions ended before `before`, oldest first,
+    /// with their refresh tokens and second-factor state; returns how many
+    /// sessions and refresh tokens went.
+    fn purge_sessions(
+        conn: &mut Self::Connection,
+        before: UnixTime,
+        limit: i64,
+    ) -> BoxFuture<'_, StoreResult<(u64, u64)>>;
+}
+
+/// The store on database `B`. Cheap to clone.
+pub struct SqlStore<B: Backend> {
+    /// Where writes go (SQLite: its one writer connection).
+    pub(super) write: Pool<B>,
+    /// Where plain reads go (PostgreSQL: the same pool).
+    pub(super) read: Pool<B>,
+    jobs: mpsc::Sender<Job>,
+    seal: Arc<MasterKey>,
+}
+
+impl<B: Backend> Clone for SqlStore<B> {
+    fn clone(&self) -> Self {
+        SqlStore {
+            write: self.write.clone(),
+            read: self.read.clone(),
+            jobs: self.jobs.clone(),
+            seal: self.seal.clone(),
+        }
+    }
+}
+
+/// A database's migrations from (version, name, SQL) steps, in order.
+pub(super) fn migrator(steps: &[(i64, &str, &'static str)]) -> Migrator {
+    Migrator::with_migrations(
+        steps
+            .iter()
+            .map(|&(version, name, sql)| {
+                Migration::new(
+                    version,
+                    name.to_owned().into(),
+                    MigrationType::Simple,
+                    sqlx::SqlSafeStr::into_sql_str(sql),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+/// `INSERT … VALUES ($1, $2), ($3, $4) …`: `rows` groups of `columns` numbered
+/// placeholders.
+pub(super) fn values_sql(head: &str, columns: usize, rows: usize, tail: &str) -> String {
+    let groups: Vec<String> = (0..rows)
+        .map(|r| {
+            let params: Vec<String> = (1..=columns)
+                .map(|c| format!("${}", r * columns + c))
+                .collect();
+            format!("({})", params.join(", "))
+        })
+        .collect();
+    format!("{head} VALUES {}{tail}", groups.join(", "))
+}
+
+/// Row counts of the multi-row statements rows are cut into: a few fixed
+/// shapes, so that each is prepared once and then found in sqlx's statement cache.
+const CHUNKS: [usize; 4] = [64, 16, 4, 1];
+
+/// Cuts `rows` into chunks of the sizes in [`CHUNKS`], largest first.
+pub(super) fn chunks<T>(mut rows: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        let size = CHUNKS.into_iter().find(|&c| c <= rows.len())?;
+        let (chunk, rest) = rows.split_at(size);
+        rows = rest;
+        Some(chunk)
+    })
+}
+
+// The impl blocks of `SqlStore` (here and in `accounts.rs`) repeat these bounds:
+// Rust does not carry bounds on types other than `Self` (and its associated
+// types) from a trait's declaration to its users, so `Backend` cannot state them
+// once. They say: statements run on a connection, and the values the schemas
+// hold (64-bit integers, text, bytes, and NULL for the first two) bind. Rows are
+// read through `Columns`, which `Backend` does require.
+impl<B: Backend> SqlStore<B>
+where
+    for<'c> &'c mut B::Connection: Executor<'c, Database = B>,
+    for<'q> i64: Encode<'q, B> + Type<B>,
+    for<'q> Option<i64>: Encode<'q, B> + Type<B>,
+    for<'q> &'q str: Encode<'q, B> + Type<B>,
+    for<'q> Option<&'q str>: Encode<'q, B> + Type<B>,
+    for<'q> &'q [u8]: Encode<'q, B> + Type<B>,
+{
+    /// A store on open pools (migrated), with its group committer running.
+    pub(super) fn start(write: Pool<B>, read: Pool<B>, seal: MasterKey) -> Self {
+        let (jobs, rx) = mpsc::channel(MAX_BATCH * 4);
+        tokio::spawn(Self::group_committer(write.clone(), rx));
+        SqlStore {
+            write,
+            read,
+            jobs,
+            seal: Arc::new(seal),
+        }
+    }
+
+    /// Takes up to [`MAX_BATCH`] waiting sign-ins at a time and commits each
+    /// batch on its own task, at most [`Backend::COMMITTERS`] at once: while all
+    /// are busy, arrivals wait and form the next, larger batch.
+    async fn group_committer(pool: Pool<B>, mut rx: mpsc::Receiver<Job>) {
+        let slots = Arc::new(Semaphore::new(B::COMMITTERS));
+        loop {
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+            if rx.recv_many(&mut batch, MAX_BATCH).await == 0 {
+                return;
+            }
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                let result = Self::commit_batch(&pool, &batch).await;
+                drop(slot);
+                match result {
+                    Ok(outcomes) => {
+                        for (job, outcome) in batch.into_iter().zip(outcomes) {
+                            let _ = job.reply.send(Ok(outcome));
+                        }
+                    }
+                    Err(e) => {
+                        for job in batch {
+                            let _ = job.reply.send(Err(e.clone()));
+                        }
+                    }
+                }
+            });
+        }
+    }
+
+    /// Commits a batch of redemptions in one transaction, with a few bulk
+    /// statements rather than two statements per sign-in. Outcomes are those of
+    /// running the jobs one by one in order (the first of two jobs with one nonce
+    /// wins).
+    pub(super) async fn commit_batch(
+        pool: &Pool<B>,
+        batch: &[Job],
+    ) -> StoreResult<Vec<RedeemOutcome>> {
+        let mut tx = pool.begin().await?;
+        // 1. Spend the nonces, in sorted order so that two batches sharing nonces
+        //    take their row locks in the same order (no deadlock). A nonce
+        //    repeated inside the batch is used from its second job on.
+        let mut seen = HashSet::with_capacity(batch.len());
+        let mut fresh: Vec<&Redemption> = batch
+            .iter()
+            .map(|j| &j.redemption)
+            .filter(|r| seen.insert(r.nonce_id))
+            .collect();
+        fresh.sort_by_key(|r| r.nonce_id);
+        let mut spent_now: HashSet<[u8; 16]> = HashSet::with_capacity(fresh.len());
+        for row in B::spend_nonces(&mut tx, &fresh).await? {
+            if let Ok(n) = <[u8; 16]>::try_from(row.bytes("nonce")?.as_slice()) {
+                spent_now.insert(n);
+            }
+        }
+        // 2. Which app keys involved are live, in sorted order. FOR SHARE holds a
+        //    revocation of the key (an UPDATE of its row) until this batch has
+        //    committed, so that the revocation then sees, and revokes, the
+        //    sessions made here (on SQLite the write lock taken above does).
+        let mut keys: Vec<&str> = batch
+            .iter()
+            .filter(|j| j.redemption.renew.is_none())
+            .map(|j| j.redemption.session.api_key.as_str())
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let mut live: HashSet<&str> = HashSet::with_capacity(keys.len());
+        let sql = format!(
+            "SELECT 1 AS live FROM api_keys WHERE id = $1 AND revoked_at IS NULL{}",
+            B::FOR_SHARE
+        );
+        for key in keys {
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+                .bind(key)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if row.is_some() {
+                live.insert(key);
+            }
+        }
+        // 3. Each job's outcome; renewals run here, new sessions are collected.
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut created: Vec<&Redemption> = Vec::with_capacity(batch.len());
+        for job in batch {
+            let r = &job.redemption;
+            if !spent_now.remove(&r.nonce_id) {
+                outcomes.push(RedeemOutcome::ChallengeUsed);
+                continue;
+            }
+            let s = &r.session;
+            if let Some(sid) = &r.renew {
+                let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "UPDATE sessions SET last_used_at = $1 WHERE id = $2 AND subject = $3 \
+                     AND api_key = $4 AND revoked_at IS NULL AND expires_at > $1 \
+                     AND last_used_at + idle_timeout > $1 RETURNING {SESSION_COLUMNS}"
+                )))
+                .bind(s.created_at)
+                .bind(sid.as_str())
+                .bind(s.subject.as_str())
+                .bind(s.api_key.as_str())
+                .fetch_optional(&mut *tx)
+                .await?;
+                outcomes.push(match row {
+                    Some(row) => RedeemOutcome::Renewed(Box::new(session_from_row(&row)?)),
+                    None => RedeemOutcome::SessionGone,
+                });
+                continue;
+            }
+            if !live.contains(s.api_key.as_str()) {
+                outcomes.push(RedeemOutcome::ApiKeyRevoked);
+                continue;
+            }
+            created.push(r);
+            outcomes.push(RedeemOutcome::Created);
+        }
+        // 4. The new sessions, then their refresh tokens.
+        if !created.is_empty() {
+            B::insert_sessions(&mut tx, &created).await?;
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn insert_signing_key_in(
+        tx: &mut Transaction<'_, B>,
+        seal: &MasterKey,
+        key: &SigningKeyRecord,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, secret, created_at, retired_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(key.kid.as_str())
+        .bind(&seal.seal(&format!("signing_keys:{}", key.kid), &key.secret[..])[..])
+        .bind(key.created_at)
+        .bind(key.retired_at)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    pub(super) async fn insert_refresh(
+        conn: &mut B::Connection,
+        hash: &[u8; 32],
+        session_id: &str,
+        client_id: &str,
+        now: UnixTime,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO refresh_tokens (hash, session_id, client_id, created_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&hash[..])
+        .bind(session_id)
+        .bind(client_id)
+        .bind(now)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Records a nonce as spent; false if it already was.
+    async fn spend_nonce(
+        conn: &mut B::Connection,
+        id: &[u8; 16],
+        expires_at: UnixTime,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO used_nonces (nonce, expires_at) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(&id[..])
+        .bind(expires_at)
+        .execute(conn)
+        .await?;
+        Ok(B::rows_affected(&done) == 1)
+    }
+
+    /// The account of a key, inside a transaction.
+    async fn account_in(conn: &mut B::Connection, identity: &str) -> StoreResult<Option<String>> {
+        let row = sqlx::query("SELECT account_id FROM account_keys WHERE identity = $1")
+            .bind(identity)
+            .fetch_optional(conn)
+            .await?;
+        Ok(row.map(|r| r.text("account_id")).transpose()?)
+    }
+
+    /// Revokes the sessions `UPDATE … WHERE` picks and appends them to the feed.
+    ///
+    /// Where writers are concurrent (PostgreSQL) the feed is locked (EXCLUSIVE:
+    /// plain reads go on) before its sequence numbers are drawn and until commit,
+    /// so entries become visible in sequence order: a reader that has seen entry
+    /// n has seen every entry before it, and its cursor skips none. The lock is
+    /// taken last, after the session rows, so a transaction holding it never
+    /// waits for anything else.
+    async fn revoke_in(
+        tx: &mut Transaction<'_, B>,
+        which: &Revoke<'_>,
+        now: UnixTime,
+    ) -> StoreResult<u64> {
+        // The sessions picked, by $2, $3 … (text) then any integers after them.
+        let (pick, texts, ints): (&str, Vec<&str>, Vec<i64>) = match *which {
+            Revoke::One { subject, id } => ("subject = $2 AND id = $3", vec![subject, id], vec![]),
+            Revoke::AllOf { subject } => ("subject = $2", vec![subject], vec![]),
+            Revoke::AllOfExcept { subject, keep } => {
+                ("subject = $2 AND id != $3", vec![subject, keep], vec![])
+            }
+            Revoke::ApiKey { id } => ("api_key = $2", vec![id], vec![]),
+            // SQLite needs a LIMIT before an OFFSET: one no table reaches.
+            Revoke::Beyond {
+                subject,
+                api_key,
+                keep,
+            } => (
+                "id IN (SELECT id FROM sessions WHERE subject = $2 AND api_key = $3 \
+                 AND revoked_at IS NULL AND expires_at > $1 AND last_used_at + idle_timeout > $1 \
+                 ORDER BY created_at DESC, id DESC LIMIT $5 OFFSET $4)",
+                vec![subject, api_key],
+                vec![i64::from(keep), i64::MAX],
+            ),
+        };
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "UPDATE sessions SET revoked_at = $1 WHERE revoked_at IS NULL AND {pick} \
+             RETURNING id, expires_at"
+        )))
+        .bind(now);
+        for text in texts {
+            query = query.bind(text);
+        }
+        for int in ints {
+            query = query.bind(int);
+        }
+        let rows = query.fetch_all(&mut **tx).await?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        if let Some(lock) = B::lock_exclusive("revocations") {
+            sqlx::query(sqlx::AssertSqlSafe(lock))
+                .execute(&mut **tx)
+                .await?;
+        }
+        for chunk in chunks(&rows) {
+            let sql = values_sql(
+                "INSERT INTO revocations (session_id, revoked_at, expires_at)",
+                3,
+                chunk.len(),
+                "",
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for row in chunk {
+                q = q
+                    .bind(row.text("id")?.as_str())
+                    .bind(now)
+                    .bind(row.int("expires_at")?);
+            }
+            q.execute(&mut **tx).await?;
+        }
+        Ok(rows.len() as u64)
+    }
+}
+
+mod store;
+
+#[cfg(test)]
+mod tests;
