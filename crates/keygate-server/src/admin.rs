@@ -278,5 +278,5 @@ pub async fn revoke_sessions(
     Ok(store.revoke_sessions(which, clock.now()).await?)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "sqlite"))]
 mod tests;

@@ -16,14 +16,18 @@ use crate::time::UnixTime;
 pub use keygate_proto::RevocationEvent;
 
 pub mod accounts;
+#[cfg(feature = "postgres")]
 pub mod postgres;
 mod rows;
 pub mod seal;
 mod sql;
+#[cfg(feature = "sqlite")]
 pub mod sqlite;
 
 pub use accounts::AccountStore;
+#[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,6 +50,7 @@ impl From<sqlx::Error> for StoreError {
             sqlx::Error::Database(ref d) if d.is_unique_violation() => StoreError::Conflict,
             // PostgreSQL: connection lost, server shutting down or out of resources,
             // or a transaction to retry (serialization failure, deadlock).
+            #[cfg(feature = "postgres")]
             sqlx::Error::Database(ref d)
                 if d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
                     .and_then(|p| p.code().get(..2))
@@ -77,11 +82,22 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 /// Opens the store a database URL names: `postgres://user@host:port/db` (or
 /// `postgresql://`), else `sqlite://path` (or a bare path).
+/// A database whose feature this build left out cannot be opened.
 pub async fn open(url: &str) -> StoreResult<std::sync::Arc<dyn Store>> {
     if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+        #[cfg(feature = "postgres")]
         return Ok(std::sync::Arc::new(PostgresStore::open(url).await?));
+        #[cfg(not(feature = "postgres"))]
+        return Err(StoreError::Internal(
+            "this build has no PostgreSQL support (feature postgres)".into(),
+        ));
     }
-    Ok(std::sync::Arc::new(SqliteStore::open(url).await?))
+    #[cfg(feature = "sqlite")]
+    return Ok(std::sync::Arc::new(SqliteStore::open(url).await?));
+    #[cfg(not(feature = "sqlite"))]
+    Err(StoreError::Internal(
+        "this build has no SQLite support (feature sqlite)".into(),
+    ))
 }
 
 /// An app's API key as stored.

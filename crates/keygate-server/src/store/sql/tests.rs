@@ -1,5 +1,4 @@
 use super::*;
-use crate::store::{PostgresStore, SqliteStore};
 
 #[test]
 fn batches_are_cut_into_few_fixed_shapes() {
@@ -122,8 +121,10 @@ async fn batch_then_cap(
     assert_eq!(store.revocation_cursor().await.unwrap(), feed[1].seq);
 }
 
+#[cfg(feature = "sqlite")]
 #[tokio::test]
 async fn a_batch_has_the_outcomes_of_its_jobs_in_order_on_sqlite() {
+    use crate::store::SqliteStore;
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(&dir.path().join("t.db").display().to_string())
         .await
@@ -136,9 +137,11 @@ async fn a_batch_has_the_outcomes_of_its_jobs_in_order_on_sqlite() {
 
 /// The same on PostgreSQL, in a database of its own, when
 /// `KEYGATE_TEST_POSTGRES` (with `KEYGATE_MASTER_KEY`) names a server.
+#[cfg(feature = "postgres")]
 #[tokio::test]
 #[ignore = "needs KEYGATE_TEST_POSTGRES"]
 async fn a_batch_has_the_outcomes_of_its_jobs_in_order_on_postgres() {
+    use crate::store::PostgresStore;
     let base = std::env::var("KEYGATE_TEST_POSTGRES")
         .ok()
         .filter(|s| !s.is_empty())
