@@ -425,7 +425,9 @@ mod tests {
         };
         assert_eq!(two.acr(), "aal2");
         assert_eq!(two.amr(), ["swk", "otp", "mfa"]);
-        assert!(valid_account_id(&new_account_id(&mut rand::rng())));
+        assert!(valid_account_id(&new_account_id(
+            &mut crate::entropy::os_rng()
+        )));
         assert!(!valid_account_id("acct_../x"));
         assert!(valid_label("my laptop") && !valid_label("a\nb") && !valid_label(" "));
     }

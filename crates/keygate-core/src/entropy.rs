@@ -3,8 +3,8 @@
 //! The protocol modules take randomness as an argument (a `&mut impl CryptoRng`
 //! or plain bytes). The servers hold an [`Entropy`] beside their
 //! [`Clock`](crate::time::Clock): [`OsEntropy`] in production, [`SeededEntropy`]
-//! in tests that want fixed ids and keys. `clippy.toml` refuses `rand::rng` and
-//! `rand::fill` everywhere but here.
+//! in tests that want fixed ids and keys. `clippy.toml` refuses `rand::rng`,
+//! `rand::fill` and `rand::random` everywhere but here.
 
 use std::convert::Infallible;
 use std::sync::Mutex;

@@ -19,6 +19,7 @@ use crate::hub::{Hub, HubConfig};
 use crate::provider::{HubLink, Provider};
 use crate::store::{ApiKeyRecord, Store};
 use crate::time::{Clock, SystemClock};
+use keygate_core::entropy::{Entropy, OsEntropy};
 
 /// Name under which `serve` remembers the key it provisioned for its Provider.
 const BUILTIN_PROVIDER_KEY: &str = "builtin_provider_api_key";
@@ -48,6 +49,8 @@ pub struct Options {
     /// Provider mode: the Hub's URL (`ws://…`).
     pub hub_url: Option<String>,
     pub clock: Arc<dyn Clock>,
+    /// Where new ids and keys come from (the OS RNG unless a test fixes it).
+    pub entropy: Arc<dyn Entropy>,
     pub limits: crate::limits::Limits,
     /// Serve HTTPS and WSS with this certificate chain and key (PEM files).
     pub tls: Option<(PathBuf, PathBuf)>,
@@ -73,6 +76,7 @@ impl Options {
             user_api_key: None,
             hub_url: None,
             clock: Arc::new(SystemClock),
+            entropy: Arc::new(OsEntropy),
             limits: crate::limits::Limits::default(),
             tls: None,
             drain: Duration::from_secs(30),
@@ -221,7 +225,13 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         Mode::Hub => crate::hub::routes::routes(hub.clone().expect("hub mode has a hub")),
         Mode::Serve => {
             let hub = hub.clone().expect("serve mode has a hub");
-            let app = provider_app(&hub, opts.user_api_key.as_ref(), &origins).await?;
+            let app = provider_app(
+                &hub,
+                opts.entropy.as_ref(),
+                opts.user_api_key.as_ref(),
+                &origins,
+            )
+            .await?;
             provider_key = Some(app.id.clone());
             let provider = Provider::new(
                 HubLink::Local {
@@ -273,7 +283,8 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
     let routes = routes.map(warp::Reply::into_response);
     let gateway = match (opts.gateway, &hub) {
         (Some(config), Some(hub)) => {
-            match crate::gateway::start_local(config, hub.clone(), opts.clock.clone()).await {
+            let (clock, entropy) = (opts.clock.clone(), opts.entropy.clone());
+            match crate::gateway::start_local(config, hub.clone(), clock, entropy).await {
                 Ok(g) => Some(g),
                 Err(e) => {
                     for t in &background {
@@ -365,6 +376,7 @@ pub fn valid_origin(o: &str) -> bool {
 /// way the serve origins become origins of that key (its challenges name them).
 async fn provider_app(
     hub: &Hub,
+    entropy: &dyn Entropy,
     configured: Option<&(String, ApiSecret)>,
     origins: &[String],
 ) -> Result<ApiKeyRecord, StartError> {
@@ -375,7 +387,7 @@ async fn provider_app(
                  (create one with `keygate keys create`, or unset both to use the built-in key)"
             ))
         })?,
-        None => builtin_provider_app(hub).await?,
+        None => builtin_provider_app(hub, entropy).await?,
     };
     let missing: Vec<&String> = origins
         .iter()
@@ -395,8 +407,11 @@ async fn provider_app(
 }
 
 /// The key provisioned on first start for `serve`'s Provider.
-async fn builtin_provider_app(hub: &Hub) -> Result<ApiKeyRecord, StartError> {
-    let fresh = apikey::generate(&mut rand::rng());
+async fn builtin_provider_app(
+    hub: &Hub,
+    entropy: &dyn Entropy,
+) -> Result<ApiKeyRecord, StartError> {
+    let fresh = apikey::generate(&mut entropy.rng());
     let now = hub.now();
     let chosen = hub
         .store()

@@ -56,7 +56,7 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             SigningKey::from_pkcs8_pem(&pem)
                 .map_err(|e| format!("{} is not a PKCS#8 Ed25519 key: {e}", path.display()))?
         }
-        None => SigningKey::generate(&mut rand::rng()),
+        None => SigningKey::generate(&mut keygate::entropy::os_rng()),
     };
     println!("identity: {}", Identity::from(&key));
 

@@ -9,7 +9,7 @@
 //!
 //! - [`proto`] (`keygate-proto`): wire types;
 //! - [`identity`], [`challenge`], [`token`], [`apikey`], [`session`], [`account`],
-//!   [`time`], [`error`] (`keygate-core`): the protocol, pure;
+//!   [`time`], [`entropy`], [`error`] (`keygate-core`): the protocol, pure;
 //! - [`client`] (`keygate-client`): Hub client, user sign-in, offline verifier;
 //! - [`hub`], [`provider`], [`gateway`], [`store`], … (`keygate-server`).
 //!
@@ -18,7 +18,9 @@
 
 pub use keygate_client as client;
 pub use keygate_core::{Error, Identity};
-pub use keygate_core::{account, apikey, challenge, error, identity, session, time, token};
+pub use keygate_core::{
+    account, apikey, challenge, entropy, error, identity, session, time, token,
+};
 pub use keygate_proto as proto;
 pub use keygate_server::{
     admin, gateway, http, hub, limits, listener, logging, provider, server, signin, store,

@@ -29,6 +29,7 @@ use tokio::task::JoinHandle;
 use crate::client::{ClientError, OfflineVerifier};
 use crate::time::{Clock, SystemClock};
 use crate::token::Jwks;
+use keygate_core::entropy::{Entropy, OsEntropy};
 
 pub use assertion::{ASSERTION_TYPE, AssertionClaims, AssertionVerifier};
 pub use config::{ConfigError, GatewayConfig, Route};
@@ -94,15 +95,26 @@ impl Running {
     }
 }
 
-/// Starts a gateway as `config` says, on the system clock; returns once it is
-/// listening and has the Hub's keys and revocation backlog.
+/// Starts a gateway as `config` says, on the system clock and the OS RNG; returns
+/// once it is listening and has the Hub's keys and revocation backlog.
 pub async fn start(config: GatewayConfig) -> Result<Running, StartError> {
     start_with_clock(config, Arc::new(SystemClock)).await
 }
 
+/// [`start`] on `clock`.
 pub async fn start_with_clock(
     config: GatewayConfig,
     clock: Arc<dyn Clock>,
+) -> Result<Running, StartError> {
+    start_with(config, clock, Arc::new(OsEntropy)).await
+}
+
+/// [`start`] on `clock`, taking assertion ids (and the assertion key, when the
+/// configuration names none) from `entropy`.
+pub async fn start_with(
+    config: GatewayConfig,
+    clock: Arc<dyn Clock>,
+    entropy: Arc<dyn Entropy>,
 ) -> Result<Running, StartError> {
     let (Some(hub), Some(issuer)) = (&config.hub, &config.issuer) else {
         return Err(StartError::Config(ConfigError {
@@ -114,7 +126,7 @@ pub async fn start_with_clock(
     let verifier = OfflineVerifier::start_for(hub, issuer, config.audiences.clone())
         .await
         .map_err(|e| StartError::Hub(hub.clone(), e))?;
-    launch(config, verifier, clock).await
+    launch(config, verifier, clock, entropy).await
 }
 
 /// Starts a gateway in front of `hub`, a Hub running in this process (what
@@ -125,6 +137,7 @@ pub async fn start_local(
     config: GatewayConfig,
     hub: Arc<crate::hub::Hub>,
     clock: Arc<dyn Clock>,
+    entropy: Arc<dyn Entropy>,
 ) -> Result<Running, StartError> {
     if config.hub.is_some() {
         tracing::info!("gateway: `hub` is not used: tokens are checked by the hub in this process");
@@ -132,7 +145,7 @@ pub async fn start_local(
     let verifier = OfflineVerifier::local(hub, config.audiences.clone())
         .await
         .map_err(StartError::LocalHub)?;
-    launch(config, verifier, clock).await
+    launch(config, verifier, clock, entropy).await
 }
 
 const MISSING_HUB: &str = "hub: required: the Hub's base URL (http://host:port), \
@@ -142,10 +155,11 @@ async fn launch(
     config: GatewayConfig,
     verifier: Arc<OfflineVerifier>,
     clock: Arc<dyn Clock>,
+    entropy: Arc<dyn Entropy>,
 ) -> Result<Running, StartError> {
     let key = match &config.signing_key {
         Some(path) => load_key(path)?,
-        None => SigningKey::generate(&mut rand::rng()),
+        None => SigningKey::generate(&mut entropy.rng()),
     };
     verifier.accept_dev_tokens(config.accept_dev_tokens);
     if config.accept_dev_tokens {
@@ -165,6 +179,7 @@ async fn launch(
         verifier.clone(),
         signer,
         clock,
+        entropy,
         stop_rx.clone(),
     ));
     let task = tokio::spawn(accept_loop(listener, gate, stop_rx));

@@ -25,6 +25,7 @@ use crate::client::OfflineVerifier;
 use crate::error::Error;
 use crate::time::Clock;
 use crate::token::AccessClaims;
+use keygate_core::entropy::Entropy;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// An upstream's body passed through as it streams, or one made here.
@@ -50,6 +51,8 @@ pub struct Gate {
     pub(super) jwks_body: Bytes,
     pub(super) client: Client<HttpConnector, Incoming>,
     pub(super) clock: Arc<dyn Clock>,
+    /// Assertion ids and WebSocket close-frame masks.
+    pub(super) entropy: Arc<dyn Entropy>,
     pub(super) shutdown: watch::Receiver<bool>,
 }
 
@@ -59,6 +62,7 @@ impl Gate {
         verifier: Arc<OfflineVerifier>,
         signer: AssertionSigner,
         clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
         shutdown: watch::Receiver<bool>,
     ) -> Self {
         let mut routes = config.routes.clone();
@@ -85,6 +89,7 @@ impl Gate {
             jwks_body,
             client,
             clock,
+            entropy,
             shutdown,
         }
     }
@@ -255,7 +260,7 @@ impl Gate {
             aud: route.name.clone(),
             iat: now,
             exp,
-            jti: crate::session::random_id(&mut rand::rng()),
+            jti: crate::session::random_id(&mut self.entropy.rng()),
             sub: claims.map(|c| c.sub.clone()),
             sid: claims.map(|c| c.sid.clone()),
             scope: claims.map(|c| c.scope.clone()),
@@ -333,7 +338,7 @@ impl Gate {
             // Best effort within a second: a close frame to each side (masked
             // towards the upstream, as a client's must be), then the client's
             // answer, then the connections are dropped.
-            let mask: [u8; 4] = rand::random();
+            let mask: [u8; 4] = self.entropy.bytes();
             let _ = tokio::time::timeout(Duration::from_secs(1), async {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
                 let _ = upstream

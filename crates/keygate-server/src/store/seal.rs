@@ -11,6 +11,7 @@
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use keygate_core::entropy::{Entropy, OsEntropy};
 
 use super::{StoreError, StoreResult};
 
@@ -80,7 +81,7 @@ impl MasterKey {
             }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut key = [0u8; 32];
-                rand::fill(&mut key);
+                OsEntropy.fill(&mut key);
                 write_new_private(&file, URL_SAFE_NO_PAD.encode(key).as_bytes())?;
                 tracing::info!(file = %file.display(), "created the master key that seals secrets at rest");
                 Ok(Self::from_bytes(&key))
@@ -93,9 +94,11 @@ impl MasterKey {
     }
 
     /// `version ‖ nonce ‖ ciphertext ‖ tag`, bound to `context` (table and row).
+    /// The nonce always comes from the OS RNG, never from an injected source: a
+    /// seeded one would repeat nonces under the same key, which breaks AES-GCM.
     pub fn seal(&self, context: &str, plain: &[u8]) -> Vec<u8> {
         let mut nonce = [0u8; NONCE_LEN];
-        rand::fill(&mut nonce);
+        OsEntropy.fill(&mut nonce);
         let mut out = Vec::with_capacity(1 + NONCE_LEN + plain.len() + 16);
         out.push(VERSION);
         out.extend_from_slice(&nonce);

@@ -234,7 +234,7 @@ mod tests {
         old.migrations = old.migrations[..3].to_vec().into();
         old.run(&pool).await.unwrap();
         let seal = super::super::seal::MasterKey::for_database(Some(&path)).unwrap();
-        let secret = crate::apikey::generate(&mut rand::rng()).secret;
+        let secret = crate::apikey::generate(&mut keygate_core::entropy::os_rng()).secret;
         sqlx::query(
             "INSERT INTO api_keys (id, name, secret, scopes, can_broker, access_ttl, \
              session_ttl, idle_timeout, created_at) VALUES ('kgk_old', 'old', ?, 'read', 1, \

@@ -72,7 +72,7 @@ pub struct User {
 
 impl User {
     pub fn new(target: &Target) -> Self {
-        let key = SigningKey::generate(&mut rand::rng());
+        let key = SigningKey::generate(&mut crate::entropy::os_rng());
         let identity = Identity::from(&key);
         let id = identity.to_string();
         let (host, aud) = (&target.authority, &target.audience);

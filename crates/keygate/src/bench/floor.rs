@@ -36,7 +36,7 @@ impl Floor {
 /// Measures on the calling thread, spending about `budget` seconds on each of
 /// the two operations. Inputs have the sizes of a real sign-in.
 pub fn measure(budget: f64) -> Result<Floor, String> {
-    let mut rng = rand::rng();
+    let mut rng = crate::entropy::os_rng();
     let user = SigningKey::generate(&mut rng);
     let identity = Identity::from(&user);
     let app = crate::apikey::generate(&mut rng).id;

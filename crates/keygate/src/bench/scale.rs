@@ -12,6 +12,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 
 use super::client::{self, Target, User};
 use super::procfs;
+use crate::entropy::{Entropy, OsEntropy, os_rng};
 use crate::time::{Clock, SystemClock};
 
 fn sqlite_url(database: &str) -> String {
@@ -220,7 +221,7 @@ pub async fn store(database: &str, concurrency: usize, count: u64) -> Result<(),
             .await
             .map_err(|e| format!("cannot open {url}: {e}"))?,
     );
-    let key = crate::apikey::generate(&mut rand::rng());
+    let key = crate::apikey::generate(&mut os_rng());
     let now = SystemClock.now();
     store
         .insert_api_key(crate::store::ApiKeyRecord::new(
@@ -235,7 +236,7 @@ pub async fn store(database: &str, concurrency: usize, count: u64) -> Result<(),
     let subjects: Arc<Vec<String>> = Arc::new(
         (0..concurrency)
             .map(|_| {
-                let k = ed25519_dalek::SigningKey::generate(&mut rand::rng());
+                let k = ed25519_dalek::SigningKey::generate(&mut os_rng());
                 crate::identity::Identity::from(&k).to_string()
             })
             .collect(),
@@ -256,12 +257,12 @@ pub async fn store(database: &str, concurrency: usize, count: u64) -> Result<(),
                 let mut failed = 0u64;
                 while next.fetch_add(1, Ordering::Relaxed) < count {
                     let mut nonce_id = [0u8; 16];
-                    rand::fill(&mut nonce_id);
+                    OsEntropy.fill(&mut nonce_id);
                     let r = Redemption {
                         nonce_id,
                         nonce_expires_at: now + 60,
                         session: NewSession {
-                            id: crate::session::session_id(now, &mut rand::rng()),
+                            id: crate::session::session_id(now, &mut os_rng()),
                             subject: subjects[i].clone(),
                             api_key: api_key.clone(),
                             client_id: None,

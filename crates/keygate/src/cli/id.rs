@@ -80,7 +80,7 @@ pub(crate) fn id(c: IdCommand) -> CliResult {
 
 fn id_new(path: &Path) -> CliResult {
     use std::io::Write;
-    let key = SigningKey::generate(&mut rand::rng());
+    let key = SigningKey::generate(&mut keygate::entropy::os_rng());
     // PKCS#8 v1 as RFC 8410 writes it (the seed alone, no public key): the form
     // OpenSSL, Python's cryptography and every other tool read. ed25519-dalek's
     // own encoding adds the public key (v2, RFC 5958), which some of them refuse.

@@ -4,6 +4,7 @@
 use clap::Subcommand;
 
 use keygate::admin::{self, AdminError, KeySpec, MfaPolicy};
+use keygate::entropy::os_rng;
 use keygate::session::SessionPolicy;
 use keygate::time::{Clock, SystemClock, format_rfc3339};
 
@@ -124,7 +125,7 @@ pub(crate) async fn keys(k: KeysCommand) -> CliResult {
                 max_sessions,
                 dev,
             };
-            let key = admin::create_api_key(store.as_ref(), &SystemClock, &mut rand::rng(), spec)
+            let key = admin::create_api_key(store.as_ref(), &SystemClock, &mut os_rng(), spec)
                 .await
                 .map_err(|e| refusal(e, ""))?;
             if dev {

@@ -1,5 +1,6 @@
 //! Every bad input gets its documented error, and the socket is closed cleanly.
 
+use keygate::entropy::os_rng;
 use keygate::time::Clock;
 use serde_json::json;
 
@@ -274,8 +275,8 @@ async fn api_key_failures_are_all_401_invalid_api_key() {
     let (status, _) = json_of(call(api_headers(&kid, &secret, now + 60)).await.unwrap()).await;
     assert_eq!(status, 200);
 
-    let wrong_secret = keygate::apikey::generate(&mut rand::rng()).secret;
-    let unknown = keygate::apikey::generate(&mut rand::rng()).id;
+    let wrong_secret = keygate::apikey::generate(&mut os_rng()).secret;
+    let unknown = keygate::apikey::generate(&mut os_rng()).id;
     let cases = vec![
         ("unknown key", api_headers(&unknown, &secret, now + 60)),
         ("wrong secret", api_headers(&kid, &wrong_secret, now + 60)),

@@ -799,6 +799,39 @@ async fn a_configured_signing_key_signs_the_assertions() {
     s.stop().await;
 }
 
+/// Without a configured key, the gateway draws its assertion key and its
+/// assertion ids from the entropy it is given: with a seeded one, they are those
+/// the same seed gives.
+#[tokio::test]
+async fn the_gateway_draws_its_key_and_assertion_ids_from_its_entropy() {
+    use keygate::entropy::{Entropy, SeededEntropy};
+    let s = serve().await;
+    let up = upstream().await;
+    let g = gateway::start_with(
+        config(&s, &api_route(&up)),
+        Arc::new(s.clock.clone()),
+        Arc::new(SeededEntropy::new(76)),
+    )
+    .await
+    .unwrap();
+    let same: &dyn Entropy = &SeededEntropy::new(76);
+    let key = ed25519_dalek::SigningKey::generate(&mut same.rng());
+    let jti = keygate::session::random_id(&mut same.rng());
+    let expected = keygate::token::Jwk::ed25519(key.verifying_key().as_bytes());
+    assert_eq!(gateway_jwks(&g).await.keys, vec![expected]);
+
+    let (token, _) = login(&s, 76).await;
+    let (status, echo) = json_of(get(&format!("{}/api/x", g.http_url()), Some(&token)).await).await;
+    assert_eq!(status, 200, "{echo}");
+    let assertion = values(&echo, "x-keygate-assertion")[0];
+    let claims = AssertionVerifier::new(&g.jwks, "keygate-gateway", "api")
+        .verify(assertion, s.clock.now())
+        .unwrap();
+    assert_eq!(claims.jti, jti);
+    g.stop().await;
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn upstream_connections_are_kept_alive_and_replaced_when_the_upstream_closes_them() {
     let s = serve().await;

@@ -198,7 +198,7 @@ async fn renewal_by_signing_a_fresh_challenge() {
     };
     let mut ws = renew(45, sid.to_owned()).await;
     expect_error(&mut ws, "invalid_session", 1008).await;
-    let unknown = keygate::session::session_id(s.clock.now(), &mut rand::rng());
+    let unknown = keygate::session::session_id(s.clock.now(), &mut keygate::entropy::os_rng());
     let mut ws = renew(44, unknown).await;
     expect_error(&mut ws, "invalid_session", 1008).await;
     // The session is still live for its owner.
@@ -808,7 +808,7 @@ async fn tokens_and_secrets_are_never_stored_or_logged_in_plain_text() {
         .unwrap();
     assert_eq!(res.status(), 200);
 
-    let logs = server.stop();
+    let logs = server.stop().await;
     let text = String::from_utf8_lossy(&logs);
     assert!(
         text.contains(" TRACE ") || text.contains(" DEBUG "),

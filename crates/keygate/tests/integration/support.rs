@@ -9,6 +9,7 @@ use std::time::Duration;
 use ed25519_dalek::SigningKey;
 use futures_util::{SinkExt, StreamExt};
 use keygate::apikey::{self, ApiSecret};
+use keygate::entropy::{Entropy, OsEntropy, os_rng};
 use keygate::server::{self, Mode, Options, Running};
 use keygate::store::ApiKeyRecord;
 use keygate::time::{Clock, ManualClock, SystemClock};
@@ -149,7 +150,7 @@ impl TestServer {
         edit: impl FnOnce(ApiKeyRecord) -> ApiKeyRecord,
     ) -> (String, ApiSecret) {
         let store = self.running.store.as_ref().expect("hub mode");
-        let key = apikey::generate(&mut rand::rng());
+        let key = apikey::generate(&mut os_rng());
         let record = ApiKeyRecord::new(
             key.id.clone(),
             "test app".into(),
@@ -212,7 +213,10 @@ pub fn db_url(dir: &tempfile::TempDir) -> String {
 pub fn postgres_db(base: &str, key: &str) -> String {
     use std::hash::{BuildHasher, Hasher};
     static RUN: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
-    let run = RUN.get_or_init(|| rand::random::<u64>() & 0xffff_ffff);
+    let run = RUN.get_or_init(|| {
+        let entropy: &dyn Entropy = &OsEntropy;
+        u64::from(u32::from_le_bytes(entropy.bytes()))
+    });
     // A fixed hasher: the same directory names the same database on a restart.
     let mut h =
         std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
@@ -668,16 +672,17 @@ impl Keygate {
 
     /// Stops it with SIGTERM (SIGKILL if it lingers) and returns all it wrote to
     /// stderr.
-    pub fn stop(mut self) -> Vec<u8> {
+    pub async fn stop(mut self) -> Vec<u8> {
         // SAFETY: kill(2) on our own child's pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let deadline = std::time::Instant::now() + WAIT;
-        while self.child.try_wait().unwrap().is_none() {
-            if std::time::Instant::now() > deadline {
-                let _ = self.child.kill();
-                break;
+        let exited = tokio::time::timeout(WAIT, async {
+            while self.child.try_wait().unwrap().is_none() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            std::thread::sleep(Duration::from_millis(20));
+        })
+        .await;
+        if exited.is_err() {
+            let _ = self.child.kill();
         }
         let _ = self.child.wait();
         // The pipe is at its end once the child is gone.

@@ -44,7 +44,7 @@ async fn batch_then_cap(
     commit: impl AsyncFnOnce(&[Job]) -> StoreResult<Vec<RedeemOutcome>>,
 ) {
     for (id, revoked_at) in [("kgk_live", None), ("kgk_gone", Some(5))] {
-        let key = crate::apikey::generate(&mut rand::rng());
+        let key = crate::apikey::generate(&mut keygate_core::entropy::os_rng());
         store
             .insert_api_key(ApiKeyRecord {
                 revoked_at,
