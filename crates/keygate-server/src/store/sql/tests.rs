@@ -154,10 +154,9 @@ async fn a_batch_has_the_outcomes_of_its_jobs_in_order_on_postgres() {
     let server = base[host_end..]
         .find('/')
         .map_or(base, |i| &base[..host_end + i]);
-    let run = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
+    // A database name no earlier run used.
+    let entropy: &dyn keygate_core::entropy::Entropy = &keygate_core::entropy::OsEntropy;
+    let run = u64::from_le_bytes(entropy.bytes());
     let url = format!(
         "{server}/keygate_batch_{}_{run}{params}",
         std::process::id()
