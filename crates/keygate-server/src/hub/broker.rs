@@ -46,7 +46,7 @@ impl Hub {
         if !(1..=BROKER_MAX_TTL).contains(&ttl) {
             return Err(Error::bad_request("ttl must be between 1 and 3600 seconds"));
         }
-        let token_id = session::new_secret_token(&mut rand::rng(), session::BROKER_PREFIX);
+        let token_id = session::new_secret_token(&mut self.entropy.rng(), session::BROKER_PREFIX);
         let expires_at = self.now() + ttl;
         self.store
             .insert_broker_token(BrokerGrant {
@@ -75,7 +75,7 @@ impl Hub {
         }
         let now = self.now();
         let draft = NewSession {
-            id: session::random_id(&mut rand::rng()),
+            id: session::random_id(&mut self.entropy.rng()),
             subject: String::new(),
             api_key: String::new(),
             client_id: None,

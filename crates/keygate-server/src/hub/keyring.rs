@@ -7,6 +7,7 @@ use crate::error::Error;
 use crate::store::{SigningKeyRecord, Store};
 use crate::time::UnixTime;
 use crate::token::{Jwks, TokenSigner, TokenVerifier};
+use keygate_core::entropy::{Entropy, OsEntropy};
 
 /// The signing keys in use: the current key signs; it and the retired keys whose
 /// tokens may still be live are published and verify.
@@ -79,7 +80,12 @@ impl Hub {
 
 /// A fresh Ed25519 signing key, created at `now`.
 pub fn new_signing_key(now: UnixTime) -> SigningKeyRecord {
-    let sk = ed25519_dalek::SigningKey::generate(&mut rand::rng());
+    generate_signing_key(&OsEntropy, now)
+}
+
+/// [`new_signing_key`] from `entropy`.
+pub(super) fn generate_signing_key(entropy: &dyn Entropy, now: UnixTime) -> SigningKeyRecord {
+    let sk = ed25519_dalek::SigningKey::generate(&mut entropy.rng());
     SigningKeyRecord {
         kid: TokenSigner::new(sk.clone()).kid().to_owned(),
         secret: sk.to_bytes(),

@@ -47,7 +47,7 @@ impl Hub {
             exp = exp.min(until);
         }
         let amr = grant.assurance.map(|a| a.amr());
-        let jti = session::random_id(&mut rand::rng());
+        let jti = session::random_id(&mut self.entropy.rng());
         let claims = AccessClaimsRef {
             iss: &self.config.issuer,
             sub: grant.subject,

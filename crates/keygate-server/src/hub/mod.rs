@@ -13,6 +13,7 @@ use crate::challenge::NonceKey;
 use crate::error::Error;
 use crate::store::{RevocationEvent, Store};
 use crate::time::{Clock, UnixTime};
+use keygate_core::entropy::{Entropy, OsEntropy};
 
 pub use keygate_proto::{
     BrokerToken, IssuedToken, RevocationFeed, SessionView, TokenOptions, WhoAmI,
@@ -35,7 +36,7 @@ pub use accounts::{AccountKeyView, AccountView, Linked, TotpEnrolment};
 pub use broker::{BROKER_DEFAULT_TTL, BROKER_MAX_TTL};
 pub use keyring::{new_signing_key, rotate_signing_key};
 
-use keyring::{KeyRing, retention};
+use keyring::{KeyRing, generate_signing_key, retention};
 use mint::Grant;
 
 const NONCE_KEY_NAME: &str = "challenge_nonce_key";
@@ -75,6 +76,8 @@ pub struct Hub {
     revocations: tokio::sync::broadcast::Sender<RevocationEvent>,
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
+    /// Every random byte the Hub uses: keys, nonces, ids, secrets.
+    entropy: Arc<dyn Entropy>,
     config: HubConfig,
     nonce_key: NonceKey,
     keys: RwLock<Arc<KeyRing>>,
@@ -91,16 +94,27 @@ impl Hub {
         clock: Arc<dyn Clock>,
         config: HubConfig,
     ) -> Result<Self, Error> {
+        Self::open_with_entropy(store, clock, Arc::new(OsEntropy), config).await
+    }
+
+    /// [`Hub::open`] with its randomness taken from `entropy` (a
+    /// [`SeededEntropy`](keygate_core::entropy::SeededEntropy) in tests that want
+    /// fixed keys and ids).
+    pub async fn open_with_entropy(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        entropy: Arc<dyn Entropy>,
+        config: HubConfig,
+    ) -> Result<Self, Error> {
         let now = clock.now();
-        let mut fresh = [0u8; 32];
-        rand::fill(&mut fresh);
+        let fresh = entropy.bytes::<32>();
         let nonce_key = store
             .secret_or_insert(NONCE_KEY_NAME, fresh.to_vec(), now)
             .await?;
         let nonce_key: [u8; 32] = nonce_key.try_into().map_err(|_| Error::Internal)?;
         let mut records = store.signing_keys().await?;
         if records.is_empty() {
-            let record = new_signing_key(now);
+            let record = generate_signing_key(entropy.as_ref(), now);
             store.insert_signing_key(record.clone()).await?;
             records.push(record);
         }
@@ -114,11 +128,8 @@ impl Hub {
             config,
             nonce_key: NonceKey::from_bytes(nonce_key),
             keys: RwLock::new(Arc::new(ring)),
-            dummy_secret: {
-                let mut d = [0u8; 32];
-                rand::fill(&mut d);
-                ApiSecret::from_bytes(d)
-            },
+            dummy_secret: ApiSecret::from_bytes(entropy.bytes::<32>()),
+            entropy,
         })
     }
 
@@ -128,6 +139,11 @@ impl Hub {
 
     pub fn now(&self) -> UnixTime {
         self.clock.now()
+    }
+
+    /// The Hub's source of randomness.
+    pub fn entropy(&self) -> &dyn Entropy {
+        self.entropy.as_ref()
     }
 
     pub fn issuer(&self) -> &str {

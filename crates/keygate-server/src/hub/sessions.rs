@@ -44,7 +44,7 @@ impl Hub {
         let auth = self
             .refresh_gate(session::hash_secret(refresh_token))
             .await?;
-        let next = session::new_secret_token(&mut rand::rng(), session::REFRESH_PREFIX);
+        let next = session::new_secret_token(&mut self.entropy.rng(), session::REFRESH_PREFIX);
         let outcome = self
             .store
             .rotate_refresh_token(

@@ -39,8 +39,7 @@ impl Hub {
         if audience.is_some_and(|a| !app.may_use_audience(a)) {
             return Err(Error::ForbiddenAudience);
         }
-        let mut random = [0u8; 16];
-        rand::fill(&mut random);
+        let random = self.entropy.bytes::<16>();
         Ok(challenge::issue(
             &self.nonce_key,
             &app.id,
@@ -131,7 +130,7 @@ impl Hub {
     ) -> Result<IssuedToken, Error> {
         let (account, mfa_required) = self.sign_in_account(&subject, &app.id).await?;
         let (session_id, refresh_token) = {
-            let mut rng = rand::rng();
+            let mut rng = self.entropy.rng();
             let sid = session::session_id(now, &mut rng);
             (
                 sid,
@@ -285,8 +284,7 @@ impl Hub {
         let request = validate_options(app, options)?;
         let now = self.now();
         // No challenge was issued: a fresh nonce id keeps the group commit's shape.
-        let mut nonce = [0u8; 16];
-        rand::fill(&mut nonce);
+        let nonce = self.entropy.bytes::<16>();
         tracing::info!(key = %app.id, "development token minted without a signature");
         self.open_session(app, subject, options, request, (nonce, now + 60), meta, now)
             .await
