@@ -11,8 +11,8 @@ use warp::reply::Response;
 
 use super::ChallengeBody;
 use crate::error::Error;
-use crate::http::{bearer, reply};
-use crate::hub::Hub;
+use crate::http::bearer;
+use crate::hub::{AccountView, Hub, IssuedToken, Linked, TotpEnrolment};
 use crate::time::format_rfc3339;
 
 #[derive(Debug, Deserialize)]
@@ -71,94 +71,71 @@ pub fn is_account_path(path: &str) -> bool {
         .is_some_and(|id| !id.is_empty() && id.len() <= 128 && !id.contains('/'))
 }
 
-pub(super) async fn keys(hub: Arc<Hub>, h: HeaderMap) -> Response {
-    reply(hub.account_keys(bearer(&h)).await)
+pub(super) async fn keys(hub: Arc<Hub>, h: HeaderMap) -> Result<AccountView, Error> {
+    hub.account_keys(bearer(&h)).await
 }
 
-pub(super) async fn remove(identity: String, hub: Arc<Hub>, h: HeaderMap) -> Response {
-    reply(
-        hub.remove_account_key(bearer(&h), &identity)
-            .await
-            .map(|n| serde_json::json!({ "removed": identity, "revoked": n })),
-    )
+pub(super) async fn remove(
+    identity: String,
+    hub: Arc<Hub>,
+    h: HeaderMap,
+) -> Result<serde_json::Value, Error> {
+    hub.remove_account_key(bearer(&h), &identity)
+        .await
+        .map(|n| serde_json::json!({ "removed": identity, "revoked": n }))
 }
 
 pub(super) async fn link_challenge(
     hub: Arc<Hub>,
     h: HeaderMap,
     body: Result<KeyRequest, Error>,
-) -> Response {
-    reply(
-        async {
-            let b = body?;
-            let c = hub.link_challenge(bearer(&h), &b.identity).await?;
-            Ok(challenge_body(c))
-        }
-        .await,
-    )
+) -> Result<ChallengeBody, Error> {
+    let b = body?;
+    let c = hub.link_challenge(bearer(&h), &b.identity).await?;
+    Ok(challenge_body(c))
 }
 
 pub(super) async fn link(
     hub: Arc<Hub>,
     ip: Option<IpAddr>,
     body: Result<LinkRequest, Error>,
-) -> Response {
-    reply(
-        async {
-            hub.guard().check_ip(ip)?;
-            let b = body?;
-            hub.link_key(&b.challenge, &b.sig, &b.new_sig, b.label.as_deref())
-                .await
-        }
-        .await,
-    )
+) -> Result<Linked, Error> {
+    hub.guard().check_ip(ip)?;
+    let b = body?;
+    hub.link_key(&b.challenge, &b.sig, &b.new_sig, b.label.as_deref())
+        .await
 }
 
 pub(super) async fn mfa_challenge(
     hub: Arc<Hub>,
     h: HeaderMap,
     body: Result<KeyRequest, Error>,
-) -> Response {
-    reply(
-        async {
-            let b = body?;
-            let c = hub.mfa_challenge(bearer(&h), &b.identity).await?;
-            Ok(challenge_body(c))
-        }
-        .await,
-    )
+) -> Result<ChallengeBody, Error> {
+    let b = body?;
+    let c = hub.mfa_challenge(bearer(&h), &b.identity).await?;
+    Ok(challenge_body(c))
 }
 
 pub(super) async fn mfa_key(
     hub: Arc<Hub>,
     h: HeaderMap,
     body: Result<SignedRequest, Error>,
-) -> Response {
-    reply(
-        async {
-            let b = body?;
-            hub.mfa_by_key(bearer(&h), &b.challenge, &b.sig).await
-        }
-        .await,
-    )
+) -> Result<IssuedToken, Error> {
+    let b = body?;
+    hub.mfa_by_key(bearer(&h), &b.challenge, &b.sig).await
 }
 
-pub(super) async fn totp_enrol(hub: Arc<Hub>, h: HeaderMap) -> Response {
-    reply(hub.totp_enrol(bearer(&h)).await)
+pub(super) async fn totp_enrol(hub: Arc<Hub>, h: HeaderMap) -> Result<TotpEnrolment, Error> {
+    hub.totp_enrol(bearer(&h)).await
 }
 
 pub(super) async fn totp_verify(
     hub: Arc<Hub>,
     h: HeaderMap,
     body: Result<CodeRequest, Error>,
-) -> Response {
-    reply(
-        async {
-            let b = body?;
-            hub.totp_verify(bearer(&h), &b.code).await
-        }
-        .await,
-    )
+) -> Result<IssuedToken, Error> {
+    let b = body?;
+    hub.totp_verify(bearer(&h), &b.code).await
 }
 
 pub(super) async fn qr(hub: Arc<Hub>, h: HeaderMap, body: Result<QrRequest, Error>) -> Response {

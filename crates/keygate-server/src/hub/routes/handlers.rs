@@ -14,7 +14,8 @@ use super::{ChallengeBody, ClientMeta, Hub, RefreshRequest, SignedChallenge, Tok
 use crate::apikey::{HEADER_KEY, HEADER_MSG, HEADER_SIG};
 use crate::challenge::Flow;
 use crate::error::Error;
-use crate::http::{bearer, error_response, header_str, json, reply};
+use crate::http::{bearer, error_response, header_str, json};
+use crate::hub::{BrokerToken, IssuedToken, RevocationFeed, WhoAmI};
 use crate::signin::{self, LocalSignIn};
 use crate::store::ApiKeyRecord;
 use crate::time::format_rfc3339;
@@ -97,47 +98,37 @@ pub(super) async fn challenge(
     hub: Arc<Hub>,
     headers: HeaderMap,
     body: Result<ChallengeRequest, Error>,
-) -> Response {
-    reply(
-        async {
-            let app = app(&hub, &headers).await?;
-            let body = body?;
-            let c = hub.challenge(&app, Flow::HubHttp, &body.pubkey, body.audience.as_deref())?;
-            Ok(ChallengeBody {
-                challenge: c.text,
-                expires_at: format_rfc3339(c.expires_at),
-            })
-        }
-        .await,
-    )
+) -> Result<ChallengeBody, Error> {
+    let app = app(&hub, &headers).await?;
+    let body = body?;
+    let c = hub.challenge(&app, Flow::HubHttp, &body.pubkey, body.audience.as_deref())?;
+    Ok(ChallengeBody {
+        challenge: c.text,
+        expires_at: format_rfc3339(c.expires_at),
+    })
 }
 
 pub(super) async fn token(
     hub: Arc<Hub>,
     headers: HeaderMap,
     body: Result<TokenRequest, Error>,
-) -> Response {
-    reply(
-        async {
-            let app = app(&hub, &headers).await?;
-            let b = body?;
-            let signed = SignedChallenge {
-                pubkey: &b.pubkey,
-                challenge: &b.challenge,
-                sig: &b.sig,
-            };
-            hub.redeem(
-                &app,
-                Flow::HubHttp,
-                signed,
-                &b.options,
-                None,
-                ClientMeta::default(),
-            )
-            .await
-        }
-        .await,
+) -> Result<IssuedToken, Error> {
+    let app = app(&hub, &headers).await?;
+    let b = body?;
+    let signed = SignedChallenge {
+        pubkey: &b.pubkey,
+        challenge: &b.challenge,
+        sig: &b.sig,
+    };
+    hub.redeem(
+        &app,
+        Flow::HubHttp,
+        signed,
+        &b.options,
+        None,
+        ClientMeta::default(),
     )
+    .await
 }
 
 pub(super) async fn dev_token(
@@ -145,15 +136,10 @@ pub(super) async fn dev_token(
     headers: HeaderMap,
     body: Result<DevTokenRequest, Error>,
     meta: ClientMeta,
-) -> Response {
-    reply(
-        async {
-            let app = app(&hub, &headers).await?;
-            let b = body?;
-            hub.dev_token(&app, &b.pubkey, &b.options, meta).await
-        }
-        .await,
-    )
+) -> Result<IssuedToken, Error> {
+    let app = app(&hub, &headers).await?;
+    let b = body?;
+    hub.dev_token(&app, &b.pubkey, &b.options, meta).await
 }
 
 pub(super) async fn ws_token(
@@ -183,41 +169,34 @@ pub(super) async fn ws_token(
     }
 }
 
-pub(super) async fn introspect(hub: Arc<Hub>, headers: HeaderMap, body: Bytes) -> Response {
-    reply(
-        async {
-            let caller = app(&hub, &headers).await?;
-            let req: IntrospectRequest = if body.first() == Some(&b'{') {
-                serde_json::from_slice(&body)
-                    .map_err(|_| Error::bad_request("malformed JSON body"))?
-            } else {
-                serde_urlencoded::from_bytes(&body)
-                    .map_err(|_| Error::bad_request("malformed form body"))?
-            };
-            hub.introspect(&caller, &req.token).await
-        }
-        .await,
-    )
+pub(super) async fn introspect(
+    hub: Arc<Hub>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<serde_json::Value, Error> {
+    let caller = app(&hub, &headers).await?;
+    let req: IntrospectRequest = if body.first() == Some(&b'{') {
+        serde_json::from_slice(&body).map_err(|_| Error::bad_request("malformed JSON body"))?
+    } else {
+        serde_urlencoded::from_bytes(&body)
+            .map_err(|_| Error::bad_request("malformed form body"))?
+    };
+    hub.introspect(&caller, &req.token).await
 }
 
-pub(super) async fn revocations(hub: Arc<Hub>, q: FeedQuery) -> Response {
-    reply(hub.revocation_feed(q.since).await)
+pub(super) async fn revocations(hub: Arc<Hub>, q: FeedQuery) -> Result<RevocationFeed, Error> {
+    hub.revocation_feed(q.since).await
 }
 
 pub(super) async fn broker(
     hub: Arc<Hub>,
     headers: HeaderMap,
     body: Result<BrokerRequest, Error>,
-) -> Response {
-    reply(
-        async {
-            let app = app(&hub, &headers).await?;
-            let b = body?;
-            hub.create_broker_token(&app, &b.endpoint_id, &b.role, b.ttl)
-                .await
-        }
-        .await,
-    )
+) -> Result<BrokerToken, Error> {
+    let app = app(&hub, &headers).await?;
+    let b = body?;
+    hub.create_broker_token(&app, &b.endpoint_id, &b.role, b.ttl)
+        .await
 }
 
 pub(super) fn feed_ws(ws: warp::ws::Ws, hub: Arc<Hub>, q: FeedQuery) -> Response {
@@ -226,31 +205,24 @@ pub(super) fn feed_ws(ws: warp::ws::Ws, hub: Arc<Hub>, q: FeedQuery) -> Response
         .into_response()
 }
 
-pub(super) async fn whoami(hub: Arc<Hub>, h: HeaderMap) -> Response {
-    reply(hub.whoami(bearer(&h)).await)
+pub(super) async fn whoami(hub: Arc<Hub>, h: HeaderMap) -> Result<WhoAmI, Error> {
+    hub.whoami(bearer(&h)).await
 }
 
 pub(super) async fn refresh(
     hub: Arc<Hub>,
     ip: Option<IpAddr>,
     body: Result<RefreshRequest, Error>,
-) -> Response {
-    reply(
-        async {
-            hub.guard().check_ip(ip)?;
-            let b = body?;
-            hub.refresh(&b.refresh_token, &b.client_id).await
-        }
-        .await,
-    )
+) -> Result<IssuedToken, Error> {
+    hub.guard().check_ip(ip)?;
+    let b = body?;
+    hub.refresh(&b.refresh_token, &b.client_id).await
 }
 
-pub(super) async fn sessions(hub: Arc<Hub>, h: HeaderMap) -> Response {
-    reply(
-        hub.sessions(bearer(&h))
-            .await
-            .map(|s| serde_json::json!({ "sessions": s })),
-    )
+pub(super) async fn sessions(hub: Arc<Hub>, h: HeaderMap) -> Result<serde_json::Value, Error> {
+    hub.sessions(bearer(&h))
+        .await
+        .map(|s| serde_json::json!({ "sessions": s }))
 }
 
 pub(super) async fn revoke_session(sid: String, hub: Arc<Hub>, h: HeaderMap) -> Response {
@@ -265,32 +237,25 @@ pub(super) async fn exchange(
     ip: Option<IpAddr>,
     body: Result<ExchangeRequest, Error>,
     meta: ClientMeta,
-) -> Response {
-    reply(
-        async {
-            hub.guard().check_ip(ip)?;
-            hub.exchange_broker_token(&body?.token_id, meta).await
-        }
-        .await,
-    )
+) -> Result<IssuedToken, Error> {
+    hub.guard().check_ip(ip)?;
+    hub.exchange_broker_token(&body?.token_id, meta).await
 }
 
-pub(super) async fn logout(hub: Arc<Hub>, h: HeaderMap, body: Bytes) -> Response {
-    reply(
-        async {
-            let req: LogoutRequest = if body.is_empty() {
-                LogoutRequest::default()
-            } else {
-                serde_json::from_slice(&body)
-                    .map_err(|_| Error::bad_request("malformed JSON body"))?
-            };
-            let n = hub
-                .logout(bearer(&h), req.scope.as_deref().unwrap_or("local"))
-                .await?;
-            Ok(serde_json::json!({ "revoked": n }))
-        }
-        .await,
-    )
+pub(super) async fn logout(
+    hub: Arc<Hub>,
+    h: HeaderMap,
+    body: Bytes,
+) -> Result<serde_json::Value, Error> {
+    let req: LogoutRequest = if body.is_empty() {
+        LogoutRequest::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|_| Error::bad_request("malformed JSON body"))?
+    };
+    let n = hub
+        .logout(bearer(&h), req.scope.as_deref().unwrap_or("local"))
+        .await?;
+    Ok(serde_json::json!({ "revoked": n }))
 }
 
 /// The push side of the revocation feed: the backlog after `since`, then every new

@@ -1,7 +1,8 @@
 //! The Hub's HTTP and WebSocket surface: which path and method reach which
 //! handler. The handlers are in `handlers` (token authority, sessions, feed) and
-//! `accounts` (accounts and second factors); every route is built here from the
-//! same few filters.
+//! `accounts` (accounts and second factors): most read the request, call [`Hub`]
+//! and return its result, which [`reply`] turns into a response. Every route is
+//! built here from the same few filters.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -14,7 +15,7 @@ use warp::{Filter, Rejection};
 
 use super::{ClientMeta, Hub, SignedChallenge, TokenOptions};
 use crate::error::Error;
-use crate::http::{header_str, json_body, optional_body};
+use crate::http::{header_str, json_body, optional_body, reply};
 use crate::listener::peer_ip;
 use crate::signin;
 
@@ -91,14 +92,17 @@ pub fn api_routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
         .map(h::jwks);
     let challenge = warp::path!("v1" / "challenge")
         .and(post_json::<ChallengeRequest>(&hub))
-        .then(h::challenge);
+        .then(h::challenge)
+        .map(reply);
     let token = warp::path!("v1" / "token")
         .and(post_json::<handlers::TokenRequest>(&hub))
-        .then(h::token);
+        .then(h::token)
+        .map(reply);
     let dev_token = warp::path!("v1" / "dev" / "token")
         .and(post_json::<DevTokenRequest>(&hub))
         .and(client_meta())
-        .then(h::dev_token);
+        .then(h::dev_token)
+        .map(reply);
     let ws_token = warp::path!("v1" / "ws" / "token")
         .and(signin::ws())
         .and(with_hub(&hub))
@@ -108,15 +112,18 @@ pub fn api_routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
     let introspect = warp::path!("v1" / "introspect")
         .and(on(warp::post(), &hub))
         .and(optional_body())
-        .then(h::introspect);
+        .then(h::introspect)
+        .map(reply);
     let revocations = warp::path!("v1" / "revocations")
         .and(warp::get())
         .and(with_hub(&hub))
         .and(warp::query::<FeedQuery>())
-        .then(h::revocations);
+        .then(h::revocations)
+        .map(reply);
     let broker = warp::path!("v1" / "broker" / "tokens")
         .and(post_json::<BrokerRequest>(&hub))
-        .then(h::broker);
+        .then(h::broker)
+        .map(reply);
     let feed_ws = warp::path!("v1" / "revocations" / "ws")
         .and(warp::ws())
         .and(with_hub(&hub))
@@ -148,24 +155,29 @@ pub fn user_routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
     use handlers as h;
     let whoami = warp::path!("v1" / "whoami")
         .and(on(warp::get(), &hub))
-        .then(h::whoami);
+        .then(h::whoami)
+        .map(reply);
     let refresh = warp::path!("v1" / "token" / "refresh")
         .and(post_from_ip::<RefreshRequest>(&hub))
-        .then(h::refresh);
+        .then(h::refresh)
+        .map(reply);
     let list = warp::path!("v1" / "sessions")
         .and(on(warp::get(), &hub))
-        .then(h::sessions);
+        .then(h::sessions)
+        .map(reply);
     let revoke = warp::path!("v1" / "sessions" / String)
         .and(on(warp::delete(), &hub))
         .then(h::revoke_session);
     let exchange = warp::path!("v1" / "session-tokens")
         .and(post_from_ip::<ExchangeRequest>(&hub))
         .and(client_meta())
-        .then(h::exchange);
+        .then(h::exchange)
+        .map(reply);
     let logout = warp::path!("v1" / "logout")
         .and(on(warp::post(), &hub))
         .and(optional_body())
-        .then(h::logout);
+        .then(h::logout)
+        .map(reply);
 
     whoami
         .or(account_routes(&hub))
@@ -189,28 +201,36 @@ fn account_routes(hub: &Arc<Hub>) -> BoxedFilter<(Response,)> {
     use accounts as a;
     let keys = warp::path!("v1" / "account" / "keys")
         .and(on(warp::get(), hub))
-        .then(a::keys);
+        .then(a::keys)
+        .map(reply);
     let remove = warp::path!("v1" / "account" / "keys" / String)
         .and(on(warp::delete(), hub))
-        .then(a::remove);
+        .then(a::remove)
+        .map(reply);
     let link_challenge = warp::path!("v1" / "account" / "link" / "challenge")
         .and(post_json::<a::KeyRequest>(hub))
-        .then(a::link_challenge);
+        .then(a::link_challenge)
+        .map(reply);
     let link = warp::path!("v1" / "account" / "link")
         .and(post_from_ip::<a::LinkRequest>(hub))
-        .then(a::link);
+        .then(a::link)
+        .map(reply);
     let mfa_challenge = warp::path!("v1" / "mfa" / "challenge")
         .and(post_json::<a::KeyRequest>(hub))
-        .then(a::mfa_challenge);
+        .then(a::mfa_challenge)
+        .map(reply);
     let mfa_key = warp::path!("v1" / "mfa" / "key")
         .and(post_json::<a::SignedRequest>(hub))
-        .then(a::mfa_key);
+        .then(a::mfa_key)
+        .map(reply);
     let totp_enrol = warp::path!("v1" / "mfa" / "totp")
         .and(on(warp::post(), hub))
-        .then(a::totp_enrol);
+        .then(a::totp_enrol)
+        .map(reply);
     let totp_verify = warp::path!("v1" / "mfa" / "totp" / "verify")
         .and(post_json::<a::CodeRequest>(hub))
-        .then(a::totp_verify);
+        .then(a::totp_verify)
+        .map(reply);
     let qr = warp::path!("v1" / "qr")
         .and(post_json::<a::QrRequest>(hub))
         .then(a::qr);
