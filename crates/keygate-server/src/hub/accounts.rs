@@ -153,8 +153,7 @@ impl Hub {
     }
 
     fn statement(&self, kind: Kind, values: &[&str]) -> Result<IssuedChallenge, Error> {
-        let mut random = [0u8; 16];
-        rand::fill(&mut random);
+        let random = self.entropy.bytes::<16>();
         Ok(account::issue(
             &self.nonce_key,
             kind,
@@ -295,7 +294,7 @@ impl Hub {
         let account = Self::account_of(&auth)?.to_owned();
         self.may_change_account(&auth, &account).await?;
         let mut secret = [0u8; account::TOTP_SECRET_LEN];
-        rand::fill(&mut secret);
+        self.entropy.fill(&mut secret);
         let totp = account::totp(&secret, "keygate", &account);
         let otpauth_uri = totp.to_url().map_err(|_| Error::Internal)?;
         self.store
@@ -407,7 +406,7 @@ impl Hub {
         let account = match ctx.account {
             Some(a) => a,
             None => {
-                let fresh = account::new_account_id(&mut rand::rng());
+                let fresh = account::new_account_id(&mut self.entropy.rng());
                 self.store
                     .create_account(identity, &fresh, self.now())
                     .await?

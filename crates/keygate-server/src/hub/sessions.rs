@@ -1,0 +1,146 @@
+//! Sessions: the caller's own view (whoami, list, revoke, logout) and refresh.
+
+use super::{Grant, Hub, IssuedToken, MAX_CLIENT_ID_LEN, SessionView, WhoAmI, accounts};
+use crate::error::Error;
+use crate::session;
+use crate::store::{RefreshOutcome, Revoke, SessionRecord};
+use crate::time::format_rfc3339;
+use crate::token::AccessClaims;
+
+impl Hub {
+    /// Verifies an access token and checks its session live in the store; a
+    /// session still waiting for its second factor is `403 mfa_required`.
+    pub async fn authenticate_user(
+        &self,
+        token: Option<&str>,
+    ) -> Result<(AccessClaims, SessionRecord), Error> {
+        let (claims, auth) = self.authenticate(token, false).await?;
+        Ok((claims, auth.session))
+    }
+
+    pub async fn whoami(&self, token: Option<&str>) -> Result<WhoAmI, Error> {
+        let (c, _) = self.authenticate_user(token).await?;
+        Ok(WhoAmI {
+            identity: c.sub,
+            session_id: c.sid,
+            aud: c.aud,
+            scope: c.scope,
+            client_id: c.client_id,
+            expires_at: format_rfc3339(c.exp),
+        })
+    }
+
+    /// Rotates a refresh token: a new access token and a new refresh token.
+    pub async fn refresh(
+        &self,
+        refresh_token: &str,
+        client_id: &str,
+    ) -> Result<IssuedToken, Error> {
+        if refresh_token.len() > 128 || client_id.is_empty() || client_id.len() > MAX_CLIENT_ID_LEN
+        {
+            return Err(Error::InvalidRefreshToken);
+        }
+        let now = self.now();
+        let auth = self
+            .refresh_gate(session::hash_secret(refresh_token))
+            .await?;
+        let next = session::new_secret_token(&mut self.entropy.rng(), session::REFRESH_PREFIX);
+        let outcome = self
+            .store
+            .rotate_refresh_token(
+                session::hash_secret(refresh_token),
+                client_id,
+                session::hash_secret(&next),
+                now,
+            )
+            .await?;
+        let s = match outcome {
+            RefreshOutcome::Rotated(s) => s,
+            RefreshOutcome::Invalid => return Err(Error::InvalidRefreshToken),
+            RefreshOutcome::Reused => return Err(Error::RefreshTokenReused),
+            RefreshOutcome::Revoked => return Err(Error::SessionRevoked),
+            RefreshOutcome::Expired => return Err(Error::SessionExpired),
+        };
+        let key = match self.store.api_key(&s.api_key).await? {
+            Some(k) if k.revoked_at.is_none() => self.usable(k)?,
+            _ => return Err(Error::SessionRevoked),
+        };
+        Ok(self.mint(
+            Grant {
+                subject: &s.subject,
+                app: &s.api_key,
+                session_id: &s.id,
+                scope: &s.scope,
+                client_id: s.client_id.clone(),
+                role: None,
+                account: auth.as_ref().and_then(|a| a.account.clone()),
+                assurance: Some(auth.as_ref().map_or(crate::account::Assurance::Aal1, |a| {
+                    accounts::assurance(a, now)
+                })),
+            },
+            &key,
+            None,
+            now,
+            s.expires_at,
+            Some(next),
+        ))
+    }
+
+    /// The caller's own sessions, newest first, live ones only.
+    pub async fn sessions(&self, token: Option<&str>) -> Result<Vec<SessionView>, Error> {
+        let (claims, _) = self.authenticate_user(token).await?;
+        let now = self.now();
+        let rows = self.store.sessions_of(&claims.sub).await?;
+        Ok(rows
+            .into_iter()
+            .filter(|s| s.check(now).is_ok())
+            .map(|s| SessionView {
+                current: s.id == claims.sid,
+                session_id: s.id,
+                identity: s.subject,
+                app: s.api_key,
+                client_id: s.client_id,
+                scope: s.scope,
+                created_at: format_rfc3339(s.created_at),
+                last_used_at: format_rfc3339(s.last_used_at),
+                expires_at: format_rfc3339(s.expires_at),
+                user_agent: s.user_agent,
+                address: s.address,
+            })
+            .collect())
+    }
+
+    /// Revokes one of the caller's own sessions.
+    pub async fn revoke_session(&self, token: Option<&str>, sid: &str) -> Result<(), Error> {
+        let (claims, _) = self.authenticate_user(token).await?;
+        let which = Revoke::One {
+            subject: &claims.sub,
+            id: sid,
+        };
+        match self.store.revoke_sessions(which, self.now()).await? {
+            0 => Err(Error::NotFound),
+            _ => Ok(()),
+        }
+    }
+
+    /// `POST /v1/logout`: `local` ends this session, `others` every other session of
+    /// this identity, `global` all of them.
+    pub async fn logout(&self, token: Option<&str>, scope: &str) -> Result<u64, Error> {
+        let (claims, _) = self.authenticate_user(token).await?;
+        let which = match scope {
+            "local" => Revoke::One {
+                subject: &claims.sub,
+                id: &claims.sid,
+            },
+            "others" => Revoke::AllOfExcept {
+                subject: &claims.sub,
+                keep: &claims.sid,
+            },
+            "global" => Revoke::AllOf {
+                subject: &claims.sub,
+            },
+            _ => return Err(Error::bad_request("scope must be local, others or global")),
+        };
+        Ok(self.store.revoke_sessions(which, self.now()).await?)
+    }
+}

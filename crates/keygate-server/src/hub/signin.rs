@@ -1,0 +1,349 @@
+//! Sign-in: challenges, redeeming a signed challenge into a session, and
+//! development tokens.
+
+use super::{
+    ClientMeta, Grant, Hub, IssuedToken, MAX_CLIENT_ID_LEN, MAX_SCOPE_LEN, SignedChallenge,
+    TokenOptions, accounts, truncate,
+};
+use crate::apikey::ApiKeyError;
+use crate::challenge::{self, Flow, IssuedChallenge};
+use crate::error::Error;
+use crate::identity::Identity;
+use crate::session;
+use crate::store::{ApiKeyRecord, RedeemOutcome, Redemption, Revoke};
+use crate::time::UnixTime;
+
+impl Hub {
+    /// Issues a challenge for `pubkey` on behalf of `app`, to be redeemed on
+    /// `flow` only. The audience defaults to the app's key id (a backend-only app).
+    pub fn challenge(
+        &self,
+        app: &ApiKeyRecord,
+        flow: Flow,
+        pubkey: &str,
+        audience: Option<&str>,
+    ) -> Result<IssuedChallenge, Error> {
+        self.challenge_for(app, flow, &Identity::parse(pubkey)?, audience)
+    }
+
+    /// [`Hub::challenge`] for an identity already parsed (and so already checked:
+    /// parsing is most of the cost of a challenge).
+    pub fn challenge_for(
+        &self,
+        app: &ApiKeyRecord,
+        flow: Flow,
+        identity: &Identity,
+        audience: Option<&str>,
+    ) -> Result<IssuedChallenge, Error> {
+        self.guard.check_identity(&identity.to_string())?;
+        if audience.is_some_and(|a| !app.may_use_audience(a)) {
+            return Err(Error::ForbiddenAudience);
+        }
+        let random = self.entropy.bytes::<16>();
+        Ok(challenge::issue(
+            &self.nonce_key,
+            &app.id,
+            flow,
+            audience.unwrap_or(&app.id),
+            identity,
+            self.now(),
+            self.config.challenge_ttl,
+            random,
+        )?)
+    }
+
+    /// Redeems a signed challenge issued on `flow`: verifies it, records the
+    /// session durably, and only then mints the token.
+    pub async fn redeem(
+        &self,
+        app: &ApiKeyRecord,
+        flow: Flow,
+        signed: SignedChallenge<'_>,
+        options: &TokenOptions,
+        expected_audience: Option<&str>,
+        meta: ClientMeta,
+    ) -> Result<IssuedToken, Error> {
+        let identity = Identity::parse(signed.pubkey)?;
+        self.redeem_for(
+            app,
+            flow,
+            &identity,
+            signed,
+            options,
+            expected_audience,
+            meta,
+        )
+        .await
+    }
+
+    /// [`Hub::redeem`] for an identity already parsed (the WebSocket flow parsed
+    /// it when the challenge was asked for); `signed.pubkey` is not looked at.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn redeem_for(
+        &self,
+        app: &ApiKeyRecord,
+        flow: Flow,
+        identity: &Identity,
+        signed: SignedChallenge<'_>,
+        options: &TokenOptions,
+        expected_audience: Option<&str>,
+        meta: ClientMeta,
+    ) -> Result<IssuedToken, Error> {
+        let subject = identity.to_string();
+        self.guard.check_identity(&subject)?;
+        let request = validate_options(app, options)?;
+        let now = self.now();
+        let verified = challenge::verify(
+            &self.nonce_key,
+            &app.id,
+            flow,
+            signed.challenge,
+            identity,
+            expected_audience,
+            signed.sig,
+            now,
+        )
+        .inspect_err(|e| {
+            // The client hears only the code; the precise reason (a forged nonce
+            // and a bad signature look alike outside) is for the operator. The
+            // variant name carries no input.
+            tracing::debug!(reason = ?e, ?flow, "signed challenge refused");
+        })?;
+        let nonce = (verified.nonce_id, verified.expires_at);
+        self.open_session(app, subject, options, request, nonce, meta, now)
+            .await
+    }
+
+    /// The rest of a sign-in once the identity is proven (by its signature over a
+    /// challenge, or by a development key): spends `nonce` (id, expiry), records
+    /// the session durably, and only then mints the token.
+    #[allow(clippy::too_many_arguments)]
+    async fn open_session(
+        &self,
+        app: &ApiKeyRecord,
+        subject: String,
+        options: &TokenOptions,
+        request: ValidRequest,
+        nonce: ([u8; 16], UnixTime),
+        meta: ClientMeta,
+        now: UnixTime,
+    ) -> Result<IssuedToken, Error> {
+        let (account, mfa_required) = self.sign_in_account(&subject, &app.id).await?;
+        let (session_id, refresh_token) = {
+            let mut rng = self.entropy.rng();
+            let sid = session::session_id(now, &mut rng);
+            (
+                sid,
+                request
+                    .offline
+                    .then(|| session::new_secret_token(&mut rng, session::REFRESH_PREFIX)),
+            )
+        };
+        let session = crate::store::NewSession {
+            id: session_id.clone(),
+            subject,
+            api_key: app.id.clone(),
+            client_id: options.client_id.clone(),
+            scope: request.scope,
+            created_at: now,
+            expires_at: now + app.policy.session_ttl,
+            idle_timeout: app.policy.idle_timeout,
+            user_agent: meta.user_agent.map(|s| truncate(s, 256)),
+            address: meta.address,
+        };
+        let redemption = Redemption {
+            nonce_id: nonce.0,
+            nonce_expires_at: nonce.1,
+            refresh: refresh_token
+                .as_deref()
+                .zip(options.client_id.clone())
+                .map(|(t, c)| (session::hash_secret(t), c)),
+            renew: options.session_id.clone(),
+            session,
+        };
+        // Only what the token needs is kept back, not a copy of the whole redemption.
+        let created = (
+            redemption.session.subject.clone(),
+            session_id,
+            redemption.session.scope.clone(),
+            redemption.session.client_id.clone(),
+            redemption.session.expires_at,
+        );
+        let mut assurance = if mfa_required {
+            crate::account::Assurance::Pending
+        } else {
+            crate::account::Assurance::Aal1
+        };
+        let s = match self.store.redeem(redemption).await? {
+            RedeemOutcome::Created => {
+                self.cap_sessions(app, &created.0, now).await;
+                created
+            }
+            RedeemOutcome::Renewed(s) => {
+                let s = *s;
+                if let Some(auth) = self.store.session_auth(&s.id).await? {
+                    assurance = accounts::assurance(&auth, now);
+                }
+                (s.subject, s.id, s.scope, s.client_id, s.expires_at)
+            }
+            RedeemOutcome::ChallengeUsed => return Err(Error::ChallengeUsed),
+            RedeemOutcome::ApiKeyRevoked => return Err(ApiKeyError.into()),
+            RedeemOutcome::SessionGone => {
+                let sid = options.session_id.as_deref().unwrap_or_default();
+                return Err(self.why_not_renewed(&created.0, &app.id, sid, now).await);
+            }
+        };
+        let (subject, sid, scope, client_id, session_expires_at) = s;
+        Ok(self.mint(
+            Grant {
+                subject: &subject,
+                app: &app.id,
+                session_id: &sid,
+                scope: &scope,
+                client_id,
+                role: None,
+                account: Some(account),
+                assurance: Some(assurance),
+            },
+            app,
+            request.expiration,
+            now,
+            session_expires_at,
+            refresh_token,
+        ))
+    }
+
+    /// Why a renewal found no session to renew: the caller's own session of this
+    /// app that has ended says so (`session_revoked`, `session_expired`); a
+    /// session id that is unknown, another identity's or another app's is
+    /// `403 invalid_session`, which tells nothing about that session.
+    async fn why_not_renewed(&self, subject: &str, app: &str, sid: &str, now: UnixTime) -> Error {
+        match self.store.session_auth(sid).await {
+            Ok(Some(a)) if a.session.subject == subject && a.session.api_key == app => {
+                // Ours and of this app, so it has ended (or ended just now).
+                a.session.check(now).err().unwrap_or(Error::SessionRevoked)
+            }
+            Ok(_) => Error::InvalidSession,
+            Err(e) => e.into(),
+        }
+    }
+
+    /// Ends the oldest live sessions of `subject` with `app` beyond the key's
+    /// `max_sessions` (each gets a revocation-feed entry). The new session is
+    /// already committed: a failure here is logged, and the next sign-in tries
+    /// again.
+    async fn cap_sessions(&self, app: &ApiKeyRecord, subject: &str, now: UnixTime) {
+        let keep = app.max_sessions.max(1);
+        let result = async {
+            if self.store.live_session_count(subject, &app.id, now).await? <= u64::from(keep) {
+                return Ok(0);
+            }
+            let which = Revoke::Beyond {
+                subject,
+                api_key: &app.id,
+                keep,
+            };
+            self.store.revoke_sessions(which, now).await
+        }
+        .await;
+        match result {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::debug!(key = %app.id, ended = n, "session cap: oldest sessions ended")
+            }
+            Err(e) => tracing::warn!(error = %e, "session cap not applied"),
+        }
+    }
+
+    /// `POST /v1/dev/token`: a development key mints a token for any identity
+    /// without a signature (docs/dev-mode.md), on a Hub started with `--dev`.
+    /// The session is real (listed, revocable, capped); the token says `acr`
+    /// `dev` and `amr` `["dev"]`.
+    pub async fn dev_token(
+        &self,
+        app: &ApiKeyRecord,
+        pubkey: &str,
+        options: &TokenOptions,
+        meta: ClientMeta,
+    ) -> Result<IssuedToken, Error> {
+        if !app.dev || !self.config.dev {
+            return Err(Error::Forbidden(
+                "only a development key (keygate keys create --dev) on a Hub started with \
+                 --dev may mint tokens without a signature"
+                    .into(),
+            ));
+        }
+        if options.session_id.is_some() {
+            return Err(Error::bad_request(
+                "session_id: a development token always starts a new session",
+            ));
+        }
+        let identity = Identity::parse(pubkey)?;
+        let subject = identity.to_string();
+        self.guard.check_identity(&subject)?;
+        let request = validate_options(app, options)?;
+        let now = self.now();
+        // No challenge was issued: a fresh nonce id keeps the group commit's shape.
+        let nonce = self.entropy.bytes::<16>();
+        tracing::info!(key = %app.id, "development token minted without a signature");
+        self.open_session(app, subject, options, request, (nonce, now + 60), meta, now)
+            .await
+    }
+}
+
+struct ValidRequest {
+    offline: bool,
+    scope: String,
+    expiration: Option<i64>,
+}
+
+fn validate_options(app: &ApiKeyRecord, o: &TokenOptions) -> Result<ValidRequest, Error> {
+    if let Some(c) = &o.client_id
+        && (c.is_empty() || c.len() > MAX_CLIENT_ID_LEN || !c.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err(Error::bad_request(
+            "client_id must be 1 to 128 visible ASCII characters",
+        ));
+    }
+    let offline = match o.access_type.as_deref() {
+        None | Some("online") => false,
+        Some("offline") if o.client_id.is_some() => true,
+        Some("offline") => {
+            return Err(Error::bad_request(
+                "access_type offline requires a client_id",
+            ));
+        }
+        Some(_) => return Err(Error::bad_request("access_type must be online or offline")),
+    };
+    let scope = o.scope.as_deref().unwrap_or("");
+    if scope.len() > MAX_SCOPE_LEN {
+        return Err(Error::bad_request("scope is too long"));
+    }
+    let mut granted: Vec<&str> = Vec::new();
+    for s in scope.split_whitespace() {
+        if !app.scopes.iter().any(|allowed| allowed == s) {
+            // Named, never quoted: the value is the caller's (NUL, bidi overrides).
+            return Err(Error::InvalidScope);
+        }
+        if !granted.contains(&s) {
+            granted.push(s);
+        }
+    }
+    if o.session_id.is_some() && offline {
+        return Err(Error::bad_request(
+            "renewing a session keeps its refresh token: do not ask for access_type offline",
+        ));
+    }
+    if let Some(e) = o.expiration
+        && e <= 0
+    {
+        return Err(Error::bad_request(
+            "expiration must be a positive number of seconds",
+        ));
+    }
+    Ok(ValidRequest {
+        offline,
+        scope: granted.join(" "),
+        expiration: o.expiration,
+    })
+}
