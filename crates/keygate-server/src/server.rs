@@ -189,9 +189,14 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
                 limits: opts.limits.clone(),
                 dev: opts.dev,
             };
-            let hub = Hub::open(store.clone(), opts.clock.clone(), config)
-                .await
-                .map_err(StartError::Hub)?;
+            let hub = Hub::open_with_entropy(
+                store.clone(),
+                opts.clock.clone(),
+                opts.entropy.clone(),
+                config,
+            )
+            .await
+            .map_err(StartError::Hub)?;
             background.push(spawn_purger(store.clone(), opts.clock.clone()));
             warn_of_dev_keys(store.as_ref(), opts.dev).await?;
             let hub = Arc::new(hub);

@@ -29,7 +29,7 @@ mod revocation;
 pub mod routes;
 mod sessions;
 mod signin;
-#[cfg(test)]
+#[cfg(all(test, feature = "sqlite"))]
 mod tests;
 
 pub use accounts::{AccountKeyView, AccountView, Linked, TotpEnrolment};
