@@ -243,7 +243,7 @@ enum Outcome {
 
 /// Runs one sign-in on an upgraded socket, then closes it: 1000 after a token,
 /// 1008 after an error (1009 for a frame over [`MAX_FRAME`]), cleanly
-/// ([`close_cleanly`]). The flow must end
+/// (`close_cleanly`). The flow must end
 /// within `deadline`; `slot` counts the socket against the caps until it closes.
 pub async fn serve<B: SignInBackend>(
     mut ws: SignInSocket,
