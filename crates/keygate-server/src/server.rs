@@ -189,7 +189,7 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
                 limits: opts.limits.clone(),
                 dev: opts.dev,
             };
-            let hub = Hub::open_with_entropy(
+            let hub = Hub::open(
                 store.clone(),
                 opts.clock.clone(),
                 opts.entropy.clone(),

@@ -18,7 +18,7 @@ use crate::time::{UnixTime, format_rfc3339};
 use crate::token::AccessClaims;
 
 /// Lifetime of link and step-up challenges: they travel between two devices.
-pub use keygate_proto::{AccountKeyView, AccountView, Linked, TotpEnrolment};
+use keygate_proto::{AccountKeyView, AccountView, Linked, TotpEnrolment};
 
 pub const STATEMENT_TTL: i64 = 300;
 

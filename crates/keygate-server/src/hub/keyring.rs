@@ -7,7 +7,7 @@ use crate::error::Error;
 use crate::store::{SigningKeyRecord, Store};
 use crate::time::UnixTime;
 use crate::token::{Jwks, TokenSigner, TokenVerifier};
-use keygate_core::entropy::{Entropy, OsEntropy};
+use keygate_core::entropy::Entropy;
 
 /// The signing keys in use: the current key signs; it and the retired keys whose
 /// tokens may still be live are published and verify.
@@ -78,13 +78,8 @@ impl Hub {
     }
 }
 
-/// A fresh Ed25519 signing key, created at `now`.
-pub fn new_signing_key(now: UnixTime) -> SigningKeyRecord {
-    generate_signing_key(&OsEntropy, now)
-}
-
-/// [`new_signing_key`] from `entropy`.
-pub(super) fn generate_signing_key(entropy: &dyn Entropy, now: UnixTime) -> SigningKeyRecord {
+/// A fresh Ed25519 signing key from `entropy`, created at `now`.
+pub fn new_signing_key(entropy: &dyn Entropy, now: UnixTime) -> SigningKeyRecord {
     let sk = ed25519_dalek::SigningKey::generate(&mut entropy.rng());
     SigningKeyRecord {
         kid: TokenSigner::new(sk.clone()).kid().to_owned(),
@@ -101,10 +96,11 @@ pub(super) fn generate_signing_key(entropy: &dyn Entropy, now: UnixTime) -> Sign
 /// tokens stop verifying. Returns the new key id and the retired ones.
 pub async fn rotate_signing_key(
     store: &dyn Store,
+    entropy: &dyn Entropy,
     now: UnixTime,
     drop_old: bool,
 ) -> Result<(String, Vec<String>), Error> {
-    let record = new_signing_key(now);
+    let record = new_signing_key(entropy, now);
     let kid = record.kid.clone();
     // Retired at the epoch: long past any token lifetime, so never published.
     let retired_at = if drop_old { 0 } else { now };

@@ -13,10 +13,11 @@ use crate::challenge::NonceKey;
 use crate::error::Error;
 use crate::store::{RevocationEvent, Store};
 use crate::time::{Clock, UnixTime};
-use keygate_core::entropy::{Entropy, OsEntropy};
+use keygate_core::entropy::Entropy;
 
 pub use keygate_proto::{
-    BrokerToken, IssuedToken, RevocationFeed, SessionView, TokenOptions, WhoAmI,
+    AccountKeyView, AccountView, BrokerToken, IssuedToken, Linked, RevocationFeed, SessionView,
+    TokenOptions, TotpEnrolment, WhoAmI,
 };
 
 mod accounts;
@@ -32,11 +33,10 @@ mod signin;
 #[cfg(all(test, feature = "sqlite"))]
 mod tests;
 
-pub use accounts::{AccountKeyView, AccountView, Linked, TotpEnrolment};
 pub use broker::{BROKER_DEFAULT_TTL, BROKER_MAX_TTL};
 pub use keyring::{new_signing_key, rotate_signing_key};
 
-use keyring::{KeyRing, generate_signing_key, retention};
+use keyring::{KeyRing, retention};
 use mint::Grant;
 
 const NONCE_KEY_NAME: &str = "challenge_nonce_key";
@@ -88,19 +88,11 @@ pub struct Hub {
 
 impl Hub {
     /// Opens the Hub on `store`, creating the nonce key and the first signing key
-    /// on first start.
-    pub async fn open(
-        store: Arc<dyn Store>,
-        clock: Arc<dyn Clock>,
-        config: HubConfig,
-    ) -> Result<Self, Error> {
-        Self::open_with_entropy(store, clock, Arc::new(OsEntropy), config).await
-    }
-
-    /// [`Hub::open`] with its randomness taken from `entropy` (a
+    /// on first start. Every random byte it uses comes from `entropy`
+    /// ([`OsEntropy`](keygate_core::entropy::OsEntropy) in service, a
     /// [`SeededEntropy`](keygate_core::entropy::SeededEntropy) in tests that want
     /// fixed keys and ids).
-    pub async fn open_with_entropy(
+    pub async fn open(
         store: Arc<dyn Store>,
         clock: Arc<dyn Clock>,
         entropy: Arc<dyn Entropy>,
@@ -114,7 +106,7 @@ impl Hub {
         let nonce_key: [u8; 32] = nonce_key.try_into().map_err(|_| Error::Internal)?;
         let mut records = store.signing_keys().await?;
         if records.is_empty() {
-            let record = generate_signing_key(entropy.as_ref(), now);
+            let record = new_signing_key(entropy.as_ref(), now);
             store.insert_signing_key(record.clone()).await?;
             records.push(record);
         }

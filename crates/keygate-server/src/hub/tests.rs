@@ -31,7 +31,7 @@ async fn hub_with(dir: &std::path::Path, entropy: Arc<dyn Entropy>) -> Hub {
         dev: false,
     };
     let clock = Arc::new(ManualClock::new(NOW));
-    Hub::open_with_entropy(Arc::new(store), clock, entropy, config)
+    Hub::open(Arc::new(store), clock, entropy, config)
         .await
         .unwrap()
 }

@@ -4,7 +4,7 @@
 use clap::Subcommand;
 
 use keygate::admin::{self, AdminError, KeySpec, MfaPolicy};
-use keygate::entropy::os_rng;
+use keygate::entropy::{OsEntropy, os_rng};
 use keygate::session::SessionPolicy;
 use keygate::time::{Clock, SystemClock, format_rfc3339};
 
@@ -192,10 +192,14 @@ pub(crate) async fn keys(k: KeysCommand) -> CliResult {
         }
         KeysCommand::RotateSigning { drop_old, db } => {
             let store = open_store(&db).await?;
-            let (kid, retired) =
-                keygate::hub::rotate_signing_key(store.as_ref(), SystemClock.now(), drop_old)
-                    .await
-                    .map_err(|e| e.to_string())?;
+            let (kid, retired) = keygate::hub::rotate_signing_key(
+                store.as_ref(),
+                &OsEntropy,
+                SystemClock.now(),
+                drop_old,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
             println!("signing key {kid} is now current");
             for old in retired {
                 if drop_old {

@@ -967,9 +967,14 @@ async fn the_gateway_in_serve_follows_a_signing_key_rotation() {
     assert_eq!(g.verifier().key_fetches(), 1);
 
     let store = s.running.store.clone().unwrap();
-    let (new_kid, _) = keygate::hub::rotate_signing_key(store.as_ref(), s.clock.now(), false)
-        .await
-        .unwrap();
+    let (new_kid, _) = keygate::hub::rotate_signing_key(
+        store.as_ref(),
+        &keygate::entropy::OsEntropy,
+        s.clock.now(),
+        false,
+    )
+    .await
+    .unwrap();
     // The Hub reloads its keys every second.
     eventually("the Hub to sign with the new key", async || {
         hub.signing_kid() == new_kid

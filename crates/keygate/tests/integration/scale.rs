@@ -304,9 +304,14 @@ async fn two_nodes_share_one_postgres_database() {
     // A rotation (here through the store, as the CLI does) reaches both nodes.
     let old = kid(&t.token);
     let store = a.running.store.clone().unwrap();
-    let (new, retired) = keygate::hub::rotate_signing_key(store.as_ref(), clock.now(), false)
-        .await
-        .unwrap();
+    let (new, retired) = keygate::hub::rotate_signing_key(
+        store.as_ref(),
+        &keygate::entropy::OsEntropy,
+        clock.now(),
+        false,
+    )
+    .await
+    .unwrap();
     assert_eq!(retired, std::slice::from_ref(&old));
     await_jwks(&a, &[&old, &new]).await;
     await_jwks(&b, &[&old, &new]).await;
