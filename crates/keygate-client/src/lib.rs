@@ -70,6 +70,7 @@ use keygate_proto::{
 };
 
 pub mod account;
+pub mod device;
 mod verifier;
 pub use verifier::{KEY_REFETCH_INTERVAL, KEY_REFRESH_PERIOD, OfflineVerifier, TokenAuthority};
 

@@ -84,6 +84,8 @@ pub enum Flow {
     HubWs,
     /// The Hub's `POST /v1/challenge` and `POST /v1/token`.
     HubHttp,
+    /// The OpenID Provider's sign-in page and device approval (`/oauth/*`).
+    Oidc,
 }
 
 impl Flow {
@@ -93,6 +95,7 @@ impl Flow {
             Flow::ProviderHttp => 2,
             Flow::HubWs => 3,
             Flow::HubHttp => 4,
+            Flow::Oidc => 5,
         }
     }
 }

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 mod args;
 mod client;
 mod floor;
+mod oidc;
 mod procfs;
 mod scale;
 
@@ -38,6 +39,7 @@ const SIGN_IN_TIMEOUT: Duration = Duration::from_secs(10);
 pub async fn run(command: BenchCommand) -> Result<(), String> {
     match command {
         BenchCommand::Load(a) => load(a).await,
+        BenchCommand::Oidc(a) => oidc::run(a).await,
         BenchCommand::Floor { budget } => {
             let f = measure_floor(budget.clamp(0.1, 60.0)).await?;
             print_floor(&f);

@@ -26,6 +26,7 @@ mod broker;
 mod introspect;
 mod keyring;
 mod mint;
+pub mod oidc;
 mod revocation;
 pub mod routes;
 mod sessions;
@@ -84,6 +85,8 @@ pub struct Hub {
     /// A random secret that requests naming an unknown API key are checked
     /// against (see [`Hub::authenticate_app`]).
     dummy_secret: ApiSecret,
+    /// The OpenID Provider's keys, loaded on first use.
+    oidc: tokio::sync::OnceCell<oidc::OidcState>,
 }
 
 impl Hub {
@@ -122,6 +125,7 @@ impl Hub {
             keys: RwLock::new(Arc::new(ring)),
             dummy_secret: ApiSecret::from_bytes(entropy.bytes::<32>()),
             entropy,
+            oidc: tokio::sync::OnceCell::new(),
         })
     }
 

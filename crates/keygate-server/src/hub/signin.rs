@@ -118,7 +118,7 @@ impl Hub {
     /// challenge, or by a development key): spends `nonce` (id, expiry), records
     /// the session durably, and only then mints the token.
     #[allow(clippy::too_many_arguments)]
-    async fn open_session(
+    pub(super) async fn open_session(
         &self,
         app: &ApiKeyRecord,
         subject: String,
@@ -291,10 +291,10 @@ impl Hub {
     }
 }
 
-struct ValidRequest {
-    offline: bool,
-    scope: String,
-    expiration: Option<i64>,
+pub(super) struct ValidRequest {
+    pub(super) offline: bool,
+    pub(super) scope: String,
+    pub(super) expiration: Option<i64>,
 }
 
 fn validate_options(app: &ApiKeyRecord, o: &TokenOptions) -> Result<ValidRequest, Error> {

@@ -44,6 +44,9 @@ pub enum BenchCommand {
         #[arg(long, default_value_t = 1_000_000)]
         rows: u64,
     },
+    /// OpenID Provider: authorization-code flows per second and server CPU per
+    /// flow and per token exchange, against a running server.
+    Oidc(super::oidc::OidcArgs),
     /// Server memory per idle WebSocket: open N, wait, read VmRSS.
     Idle {
         #[arg(long, default_value = "http://127.0.0.1:8080")]

@@ -57,6 +57,13 @@ pub(crate) struct LoginArgs {
     /// Print the whole token response as JSON instead of the token alone.
     #[arg(long)]
     json: bool,
+    /// Approve the OAuth device code a TV or CLI app shows (RFC 8628) instead of
+    /// signing in here; --url is then the OpenID Provider's issuer URL.
+    #[arg(long, value_name = "USER_CODE")]
+    device: Option<String>,
+    /// With --device: refuse the device instead of approving it.
+    #[arg(long, requires = "device")]
+    deny: bool,
 }
 
 /// The key file `--key` names, else the default one in the config directory.
@@ -135,6 +142,9 @@ fn id_show(path: &Path) -> CliResult {
 
 pub(crate) async fn login(a: LoginArgs) -> CliResult {
     let key = load_key(&key_path(a.key.key)?)?;
+    if let Some(code) = a.device {
+        return approve_device(&a.url, &key, &code, !a.deny).await;
+    }
     let options = TokenOptions {
         client_id: a.client_id,
         access_type: a.offline.then(|| "offline".to_owned()),
@@ -150,6 +160,29 @@ pub(crate) async fn login(a: LoginArgs) -> CliResult {
     }
     .map_err(|e| e.to_string())?;
     print_token(&issued, a.json)
+}
+
+/// `keygate login --device CODE --url ISSUER`: says what the code asks for,
+/// then signs the provider's challenge to approve (or deny) it.
+async fn approve_device(issuer: &str, key: &SigningKey, code: &str, approve: bool) -> CliResult {
+    use keygate::client::device;
+    let request = device::device_request(issuer, key, code)
+        .await
+        .map_err(|e| e.to_string())?;
+    eprintln!(
+        "{} asks for: {}",
+        request.client,
+        if request.scope.is_empty() { "-" } else { &request.scope }
+    );
+    let decision = device::device_decide(issuer, key, code, &request, approve, SystemClock.now())
+        .await
+        .map_err(|e| e.to_string())?;
+    if decision.approved {
+        println!("approved: the device now gets its tokens");
+    } else {
+        println!("denied");
+    }
+    Ok(())
 }
 
 /// Prints a token: the whole response as JSON with `--json`, else the token alone.

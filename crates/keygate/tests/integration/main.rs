@@ -12,6 +12,7 @@ mod flows;
 mod gateway;
 mod hardening;
 mod lifecycle;
+mod oidc;
 mod scale;
 mod split;
 mod tenancy;

@@ -80,7 +80,12 @@ pub fn client_meta()
 
 /// Every Hub route, API-key endpoints and user endpoints.
 pub fn routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
-    api_routes(hub.clone()).or(user_routes(hub)).unify().boxed()
+    api_routes(hub.clone())
+        .or(super::oidc::routes::routes(hub.clone()))
+        .unify()
+        .or(user_routes(hub))
+        .unify()
+        .boxed()
 }
 
 /// Endpoints for app backends (API-key authenticated) and the public JWKS.

@@ -1,0 +1,118 @@
+//! OAuth 2.0 errors (RFC 6749 §5.2, RFC 6750 §3): `{"error", "error_description"}`
+//! with the status each code calls for. Descriptions are fixed text: nothing a
+//! client sent is ever echoed.
+
+use warp::http::{HeaderValue, StatusCode, header};
+use warp::reply::Response;
+
+use crate::error::Error;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthError {
+    pub status: u16,
+    pub code: &'static str,
+    pub description: &'static str,
+    /// The `WWW-Authenticate` challenge to send, if any.
+    pub challenge: Option<&'static str>,
+}
+
+impl OAuthError {
+    pub const fn new(status: u16, code: &'static str, description: &'static str) -> Self {
+        OAuthError {
+            status,
+            code,
+            description,
+            challenge: None,
+        }
+    }
+
+    pub const fn invalid_request(description: &'static str) -> Self {
+        Self::new(400, "invalid_request", description)
+    }
+
+    /// Client authentication failed (RFC 6749 §5.2): 401 with a Basic challenge.
+    pub const fn invalid_client() -> Self {
+        OAuthError {
+            challenge: Some(r#"Basic realm="keygate""#),
+            ..Self::new(401, "invalid_client", "client authentication failed")
+        }
+    }
+
+    pub const fn invalid_grant() -> Self {
+        Self::new(
+            400,
+            "invalid_grant",
+            "the grant is invalid, expired, already used, or was issued to another client",
+        )
+    }
+
+    pub const fn unauthorized_client(description: &'static str) -> Self {
+        Self::new(400, "unauthorized_client", description)
+    }
+
+    pub const fn unsupported_grant_type() -> Self {
+        Self::new(400, "unsupported_grant_type", "this grant type is not supported")
+    }
+
+    pub const fn invalid_scope() -> Self {
+        Self::new(400, "invalid_scope", "scope: this client may not ask for one of the requested scopes")
+    }
+
+    /// RFC 6750 §3.1 at a resource (userinfo): a missing or bad access token.
+    pub fn bearer(e: Error) -> Self {
+        match e {
+            Error::Unavailable | Error::Internal | Error::RateLimited { .. } => e.into(),
+            Error::MissingToken => OAuthError {
+                challenge: Some(r#"Bearer realm="keygate""#),
+                ..Self::new(401, "invalid_request", "send the access token as Authorization: Bearer")
+            },
+            _ => OAuthError {
+                challenge: Some(r#"Bearer realm="keygate", error="invalid_token""#),
+                ..Self::new(401, "invalid_token", "the access token is invalid, expired or revoked")
+            },
+        }
+    }
+
+    pub const fn insufficient_scope() -> Self {
+        OAuthError {
+            challenge: Some(r#"Bearer realm="keygate", error="insufficient_scope", scope="openid""#),
+            ..Self::new(403, "insufficient_scope", "this token's scope does not include openid")
+        }
+    }
+
+    pub fn response(&self) -> Response {
+        let body = serde_json::json!({
+            "error": self.code,
+            "error_description": self.description,
+        });
+        let mut res = crate::http::json(
+            StatusCode::from_u16(self.status).unwrap_or(StatusCode::BAD_REQUEST),
+            &body,
+        );
+        res.headers_mut()
+            .insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+        if let Some(c) = self.challenge {
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
+        }
+        res
+    }
+}
+
+/// The Hub's own errors where an OAuth endpoint meets them: an outage is a 503
+/// `temporarily_unavailable`, a rate limit a 429, anything else a bad request.
+impl From<Error> for OAuthError {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Unavailable | Error::Internal => Self::new(
+                503,
+                "temporarily_unavailable",
+                "the service is unavailable; try again",
+            ),
+            Error::RateLimited { .. } => {
+                Self::new(429, "slow_down", "too many requests; retry later")
+            }
+            _ => Self::new(400, "invalid_request", "the request was refused"),
+        }
+    }
+}

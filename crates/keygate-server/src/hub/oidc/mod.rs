@@ -1,0 +1,1335 @@
+//! keygate as an OpenID Provider (docs/oidc.md): the authorization code flow
+//! with PKCE whose login is a key signature, the token endpoint, ID tokens,
+//! userinfo, revocation, introspection, RP-initiated logout and the device grant
+//! (RFC 8628). It sits on the Hub's own machinery: a sign-in here is a session of
+//! the client's app like any other (listed, capped, revocable, in the feed), its
+//! access tokens are the Hub's RFC 9068 tokens, its refresh tokens rotate with
+//! reuse detection.
+//!
+//! Nothing here keeps state in memory between requests: the validated
+//! authorization request travels through the sign-in page sealed with a MAC, and
+//! codes, consents and device grants are in the store, so several Hub nodes
+//! serve one provider.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::signin::ValidRequest;
+use super::{ClientMeta, Grant, Hub, SignedChallenge, TokenOptions};
+use crate::challenge::{self, Flow};
+use crate::error::Error;
+use crate::identity::Identity;
+use crate::session;
+use crate::store::{
+    ApiKeyRecord, CodeRecord, DevicePoll, DeviceRecord, OAuthClientRecord, Revoke, TakeCode,
+};
+use crate::time::UnixTime;
+use keygate_core::oauth;
+
+mod error;
+mod hint;
+pub(crate) mod keys;
+pub mod routes;
+
+pub use error::OAuthError;
+use keys::{IdTokenAlg, OidcKeys};
+
+/// How long an authorization request may take from the RP's redirect to the
+/// code (the sign-in page, MFA, consent).
+const REQUEST_TTL: i64 = 600;
+/// Lifetime of an authorization code (RFC 6749 §4.1.2 recommends ≤ 10 min).
+const CODE_TTL: i64 = 60;
+/// Device grant: lifetime and the polling interval (RFC 8628 §3.2).
+const DEVICE_TTL: i64 = 600;
+const DEVICE_INTERVAL: i64 = 5;
+/// Longest `state`, `nonce` and `login_hint` accepted (they are echoed or signed).
+const MAX_PARAM: usize = 512;
+const DEVICE_GRANT: &str = "urn:ietf:params:oauth:grant-type:device_code";
+
+/// The provider's keys, loaded on first use (RSA key generation costs a moment,
+/// and a Hub that never serves OIDC should not pay it).
+pub(super) struct OidcState {
+    keys: OidcKeys,
+    request_key: [u8; 32],
+}
+
+/// A validated authorization request, sealed into the sign-in page.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AuthRequest {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub scope: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    pub code_challenge: String,
+    #[serde(default)]
+    pub prompt_none: bool,
+    #[serde(default)]
+    pub prompt_consent: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub login_hint: Option<String>,
+    pub exp: UnixTime,
+}
+
+/// Why an authorization request failed: before the redirect URI is known to be
+/// the client's, only a page (never a redirect); after, a redirect with `error`.
+#[derive(Debug)]
+pub enum AuthorizeError {
+    Page(&'static str),
+    Redirect(String),
+}
+
+/// What a code or an approved device grant stands for: the session the sign-in
+/// opened and what the ID token will say.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct CodeGrant {
+    sid: String,
+    /// The key that signed in (canonical form).
+    key: String,
+    acct: String,
+    auth_time: UnixTime,
+    acr: String,
+    amr: Vec<String>,
+    scope: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nonce: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    redirect_uri: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    code_challenge: Option<String>,
+}
+
+/// The credentials a client presented at the token, revocation, introspection
+/// or device endpoint.
+#[derive(Debug, Default)]
+pub struct ClientCredentials {
+    /// From `Authorization: Basic` (client_secret_basic).
+    pub basic: Option<(String, String)>,
+    /// From the form (client_secret_post, or a public client's client_id).
+    pub form_id: Option<String>,
+    pub form_secret: Option<String>,
+}
+
+/// The token endpoint's answer (RFC 6749 §5.1, OIDC Core §3.1.3.3).
+#[derive(Debug, Serialize)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
+    pub scope: String,
+}
+
+/// What the sign-in page's last step answers.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finish {
+    /// Ask the user: the client's name and the scopes it wants.
+    Consent { client: String, scopes: Vec<String> },
+    /// Go here (the code, or an error, for the client).
+    Redirect(String),
+}
+
+#[derive(Serialize)]
+struct IdClaims<'a> {
+    iss: &'a str,
+    sub: &'a str,
+    aud: &'a str,
+    azp: &'a str,
+    exp: UnixTime,
+    iat: UnixTime,
+    auth_time: UnixTime,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nonce: Option<&'a str>,
+    acr: &'a str,
+    amr: &'a [String],
+    sid: &'a str,
+    /// The key that signed in, as a did:key and in canonical form.
+    did: String,
+    key: &'a str,
+    at_hash: String,
+}
+
+/// The first value of a parameter that may appear once; a repeated one is an
+/// error (RFC 6749 §3.1).
+pub fn single<'a>(params: &'a [(String, String)], name: &str) -> Result<Option<&'a str>, ()> {
+    let mut found = None;
+    for (k, v) in params {
+        if k == name {
+            if found.is_some() {
+                return Err(());
+            }
+            found = Some(v.as_str());
+        }
+    }
+    Ok(found.filter(|v| !v.is_empty()))
+}
+
+/// `uri` with `params` added to its query.
+fn with_query(uri: &str, params: &[(&str, &str)]) -> String {
+    let mut out = uri.to_owned();
+    let mut q = url::form_urlencoded::Serializer::new(String::new());
+    for (k, v) in params {
+        q.append_pair(k, v);
+    }
+    out.push(if uri.contains('?') { '&' } else { '?' });
+    out.push_str(&q.finish());
+    out
+}
+
+fn sha256(s: &str) -> [u8; 32] {
+    Sha256::digest(s.as_bytes()).into()
+}
+
+fn has_scope(scope: &str, want: &str) -> bool {
+    scope.split(' ').any(|s| s == want)
+}
+
+impl Hub {
+    /// The provider's keys and request MAC key, created on first use.
+    pub(super) async fn oidc(&self) -> Result<&OidcState, Error> {
+        self.oidc
+            .get_or_try_init(|| async {
+                let keys = OidcKeys::open(self.store.as_ref(), self.now()).await?;
+                let request_key = self
+                    .store
+                    .secret_or_insert(
+                        "oidc_request_key",
+                        self.entropy.bytes::<32>().to_vec(),
+                        self.now(),
+                    )
+                    .await?
+                    .try_into()
+                    .map_err(|_| Error::Internal)?;
+                Ok(OidcState { keys, request_key })
+            })
+            .await
+    }
+
+    /// The scheme, host and port of the issuer: the audience of the challenges
+    /// the sign-in page signs (the page runs on this origin).
+    pub fn issuer_origin(&self) -> String {
+        url::Url::parse(&self.config.issuer)
+            .map(|u| u.origin().ascii_serialization())
+            .unwrap_or_else(|_| self.config.issuer.clone())
+    }
+
+    fn endpoint(&self, path: &str) -> String {
+        format!("{}{path}", self.config.issuer.trim_end_matches('/'))
+    }
+
+    /// OIDC Discovery 1.0 and RFC 8414 metadata (one document serves both).
+    pub fn oidc_metadata(&self) -> serde_json::Value {
+        serde_json::json!({
+            "issuer": self.config.issuer,
+            "authorization_endpoint": self.endpoint("/oauth/authorize"),
+            "token_endpoint": self.endpoint("/oauth/token"),
+            "userinfo_endpoint": self.endpoint("/oauth/userinfo"),
+            "jwks_uri": self.endpoint("/oauth/jwks"),
+            "revocation_endpoint": self.endpoint("/oauth/revoke"),
+            "introspection_endpoint": self.endpoint("/oauth/introspect"),
+            "end_session_endpoint": self.endpoint("/oauth/logout"),
+            "device_authorization_endpoint": self.endpoint("/oauth/device_authorization"),
+            "scopes_supported": ["openid", "profile", "offline_access"],
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "grant_types_supported": ["authorization_code", "refresh_token", DEVICE_GRANT],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": IdTokenAlg::ALL.map(IdTokenAlg::as_str),
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "code_challenge_methods_supported": ["S256"],
+            "prompt_values_supported": ["none", "login", "consent"],
+            "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "azp", "sid", "did", "key", "at_hash"],
+            "claims_parameter_supported": false,
+            "request_parameter_supported": false,
+            "request_uri_parameter_supported": false,
+            "authorization_response_iss_parameter_supported": true,
+            "access_token_issuer": self.config.issuer,
+        })
+    }
+
+    /// The provider's JWKS: the Hub's Ed25519 keys (without `alg`, so that both
+    /// `EdDSA` and `Ed25519` tokens find them), the RSA key and the P-256 key.
+    pub async fn oidc_jwks(&self) -> Result<serde_json::Value, Error> {
+        let state = self.oidc().await?;
+        let mut keys: Vec<serde_json::Value> = Vec::new();
+        for k in &self.ring().jwks.keys {
+            let mut v = serde_json::to_value(k).map_err(|_| Error::Internal)?;
+            if let Some(o) = v.as_object_mut() {
+                o.remove("alg");
+            }
+            keys.push(v);
+        }
+        keys.extend(state.keys.public_jwks());
+        Ok(serde_json::json!({ "keys": keys }))
+    }
+
+    async fn live_client(&self, id: &str) -> Result<Option<OAuthClientRecord>, Error> {
+        if id.is_empty() || id.len() > 64 {
+            return Ok(None);
+        }
+        Ok(self
+            .store
+            .oauth_client(id)
+            .await?
+            .filter(|c| c.revoked_at.is_none()))
+    }
+
+    /// The client's app: a live API key this Hub accepts.
+    async fn client_app(&self, client: &OAuthClientRecord) -> Result<ApiKeyRecord, OAuthError> {
+        match self.store.api_key(&client.app).await.map_err(Error::from)? {
+            Some(k) if k.revoked_at.is_none() && (!k.dev || self.config.dev) => Ok(k),
+            _ => Err(OAuthError::unauthorized_client(
+                "this client's app is revoked",
+            )),
+        }
+    }
+
+    /// Checks an authorization request (query or form parameters).
+    pub async fn authorize(
+        &self,
+        params: &[(String, String)],
+    ) -> Result<AuthRequest, AuthorizeError> {
+        use AuthorizeError::Page;
+        let client_id = single(params, "client_id")
+            .map_err(|_| Page("client_id is repeated"))?
+            .ok_or(Page("client_id is missing"))?;
+        let client = self
+            .live_client(client_id)
+            .await
+            .map_err(|_| Page("the service is unavailable; try again"))?
+            .ok_or(Page("unknown client"))?;
+        let redirect_uri = single(params, "redirect_uri")
+            .map_err(|_| Page("redirect_uri is repeated"))?
+            .ok_or(Page("redirect_uri is missing"))?;
+        // Compared exactly, as registered: no normalisation at all.
+        if !client.redirect_uris.iter().any(|u| u == redirect_uri) {
+            return Err(Page("redirect_uri is not registered for this client"));
+        }
+        // From here on the client hears of errors at its redirect URI.
+        let raw_state = single(params, "state").ok().flatten();
+        let state = raw_state.filter(|s| s.len() <= MAX_PARAM);
+        let fail = |error: &str, description: &str| {
+            let mut p = vec![("error", error), ("error_description", description)];
+            if let Some(s) = state {
+                p.push(("state", s));
+            }
+            let iss = self.config.issuer.as_str();
+            p.push(("iss", iss));
+            AuthorizeError::Redirect(with_query(redirect_uri, &p))
+        };
+        let get = |name: &str| {
+            single(params, name).map_err(|_| fail("invalid_request", "a parameter is repeated"))
+        };
+        if raw_state.is_some() && state.is_none() {
+            return Err(fail("invalid_request", "state is too long"));
+        }
+        if get("request")?.is_some() {
+            return Err(fail("request_not_supported", "request objects are not supported"));
+        }
+        if get("request_uri")?.is_some() {
+            return Err(fail(
+                "request_uri_not_supported",
+                "request_uri is not supported",
+            ));
+        }
+        match get("response_type")? {
+            Some("code") => {}
+            None => return Err(fail("invalid_request", "response_type is missing")),
+            Some(_) => {
+                return Err(fail(
+                    "unsupported_response_type",
+                    "only response_type code is supported",
+                ));
+            }
+        }
+        if let Some(m) = get("response_mode")?
+            && m != "query"
+        {
+            return Err(fail("invalid_request", "only response_mode query is supported"));
+        }
+        let scope = get("scope")?.unwrap_or("");
+        let mut granted: Vec<&str> = Vec::new();
+        for s in scope.split(' ').filter(|s| !s.is_empty()) {
+            let allowed = s == "openid" || client.scopes.iter().any(|c| c == s);
+            if !allowed {
+                return Err(fail(
+                    "invalid_scope",
+                    "scope: this client may not ask for one of the requested scopes",
+                ));
+            }
+            if !granted.contains(&s) {
+                granted.push(s);
+            }
+        }
+        if !granted.contains(&"openid") {
+            return Err(fail("invalid_scope", "scope must include openid"));
+        }
+        let challenge = get("code_challenge")?;
+        let method = get("code_challenge_method")?;
+        let code_challenge = match (challenge, method) {
+            (Some(c), Some("S256")) if oauth::valid_challenge(c) => c,
+            (Some(_), Some("S256")) => {
+                return Err(fail("invalid_request", "code_challenge is malformed"));
+            }
+            (None, _) => {
+                return Err(fail(
+                    "invalid_request",
+                    "code_challenge is required (PKCE, S256)",
+                ));
+            }
+            (Some(_), _) => {
+                return Err(fail(
+                    "invalid_request",
+                    "code_challenge_method must be S256",
+                ));
+            }
+        };
+        let prompt: Vec<&str> = get("prompt")?
+            .unwrap_or("")
+            .split(' ')
+            .filter(|s| !s.is_empty())
+            .collect();
+        if prompt
+            .iter()
+            .any(|p| !["none", "login", "consent", "select_account"].contains(p))
+        {
+            return Err(fail("invalid_request", "prompt has an unknown value"));
+        }
+        let prompt_none = prompt.contains(&"none");
+        if prompt_none && prompt.len() > 1 {
+            return Err(fail("invalid_request", "prompt none cannot be combined"));
+        }
+        if let Some(m) = get("max_age")?
+            && m.parse::<u32>().is_err()
+        {
+            return Err(fail("invalid_request", "max_age must be a number of seconds"));
+        }
+        let nonce = get("nonce")?;
+        let login_hint = get("login_hint")?;
+        if nonce.is_some_and(|n| n.len() > MAX_PARAM) || login_hint.is_some_and(|n| n.len() > MAX_PARAM) {
+            return Err(fail("invalid_request", "nonce or login_hint is too long"));
+        }
+        Ok(AuthRequest {
+            client_id: client.id,
+            redirect_uri: redirect_uri.to_owned(),
+            scope: granted.join(" "),
+            state: state.map(str::to_owned),
+            nonce: nonce.map(str::to_owned),
+            code_challenge: code_challenge.to_owned(),
+            prompt_none,
+            prompt_consent: prompt.contains(&"consent"),
+            login_hint: login_hint.map(str::to_owned),
+            exp: self.now() + REQUEST_TTL,
+        })
+    }
+
+    /// The request sealed for the page: `base64url(json).base64url(mac)`.
+    pub async fn seal_request(&self, r: &AuthRequest) -> Result<String, Error> {
+        let key = self.oidc().await?.request_key;
+        let body = URL_SAFE_NO_PAD.encode(serde_json::to_vec(r).map_err(|_| Error::Internal)?);
+        let mac = request_mac(&key, &body);
+        Ok(format!("{body}.{}", URL_SAFE_NO_PAD.encode(mac)))
+    }
+
+    async fn open_request(&self, sealed: &str) -> Result<AuthRequest, Error> {
+        let bad = || Error::bad_request("request: this sign-in has expired; start again from the app");
+        let key = self.oidc().await?.request_key;
+        let (body, mac) = sealed.split_once('.').ok_or_else(bad)?;
+        let mac = URL_SAFE_NO_PAD.decode(mac).map_err(|_| bad())?;
+        let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(&key).map_err(|_| Error::Internal)?;
+        m.update(body.as_bytes());
+        m.verify_slice(&mac).map_err(|_| bad())?;
+        let json = URL_SAFE_NO_PAD.decode(body).map_err(|_| bad())?;
+        let r: AuthRequest = serde_json::from_slice(&json).map_err(|_| bad())?;
+        if r.exp <= self.now() {
+            return Err(bad());
+        }
+        Ok(r)
+    }
+
+    fn redirect_error(&self, r: &AuthRequest, error: &str, description: &str) -> String {
+        let mut p = vec![("error", error), ("error_description", description)];
+        if let Some(s) = &r.state {
+            p.push(("state", s));
+        }
+        p.push(("iss", &self.config.issuer));
+        with_query(&r.redirect_uri, &p)
+    }
+
+    async fn request_context(
+        &self,
+        sealed: &str,
+    ) -> Result<(AuthRequest, OAuthClientRecord, ApiKeyRecord), Error> {
+        let r = self.open_request(sealed).await?;
+        let client = self
+            .live_client(&r.client_id)
+            .await?
+            .ok_or_else(|| Error::bad_request("client: this client has been revoked"))?;
+        let app = self
+            .client_app(&client)
+            .await
+            .map_err(|_| Error::Forbidden("this client's app is revoked".into()))?;
+        Ok((r, client, app))
+    }
+
+    /// The sign-in page asks for a challenge for the key in the browser.
+    pub async fn oidc_challenge(&self, sealed: &str, pubkey: &str) -> Result<String, Error> {
+        let (_, _, app) = self.request_context(sealed).await?;
+        self.oidc_issue(&app, pubkey)
+    }
+
+    fn oidc_issue(&self, app: &ApiKeyRecord, pubkey: &str) -> Result<String, Error> {
+        let identity = Identity::parse(pubkey)?;
+        self.guard.check_identity(&identity.to_string())?;
+        Ok(challenge::issue(
+            &self.nonce_key,
+            &app.id,
+            Flow::Oidc,
+            &self.issuer_origin(),
+            &identity,
+            self.now(),
+            self.config.challenge_ttl,
+            self.entropy.bytes::<16>(),
+        )?
+        .text)
+    }
+
+    /// Verifies a signed challenge of the OIDC flow and opens a session of the
+    /// client's app (MFA pending when the app requires it).
+    async fn oidc_sign_in(
+        &self,
+        app: &ApiKeyRecord,
+        client: &OAuthClientRecord,
+        scope: &str,
+        signed: SignedChallenge<'_>,
+        meta: ClientMeta,
+    ) -> Result<super::IssuedToken, Error> {
+        let identity = Identity::parse(signed.pubkey)?;
+        let subject = identity.to_string();
+        self.guard.check_identity(&subject)?;
+        let now = self.now();
+        let verified = challenge::verify(
+            &self.nonce_key,
+            &app.id,
+            Flow::Oidc,
+            signed.challenge,
+            &identity,
+            Some(&self.issuer_origin()),
+            signed.sig,
+            now,
+        )
+        .inspect_err(|e| tracing::debug!(reason = ?e, "oidc signed challenge refused"))?;
+        let options = TokenOptions {
+            client_id: Some(client.id.clone()),
+            ..TokenOptions::default()
+        };
+        let request = ValidRequest {
+            offline: false,
+            scope: scope.to_owned(),
+            expiration: None,
+        };
+        self.open_session(
+            app,
+            subject,
+            &options,
+            request,
+            (verified.nonce_id, verified.expires_at),
+            meta,
+            now,
+        )
+        .await
+    }
+
+    /// The sign-in page's signed challenge: a session of the client's app.
+    pub async fn oidc_page_sign_in(
+        &self,
+        sealed: &str,
+        signed: SignedChallenge<'_>,
+        meta: ClientMeta,
+    ) -> Result<super::IssuedToken, Error> {
+        let (r, client, app) = self.request_context(sealed).await?;
+        self.oidc_sign_in(&app, &client, &r.scope, signed, meta).await
+    }
+
+    /// The page's last step: consent, then the code. `token` is the page's access
+    /// token from [`Hub::oidc_page_sign_in`] (after MFA when required); `allow` is
+    /// the user's answer on the consent screen, if it was shown; `error` is the
+    /// page telling the client why it stops (`login_required` under `prompt=none`
+    /// when the browser holds no key, `access_denied` when the user cancels).
+    pub async fn oidc_finish(
+        &self,
+        sealed: &str,
+        token: Option<&str>,
+        allow: Option<bool>,
+        error: Option<&str>,
+    ) -> Result<Finish, Error> {
+        let (r, client, _app) = self.request_context(sealed).await?;
+        match error {
+            Some("login_required") if r.prompt_none => {
+                return Ok(Finish::Redirect(self.redirect_error(
+                    &r,
+                    "login_required",
+                    "no key in this browser",
+                )));
+            }
+            Some("access_denied") => {
+                return Ok(Finish::Redirect(self.redirect_error(
+                    &r,
+                    "access_denied",
+                    "the user cancelled",
+                )));
+            }
+            Some(_) => return Err(Error::bad_request("error: unknown value")),
+            None => {}
+        }
+        let (claims, auth) = self.authenticate(token, false).await?;
+        if claims.aud != client.app || auth.session.client_id.as_deref() != Some(&client.id) {
+            return Err(crate::token::TokenError::WrongAudience.into());
+        }
+        let account = auth.account.clone().ok_or(Error::Internal)?;
+        let end_session = || async {
+            let which = Revoke::One {
+                subject: &claims.sub,
+                id: &claims.sid,
+            };
+            if let Err(e) = self.store.revoke_sessions(which, self.now()).await {
+                tracing::warn!(error = %e, "session of a refused authorization not ended");
+            }
+        };
+        if !client.first_party {
+            let remembered = self.store.consent(&account, &client.id).await?;
+            let covered = remembered.as_deref().is_some_and(|g| {
+                r.scope.split(' ').all(|s| has_scope(g, s))
+            });
+            let ask = r.prompt_consent || !covered;
+            match allow {
+                None if ask && r.prompt_none => {
+                    end_session().await;
+                    return Ok(Finish::Redirect(self.redirect_error(
+                        &r,
+                        "consent_required",
+                        "the user has not consented to this client",
+                    )));
+                }
+                None if ask => {
+                    return Ok(Finish::Consent {
+                        client: client.name.clone(),
+                        scopes: r.scope.split(' ').map(str::to_owned).collect(),
+                    });
+                }
+                Some(false) => {
+                    end_session().await;
+                    return Ok(Finish::Redirect(self.redirect_error(
+                        &r,
+                        "access_denied",
+                        "the user denied the request",
+                    )));
+                }
+                Some(true) => {
+                    self.store
+                        .save_consent(&account, &client.id, &r.scope, self.now())
+                        .await?;
+                }
+                None => {}
+            }
+        }
+        let grant = CodeGrant {
+            sid: claims.sid.clone(),
+            key: claims.sub.clone(),
+            acct: account,
+            auth_time: auth.session.created_at,
+            acr: claims.acr.clone().unwrap_or_else(|| "aal1".into()),
+            amr: claims.amr.clone().unwrap_or_default(),
+            scope: r.scope.clone(),
+            nonce: r.nonce.clone(),
+            redirect_uri: Some(r.redirect_uri.clone()),
+            code_challenge: Some(r.code_challenge.clone()),
+        };
+        let code = URL_SAFE_NO_PAD.encode(self.entropy.bytes::<32>());
+        self.store
+            .insert_code(CodeRecord {
+                hash: sha256(&code),
+                client_id: client.id.clone(),
+                grant: serde_json::to_string(&grant).map_err(|_| Error::Internal)?,
+                expires_at: self.now() + CODE_TTL,
+            })
+            .await?;
+        let mut p = vec![("code", code.as_str())];
+        if let Some(s) = &r.state {
+            p.push(("state", s));
+        }
+        p.push(("iss", &self.config.issuer));
+        Ok(Finish::Redirect(with_query(&r.redirect_uri, &p)))
+    }
+
+    /// Authenticates the client at the token, revocation, introspection and
+    /// device endpoints (RFC 6749 §2.3): exactly one method; a confidential
+    /// client by its secret, a public one by its id alone.
+    pub async fn authenticate_client(
+        &self,
+        creds: &ClientCredentials,
+    ) -> Result<OAuthClientRecord, OAuthError> {
+        let (id, secret) = match (&creds.basic, &creds.form_id, &creds.form_secret) {
+            (Some(_), _, Some(_)) => {
+                return Err(OAuthError::invalid_request(
+                    "use one client authentication method",
+                ));
+            }
+            (Some((id, secret)), form_id, None) => {
+                if form_id.as_ref().is_some_and(|f| f != id) {
+                    return Err(OAuthError::invalid_request("client_id does not match"));
+                }
+                (id.as_str(), Some(secret.as_str()))
+            }
+            (None, Some(id), secret) => (id.as_str(), secret.as_deref()),
+            (None, None, _) => return Err(OAuthError::invalid_client()),
+        };
+        let client = self
+            .live_client(id)
+            .await
+            .map_err(OAuthError::from)?;
+        let Some(client) = client else {
+            // The same work as a wrong secret: the id is not secret, the timing of
+            // the comparison is.
+            let _ = oauth::client_secret_matches(secret.unwrap_or(""), &[0u8; 32]);
+            return Err(OAuthError::invalid_client());
+        };
+        match (&client.secret_hash, secret) {
+            (Some(hash), Some(s)) if oauth::client_secret_matches(s, hash) => Ok(client),
+            (None, None) => Ok(client),
+            _ => Err(OAuthError::invalid_client()),
+        }
+    }
+
+    /// `POST /oauth/token`.
+    pub async fn oauth_token(
+        &self,
+        creds: &ClientCredentials,
+        params: &[(String, String)],
+    ) -> Result<TokenResponse, OAuthError> {
+        let client = self.authenticate_client(creds).await?;
+        let get = |name: &str| {
+            single(params, name).map_err(|_| OAuthError::invalid_request("a parameter is repeated"))
+        };
+        match get("grant_type")? {
+            Some("authorization_code") => {
+                let code = get("code")?.ok_or(OAuthError::invalid_request("code is missing"))?;
+                let redirect_uri = get("redirect_uri")?;
+                let verifier = get("code_verifier")?
+                    .ok_or(OAuthError::invalid_request("code_verifier is missing"))?;
+                self.exchange_code(&client, code, redirect_uri, verifier).await
+            }
+            Some("refresh_token") => {
+                let token = get("refresh_token")?
+                    .ok_or(OAuthError::invalid_request("refresh_token is missing"))?;
+                if let Some(s) = get("scope")?
+                    && s.split(' ').any(|s| !s.is_empty() && s != "openid" && !client.scopes.iter().any(|c| c == s))
+                {
+                    return Err(OAuthError::invalid_scope());
+                }
+                self.refresh_grant(&client, token).await
+            }
+            Some(DEVICE_GRANT) => {
+                let code = get("device_code")?
+                    .ok_or(OAuthError::invalid_request("device_code is missing"))?;
+                self.device_grant(&client, code).await
+            }
+            Some(_) => Err(OAuthError::unsupported_grant_type()),
+            None => Err(OAuthError::invalid_request("grant_type is missing")),
+        }
+    }
+
+    async fn exchange_code(
+        &self,
+        client: &OAuthClientRecord,
+        code: &str,
+        redirect_uri: Option<&str>,
+        verifier: &str,
+    ) -> Result<TokenResponse, OAuthError> {
+        if code.len() > 64 {
+            return Err(OAuthError::invalid_grant());
+        }
+        let now = self.now();
+        let hash = sha256(code);
+        let record = match self.store.take_code(hash, now).await.map_err(Error::from)? {
+            TakeCode::Fresh(r) => r,
+            TakeCode::Replayed { session_id } => {
+                // RFC 6749 §4.1.2: a code used twice revokes what it issued.
+                if let Some(sid) = session_id {
+                    self.end_session_by_id(&sid).await;
+                    tracing::info!("authorization code replayed: its session ended");
+                }
+                return Err(OAuthError::invalid_grant());
+            }
+            TakeCode::Unknown => return Err(OAuthError::invalid_grant()),
+        };
+        let grant: CodeGrant =
+            serde_json::from_str(&record.grant).map_err(|_| OAuthError::invalid_grant())?;
+        let challenge = grant.code_challenge.as_deref().unwrap_or("");
+        let bound = record.client_id == client.id
+            && grant.redirect_uri.as_deref() == redirect_uri
+            && oauth::valid_verifier(verifier)
+            && oauth::s256_matches(verifier, challenge);
+        if !bound {
+            // The code is spent: the thief learns nothing and the owner signs in again.
+            self.end_session_by_id(&grant.sid).await;
+            return Err(OAuthError::invalid_grant());
+        }
+        self.store
+            .set_code_session(hash, &grant.sid)
+            .await
+            .map_err(Error::from)?;
+        self.issue_for_grant(client, &grant, now).await
+    }
+
+    /// Access token (+ refresh token when `offline_access` was granted, + ID token
+    /// when `openid` was) for a code or an approved device grant.
+    async fn issue_for_grant(
+        &self,
+        client: &OAuthClientRecord,
+        grant: &CodeGrant,
+        now: UnixTime,
+    ) -> Result<TokenResponse, OAuthError> {
+        let app = self.client_app(client).await?;
+        let auth = self
+            .store
+            .session_auth(&grant.sid)
+            .await
+            .map_err(Error::from)?
+            .ok_or_else(OAuthError::invalid_grant)?;
+        if auth.session.check(now).is_err() || auth.session.client_id.as_deref() != Some(&client.id) {
+            return Err(OAuthError::invalid_grant());
+        }
+        let refresh_token = if has_scope(&grant.scope, "offline_access") {
+            let t = session::new_secret_token(&mut self.entropy.rng(), session::REFRESH_PREFIX);
+            self.store
+                .add_refresh_token(&grant.sid, session::hash_secret(&t), &client.id, now)
+                .await
+                .map_err(Error::from)?;
+            Some(t)
+        } else {
+            None
+        };
+        let assurance = super::accounts::assurance(&auth, now);
+        let issued = self.mint(
+            Grant {
+                subject: &grant.key,
+                app: &app.id,
+                session_id: &grant.sid,
+                scope: &auth.session.scope,
+                client_id: Some(client.id.clone()),
+                role: None,
+                account: Some(grant.acct.clone()),
+                assurance: Some(assurance),
+            },
+            &app,
+            None,
+            now,
+            auth.session.expires_at,
+            refresh_token,
+        );
+        self.token_response(client, grant, issued, now).await
+    }
+
+    async fn token_response(
+        &self,
+        client: &OAuthClientRecord,
+        grant: &CodeGrant,
+        issued: super::IssuedToken,
+        now: UnixTime,
+    ) -> Result<TokenResponse, OAuthError> {
+        let id_token = if has_scope(&grant.scope, "openid") {
+            Some(self.id_token(client, grant, &issued.token, now + issued.expires_in, now).await?)
+        } else {
+            None
+        };
+        Ok(TokenResponse {
+            access_token: issued.token,
+            token_type: "Bearer",
+            expires_in: issued.expires_in,
+            refresh_token: issued.refresh_token,
+            id_token,
+            scope: grant.scope.clone(),
+        })
+    }
+
+    async fn id_token(
+        &self,
+        client: &OAuthClientRecord,
+        grant: &CodeGrant,
+        access_token: &str,
+        exp: UnixTime,
+        now: UnixTime,
+    ) -> Result<String, OAuthError> {
+        let alg = IdTokenAlg::parse(&client.alg).unwrap_or(IdTokenAlg::Rs256);
+        let state = self.oidc().await?;
+        let did = Identity::parse(&grant.key)
+            .map(|i| i.did_key())
+            .map_err(|_| OAuthError::invalid_grant())?;
+        let claims = IdClaims {
+            iss: &self.config.issuer,
+            sub: &grant.acct,
+            aud: &client.id,
+            azp: &client.id,
+            exp,
+            iat: now,
+            auth_time: grant.auth_time,
+            nonce: grant.nonce.as_deref(),
+            acr: &grant.acr,
+            amr: &grant.amr,
+            sid: &grant.sid,
+            did,
+            key: &grant.key,
+            at_hash: keys::half_hash(alg, access_token),
+        };
+        Ok(state.keys.sign(alg, &self.ring().signer, &claims))
+    }
+
+    async fn refresh_grant(
+        &self,
+        client: &OAuthClientRecord,
+        token: &str,
+    ) -> Result<TokenResponse, OAuthError> {
+        let issued = self.refresh(token, &client.id).await.map_err(|e| match e {
+            Error::Unavailable | Error::Internal => OAuthError::from(e),
+            _ => OAuthError::invalid_grant(),
+        })?;
+        let now = self.now();
+        let auth = self
+            .store
+            .session_auth(&issued.session_id)
+            .await
+            .map_err(Error::from)?
+            .ok_or_else(OAuthError::invalid_grant)?;
+        let assurance = super::accounts::assurance(&auth, now);
+        let grant = CodeGrant {
+            sid: auth.session.id.clone(),
+            key: auth.session.subject.clone(),
+            acct: auth.account.clone().unwrap_or_default(),
+            auth_time: auth.session.created_at,
+            acr: assurance.acr().to_owned(),
+            amr: assurance.amr(),
+            scope: auth.session.scope.clone(),
+            nonce: None,
+            redirect_uri: None,
+            code_challenge: None,
+        };
+        self.token_response(client, &grant, issued, now).await
+    }
+
+    async fn end_session_by_id(&self, sid: &str) {
+        let result = async {
+            let Some(s) = self.store.session(sid).await? else {
+                return Ok(0);
+            };
+            let which = Revoke::One {
+                subject: &s.subject,
+                id: sid,
+            };
+            self.store.revoke_sessions(which, self.now()).await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "session not ended");
+        }
+    }
+
+    /// `GET|POST /oauth/userinfo`: the account behind an access token whose
+    /// scope includes `openid`.
+    pub async fn userinfo(&self, token: Option<&str>) -> Result<serde_json::Value, OAuthError> {
+        let (claims, _) = self
+            .authenticate_user(token)
+            .await
+            .map_err(OAuthError::bearer)?;
+        if !has_scope(&claims.scope, "openid") {
+            return Err(OAuthError::insufficient_scope());
+        }
+        let did = Identity::parse(&claims.sub)
+            .map(|i| i.did_key())
+            .map_err(|_| OAuthError::bearer(Error::SessionRevoked))?;
+        Ok(serde_json::json!({
+            "sub": claims.acct,
+            "did": did,
+            "key": claims.sub,
+        }))
+    }
+
+    /// The session a token of `client` belongs to: an access token's, or a
+    /// refresh token's. `None` for anything else (unknown, another client's).
+    async fn client_session(
+        &self,
+        client: &OAuthClientRecord,
+        token: &str,
+    ) -> Result<Option<crate::store::SessionRecord>, Error> {
+        let sid = if token.starts_with(session::REFRESH_PREFIX) {
+            if token.len() > 128 {
+                return Ok(None);
+            }
+            self.store
+                .refresh_session_id(session::hash_secret(token))
+                .await?
+        } else {
+            // An expired access token still names its session.
+            self.ring()
+                .verifier
+                .verify_any(token, self.now())
+                .ok()
+                .map(|(c, _)| c.sid)
+        };
+        let Some(sid) = sid else { return Ok(None) };
+        Ok(self
+            .store
+            .session(&sid)
+            .await?
+            .filter(|s| s.client_id.as_deref() == Some(&client.id) && s.api_key == client.app))
+    }
+
+    /// RFC 7009: revoking an access or refresh token ends its session (and so
+    /// every token of it). Unknown tokens and other clients' tokens: 200, nothing done.
+    pub async fn oauth_revoke(
+        &self,
+        creds: &ClientCredentials,
+        params: &[(String, String)],
+    ) -> Result<(), OAuthError> {
+        let client = self.authenticate_client(creds).await?;
+        let token = single(params, "token")
+            .map_err(|_| OAuthError::invalid_request("token is repeated"))?
+            .ok_or(OAuthError::invalid_request("token is missing"))?;
+        if let Some(s) = self.client_session(&client, token).await? {
+            let which = Revoke::One {
+                subject: &s.subject,
+                id: &s.id,
+            };
+            self.store
+                .revoke_sessions(which, self.now())
+                .await
+                .map_err(Error::from)?;
+        }
+        Ok(())
+    }
+
+    /// RFC 7662 for clients: their own access tokens, answered from live state.
+    pub async fn oauth_introspect(
+        &self,
+        creds: &ClientCredentials,
+        params: &[(String, String)],
+    ) -> Result<serde_json::Value, OAuthError> {
+        let client = self.authenticate_client(creds).await?;
+        let token = single(params, "token")
+            .map_err(|_| OAuthError::invalid_request("token is repeated"))?
+            .ok_or(OAuthError::invalid_request("token is missing"))?;
+        let inactive = serde_json::json!({ "active": false });
+        if token.starts_with(session::REFRESH_PREFIX) {
+            let now = self.now();
+            return Ok(match self.client_session(&client, token).await? {
+                Some(s) if s.check(now).is_ok() => serde_json::json!({
+                    "active": true,
+                    "token_type": "refresh_token",
+                    "client_id": client.id,
+                    "sub": s.subject,
+                    "sid": s.id,
+                    "scope": s.scope,
+                    "exp": s.expires_at,
+                    "iss": self.config.issuer,
+                }),
+                _ => inactive,
+            });
+        }
+        match self.authenticate_user(Some(token)).await {
+            Ok((c, s)) if s.client_id.as_deref() == Some(&client.id) && c.aud == client.app => {
+                let mut v = serde_json::to_value(&c).map_err(|_| Error::Internal)?;
+                v["active"] = true.into();
+                v["token_type"] = "Bearer".into();
+                Ok(v)
+            }
+            Err(e @ (Error::Unavailable | Error::Internal)) => Err(e.into()),
+            _ => Ok(inactive),
+        }
+    }
+
+    /// RP-initiated logout: ends the session an ID token (from this provider, to
+    /// this client) names. Returns where to send the browser, if anywhere.
+    pub async fn oidc_logout(
+        &self,
+        params: &[(String, String)],
+    ) -> Result<Option<String>, AuthorizeError> {
+        use AuthorizeError::Page;
+        let get = |name: &str| single(params, name).map_err(|_| Page("a parameter is repeated"));
+        let hint = get("id_token_hint")?;
+        let mut client_id = get("client_id")?.map(str::to_owned);
+        if let Some(hint) = hint {
+            let state = self
+                .oidc()
+                .await
+                .map_err(|_| Page("the service is unavailable; try again"))?;
+            let claims = hint::verify_id_token(&state.keys, &self.ring().jwks, hint)
+                .filter(|c| c.iss == self.config.issuer)
+                .ok_or(Page("id_token_hint is not an ID token of this provider"))?;
+            if client_id.as_ref().is_some_and(|c| *c != claims.aud) {
+                return Err(Page("client_id does not match id_token_hint"));
+            }
+            if let Ok(Some(s)) = self.store.session(&claims.sid).await
+                && s.client_id.as_deref() == Some(&claims.aud)
+            {
+                let which = Revoke::One {
+                    subject: &s.subject,
+                    id: &s.id,
+                };
+                if self.store.revoke_sessions(which, self.now()).await.is_err() {
+                    return Err(Page("the service is unavailable; try again"));
+                }
+            }
+            client_id = Some(claims.aud);
+        }
+        let Some(target) = get("post_logout_redirect_uri")? else {
+            return Ok(None);
+        };
+        let client = match &client_id {
+            Some(id) => self.live_client(id).await.ok().flatten(),
+            None => None,
+        };
+        let client = client.ok_or(Page(
+            "post_logout_redirect_uri needs id_token_hint or client_id",
+        ))?;
+        if !client.post_logout_redirect_uris.iter().any(|u| u == target) {
+            return Err(Page(
+                "post_logout_redirect_uri is not registered for this client",
+            ));
+        }
+        let mut p = Vec::new();
+        if let Some(s) = get("state")?.filter(|s| s.len() <= MAX_PARAM) {
+            p.push(("state", s));
+        }
+        Ok(Some(if p.is_empty() {
+            target.to_owned()
+        } else {
+            with_query(target, &p)
+        }))
+    }
+
+    /// RFC 8628 §3.1–3.2: a device code for a client that cannot show a browser.
+    pub async fn device_authorization(
+        &self,
+        creds: &ClientCredentials,
+        params: &[(String, String)],
+    ) -> Result<serde_json::Value, OAuthError> {
+        let client = self.authenticate_client(creds).await?;
+        let scope = single(params, "scope")
+            .map_err(|_| OAuthError::invalid_request("scope is repeated"))?
+            .unwrap_or("openid");
+        let mut granted: Vec<&str> = Vec::new();
+        for s in scope.split(' ').filter(|s| !s.is_empty()) {
+            if s != "openid" && !client.scopes.iter().any(|c| c == s) {
+                return Err(OAuthError::invalid_scope());
+            }
+            if !granted.contains(&s) {
+                granted.push(s);
+            }
+        }
+        let device_code = URL_SAFE_NO_PAD.encode(self.entropy.bytes::<32>());
+        let user_code = oauth::new_user_code(&mut self.entropy.rng());
+        let normalized = oauth::normalize_user_code(&user_code).ok_or(Error::Internal)?;
+        self.store
+            .insert_device(DeviceRecord {
+                device_hash: sha256(&device_code),
+                user_code: normalized,
+                client_id: client.id.clone(),
+                scope: granted.join(" "),
+                expires_at: self.now() + DEVICE_TTL,
+                interval: DEVICE_INTERVAL,
+            })
+            .await
+            .map_err(Error::from)?;
+        let verification_uri = self.endpoint("/oauth/device");
+        Ok(serde_json::json!({
+            "device_code": device_code,
+            "user_code": user_code,
+            "verification_uri": verification_uri,
+            "verification_uri_complete": with_query(&verification_uri, &[("user_code", &user_code)]),
+            "expires_in": DEVICE_TTL,
+            "interval": DEVICE_INTERVAL,
+        }))
+    }
+
+    async fn device_context(
+        &self,
+        user_code: &str,
+    ) -> Result<(DeviceRecord, OAuthClientRecord, ApiKeyRecord), Error> {
+        let unknown = || Error::bad_request("user_code: unknown or expired; ask the device for a new one");
+        let code = oauth::normalize_user_code(user_code).ok_or_else(unknown)?;
+        let device = self
+            .store
+            .device_by_user_code(&code, self.now())
+            .await?
+            .ok_or_else(unknown)?;
+        let client = self.live_client(&device.client_id).await?.ok_or_else(unknown)?;
+        let app = self.client_app(&client).await.map_err(|_| unknown())?;
+        Ok((device, client, app))
+    }
+
+    /// The approving key asks for a challenge for a device code; the answer
+    /// says which client asks for what.
+    pub async fn device_challenge(
+        &self,
+        user_code: &str,
+        pubkey: &str,
+    ) -> Result<serde_json::Value, Error> {
+        let (device, client, app) = self.device_context(user_code).await?;
+        let challenge = self.oidc_issue(&app, pubkey)?;
+        Ok(serde_json::json!({
+            "challenge": challenge,
+            "client": client.name,
+            "scope": device.scope,
+        }))
+    }
+
+    /// The user approves (or denies) a device code by signing the challenge
+    /// with their key: approval opens the session the device's tokens belong to.
+    pub async fn device_decide(
+        &self,
+        user_code: &str,
+        signed: SignedChallenge<'_>,
+        approve: bool,
+        meta: ClientMeta,
+    ) -> Result<serde_json::Value, Error> {
+        let (device, client, app) = self.device_context(user_code).await?;
+        let code = device.user_code.clone();
+        if !approve {
+            // The signature still has to be right: only the key holder says no.
+            let identity = Identity::parse(signed.pubkey)?;
+            challenge::verify(
+                &self.nonce_key,
+                &app.id,
+                Flow::Oidc,
+                signed.challenge,
+                &identity,
+                Some(&self.issuer_origin()),
+                signed.sig,
+                self.now(),
+            )?;
+            self.store.decide_device(&code, None, self.now()).await?;
+            return Ok(serde_json::json!({ "approved": false }));
+        }
+        let issued = self
+            .oidc_sign_in(&app, &client, &device.scope, signed, meta)
+            .await?;
+        let auth = self
+            .store
+            .session_auth(&issued.session_id)
+            .await?
+            .ok_or(Error::SessionRevoked)?;
+        if issued.mfa_required {
+            self.end_session_by_id(&issued.session_id).await;
+            return Err(Error::Forbidden(
+                "this app requires a second factor, which a device approval cannot show yet"
+                    .into(),
+            ));
+        }
+        let assurance = super::accounts::assurance(&auth, self.now());
+        let grant = CodeGrant {
+            sid: issued.session_id.clone(),
+            key: auth.session.subject.clone(),
+            acct: auth.account.clone().unwrap_or_default(),
+            auth_time: auth.session.created_at,
+            acr: assurance.acr().to_owned(),
+            amr: assurance.amr(),
+            scope: device.scope.clone(),
+            nonce: None,
+            redirect_uri: None,
+            code_challenge: None,
+        };
+        let json = serde_json::to_string(&grant).map_err(|_| Error::Internal)?;
+        if !self.store.decide_device(&code, Some(json), self.now()).await? {
+            self.end_session_by_id(&issued.session_id).await;
+            return Err(Error::bad_request("user_code: unknown or expired"));
+        }
+        Ok(serde_json::json!({
+            "approved": true,
+            "client": client.name,
+            "scope": device.scope,
+        }))
+    }
+
+    async fn device_grant(
+        &self,
+        client: &OAuthClientRecord,
+        device_code: &str,
+    ) -> Result<TokenResponse, OAuthError> {
+        if device_code.len() > 64 {
+            return Err(OAuthError::invalid_grant());
+        }
+        let now = self.now();
+        match self
+            .store
+            .poll_device(sha256(device_code), now)
+            .await
+            .map_err(Error::from)?
+        {
+            DevicePoll::Unknown => Err(OAuthError::invalid_grant()),
+            DevicePoll::Expired => Err(OAuthError::new(400, "expired_token", "the device code has expired")),
+            DevicePoll::Pending { slow_down: true } => {
+                Err(OAuthError::new(400, "slow_down", "poll less often"))
+            }
+            DevicePoll::Pending { slow_down: false } => Err(OAuthError::new(
+                400,
+                "authorization_pending",
+                "the user has not approved yet",
+            )),
+            DevicePoll::Denied => Err(OAuthError::new(400, "access_denied", "the user denied the request")),
+            DevicePoll::Approved { client_id, grant } => {
+                let grant: CodeGrant =
+                    serde_json::from_str(&grant).map_err(|_| OAuthError::invalid_grant())?;
+                if client_id != client.id {
+                    self.end_session_by_id(&grant.sid).await;
+                    return Err(OAuthError::invalid_grant());
+                }
+                self.issue_for_grant(client, &grant, now).await
+            }
+        }
+    }
+}
+
+fn request_mac(key: &[u8; 32], body: &str) -> [u8; 32] {
+    let mut m = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC takes any key length");
+    m.update(body.as_bytes());
+    m.finalize().into_bytes().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repeated_parameters_are_refused_and_empty_ones_are_absent() {
+        let p = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        };
+        assert_eq!(single(&p(&[("a", "1")]), "a"), Ok(Some("1")));
+        assert_eq!(single(&p(&[("a", "")]), "a"), Ok(None));
+        assert_eq!(single(&p(&[("a", "1"), ("a", "1")]), "a"), Err(()));
+        assert_eq!(single(&p(&[("b", "1")]), "a"), Ok(None));
+    }
+
+    #[test]
+    fn redirect_parameters_are_encoded_and_appended() {
+        assert_eq!(
+            with_query("https://rp.example/cb", &[("code", "a b"), ("state", "x&y=z")]),
+            "https://rp.example/cb?code=a+b&state=x%26y%3Dz"
+        );
+        assert_eq!(
+            with_query("https://rp.example/cb?tenant=1", &[("code", "c")]),
+            "https://rp.example/cb?tenant=1&code=c"
+        );
+    }
+}
