@@ -237,9 +237,18 @@ mod tests {
 
     #[test]
     fn user_codes_normalize_as_typed() {
-        assert_eq!(normalize_user_code("BCDF-GHJK").as_deref(), Some("BCDFGHJK"));
-        assert_eq!(normalize_user_code("bcdf ghjk").as_deref(), Some("BCDFGHJK"));
-        assert_eq!(normalize_user_code(" bc-df gh-jk ").as_deref(), Some("BCDFGHJK"));
+        assert_eq!(
+            normalize_user_code("BCDF-GHJK").as_deref(),
+            Some("BCDFGHJK")
+        );
+        assert_eq!(
+            normalize_user_code("bcdf ghjk").as_deref(),
+            Some("BCDFGHJK")
+        );
+        assert_eq!(
+            normalize_user_code(" bc-df gh-jk ").as_deref(),
+            Some("BCDFGHJK")
+        );
         assert_eq!(normalize_user_code("BCDFGHJK").as_deref(), Some("BCDFGHJK"));
         // A vowel, a digit, one letter too few or too many, other separators.
         assert_eq!(normalize_user_code("BCDF-GHJA"), None);
@@ -251,6 +260,9 @@ mod tests {
         assert_eq!(normalize_user_code(""), None);
         // Non-ASCII letters whose upper case is not in the alphabet.
         assert_eq!(normalize_user_code("BCDF-GHJß"), None);
-        assert_eq!(normalize_user_code(&format!("BCDFGHJK{}", "-".repeat(100))), None);
+        assert_eq!(
+            normalize_user_code(&format!("BCDFGHJK{}", "-".repeat(100))),
+            None
+        );
     }
 }

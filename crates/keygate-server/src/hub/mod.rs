@@ -26,6 +26,7 @@ mod broker;
 mod introspect;
 mod keyring;
 mod mint;
+pub(crate) mod oidc;
 mod revocation;
 pub mod routes;
 mod sessions;

@@ -1,0 +1,2 @@
+#[allow(dead_code)] // until the OIDC routes use it
+pub(crate) mod keys;
