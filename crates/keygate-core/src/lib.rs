@@ -27,6 +27,7 @@ pub mod challenge;
 pub mod entropy;
 pub mod error;
 pub mod identity;
+pub mod oauth;
 pub mod session;
 pub mod time;
 pub mod token;
