@@ -57,6 +57,9 @@ pub enum AdminError {
     /// A scope is empty, too long, or holds a character RFC 6749 excludes.
     #[error("each scope must be 1 to 128 visible ASCII characters (no quote or backslash)")]
     InvalidScope,
+    /// A client's scopes leave out `openid`, which every authorization request names.
+    #[error("a client's scopes must include openid")]
+    NoOpenidScope,
     /// No live OIDC client has this id.
     #[error("no live client with this id")]
     NoLiveClient,
@@ -332,7 +335,8 @@ pub struct NewClient {
     pub public: bool,
     /// One of [`CLIENT_ALGS`].
     pub alg: String,
-    /// Scopes it may ask for; none means [`DEFAULT_CLIENT_SCOPES`].
+    /// Scopes it may ask for, `openid` among them; none means
+    /// [`DEFAULT_CLIENT_SCOPES`].
     pub scopes: Vec<String>,
     /// Skips the consent screen.
     pub first_party: bool,
@@ -397,6 +401,9 @@ impl NewClient {
             if !scopes.contains(&s) {
                 scopes.push(s);
             }
+        }
+        if !scopes.iter().any(|s| s == "openid") {
+            return Err(AdminError::NoOpenidScope);
         }
         Ok(scopes)
     }

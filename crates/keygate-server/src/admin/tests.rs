@@ -474,6 +474,13 @@ async fn a_client_out_of_bounds_is_refused_and_nothing_is_written() {
         ),
         (
             NewClient {
+                scopes: vec!["profile".into(), "read".into()],
+                ..named("app")
+            },
+            AdminError::NoOpenidScope,
+        ),
+        (
+            NewClient {
                 app: Some("kgk_none".into()),
                 ..named("app")
             },

@@ -20,10 +20,10 @@ pub(crate) enum ClientsCommand {
         name: String,
         /// Where the client may be sent back with a code (exact match); repeat
         /// for several. https, or http to 127.0.0.1, [::1] or localhost.
-        #[arg(long = "redirect-uri", required = true)]
+        #[arg(long = "redirect-uri", value_name = "URI", required = true)]
         redirect_uris: Vec<String>,
         /// Where the client may be sent after logout; repeat for several.
-        #[arg(long = "post-logout-redirect-uri")]
+        #[arg(long = "post-logout-redirect-uri", value_name = "URI")]
         post_logout_redirect_uris: Vec<String>,
         /// A public client (browser or native app): no secret; PKCE alone.
         #[arg(long)]
@@ -31,16 +31,16 @@ pub(crate) enum ClientsCommand {
         /// How its ID tokens are signed.
         #[arg(long, default_value = admin::CLIENT_ALGS[0], value_parser = admin::CLIENT_ALGS)]
         alg: String,
-        /// Scopes it may ask for (space or comma separated); default
-        /// "openid profile offline_access".
-        #[arg(long, default_value = "")]
-        scopes: String,
+        /// Scopes it may ask for (space or comma separated), openid among them;
+        /// without it "openid profile offline_access".
+        #[arg(long)]
+        scopes: Option<String>,
         /// A first-party client: users are not asked for consent.
         #[arg(long)]
         first_party: bool,
         /// The API key whose sessions and policy (TTLs, MFA, session cap) the
         /// client uses; without it a new key `oidc:<name>` is created.
-        #[arg(long)]
+        #[arg(long, value_name = "KEY_ID")]
         app: Option<String>,
         /// Print one JSON object instead of KEY=value lines.
         #[arg(long)]
@@ -84,7 +84,10 @@ pub(crate) async fn clients(c: ClientsCommand) -> CliResult {
                 post_logout_redirect_uris,
                 public,
                 alg,
-                scopes: admin::parse_scopes(&scopes),
+                scopes: scopes
+                    .as_deref()
+                    .map(admin::parse_scopes)
+                    .unwrap_or_default(),
                 first_party,
                 app,
             };
@@ -190,10 +193,10 @@ fn refusal(e: AdminError, id: &str, app: Option<&str>) -> String {
     match e {
         AdminError::InvalidClientName => "--name must be 1 to 64 visible characters".into(),
         AdminError::NoRedirectUri => "give at least one --redirect-uri".into(),
-        AdminError::InvalidRedirectUri => format!("each --redirect-uri: {e}"),
-        AdminError::InvalidPostLogoutRedirectUri => format!("each --post-logout-redirect-uri: {e}"),
+        AdminError::InvalidRedirectUri => format!("--redirect-uri: {e}"),
+        AdminError::InvalidPostLogoutRedirectUri => format!("--post-logout-redirect-uri: {e}"),
         AdminError::InvalidAlg => format!("--alg: {e}"),
-        AdminError::InvalidScope => format!("--scopes: {e}"),
+        AdminError::InvalidScope | AdminError::NoOpenidScope => format!("--scopes: {e}"),
         AdminError::NoLiveKey => format!("--app: no live API key {}", app.unwrap_or("")),
         AdminError::NoLiveClient => format!("no live client {id}"),
         e => e.to_string(),
