@@ -24,6 +24,36 @@ async fn setup() -> (
     (dir, store, ManualClock::new(NOW), rng)
 }
 
+/// A sign-in at `NOW` of `subject` with `app` (through `client_id`), creating
+/// session `id` that ends at `expires_at`.
+fn sign_in_at(
+    nonce: u8,
+    id: &str,
+    subject: &str,
+    app: &str,
+    client_id: Option<&str>,
+    expires_at: i64,
+) -> Redemption {
+    Redemption {
+        nonce_id: [nonce; 16],
+        nonce_expires_at: NOW + 60,
+        session: NewSession {
+            id: id.into(),
+            subject: subject.into(),
+            api_key: app.into(),
+            client_id: client_id.map(str::to_owned),
+            scope: String::new(),
+            created_at: NOW,
+            expires_at,
+            idle_timeout: 3600,
+            user_agent: None,
+            address: None,
+        },
+        refresh: None,
+        renew: None,
+    }
+}
+
 async fn mfa_of(store: &SqliteStore, key: &str) -> bool {
     use crate::store::AccountStore;
     store
@@ -236,23 +266,8 @@ async fn sessions_are_listed_with_their_state_and_revoked_by_the_clock() {
         .id;
     let user = Identity::from(&ed25519_dalek::SigningKey::from_bytes(&[3; 32]));
     let other = Identity::from(&ed25519_dalek::SigningKey::from_bytes(&[4; 32]));
-    let sign_in = |nonce: u8, id: &str, subject: &Identity, expires_at| Redemption {
-        nonce_id: [nonce; 16],
-        nonce_expires_at: NOW + 60,
-        session: NewSession {
-            id: id.into(),
-            subject: subject.to_string(),
-            api_key: app.clone(),
-            client_id: None,
-            scope: String::new(),
-            created_at: NOW,
-            expires_at,
-            idle_timeout: 3600,
-            user_agent: None,
-            address: None,
-        },
-        refresh: None,
-        renew: None,
+    let sign_in = |nonce: u8, id: &str, subject: &Identity, expires_at| {
+        sign_in_at(nonce, id, &subject.to_string(), &app, None, expires_at)
     };
     for r in [
         sign_in(1, "s_short", &user, NOW + 100),
@@ -527,23 +542,15 @@ async fn revoking_a_client_ends_its_sessions_into_the_feed_once() {
         .await
         .unwrap()
         .id;
-    let sign_in = |nonce: u8, id: &str, app: &str, client_id: &str| Redemption {
-        nonce_id: [nonce; 16],
-        nonce_expires_at: NOW + 60,
-        session: NewSession {
-            id: id.into(),
-            subject: "bbaareisubject".into(),
-            api_key: app.into(),
-            client_id: Some(client_id.into()),
-            scope: "openid".into(),
-            created_at: NOW,
-            expires_at: NOW + 1000,
-            idle_timeout: 3600,
-            user_agent: None,
-            address: None,
-        },
-        refresh: None,
-        renew: None,
+    let sign_in = |nonce: u8, id: &str, app: &str, client_id: &str| {
+        sign_in_at(
+            nonce,
+            id,
+            "bbaareisubject",
+            app,
+            Some(client_id),
+            NOW + 1000,
+        )
     };
     for r in [
         sign_in(1, "s_one", &client.app, &client.id),
