@@ -1,6 +1,7 @@
 //! Administration on the store directly: apps' API keys (create, list, revoke,
-//! origins, MFA policy) and users' sessions (list, revoke), as the `keygate keys`
-//! and `keygate sessions` commands do them.
+//! origins, MFA policy), OIDC clients (create, list, revoke) and users' sessions
+//! (list, revoke), as the `keygate keys`, `keygate clients` and `keygate
+//! sessions` commands do them.
 //!
 //! Every operation takes the store and a [`Clock`]; none reads the wall clock or
 //! prints. Refusals are typed ([`AdminError`]) and checked before anything is
@@ -9,7 +10,9 @@
 use crate::apikey::{self, ApiSecret};
 use crate::identity::Identity;
 use crate::session::{MIN_ACCESS_TTL, SessionPolicy};
-use crate::store::{ApiKeyRecord, DEFAULT_MAX_SESSIONS, Revoke, SessionRecord, Store, StoreError};
+use crate::store::{
+    ApiKeyRecord, DEFAULT_MAX_SESSIONS, OAuthClientRecord, Revoke, SessionRecord, Store, StoreError,
+};
 use crate::time::Clock;
 
 /// Why an administrative operation was refused.
@@ -30,6 +33,36 @@ pub enum AdminError {
     /// No live API key has this id.
     #[error("no live API key with this id")]
     NoLiveKey,
+    /// A client's name is not 1 to 64 visible characters.
+    #[error("a client's name must be 1 to 64 visible characters")]
+    InvalidClientName,
+    /// A client needs at least one redirect URI.
+    #[error("a client needs at least one redirect URI")]
+    NoRedirectUri,
+    /// A redirect URI is not one a client may register (see [`check_client_uri`]).
+    #[error(
+        "each redirect URI must be an absolute https URL (http only for 127.0.0.1, [::1] or \
+         localhost) without fragment or credentials, at most 2048 characters"
+    )]
+    InvalidRedirectUri,
+    /// A post-logout redirect URI is not one a client may register.
+    #[error(
+        "each post-logout redirect URI must be an absolute https URL (http only for 127.0.0.1, \
+         [::1] or localhost) without fragment or credentials, at most 2048 characters"
+    )]
+    InvalidPostLogoutRedirectUri,
+    /// The ID-token signing algorithm is not one of [`CLIENT_ALGS`].
+    #[error("the signing algorithm must be RS256, ES256, EdDSA or Ed25519")]
+    InvalidAlg,
+    /// A scope is empty, too long, or holds a character RFC 6749 excludes.
+    #[error("each scope must be 1 to 128 visible ASCII characters (no quote or backslash)")]
+    InvalidScope,
+    /// A client's scopes leave out `openid`, which every authorization request names.
+    #[error("a client's scopes must include openid")]
+    NoOpenidScope,
+    /// No live OIDC client has this id.
+    #[error("no live client with this id")]
+    NoLiveClient,
     #[error("{0}")]
     Store(#[from] StoreError),
 }
@@ -276,6 +309,227 @@ pub async fn revoke_sessions(
         None => Revoke::AllOf { subject: &subject },
     };
     Ok(store.revoke_sessions(which, clock.now()).await?)
+}
+
+/// The ID-token signing algorithms a client may choose, the default first.
+pub const CLIENT_ALGS: [&str; 4] = ["RS256", "ES256", "EdDSA", "Ed25519"];
+/// The scopes a client may ask for unless it is registered with others.
+pub const DEFAULT_CLIENT_SCOPES: [&str; 3] = ["openid", "profile", "offline_access"];
+/// The longest redirect URI a client may register.
+pub const MAX_CLIENT_URI_LEN: usize = 2048;
+const MAX_CLIENT_NAME_CHARS: usize = 64;
+const MAX_SCOPE_LEN: usize = 128;
+const MAX_CLIENT_SCOPES: usize = 64;
+const MAX_CLIENT_URIS: usize = 64;
+const CLIENT_ID_PREFIX: &str = "kgc_";
+const CLIENT_SECRET_PREFIX: &str = "kgcs_";
+
+/// A new OIDC client as an administrator describes it (docs/oidc.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewClient {
+    /// Shown to users on the consent screen.
+    pub name: String,
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+    /// A public client (a browser or native app) has no secret.
+    pub public: bool,
+    /// One of [`CLIENT_ALGS`].
+    pub alg: String,
+    /// Scopes it may ask for, `openid` among them; none means
+    /// [`DEFAULT_CLIENT_SCOPES`].
+    pub scopes: Vec<String>,
+    /// Skips the consent screen.
+    pub first_party: bool,
+    /// The live API key whose sessions and policy it uses; `None` creates one
+    /// named `oidc:<name>` (its HMAC secret is never shown).
+    pub app: Option<String>,
+}
+
+impl NewClient {
+    /// A confidential `RS256` client with the default scopes and an app of its own.
+    pub fn new(name: impl Into<String>, redirect_uri: impl Into<String>) -> Self {
+        NewClient {
+            name: name.into(),
+            redirect_uris: vec![redirect_uri.into()],
+            post_logout_redirect_uris: Vec::new(),
+            public: false,
+            alg: CLIENT_ALGS[0].to_owned(),
+            scopes: Vec::new(),
+            first_party: false,
+            app: None,
+        }
+    }
+
+    /// Every check a new client must pass, except that its app is live; returns
+    /// its scopes (the defaults when none were given, duplicates dropped).
+    pub fn check(&self) -> Result<Vec<String>, AdminError> {
+        let chars = self.name.chars().count();
+        if !(1..=MAX_CLIENT_NAME_CHARS).contains(&chars)
+            || self.name.trim() != self.name
+            || self.name.chars().any(invisible)
+        {
+            return Err(AdminError::InvalidClientName);
+        }
+        if self.redirect_uris.is_empty() {
+            return Err(AdminError::NoRedirectUri);
+        }
+        if self.redirect_uris.len() > MAX_CLIENT_URIS
+            || !self.redirect_uris.iter().all(|u| check_client_uri(u))
+        {
+            return Err(AdminError::InvalidRedirectUri);
+        }
+        if self.post_logout_redirect_uris.len() > MAX_CLIENT_URIS
+            || !self
+                .post_logout_redirect_uris
+                .iter()
+                .all(|u| check_client_uri(u))
+        {
+            return Err(AdminError::InvalidPostLogoutRedirectUri);
+        }
+        if !CLIENT_ALGS.contains(&self.alg.as_str()) {
+            return Err(AdminError::InvalidAlg);
+        }
+        if self.scopes.len() > MAX_CLIENT_SCOPES || !self.scopes.iter().all(|s| valid_scope(s)) {
+            return Err(AdminError::InvalidScope);
+        }
+        let mut scopes: Vec<String> = Vec::new();
+        let given = match self.scopes.is_empty() {
+            true => DEFAULT_CLIENT_SCOPES.map(str::to_owned).to_vec(),
+            false => self.scopes.clone(),
+        };
+        for s in given {
+            if !scopes.contains(&s) {
+                scopes.push(s);
+            }
+        }
+        if !scopes.iter().any(|s| s == "openid") {
+            return Err(AdminError::NoOpenidScope);
+        }
+        Ok(scopes)
+    }
+}
+
+/// A character a client's name may not hold: controls, and the format
+/// characters that reorder or hide text (bidi overrides, zero-width).
+fn invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+}
+
+/// A scope token (RFC 6749 §3.3): visible ASCII except `"` and `\`.
+fn valid_scope(s: &str) -> bool {
+    (1..=MAX_SCOPE_LEN).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+}
+
+/// Whether a client may register `uri` as a redirect (or post-logout redirect)
+/// URI: an absolute `https` URL, or `http` to a loopback host (`127.0.0.1`,
+/// `[::1]`, `localhost`), of visible ASCII (it is compared as written), with a
+/// host and no fragment or credentials, at most [`MAX_CLIENT_URI_LEN`]
+/// characters.
+pub fn check_client_uri(uri: &str) -> bool {
+    if uri.len() > MAX_CLIENT_URI_LEN
+        || !uri.bytes().all(|b| b.is_ascii_graphic())
+        || uri.contains('#')
+    {
+        return false;
+    }
+    let Ok(url) = url::Url::parse(uri) else {
+        return false;
+    };
+    if !url.username().is_empty() || url.password().is_some() || url.fragment().is_some() {
+        return false;
+    }
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost",
+        Some(url::Host::Ipv4(ip)) => ip == std::net::Ipv4Addr::LOCALHOST,
+        Some(url::Host::Ipv6(ip)) => ip == std::net::Ipv6Addr::LOCALHOST,
+        None => return false,
+    };
+    match url.scheme() {
+        "https" => true,
+        "http" => loopback,
+        _ => false,
+    }
+}
+
+/// A new client and, for a confidential one, its secret, which exists nowhere
+/// else in clear (the store keeps its SHA-256).
+pub struct CreatedClient {
+    pub record: OAuthClientRecord,
+    pub secret: Option<String>,
+}
+
+impl std::fmt::Debug for CreatedClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedClient")
+            .field("record", &self.record)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Registers an OIDC client as `spec` says, created now, with its id and secret
+/// (confidential clients) from `rng`. Its app is `spec.app`, which must be a live
+/// API key, else a new API key named `oidc:<name>` that may carry the client's
+/// scopes. Nothing is written unless `spec` passes [`NewClient::check`] (and
+/// its app is live).
+pub async fn create_client<R: rand::CryptoRng + ?Sized>(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    rng: &mut R,
+    spec: NewClient,
+) -> Result<CreatedClient, AdminError> {
+    let scopes = spec.check()?;
+    let app = match spec.app {
+        Some(id) => match store.api_key(&id).await? {
+            Some(key) if key.revoked_at.is_none() => id,
+            _ => return Err(AdminError::NoLiveKey),
+        },
+        None => {
+            let key = KeySpec {
+                scopes: scopes.clone(),
+                ..KeySpec::new(format!("oidc:{}", spec.name))
+            };
+            create_api_key(store, clock, rng, key).await?.id
+        }
+    };
+    let id = format!("{CLIENT_ID_PREFIX}{}", crate::session::random_id(rng));
+    let secret =
+        (!spec.public).then(|| crate::session::new_secret_token(rng, CLIENT_SECRET_PREFIX));
+    let record = OAuthClientRecord {
+        id,
+        name: spec.name,
+        secret_hash: secret.as_deref().map(crate::session::hash_secret),
+        redirect_uris: spec.redirect_uris,
+        post_logout_redirect_uris: spec.post_logout_redirect_uris,
+        alg: spec.alg,
+        scopes,
+        first_party: spec.first_party,
+        app,
+        created_at: clock.now(),
+        revoked_at: None,
+    };
+    store.insert_client(record.clone()).await?;
+    Ok(CreatedClient { record, secret })
+}
+
+/// Every OIDC client, live and revoked, oldest first.
+pub async fn list_clients(store: &dyn Store) -> Result<Vec<OAuthClientRecord>, AdminError> {
+    Ok(store.oauth_clients().await?)
+}
+
+/// Revokes a live OIDC client and every session it made, now (each with a
+/// revocation-feed entry). Its app stays.
+pub async fn revoke_client(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    id: &str,
+) -> Result<(), AdminError> {
+    match store.revoke_oauth_client(id, clock.now()).await? {
+        true => Ok(()),
+        false => Err(AdminError::NoLiveClient),
+    }
 }
 
 #[cfg(all(test, feature = "sqlite"))]

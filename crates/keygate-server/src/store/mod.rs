@@ -1,4 +1,5 @@
-//! Durable state: API keys, server secrets, sessions, refresh tokens, used nonces.
+//! Durable state: API keys, server secrets, sessions, refresh tokens, used nonces,
+//! and the OpenID Provider's clients, codes, consents and device grants.
 //!
 //! [`Store`] is the interface the Hub needs; `sql` implements it once, generic over
 //! the database, with `sqlite` (an embedded database) and `postgres` (a PostgreSQL
@@ -16,6 +17,7 @@ use crate::time::UnixTime;
 pub use keygate_proto::RevocationEvent;
 
 pub mod accounts;
+pub mod oauth;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod rows;
@@ -25,6 +27,7 @@ mod sql;
 pub mod sqlite;
 
 pub use accounts::AccountStore;
+pub use oauth::{CodeRecord, DevicePoll, DeviceRecord, OAuthClientRecord, OAuthStore, TakeCode};
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
 #[cfg(feature = "sqlite")]
@@ -271,6 +274,12 @@ pub enum Revoke<'a> {
     ApiKey {
         id: &'a str,
     },
+    /// The sessions an OIDC client made: its app's sessions naming it as their
+    /// `client_id`.
+    OAuthClient {
+        id: &'a str,
+        app: &'a str,
+    },
     /// The live sessions of one identity with one app beyond the newest `keep`
     /// (the per-identity cap, docs/lifecycle.md).
     Beyond {
@@ -289,6 +298,10 @@ pub struct Purged {
     pub refresh_tokens: u64,
     pub revocations: u64,
     pub broker_tokens: u64,
+    /// Expired authorization codes, spent or not.
+    pub oauth_codes: u64,
+    /// Expired device grants, whatever their state.
+    pub oauth_devices: u64,
 }
 
 impl Purged {
@@ -300,13 +313,21 @@ impl Purged {
             self.sessions,
             self.revocations,
             self.broker_tokens,
+            self.oauth_codes,
+            self.oauth_devices,
         ]
         .iter()
         .any(|&n| n >= limit)
     }
 
     pub fn total(&self) -> u64 {
-        self.nonces + self.sessions + self.refresh_tokens + self.revocations + self.broker_tokens
+        self.nonces
+            + self.sessions
+            + self.refresh_tokens
+            + self.revocations
+            + self.broker_tokens
+            + self.oauth_codes
+            + self.oauth_devices
     }
 }
 
@@ -338,6 +359,8 @@ pub async fn purge(
         all.refresh_tokens += p.refresh_tokens;
         all.revocations += p.revocations;
         all.broker_tokens += p.broker_tokens;
+        all.oauth_codes += p.oauth_codes;
+        all.oauth_devices += p.oauth_devices;
         if !p.full(limit) {
             break;
         }
@@ -345,8 +368,9 @@ pub async fn purge(
     Ok(all)
 }
 
-/// The state behind a Hub (accounts and second factors: [`AccountStore`]).
-pub trait Store: AccountStore + Send + Sync + 'static {
+/// The state behind a Hub (accounts and second factors: [`AccountStore`]; the
+/// OpenID Provider's: [`OAuthStore`]).
+pub trait Store: AccountStore + OAuthStore + Send + Sync + 'static {
     /// A server secret by name, created from `fresh` if absent (first writer wins).
     fn secret_or_insert(
         &self,
@@ -441,9 +465,10 @@ pub trait Store: AccountStore + Send + Sync + 'static {
     /// `limit` rows of each kind whose expiry lies before `before` (spent
     /// nonces, sessions past their absolute end with their refresh tokens and
     /// second-factor state, feed entries of sessions past their end, brokered
-    /// token ids), oldest first. `before` must lie far enough in the past that
-    /// no token such a row concerns can still be valid anywhere (the callers
-    /// subtract the longest challenge lifetime and the verifiers' leeway).
+    /// token ids, authorization codes, device grants), oldest first. `before`
+    /// must lie far enough in the past that no token such a row concerns can
+    /// still be valid anywhere (the callers subtract the longest challenge
+    /// lifetime and the verifiers' leeway).
     fn purge_expired(&self, before: UnixTime, limit: u32) -> BoxFuture<'_, StoreResult<Purged>>;
 
     /// Closes connections (after the server has stopped).

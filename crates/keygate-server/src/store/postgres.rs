@@ -52,6 +52,7 @@ fn migrator() -> Migrator {
             "app_rights",
             include_str!("postgres/0003_app_rights.sql"),
         ),
+        (4, "oauth", include_str!("postgres/0004_oauth.sql")),
     ])
 }
 

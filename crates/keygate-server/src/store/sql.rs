@@ -32,6 +32,7 @@ use super::seal::MasterKey;
 use super::*;
 
 mod accounts;
+mod oauth;
 
 /// Most sign-ins committed in one transaction.
 pub const MAX_BATCH: usize = 512;
@@ -386,6 +387,9 @@ where
                 ("subject = $2 AND id != $3", vec![subject, keep], vec![])
             }
             Revoke::ApiKey { id } => ("api_key = $2", vec![id], vec![]),
+            Revoke::OAuthClient { id, app } => {
+                ("client_id = $2 AND api_key = $3", vec![id, app], vec![])
+            }
             // SQLite needs a LIMIT before an OFFSET: one no table reaches.
             Revoke::Beyond {
                 subject,

@@ -41,6 +41,7 @@ fn migrator() -> Migrator {
             include_str!("sqlite/0003_nonce_order.sql"),
         ),
         (4, "app_rights", include_str!("sqlite/0004_app_rights.sql")),
+        (5, "oauth", include_str!("sqlite/0005_oauth.sql")),
     ])
 }
 

@@ -226,8 +226,7 @@ fn refusal(e: AdminError, id: &str) -> String {
         }
         AdminError::NoSuchKey => format!("no API key {id}"),
         AdminError::NoLiveKey => format!("no live key {id}"),
-        AdminError::InvalidPolicy | AdminError::InvalidMaxSessions | AdminError::Store(_) => {
-            e.to_string()
-        }
+        // The other refusals name no key (and the client ones are `clients`').
+        e => e.to_string(),
     }
 }

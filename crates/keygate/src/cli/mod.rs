@@ -1,7 +1,8 @@
 //! The command line: the top-level [`Cli`], its dispatch, and what several
 //! command groups share (the database flag). One module per group: [`serve`]
 //! (servers and the gateway), [`id`] (the user's key and `login`), [`account`]
-//! (`account`, `mfa`), [`token`], [`keys`] and [`sessions`] (administration).
+//! (`account`, `mfa`), [`token`], [`keys`], [`clients`] and [`sessions`]
+//! (administration).
 
 use std::sync::Arc;
 
@@ -11,6 +12,7 @@ use keygate::server::Mode;
 use keygate::store::Store;
 
 mod account;
+mod clients;
 mod id;
 mod keys;
 mod serve;
@@ -18,6 +20,7 @@ mod sessions;
 mod token;
 
 use account::{AccountCommand, MfaCommand};
+use clients::ClientsCommand;
 use id::{IdCommand, LoginArgs};
 use keys::KeysCommand;
 use serve::{GatewayArgs, ProviderArgs, ServeArgs};
@@ -60,6 +63,10 @@ pub(crate) enum Command {
     /// Apps' API keys (administration, on the database directly).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// OpenID Connect clients of the Hub (administration, on the database
+    /// directly; docs/oidc.md).
+    #[command(subcommand)]
+    Clients(ClientsCommand),
     /// Users' sessions (administration, on the database directly).
     #[command(subcommand)]
     Sessions(SessionsCommand),
@@ -90,6 +97,7 @@ pub(crate) async fn run(command: Command) -> CliResult {
         Command::Mfa(m) => account::mfa(m).await,
         Command::Token(t) => token::token(t).await,
         Command::Keys(k) => keys::keys(k).await,
+        Command::Clients(c) => clients::clients(c).await,
         Command::Sessions(s) => sessions::sessions(s).await,
         Command::Gateway(a) => serve::gateway(a).await,
         Command::Bench(b) => keygate::bench::run(b).await,

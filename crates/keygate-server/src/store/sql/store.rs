@@ -486,14 +486,17 @@ where
         async move {
             let limit = i64::from(limit);
             let mut tx = self.write.begin().await?;
-            // Nonces, feed entries and brokered token ids: by their own expiry.
+            // Nonces, feed entries, brokered token ids, authorization codes and
+            // device grants: by their own expiry.
             // Spent nonces by their whole key, which on SQLite is (expires_at,
             // nonce): a range delete at the start of its index.
-            let mut expired = [0u64; 3];
+            let mut expired = [0u64; 5];
             for (n, (table, key)) in expired.iter_mut().zip([
                 ("used_nonces", "expires_at, nonce"),
                 ("revocations", "seq"),
                 ("broker_tokens", "hash"),
+                ("oauth_codes", "hash"),
+                ("oauth_devices", "device_hash"),
             ]) {
                 let done = sqlx::query(sqlx::AssertSqlSafe(format!(
                     "DELETE FROM {table} WHERE ({key}) IN (SELECT {key} FROM {table} \
@@ -505,7 +508,13 @@ where
                 .await?;
                 *n = B::rows_affected(&done);
             }
-            let [nonces, revocations, broker_tokens] = expired;
+            let [
+                nonces,
+                revocations,
+                broker_tokens,
+                oauth_codes,
+                oauth_devices,
+            ] = expired;
             let (sessions, refresh_tokens) = B::purge_sessions(&mut tx, before, limit).await?;
             tx.commit().await?;
             Ok(Purged {
@@ -514,6 +523,8 @@ where
                 refresh_tokens,
                 revocations,
                 broker_tokens,
+                oauth_codes,
+                oauth_devices,
             })
         }
         .boxed()

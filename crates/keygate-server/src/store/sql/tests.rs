@@ -135,13 +135,10 @@ async fn a_batch_has_the_outcomes_of_its_jobs_in_order_on_sqlite() {
     .await;
 }
 
-/// The same on PostgreSQL, in a database of its own, when
-/// `KEYGATE_TEST_POSTGRES` (with `KEYGATE_MASTER_KEY`) names a server.
+/// A PostgreSQL store in a database of its own (named after `what`), on the
+/// server `KEYGATE_TEST_POSTGRES` (with `KEYGATE_MASTER_KEY`) names.
 #[cfg(feature = "postgres")]
-#[tokio::test]
-#[ignore = "needs KEYGATE_TEST_POSTGRES"]
-async fn a_batch_has_the_outcomes_of_its_jobs_in_order_on_postgres() {
-    use crate::store::PostgresStore;
+async fn postgres_store(what: &str) -> crate::store::PostgresStore {
     let base = std::env::var("KEYGATE_TEST_POSTGRES")
         .ok()
         .filter(|s| !s.is_empty())
@@ -158,13 +155,330 @@ async fn a_batch_has_the_outcomes_of_its_jobs_in_order_on_postgres() {
     let entropy: &dyn keygate_core::entropy::Entropy = &keygate_core::entropy::OsEntropy;
     let run = u64::from_le_bytes(entropy.bytes());
     let url = format!(
-        "{server}/keygate_batch_{}_{run}{params}",
+        "{server}/keygate_{what}_{}_{run}{params}",
         std::process::id()
     );
-    let store = PostgresStore::open(&url).await.unwrap();
+    crate::store::PostgresStore::open(&url).await.unwrap()
+}
+
+/// The same on PostgreSQL, in a database of its own, when
+/// `KEYGATE_TEST_POSTGRES` (with `KEYGATE_MASTER_KEY`) names a server.
+#[cfg(feature = "postgres")]
+#[tokio::test]
+#[ignore = "needs KEYGATE_TEST_POSTGRES"]
+async fn a_batch_has_the_outcomes_of_its_jobs_in_order_on_postgres() {
+    use crate::store::PostgresStore;
+    let store = postgres_store("batch").await;
     batch_then_cap(&store, async |jobs| {
         PostgresStore::commit_batch(&store.write, jobs).await
     })
     .await;
+    store.close().await;
+}
+
+fn client(id: &str, app: &str, secret_hash: Option<[u8; 32]>) -> OAuthClientRecord {
+    OAuthClientRecord {
+        id: id.into(),
+        name: format!("client {id}"),
+        secret_hash,
+        redirect_uris: vec![
+            "https://app.example/cb".into(),
+            "http://127.0.0.1:9/cb?a=b c".into(),
+        ],
+        post_logout_redirect_uris: Vec::new(),
+        alg: "RS256".into(),
+        scopes: vec!["openid".into(), "profile".into()],
+        first_party: secret_hash.is_none(),
+        app: app.into(),
+        created_at: 900,
+        revoked_at: None,
+    }
+}
+
+fn code(n: u8, expires_at: UnixTime) -> CodeRecord {
+    CodeRecord {
+        hash: [n; 32],
+        client_id: "kgc_one".into(),
+        grant: format!(r#"{{"code":{n}}}"#),
+        expires_at,
+    }
+}
+
+fn device(n: u8, user_code: &str, expires_at: UnixTime) -> DeviceRecord {
+    DeviceRecord {
+        device_hash: [n; 32],
+        user_code: user_code.into(),
+        client_id: "kgc_one".into(),
+        scope: "openid offline_access".into(),
+        expires_at,
+        interval: 5,
+    }
+}
+
+/// Everything the OpenID Provider keeps, on `store`'s database: clients (and
+/// their revocation), codes spent once, consents, refresh tokens added to a
+/// session, device grants through each state, and the purge of expired rows.
+async fn oauth_state(store: &dyn Store) {
+    use crate::store::DevicePoll::{self, Approved, Denied, Expired, Pending};
+    use crate::store::TakeCode::{self, Fresh, Replayed};
+    let key = crate::apikey::generate(&mut keygate_core::entropy::os_rng());
+    store
+        .insert_api_key(ApiKeyRecord::new(
+            "kgk_app".into(),
+            "app".into(),
+            key.secret,
+            1,
+        ))
+        .await
+        .unwrap();
+
+    // Clients: stored as given, public ones without a hash; ids are unique.
+    let confidential = client("kgc_one", "kgk_app", Some([7; 32]));
+    let public = client("kgc_two", "kgk_app", None);
+    store.insert_client(confidential.clone()).await.unwrap();
+    store.insert_client(public.clone()).await.unwrap();
+    let dup = store
+        .insert_client(client("kgc_one", "kgk_app", None))
+        .await;
+    assert_eq!(dup, Err(StoreError::Conflict));
+    assert_eq!(
+        store.oauth_client("kgc_one").await.unwrap(),
+        Some(confidential.clone())
+    );
+    assert_eq!(
+        store.oauth_client("kgc_two").await.unwrap(),
+        Some(public.clone())
+    );
+    assert_eq!(store.oauth_client("kgc_none").await.unwrap(), None);
+    assert_eq!(store.oauth_clients().await.unwrap(), [confidential, public]);
+
+    // A code is spent once; a replay names the session its use produced.
+    store.insert_code(code(1, 1_100)).await.unwrap();
+    store.insert_code(code(2, 1_000)).await.unwrap();
+    assert_eq!(
+        store.insert_code(code(1, 1_200)).await,
+        Err(StoreError::Conflict)
+    );
+    assert_eq!(
+        store.take_code([1; 32], 1_000).await.unwrap(),
+        Fresh(code(1, 1_100))
+    );
+    let replay = store.take_code([1; 32], 1_001).await.unwrap();
+    assert_eq!(replay, Replayed { session_id: None });
+    store.set_code_session([1; 32], "s_code").await.unwrap();
+    for now in [1_002, 1_100, 5_000] {
+        let replay = store.take_code([1; 32], now).await.unwrap();
+        assert_eq!(
+            replay,
+            Replayed {
+                session_id: Some("s_code".into())
+            },
+            "at {now}"
+        );
+    }
+    // Expired unused, or never issued: unknown, and spent by no attempt.
+    assert_eq!(
+        store.take_code([2; 32], 1_000).await.unwrap(),
+        TakeCode::Unknown
+    );
+    assert_eq!(
+        store.take_code([2; 32], 1_000).await.unwrap(),
+        TakeCode::Unknown
+    );
+    assert_eq!(
+        store.take_code([3; 32], 1_000).await.unwrap(),
+        TakeCode::Unknown
+    );
+
+    // Consent: none, then granted, then replaced; per account and client.
+    assert_eq!(store.consent("acct", "kgc_one").await.unwrap(), None);
+    store
+        .save_consent("acct", "kgc_one", "openid", 1_000)
+        .await
+        .unwrap();
+    store
+        .save_consent("acct", "kgc_one", "openid profile", 1_010)
+        .await
+        .unwrap();
+    store
+        .save_consent("acct", "kgc_two", "openid", 1_010)
+        .await
+        .unwrap();
+    let granted = store.consent("acct", "kgc_one").await.unwrap();
+    assert_eq!(granted.as_deref(), Some("openid profile"));
+    assert_eq!(store.consent("other", "kgc_one").await.unwrap(), None);
+
+    // Refresh tokens join a live session only, bound to their client.
+    let mut sign_in = redemption(40, "s_oidc", "kgk_app");
+    sign_in.refresh = None;
+    sign_in.session.client_id = Some("kgc_one".into());
+    assert_eq!(store.redeem(sign_in).await, Ok(RedeemOutcome::Created));
+    store
+        .add_refresh_token("s_oidc", [41; 32], "kgc_one", 1_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.refresh_session_id([41; 32]).await.unwrap().as_deref(),
+        Some("s_oidc")
+    );
+    let wrong = store
+        .rotate_refresh_token([41; 32], "kgc_two", [42; 32], 1_001)
+        .await;
+    assert_eq!(wrong, Ok(RefreshOutcome::Invalid), "bound to its client");
+    let rotated = store
+        .rotate_refresh_token([41; 32], "kgc_one", [42; 32], 1_001)
+        .await;
+    assert!(matches!(rotated, Ok(RefreshOutcome::Rotated(s)) if s.id == "s_oidc"));
+    for (sid, now) in [("s_oidc", 60_000), ("s_none", 1_002)] {
+        let late = store.add_refresh_token(sid, [43; 32], "kgc_one", now).await;
+        assert_eq!(late, Err(StoreError::Conflict), "{sid} at {now}");
+    }
+    assert_eq!(store.refresh_session_id([43; 32]).await.unwrap(), None);
+
+    // Device grants. Pending: polled too soon is slow_down.
+    let (pending, denied, late) = (
+        device(51, "BCDF-GHJK", 1_600),
+        device(52, "LMNP-QRST", 1_600),
+        device(53, "VWXZ-BCDF", 1_100),
+    );
+    for d in [&pending, &denied, &late] {
+        store.insert_device(d.clone()).await.unwrap();
+    }
+    let taken = store.insert_device(device(54, "BCDF-GHJK", 1_600)).await;
+    assert_eq!(taken, Err(StoreError::Conflict), "user codes are unique");
+    let found = store.device_by_user_code("BCDF-GHJK", 1_000).await.unwrap();
+    assert_eq!(found.as_ref(), Some(&pending));
+    assert_eq!(
+        store.device_by_user_code("BCDF-GHJX", 1_000).await.unwrap(),
+        None
+    );
+    for (now, slow_down) in [(1_000, false), (1_003, true), (1_007, true), (1_012, false)] {
+        let poll = store.poll_device([51; 32], now).await.unwrap();
+        assert_eq!(poll, Pending { slow_down }, "at {now}");
+    }
+    // Approved: answered once, then gone (so is the user code).
+    assert!(
+        store
+            .decide_device("BCDF-GHJK", Some("{\"a\":1}".into()), 1_013)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store.decide_device("BCDF-GHJK", None, 1_013).await.unwrap(),
+        "decided once"
+    );
+    assert_eq!(
+        store.device_by_user_code("BCDF-GHJK", 1_013).await.unwrap(),
+        None
+    );
+    let approved = Approved {
+        client_id: "kgc_one".into(),
+        grant: "{\"a\":1}".into(),
+    };
+    assert_eq!(store.poll_device([51; 32], 1_014).await.unwrap(), approved);
+    assert_eq!(
+        store.poll_device([51; 32], 1_030).await.unwrap(),
+        DevicePoll::Unknown
+    );
+    assert_eq!(
+        store.poll_device([55; 32], 1_030).await.unwrap(),
+        DevicePoll::Unknown
+    );
+    // Denied: says so at every poll.
+    assert!(store.decide_device("LMNP-QRST", None, 1_013).await.unwrap());
+    assert!(
+        !store
+            .decide_device("LMNP-QRST", Some("{}".into()), 1_014)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.poll_device([52; 32], 1_014).await.unwrap(), Denied);
+    assert_eq!(store.poll_device([52; 32], 1_030).await.unwrap(), Denied);
+    // Expired: undecidable, not found by its user code, expired to a poll.
+    assert_eq!(
+        store.device_by_user_code("VWXZ-BCDF", 1_100).await.unwrap(),
+        None
+    );
+    assert!(
+        !store
+            .decide_device("VWXZ-BCDF", Some("{}".into()), 1_100)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.poll_device([53; 32], 1_100).await.unwrap(), Expired);
+    assert_eq!(
+        store.poll_device([53; 32], 1_099).await.unwrap(),
+        Pending { slow_down: false }
+    );
+
+    // Revoking a client ends its sessions into the feed, once.
+    let before = store.revocation_cursor().await.unwrap();
+    assert!(store.revoke_oauth_client("kgc_one", 1_050).await.unwrap());
+    assert!(!store.revoke_oauth_client("kgc_one", 1_060).await.unwrap());
+    assert!(!store.revoke_oauth_client("kgc_none", 1_060).await.unwrap());
+    let stored = store.oauth_client("kgc_one").await.unwrap().unwrap();
+    assert_eq!(stored.revoked_at, Some(1_050));
+    let feed = store.revocations_since(before, 10).await.unwrap();
+    let ended: Vec<(&str, i64)> = feed
+        .iter()
+        .map(|e| (e.session_id.as_str(), e.revoked_at))
+        .collect();
+    assert_eq!(ended, [("s_oidc", 1_050)]);
+    assert!(
+        store
+            .session("s_oidc")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some()
+    );
+
+    // The purge takes expired codes and device grants, oldest first, bounded.
+    let purged = store.purge_expired(1_200, 1).await.unwrap();
+    assert_eq!((purged.oauth_codes, purged.oauth_devices), (1, 1));
+    assert_eq!(
+        store.take_code([2; 32], 900).await.unwrap(),
+        TakeCode::Unknown,
+        "the older code went"
+    );
+    assert_eq!(
+        store.take_code([1; 32], 900).await.unwrap(),
+        Replayed {
+            session_id: Some("s_code".into())
+        }
+    );
+    assert_eq!(
+        store.poll_device([53; 32], 1_050).await.unwrap(),
+        DevicePoll::Unknown,
+        "the older grant went"
+    );
+    let purged = store.purge_expired(1_200, 10).await.unwrap();
+    assert_eq!((purged.oauth_codes, purged.oauth_devices), (1, 0));
+    let purged = store.purge_expired(1_700, 10).await.unwrap();
+    assert_eq!((purged.oauth_codes, purged.oauth_devices), (0, 1));
+    assert_eq!(
+        store.poll_device([52; 32], 1_000).await.unwrap(),
+        DevicePoll::Unknown
+    );
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn oauth_state_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::SqliteStore::open(&dir.path().join("t.db").display().to_string())
+        .await
+        .unwrap();
+    oauth_state(&store).await;
+}
+
+/// The same on PostgreSQL, when `KEYGATE_TEST_POSTGRES` names a server.
+#[cfg(feature = "postgres")]
+#[tokio::test]
+#[ignore = "needs KEYGATE_TEST_POSTGRES"]
+async fn oauth_state_on_postgres() {
+    let store = postgres_store("oauth").await;
+    oauth_state(&store).await;
     store.close().await;
 }
