@@ -94,7 +94,12 @@ impl Flow {
         })
     }
 
-    async fn post(&self, path: &str, body: serde_json::Value, token: Option<&str>) -> Result<serde_json::Value, String> {
+    async fn post(
+        &self,
+        path: &str,
+        body: serde_json::Value,
+        token: Option<&str>,
+    ) -> Result<serde_json::Value, String> {
         let mut r = self.http.post(format!("{}{path}", self.base)).json(&body);
         if let Some(t) = token {
             r = r.bearer_auth(t);
@@ -112,7 +117,11 @@ impl Flow {
     async fn code(&self) -> Result<String, String> {
         let pubkey = Identity::from(&self.key).to_string();
         let c = self
-            .post("/oauth/authorize/challenge", serde_json::json!({"request": self.request, "pubkey": pubkey}), None)
+            .post(
+                "/oauth/authorize/challenge",
+                serde_json::json!({"request": self.request, "pubkey": pubkey}),
+                None,
+            )
             .await?;
         let text = field(&c, "challenge")?;
         let sig = crate::challenge::sign(&self.key, text);
@@ -124,7 +133,11 @@ impl Flow {
             )
             .await?;
         let f = self
-            .post("/oauth/authorize/finish", serde_json::json!({"request": self.request}), Some(field(&t, "token")?))
+            .post(
+                "/oauth/authorize/finish",
+                serde_json::json!({"request": self.request}),
+                Some(field(&t, "token")?),
+            )
             .await?;
         let to = url::Url::parse(field(&f, "redirect")?).map_err(|e| e.to_string())?;
         to.query_pairs()
@@ -209,7 +222,7 @@ pub async fn run(a: OidcArgs) -> Result<(), String> {
     }
     let cpu0 = procfs::process_cpu(pid);
     let t0 = Instant::now();
-    let runs = flows.iter().zip(codes).map(|(f, mine)| async move {
+    let runs = flows.iter().zip(codes.iter()).map(|(f, mine)| async move {
         for code in mine {
             f.exchange(code).await?;
         }

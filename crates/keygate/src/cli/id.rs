@@ -172,7 +172,11 @@ async fn approve_device(issuer: &str, key: &SigningKey, code: &str, approve: boo
     eprintln!(
         "{} asks for: {}",
         request.client,
-        if request.scope.is_empty() { "-" } else { &request.scope }
+        if request.scope.is_empty() {
+            "-"
+        } else {
+            &request.scope
+        }
     );
     let decision = device::device_decide(issuer, key, code, &request, approve, SystemClock.now())
         .await

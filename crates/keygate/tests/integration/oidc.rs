@@ -95,11 +95,19 @@ fn query_of(location: &str) -> std::collections::HashMap<String, String> {
 
 /// What the sign-in page does: read the sealed request, sign the challenge with
 /// `key`, then consent (when asked) with `allow`. Returns where the page goes.
-async fn sign_in_page(s: &TestServer, url: &str, key: &ed25519_dalek::SigningKey, allow: bool) -> String {
+async fn sign_in_page(
+    s: &TestServer,
+    url: &str,
+    key: &ed25519_dalek::SigningKey,
+    allow: bool,
+) -> String {
     let http = no_redirects();
     let res = http.get(url).send().await.unwrap();
     assert_eq!(res.status(), 200, "the sign-in page");
-    let csp = res.headers()["content-security-policy"].to_str().unwrap().to_owned();
+    let csp = res.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
     let page = res.text().await.unwrap();
     let request = page
@@ -115,17 +123,34 @@ async fn sign_in_page(s: &TestServer, url: &str, key: &ed25519_dalek::SigningKey
         }
         r.send()
     };
-    let (status, c) =
-        json_of(post("/oauth/authorize/challenge", serde_json::json!({"request": request, "pubkey": id(key)}), None).await.unwrap()).await;
+    let (status, c) = json_of(
+        post(
+            "/oauth/authorize/challenge",
+            serde_json::json!({"request": request, "pubkey": id(key)}),
+            None,
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
     assert_eq!(status, 200, "{c}");
     let text = c["challenge"].as_str().unwrap();
-    assert!(text.contains("http://keygate.test"), "audience is the issuer's origin: {text}");
+    assert!(
+        text.contains("http://keygate.test"),
+        "audience is the issuer's origin: {text}"
+    );
     let body = serde_json::json!({"request": request, "pubkey": id(key), "challenge": text, "sig": sign(key, text)});
     let (status, t) = json_of(post("/oauth/authorize/signin", body, None).await.unwrap()).await;
     assert_eq!(status, 200, "{t}");
     let token = t["token"].as_str().unwrap().to_owned();
     let (status, f) = json_of(
-        post("/oauth/authorize/finish", serde_json::json!({"request": request}), Some(token.clone())).await.unwrap(),
+        post(
+            "/oauth/authorize/finish",
+            serde_json::json!({"request": request}),
+            Some(token.clone()),
+        )
+        .await
+        .unwrap(),
     )
     .await;
     assert_eq!(status, 200, "{f}");
@@ -134,21 +159,36 @@ async fn sign_in_page(s: &TestServer, url: &str, key: &ed25519_dalek::SigningKey
     }
     assert_eq!(f["consent"]["client"], "Test RP");
     let (status, f) = json_of(
-        post("/oauth/authorize/finish", serde_json::json!({"request": request, "allow": allow}), Some(token)).await.unwrap(),
+        post(
+            "/oauth/authorize/finish",
+            serde_json::json!({"request": request, "allow": allow}),
+            Some(token),
+        )
+        .await
+        .unwrap(),
     )
     .await;
     assert_eq!(status, 200, "{f}");
     f["redirect"].as_str().unwrap().to_owned()
 }
 
-async fn token_request(s: &TestServer, c: &Client, form: &[(&str, &str)]) -> (u16, serde_json::Value, Option<String>) {
-    let mut r = no_redirects().post(format!("{}/oauth/token", s.http())).form(form);
+async fn token_request(
+    s: &TestServer,
+    c: &Client,
+    form: &[(&str, &str)],
+) -> (u16, serde_json::Value, Option<String>) {
+    let mut r = no_redirects()
+        .post(format!("{}/oauth/token", s.http()))
+        .form(form);
     r = match &c.secret {
         Some(secret) => r.basic_auth(&c.id, Some(secret)),
         None => r.form(&[form, &[("client_id", c.id.as_str())]].concat()),
     };
     let res = r.send().await.unwrap();
-    let www = res.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_owned());
+    let www = res
+        .headers()
+        .get("www-authenticate")
+        .map(|v| v.to_str().unwrap().to_owned());
     let (status, v) = json_of(res).await;
     (status, v, www)
 }
@@ -157,14 +197,24 @@ async fn exchange(s: &TestServer, c: &Client, code: &str) -> (u16, serde_json::V
     let (status, v, _) = token_request(
         s,
         c,
-        &[("grant_type", "authorization_code"), ("code", code), ("redirect_uri", REDIRECT), ("code_verifier", VERIFIER)],
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+        ],
     )
     .await;
     (status, v)
 }
 
 /// Verifies an ID token with jsonwebtoken against the provider's JWKS.
-async fn id_claims(s: &TestServer, c: &Client, token: &str, alg: jsonwebtoken::Algorithm) -> serde_json::Value {
+async fn id_claims(
+    s: &TestServer,
+    c: &Client,
+    token: &str,
+    alg: jsonwebtoken::Algorithm,
+) -> serde_json::Value {
     let jwks: jsonwebtoken::jwk::JwkSet = http()
         .get(format!("{}/oauth/jwks", s.http()))
         .send()
@@ -175,12 +225,16 @@ async fn id_claims(s: &TestServer, c: &Client, token: &str, alg: jsonwebtoken::A
         .unwrap();
     let header = jsonwebtoken::decode_header(token).unwrap();
     assert_eq!(header.alg, alg);
-    let jwk = jwks.find(header.kid.as_deref().unwrap()).expect("the kid is published");
+    let jwk = jwks
+        .find(header.kid.as_deref().unwrap())
+        .expect("the kid is published");
     let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
     let mut v = jsonwebtoken::Validation::new(alg);
     v.set_audience(&[&c.id]);
     v.set_issuer(&["http://keygate.test"]);
-    jsonwebtoken::decode::<serde_json::Value>(token, &key, &v).unwrap().claims
+    jsonwebtoken::decode::<serde_json::Value>(token, &key, &v)
+        .unwrap()
+        .claims
 }
 
 #[tokio::test]
@@ -201,7 +255,10 @@ async fn the_code_flow_issues_id_tokens_each_client_can_verify() {
         let (status, t) = exchange(&s, &c, &q["code"]).await;
         assert_eq!(status, 200, "{t}");
         assert_eq!(t["token_type"], "Bearer");
-        assert!(t["refresh_token"].as_str().is_some(), "offline_access was granted");
+        assert!(
+            t["refresh_token"].as_str().is_some(),
+            "offline_access was granted"
+        );
         let claims = id_claims(&s, &c, t["id_token"].as_str().unwrap(), jwt_alg).await;
         assert_eq!(claims["nonce"], "n-1");
         assert_eq!(claims["azp"], c.id);
@@ -210,9 +267,17 @@ async fn the_code_flow_issues_id_tokens_each_client_can_verify() {
         assert_eq!(claims["acr"], "aal1");
         let access = t["access_token"].as_str().unwrap();
         // The access token is the Hub's RFC 9068 token for the client's app.
-        let at = verifier(&s.http()).await.with_audiences(vec![c.app.clone()]).verify(access, s.clock.now()).unwrap();
+        let at = verifier(&s.http())
+            .await
+            .with_audiences(vec![c.app.clone()])
+            .verify(access, s.clock.now())
+            .unwrap();
         assert_eq!(at.client_id.as_deref(), Some(c.id.as_str()));
-        assert_eq!(at.acct.as_deref(), claims["sub"].as_str(), "sub is the account");
+        assert_eq!(
+            at.acct.as_deref(),
+            claims["sub"].as_str(),
+            "sub is the account"
+        );
         let (status, info) = get(&s, "/oauth/userinfo", access).await;
         assert_eq!(status, 200, "{info}");
         assert_eq!(info["sub"], claims["sub"]);
@@ -231,9 +296,24 @@ async fn a_replayed_code_is_refused_and_ends_what_it_issued() {
     let access = t["access_token"].as_str().unwrap().to_owned();
     assert_eq!(get(&s, "/oauth/userinfo", &access).await.0, 200);
     let (status, again) = exchange(&s, &c, &code).await;
-    assert_eq!((status, again["error"].as_str()), (400, Some("invalid_grant")));
-    assert_eq!(get(&s, "/oauth/userinfo", &access).await.0, 401, "the first exchange's tokens end");
-    let (_, r, _) = token_request(&s, &c, &[("grant_type", "refresh_token"), ("refresh_token", t["refresh_token"].as_str().unwrap())]).await;
+    assert_eq!(
+        (status, again["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    assert_eq!(
+        get(&s, "/oauth/userinfo", &access).await.0,
+        401,
+        "the first exchange's tokens end"
+    );
+    let (_, r, _) = token_request(
+        &s,
+        &c,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", t["refresh_token"].as_str().unwrap()),
+        ],
+    )
+    .await;
     assert_eq!(r["error"], "invalid_grant");
 }
 
@@ -246,11 +326,54 @@ async fn codes_are_bound_to_client_redirect_uri_and_verifier() {
         let to = sign_in_page(&s, &authorize_url(&s, &c, &[]), &user(43), true).await;
         let code = query_of(&to)["code"].clone();
         let (status, v, _) = match attempt {
-            0 => token_request(&s, &c, &[("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", REDIRECT), ("code_verifier", "wrong-verifier-wrong-verifier-wrong-verifier-0")]).await,
-            1 => token_request(&s, &c, &[("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", "http://127.0.0.1:9/other"), ("code_verifier", VERIFIER)]).await,
-            _ => token_request(&s, &other, &[("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", REDIRECT), ("code_verifier", VERIFIER)]).await,
+            0 => {
+                token_request(
+                    &s,
+                    &c,
+                    &[
+                        ("grant_type", "authorization_code"),
+                        ("code", &code),
+                        ("redirect_uri", REDIRECT),
+                        (
+                            "code_verifier",
+                            "wrong-verifier-wrong-verifier-wrong-verifier-0",
+                        ),
+                    ],
+                )
+                .await
+            }
+            1 => {
+                token_request(
+                    &s,
+                    &c,
+                    &[
+                        ("grant_type", "authorization_code"),
+                        ("code", &code),
+                        ("redirect_uri", "http://127.0.0.1:9/other"),
+                        ("code_verifier", VERIFIER),
+                    ],
+                )
+                .await
+            }
+            _ => {
+                token_request(
+                    &s,
+                    &other,
+                    &[
+                        ("grant_type", "authorization_code"),
+                        ("code", &code),
+                        ("redirect_uri", REDIRECT),
+                        ("code_verifier", VERIFIER),
+                    ],
+                )
+                .await
+            }
         };
-        assert_eq!((status, v["error"].as_str()), (400, Some("invalid_grant")), "attempt {attempt}");
+        assert_eq!(
+            (status, v["error"].as_str()),
+            (400, Some("invalid_grant")),
+            "attempt {attempt}"
+        );
         // Spent: the right request cannot use it afterwards either.
         assert_eq!(exchange(&s, &c, &code).await.1["error"], "invalid_grant");
     }
@@ -260,16 +383,36 @@ async fn codes_are_bound_to_client_redirect_uri_and_verifier() {
 async fn client_authentication_failures_are_401_with_a_challenge() {
     let s = serve().await;
     let c = client(&s, "RS256", false, true).await;
-    let wrong = Client { secret: Some("kgcs_wrong".into()), id: c.id.clone(), app: c.app.clone() };
-    let (status, v, www) = token_request(&s, &wrong, &[("grant_type", "authorization_code"), ("code", "x")]).await;
+    let wrong = Client {
+        secret: Some("kgcs_wrong".into()),
+        id: c.id.clone(),
+        app: c.app.clone(),
+    };
+    let (status, v, www) = token_request(
+        &s,
+        &wrong,
+        &[("grant_type", "authorization_code"), ("code", "x")],
+    )
+    .await;
     assert_eq!((status, v["error"].as_str()), (401, Some("invalid_client")));
     assert!(www.unwrap().starts_with("Basic"));
     // A public client's id alone does not pass for a confidential client.
-    let public = Client { secret: None, ..wrong };
-    let (status, v, _) = token_request(&s, &public, &[("grant_type", "authorization_code"), ("code", "x")]).await;
+    let public = Client {
+        secret: None,
+        ..wrong
+    };
+    let (status, v, _) = token_request(
+        &s,
+        &public,
+        &[("grant_type", "authorization_code"), ("code", "x")],
+    )
+    .await;
     assert_eq!((status, v["error"].as_str()), (401, Some("invalid_client")));
     let (status, v, _) = token_request(&s, &c, &[("grant_type", "password")]).await;
-    assert_eq!((status, v["error"].as_str()), (400, Some("unsupported_grant_type")));
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (400, Some("unsupported_grant_type"))
+    );
 }
 
 #[tokio::test]
@@ -287,26 +430,48 @@ async fn authorization_errors_redirect_only_to_the_registered_uri() {
         "http://127.0.0.1:10/cb",
         "https://attacker.example/cb",
     ] {
-        let res = http.get(authorize_url(&s, &c, &[("redirect_uri", bad)])).send().await.unwrap();
+        let res = http
+            .get(authorize_url(&s, &c, &[("redirect_uri", bad)]))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 400, "{bad}");
         assert!(res.headers().get("location").is_none(), "{bad}");
         let page = res.text().await.unwrap();
-        assert!(!page.contains("attacker") && !page.contains("evil"), "never echoed");
+        assert!(
+            !page.contains("attacker") && !page.contains("evil"),
+            "never echoed"
+        );
     }
-    let unknown = Client { id: "kgc_unknown".into(), secret: None, app: String::new() };
-    let res = http.get(authorize_url(&s, &unknown, &[])).send().await.unwrap();
+    let unknown = Client {
+        id: "kgc_unknown".into(),
+        secret: None,
+        app: String::new(),
+    };
+    let res = http
+        .get(authorize_url(&s, &unknown, &[]))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 400);
     assert!(res.headers().get("location").is_none());
     // With a registered redirect URI, the client hears the error there.
     for (extra, error) in [
         (vec![("code_challenge_method", "plain")], "invalid_request"),
         (vec![("code_challenge", "")], "invalid_request"),
-        (vec![("response_type", "token")], "unsupported_response_type"),
+        (
+            vec![("response_type", "token")],
+            "unsupported_response_type",
+        ),
         (vec![("scope", "profile")], "invalid_scope"),
         (vec![("scope", "openid admin")], "invalid_scope"),
         (vec![("prompt", "none login")], "invalid_request"),
     ] {
-        let res = http.get(authorize_url(&s, &c, &extra)).send().await.unwrap();
+        let res = http
+            .get(authorize_url(&s, &c, &extra))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(res.status(), 302, "{extra:?}");
         let to = res.headers()["location"].to_str().unwrap();
         assert!(to.starts_with(REDIRECT), "{to}");
@@ -323,12 +488,24 @@ async fn consent_is_remembered_and_refusal_reaches_the_client() {
     let key = user(44);
     let to = sign_in_page(&s, &authorize_url(&s, &c, &[]), &key, false).await;
     let q = query_of(&to);
-    assert_eq!((q["error"].as_str(), q["state"].as_str()), ("access_denied", "st-1"));
+    assert_eq!(
+        (q["error"].as_str(), q["state"].as_str()),
+        ("access_denied", "st-1")
+    );
     // Allowed once, remembered: the next sign-in goes straight back with a code.
     let to = sign_in_page(&s, &authorize_url(&s, &c, &[]), &key, true).await;
     assert!(query_of(&to).contains_key("code"));
-    let to = sign_in_page(&s, &authorize_url(&s, &c, &[("scope", "openid")]), &key, false).await;
-    assert!(query_of(&to).contains_key("code"), "no consent screen: {to}");
+    let to = sign_in_page(
+        &s,
+        &authorize_url(&s, &c, &[("scope", "openid")]),
+        &key,
+        false,
+    )
+    .await;
+    assert!(
+        query_of(&to).contains_key("code"),
+        "no consent screen: {to}"
+    );
 }
 
 #[tokio::test]
@@ -338,9 +515,20 @@ async fn refresh_rotates_and_revocation_ends_the_session() {
     let to = sign_in_page(&s, &authorize_url(&s, &c, &[]), &user(45), true).await;
     let (_, t) = exchange(&s, &c, &query_of(&to)["code"]).await;
     let first = t["refresh_token"].as_str().unwrap().to_owned();
-    let (status, r, _) = token_request(&s, &c, &[("grant_type", "refresh_token"), ("refresh_token", &first)]).await;
+    let (status, r, _) = token_request(
+        &s,
+        &c,
+        &[("grant_type", "refresh_token"), ("refresh_token", &first)],
+    )
+    .await;
     assert_eq!(status, 200, "{r}");
-    let claims = id_claims(&s, &c, r["id_token"].as_str().unwrap(), jsonwebtoken::Algorithm::RS256).await;
+    let claims = id_claims(
+        &s,
+        &c,
+        r["id_token"].as_str().unwrap(),
+        jsonwebtoken::Algorithm::RS256,
+    )
+    .await;
     assert!(claims.get("nonce").is_none(), "no nonce on refresh");
     let second = r["refresh_token"].as_str().unwrap().to_owned();
     assert_ne!(first, second);
@@ -398,12 +586,23 @@ async fn logout_ends_the_session_and_returns_only_to_a_registered_uri() {
         q.append_pair("state", "bye-1");
         format!("{}/oauth/logout?{}", s.http(), q.finish())
     };
-    let res = http.get(url("https://attacker.example/")).send().await.unwrap();
+    let res = http
+        .get(url("https://attacker.example/"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 400);
     assert!(res.headers().get("location").is_none());
-    let res = http.get(url("http://127.0.0.1:9/bye")).send().await.unwrap();
+    let res = http
+        .get(url("http://127.0.0.1:9/bye"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 302);
-    assert_eq!(res.headers()["location"], "http://127.0.0.1:9/bye?state=bye-1");
+    assert_eq!(
+        res.headers()["location"],
+        "http://127.0.0.1:9/bye?state=bye-1"
+    );
     assert_eq!(get(&s, "/oauth/userinfo", access).await.0, 401);
     // A forged hint ends nothing and is refused.
     let mut forged = id_token.to_owned();
@@ -423,7 +622,10 @@ async fn the_device_grant_is_approved_with_the_key() {
     let (status, d) = json_of(
         http()
             .post(format!("{}/oauth/device_authorization", s.http()))
-            .form(&[("client_id", c.id.as_str()), ("scope", "openid offline_access")])
+            .form(&[
+                ("client_id", c.id.as_str()),
+                ("scope", "openid offline_access"),
+            ])
             .send()
             .await
             .unwrap(),
@@ -433,13 +635,19 @@ async fn the_device_grant_is_approved_with_the_key() {
     let device_code = d["device_code"].as_str().unwrap().to_owned();
     let user_code = d["user_code"].as_str().unwrap().to_owned();
     assert_eq!(d["verification_uri"], "http://keygate.test/oauth/device");
-    let poll = || token_request(&s, &c, &[("grant_type", "urn:ietf:params:oauth:grant-type:device_code"), ("device_code", &device_code)]);
+    let form = [
+        ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+        ("device_code", device_code.as_str()),
+    ];
+    let poll = || token_request(&s, &c, &form);
     assert_eq!(poll().await.1["error"], "authorization_pending");
     assert_eq!(poll().await.1["error"], "slow_down", "polled again at once");
     s.clock.advance(6);
     let key = user(47);
     let base = s.http();
-    let request = keygate::client::device::device_request(&base, &key, &user_code.to_lowercase()).await.unwrap();
+    let request = keygate::client::device::device_request(&base, &key, &user_code.to_lowercase())
+        .await
+        .unwrap();
     assert_eq!(request.client, "Test RP");
     // What `keygate login --device` then sends (tests/oidc runs the command itself).
     let res = http()
@@ -455,20 +663,49 @@ async fn the_device_grant_is_approved_with_the_key() {
     assert_eq!(status, 200, "{t}");
     assert!(t["id_token"].is_string() && t["refresh_token"].is_string());
     s.clock.advance(6);
-    assert_eq!(poll().await.1["error"], "invalid_grant", "tokens are handed out once");
+    assert_eq!(
+        poll().await.1["error"],
+        "invalid_grant",
+        "tokens are handed out once"
+    );
 }
 
 #[tokio::test]
 async fn discovery_names_every_endpoint_under_the_issuer() {
     let s = serve().await;
-    for path in ["/.well-known/openid-configuration", "/.well-known/oauth-authorization-server"] {
-        let (status, m) = json_of(http().get(format!("{}{path}", s.http())).send().await.unwrap()).await;
+    for path in [
+        "/.well-known/openid-configuration",
+        "/.well-known/oauth-authorization-server",
+    ] {
+        let (status, m) = json_of(
+            http()
+                .get(format!("{}{path}", s.http()))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
         assert_eq!(status, 200);
         assert_eq!(m["issuer"], "http://keygate.test");
         assert_eq!(m["token_endpoint"], "http://keygate.test/oauth/token");
-        assert_eq!(m["code_challenge_methods_supported"], serde_json::json!(["S256"]));
+        assert_eq!(
+            m["code_challenge_methods_supported"],
+            serde_json::json!(["S256"])
+        );
     }
-    let (_, jwks) = json_of(http().get(format!("{}/oauth/jwks", s.http())).send().await.unwrap()).await;
-    let kinds: Vec<&str> = jwks["keys"].as_array().unwrap().iter().map(|k| k["kty"].as_str().unwrap()).collect();
+    let (_, jwks) = json_of(
+        http()
+            .get(format!("{}/oauth/jwks", s.http()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let kinds: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kty"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds, ["OKP", "RSA", "EC"]);
 }

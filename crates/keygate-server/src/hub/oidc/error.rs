@@ -51,11 +51,19 @@ impl OAuthError {
     }
 
     pub const fn unsupported_grant_type() -> Self {
-        Self::new(400, "unsupported_grant_type", "this grant type is not supported")
+        Self::new(
+            400,
+            "unsupported_grant_type",
+            "this grant type is not supported",
+        )
     }
 
     pub const fn invalid_scope() -> Self {
-        Self::new(400, "invalid_scope", "scope: this client may not ask for one of the requested scopes")
+        Self::new(
+            400,
+            "invalid_scope",
+            "scope: this client may not ask for one of the requested scopes",
+        )
     }
 
     /// RFC 6750 §3.1 at a resource (userinfo): a missing or bad access token.
@@ -64,19 +72,33 @@ impl OAuthError {
             Error::Unavailable | Error::Internal | Error::RateLimited { .. } => e.into(),
             Error::MissingToken => OAuthError {
                 challenge: Some(r#"Bearer realm="keygate""#),
-                ..Self::new(401, "invalid_request", "send the access token as Authorization: Bearer")
+                ..Self::new(
+                    401,
+                    "invalid_request",
+                    "send the access token as Authorization: Bearer",
+                )
             },
             _ => OAuthError {
                 challenge: Some(r#"Bearer realm="keygate", error="invalid_token""#),
-                ..Self::new(401, "invalid_token", "the access token is invalid, expired or revoked")
+                ..Self::new(
+                    401,
+                    "invalid_token",
+                    "the access token is invalid, expired or revoked",
+                )
             },
         }
     }
 
     pub const fn insufficient_scope() -> Self {
         OAuthError {
-            challenge: Some(r#"Bearer realm="keygate", error="insufficient_scope", scope="openid""#),
-            ..Self::new(403, "insufficient_scope", "this token's scope does not include openid")
+            challenge: Some(
+                r#"Bearer realm="keygate", error="insufficient_scope", scope="openid""#,
+            ),
+            ..Self::new(
+                403,
+                "insufficient_scope",
+                "this token's scope does not include openid",
+            )
         }
     }
 

@@ -335,7 +335,10 @@ impl Hub {
             return Err(fail("invalid_request", "state is too long"));
         }
         if get("request")?.is_some() {
-            return Err(fail("request_not_supported", "request objects are not supported"));
+            return Err(fail(
+                "request_not_supported",
+                "request objects are not supported",
+            ));
         }
         if get("request_uri")?.is_some() {
             return Err(fail(
@@ -356,7 +359,10 @@ impl Hub {
         if let Some(m) = get("response_mode")?
             && m != "query"
         {
-            return Err(fail("invalid_request", "only response_mode query is supported"));
+            return Err(fail(
+                "invalid_request",
+                "only response_mode query is supported",
+            ));
         }
         let scope = get("scope")?.unwrap_or("");
         let mut granted: Vec<&str> = Vec::new();
@@ -413,11 +419,16 @@ impl Hub {
         if let Some(m) = get("max_age")?
             && m.parse::<u32>().is_err()
         {
-            return Err(fail("invalid_request", "max_age must be a number of seconds"));
+            return Err(fail(
+                "invalid_request",
+                "max_age must be a number of seconds",
+            ));
         }
         let nonce = get("nonce")?;
         let login_hint = get("login_hint")?;
-        if nonce.is_some_and(|n| n.len() > MAX_PARAM) || login_hint.is_some_and(|n| n.len() > MAX_PARAM) {
+        if nonce.is_some_and(|n| n.len() > MAX_PARAM)
+            || login_hint.is_some_and(|n| n.len() > MAX_PARAM)
+        {
             return Err(fail("invalid_request", "nonce or login_hint is too long"));
         }
         Ok(AuthRequest {
@@ -443,7 +454,8 @@ impl Hub {
     }
 
     async fn open_request(&self, sealed: &str) -> Result<AuthRequest, Error> {
-        let bad = || Error::bad_request("request: this sign-in has expired; start again from the app");
+        let bad =
+            || Error::bad_request("request: this sign-in has expired; start again from the app");
         let key = self.oidc().await?.request_key;
         let (body, mac) = sealed.split_once('.').ok_or_else(bad)?;
         let mac = URL_SAFE_NO_PAD.decode(mac).map_err(|_| bad())?;
@@ -559,7 +571,8 @@ impl Hub {
         meta: ClientMeta,
     ) -> Result<super::IssuedToken, Error> {
         let (r, client, app) = self.request_context(sealed).await?;
-        self.oidc_sign_in(&app, &client, &r.scope, signed, meta).await
+        self.oidc_sign_in(&app, &client, &r.scope, signed, meta)
+            .await
     }
 
     /// The page's last step: consent, then the code. `token` is the page's access
@@ -609,9 +622,9 @@ impl Hub {
         };
         if !client.first_party {
             let remembered = self.store.consent(&account, &client.id).await?;
-            let covered = remembered.as_deref().is_some_and(|g| {
-                r.scope.split(' ').all(|s| has_scope(g, s))
-            });
+            let covered = remembered
+                .as_deref()
+                .is_some_and(|g| r.scope.split(' ').all(|s| has_scope(g, s)));
             let ask = r.prompt_consent || !covered;
             match allow {
                 None if ask && r.prompt_none => {
@@ -695,10 +708,7 @@ impl Hub {
             (None, Some(id), secret) => (id.as_str(), secret.as_deref()),
             (None, None, _) => return Err(OAuthError::invalid_client()),
         };
-        let client = self
-            .live_client(id)
-            .await
-            .map_err(OAuthError::from)?;
+        let client = self.live_client(id).await.map_err(OAuthError::from)?;
         let Some(client) = client else {
             // The same work as a wrong secret: the id is not secret, the timing of
             // the comparison is.
@@ -728,13 +738,16 @@ impl Hub {
                 let redirect_uri = get("redirect_uri")?;
                 let verifier = get("code_verifier")?
                     .ok_or(OAuthError::invalid_request("code_verifier is missing"))?;
-                self.exchange_code(&client, code, redirect_uri, verifier).await
+                self.exchange_code(&client, code, redirect_uri, verifier)
+                    .await
             }
             Some("refresh_token") => {
                 let token = get("refresh_token")?
                     .ok_or(OAuthError::invalid_request("refresh_token is missing"))?;
                 if let Some(s) = get("scope")?
-                    && s.split(' ').any(|s| !s.is_empty() && s != "openid" && !client.scopes.iter().any(|c| c == s))
+                    && s.split(' ').any(|s| {
+                        !s.is_empty() && s != "openid" && !client.scopes.iter().any(|c| c == s)
+                    })
                 {
                     return Err(OAuthError::invalid_scope());
                 }
@@ -808,7 +821,8 @@ impl Hub {
             .await
             .map_err(Error::from)?
             .ok_or_else(OAuthError::invalid_grant)?;
-        if auth.session.check(now).is_err() || auth.session.client_id.as_deref() != Some(&client.id) {
+        if auth.session.check(now).is_err() || auth.session.client_id.as_deref() != Some(&client.id)
+        {
             return Err(OAuthError::invalid_grant());
         }
         let refresh_token = if has_scope(&grant.scope, "offline_access") {
@@ -850,7 +864,10 @@ impl Hub {
         now: UnixTime,
     ) -> Result<TokenResponse, OAuthError> {
         let id_token = if has_scope(&grant.scope, "openid") {
-            Some(self.id_token(client, grant, &issued.token, now + issued.expires_in, now).await?)
+            Some(
+                self.id_token(client, grant, &issued.token, now + issued.expires_in, now)
+                    .await?,
+            )
         } else {
             None
         };
@@ -893,7 +910,7 @@ impl Hub {
             key: &grant.key,
             at_hash: keys::half_hash(alg, access_token),
         };
-        Ok(state.keys.sign(alg, &self.ring().signer, &claims))
+        Ok(state.keys.sign(alg, &self.ring().signer, &claims)?)
     }
 
     async fn refresh_grant(
@@ -1166,14 +1183,18 @@ impl Hub {
         &self,
         user_code: &str,
     ) -> Result<(DeviceRecord, OAuthClientRecord, ApiKeyRecord), Error> {
-        let unknown = || Error::bad_request("user_code: unknown or expired; ask the device for a new one");
+        let unknown =
+            || Error::bad_request("user_code: unknown or expired; ask the device for a new one");
         let code = oauth::normalize_user_code(user_code).ok_or_else(unknown)?;
         let device = self
             .store
             .device_by_user_code(&code, self.now())
             .await?
             .ok_or_else(unknown)?;
-        let client = self.live_client(&device.client_id).await?.ok_or_else(unknown)?;
+        let client = self
+            .live_client(&device.client_id)
+            .await?
+            .ok_or_else(unknown)?;
         let app = self.client_app(&client).await.map_err(|_| unknown())?;
         Ok((device, client, app))
     }
@@ -1232,8 +1253,7 @@ impl Hub {
         if issued.mfa_required {
             self.end_session_by_id(&issued.session_id).await;
             return Err(Error::Forbidden(
-                "this app requires a second factor, which a device approval cannot show yet"
-                    .into(),
+                "this app requires a second factor, which a device approval cannot show yet".into(),
             ));
         }
         let assurance = super::accounts::assurance(&auth, self.now());
@@ -1250,7 +1270,11 @@ impl Hub {
             code_challenge: None,
         };
         let json = serde_json::to_string(&grant).map_err(|_| Error::Internal)?;
-        if !self.store.decide_device(&code, Some(json), self.now()).await? {
+        if !self
+            .store
+            .decide_device(&code, Some(json), self.now())
+            .await?
+        {
             self.end_session_by_id(&issued.session_id).await;
             return Err(Error::bad_request("user_code: unknown or expired"));
         }
@@ -1277,7 +1301,11 @@ impl Hub {
             .map_err(Error::from)?
         {
             DevicePoll::Unknown => Err(OAuthError::invalid_grant()),
-            DevicePoll::Expired => Err(OAuthError::new(400, "expired_token", "the device code has expired")),
+            DevicePoll::Expired => Err(OAuthError::new(
+                400,
+                "expired_token",
+                "the device code has expired",
+            )),
             DevicePoll::Pending { slow_down: true } => {
                 Err(OAuthError::new(400, "slow_down", "poll less often"))
             }
@@ -1286,7 +1314,11 @@ impl Hub {
                 "authorization_pending",
                 "the user has not approved yet",
             )),
-            DevicePoll::Denied => Err(OAuthError::new(400, "access_denied", "the user denied the request")),
+            DevicePoll::Denied => Err(OAuthError::new(
+                400,
+                "access_denied",
+                "the user denied the request",
+            )),
             DevicePoll::Approved { client_id, grant } => {
                 let grant: CodeGrant =
                     serde_json::from_str(&grant).map_err(|_| OAuthError::invalid_grant())?;
@@ -1313,7 +1345,9 @@ mod tests {
     #[test]
     fn repeated_parameters_are_refused_and_empty_ones_are_absent() {
         let p = |v: &[(&str, &str)]| -> Vec<(String, String)> {
-            v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect()
         };
         assert_eq!(single(&p(&[("a", "1")]), "a"), Ok(Some("1")));
         assert_eq!(single(&p(&[("a", "")]), "a"), Ok(None));
@@ -1324,7 +1358,10 @@ mod tests {
     #[test]
     fn redirect_parameters_are_encoded_and_appended() {
         assert_eq!(
-            with_query("https://rp.example/cb", &[("code", "a b"), ("state", "x&y=z")]),
+            with_query(
+                "https://rp.example/cb",
+                &[("code", "a b"), ("state", "x&y=z")]
+            ),
             "https://rp.example/cb?code=a+b&state=x%26y%3Dz"
         );
         assert_eq!(

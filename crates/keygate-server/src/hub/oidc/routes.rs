@@ -51,7 +51,10 @@ fn html(status: StatusCode, body: String) -> Response {
         HeaderValue::from_static("text/html; charset=utf-8"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::REFERRER_POLICY,
@@ -114,9 +117,10 @@ fn params(raw: &[u8]) -> Vec<(String, String)> {
 
 fn is_form(h: &HeaderMap) -> bool {
     header_str(h, "content-type").is_some_and(|c| {
-        c.split(';')
-            .next()
-            .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+        c.split(';').next().is_some_and(|t| {
+            t.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
     })
 }
 
@@ -166,13 +170,15 @@ fn oauth_reply<T: serde::Serialize>(r: Result<T, OAuthError>) -> Response {
     }
 }
 
+/// What a client-authenticated form endpoint gets: the client's credentials and
+/// the form, or the error for a body that is not one.
+type FormParts = Result<(ClientCredentials, Vec<(String, String)>), OAuthError>;
+
 /// A client-authenticated form endpoint: the headers and the form (or the
 /// error for a body that is not one).
 fn form_post(
     hub: &Arc<Hub>,
-) -> impl Filter<Extract = (Arc<Hub>, Result<(ClientCredentials, Vec<(String, String)>), OAuthError>), Error = Rejection>
-+ Clone
-+ use<> {
+) -> impl Filter<Extract = (Arc<Hub>, FormParts), Error = Rejection> + Clone + use<> {
     warp::post()
         .and(with_hub(hub))
         .and(warp::header::headers_cloned())
@@ -262,22 +268,30 @@ async fn authorize_page(hub: Arc<Hub>, raw: Vec<(String, String)>) -> Response {
             }
         }
         Err(AuthorizeError::Redirect(to)) => redirect(&to),
-        Err(AuthorizeError::Page(why)) => {
-            message_page(StatusCode::BAD_REQUEST, "This sign-in request is invalid", why)
-        }
+        Err(AuthorizeError::Page(why)) => message_page(
+            StatusCode::BAD_REQUEST,
+            "This sign-in request is invalid",
+            why,
+        ),
     }
 }
 
 async fn logout(hub: Arc<Hub>, raw: Vec<(String, String)>) -> Response {
     match hub.oidc_logout(&raw).await {
         Ok(Some(to)) => redirect(&to),
-        Ok(None) => message_page(StatusCode::OK, "Signed out", "You are signed out of this app."),
+        Ok(None) => message_page(
+            StatusCode::OK,
+            "Signed out",
+            "You are signed out of this app.",
+        ),
         Err(AuthorizeError::Page(why)) => {
             message_page(StatusCode::BAD_REQUEST, "Sign-out refused", why)
         }
-        Err(AuthorizeError::Redirect(_)) => {
-            message_page(StatusCode::BAD_REQUEST, "Sign-out refused", "invalid request")
-        }
+        Err(AuthorizeError::Redirect(_)) => message_page(
+            StatusCode::BAD_REQUEST,
+            "Sign-out refused",
+            "invalid request",
+        ),
     }
 }
 
@@ -286,9 +300,7 @@ fn query_or_form() -> impl Filter<Extract = (Vec<(String, String)>,), Error = Re
     let get = warp::get()
         .and(warp::query::raw().or(warp::any().map(String::new)).unify())
         .map(|q: String| params(q.as_bytes()));
-    let post = warp::post()
-        .and(optional_body())
-        .map(|b: Bytes| params(&b));
+    let post = warp::post().and(optional_body()).map(|b: Bytes| params(&b));
     get.or(post).unify()
 }
 
@@ -331,15 +343,17 @@ pub fn routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
         .and(with_hub(&hub))
         .and(peer_ip())
         .and(json_body::<ChallengeRequest>())
-        .then(|hub: Arc<Hub>, ip, b: Result<ChallengeRequest, Error>| async move {
-            let r = async {
-                checked_ip(&hub, ip)?;
-                let b = b?;
-                let challenge = hub.oidc_challenge(&b.request, &b.pubkey).await?;
-                Ok(serde_json::json!({ "challenge": challenge }))
-            };
-            reply(r.await)
-        });
+        .then(
+            |hub: Arc<Hub>, ip, b: Result<ChallengeRequest, Error>| async move {
+                let r = async {
+                    checked_ip(&hub, ip)?;
+                    let b = b?;
+                    let challenge = hub.oidc_challenge(&b.request, &b.pubkey).await?;
+                    Ok(serde_json::json!({ "challenge": challenge }))
+                };
+                reply(r.await)
+            },
+        );
     let page_sign_in = warp::path!("oauth" / "authorize" / "signin")
         .and(warp::post())
         .and(with_hub(&hub))
@@ -376,25 +390,25 @@ pub fn routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
                 reply(r.await)
             },
         );
-    let token = warp::path!("oauth" / "token")
-        .and(form_post(&hub))
-        .then(|hub: Arc<Hub>, parsed: Result<_, OAuthError>| async move {
+    let token = warp::path!("oauth" / "token").and(form_post(&hub)).then(
+        |hub: Arc<Hub>, parsed: FormParts| async move {
             let r = async {
                 let (creds, form) = parsed?;
                 hub.oauth_token(&creds, &form).await
             };
             oauth_reply(r.await)
-        });
-    let userinfo = warp::path!("oauth" / "userinfo")
-        .and(warp::get().or(warp::post()).unify())
-        .and(with_hub(&hub))
-        .and(warp::header::headers_cloned())
-        .then(|hub: Arc<Hub>, h: HeaderMap| async move {
-            oauth_reply(hub.userinfo(bearer(&h)).await)
-        });
-    let revoke = warp::path!("oauth" / "revoke")
-        .and(form_post(&hub))
-        .then(|hub: Arc<Hub>, parsed: Result<_, OAuthError>| async move {
+        },
+    );
+    let userinfo =
+        warp::path!("oauth" / "userinfo")
+            .and(warp::get().or(warp::post()).unify())
+            .and(with_hub(&hub))
+            .and(warp::header::headers_cloned())
+            .then(|hub: Arc<Hub>, h: HeaderMap| async move {
+                oauth_reply(hub.userinfo(bearer(&h)).await)
+            });
+    let revoke = warp::path!("oauth" / "revoke").and(form_post(&hub)).then(
+        |hub: Arc<Hub>, parsed: FormParts| async move {
             let r = async {
                 let (creds, form) = parsed?;
                 hub.oauth_revoke(&creds, &form).await
@@ -408,10 +422,11 @@ pub fn routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
                 }
                 Err(e) => e.response(),
             }
-        });
+        },
+    );
     let introspect = warp::path!("oauth" / "introspect")
         .and(form_post(&hub))
-        .then(|hub: Arc<Hub>, parsed: Result<_, OAuthError>| async move {
+        .then(|hub: Arc<Hub>, parsed: FormParts| async move {
             let r = async {
                 let (creds, form) = parsed?;
                 hub.oauth_introspect(&creds, &form).await
@@ -424,7 +439,7 @@ pub fn routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
         .then(logout);
     let device_authorization = warp::path!("oauth" / "device_authorization")
         .and(form_post(&hub))
-        .then(|hub: Arc<Hub>, parsed: Result<_, OAuthError>| async move {
+        .then(|hub: Arc<Hub>, parsed: FormParts| async move {
             let r = async {
                 let (creds, form) = parsed?;
                 hub.device_authorization(&creds, &form).await
@@ -471,7 +486,8 @@ pub fn routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
                         challenge: &b.challenge,
                         sig: &b.sig,
                     };
-                    hub.device_decide(&b.user_code, signed, b.approve, meta).await
+                    hub.device_decide(&b.user_code, signed, b.approve, meta)
+                        .await
                 };
                 reply(r.await)
             },
