@@ -26,7 +26,7 @@ fn b64(s: &str) -> Option<Vec<u8>> {
     URL_SAFE_NO_PAD.decode(s).ok()
 }
 
-fn member<'a>(jwk: &'a serde_json::Value, name: &str) -> Option<Vec<u8>> {
+fn member(jwk: &serde_json::Value, name: &str) -> Option<Vec<u8>> {
     jwk.get(name).and_then(|v| v.as_str()).and_then(b64)
 }
 

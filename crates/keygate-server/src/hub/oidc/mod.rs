@@ -160,7 +160,7 @@ struct IdClaims<'a> {
 
 /// The first value of a parameter that may appear once; a repeated one is an
 /// error (RFC 6749 §3.1).
-pub fn single<'a>(params: &'a [(String, String)], name: &str) -> Result<Option<&'a str>, ()> {
+pub(crate) fn single<'a>(params: &'a [(String, String)], name: &str) -> Result<Option<&'a str>, ()> {
     let mut found = None;
     for (k, v) in params {
         if k == name {
