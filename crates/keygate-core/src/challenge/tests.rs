@@ -159,6 +159,7 @@ fn a_challenge_is_redeemed_only_by_the_flow_that_issued_it() {
         Flow::ProviderHttp,
         Flow::HubWs,
         Flow::HubHttp,
+        Flow::Oidc,
     ];
     for issued_on in flows {
         let c = issue(&key, APP, issued_on, AUD, &id, NOW, 60, [3; 16]).unwrap();
