@@ -14,7 +14,7 @@ const options = { [oauth.allowInsecureRequests]: true, signal: () => AbortSignal
 const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
 const sleep = (s) => new Promise((r) => setTimeout(r, s * 1000));
 
-test('device grant: oauth4webapi polls, `keygate login --device` approves, the device gets tokens', { timeout: 300_000 }, async () => {
+test('device grant: oauth4webapi polls, `keygate login --device` approves (the device gets tokens) or denies (access_denied)', { timeout: 300_000 }, async () => {
   const done = cleanup();
   try {
     const op = await startProvider();
@@ -75,6 +75,20 @@ test('device grant: oauth4webapi polls, `keygate login --device` approves, the d
     const replay = await poll();
     assert.ok(replay.error, 'a device code gives tokens once');
     assert.ok(['invalid_grant', 'expired_token'].includes(replay.error.error), replay.error.message);
+
+    // Another device, refused by the user: access_denied, and no tokens.
+    const other = await oauth.processDeviceAuthorizationResponse(as, cl,
+      await within(STEP, oauth.deviceAuthorizationRequest(as, cl, auth, { scope: 'openid' }, options), 'device authorization'));
+    assert.notEqual(other.user_code, started.user_code);
+    await keygate(['login', '--device', other.user_code, '--deny', '--url', op.issuer, '--key', key]);
+    await sleep(other.interval ?? 5);
+    const denied = await oauth.processDeviceCodeResponse(as, cl,
+      await within(STEP, oauth.deviceCodeGrantRequest(as, cl, auth, other.device_code, options), 'device token request'))
+      .then(() => assert.fail('a denied device got tokens'), (e) => e);
+    assert.equal(denied.error, 'access_denied', denied.message);
+
+    // A user code that was never issued: the CLI refuses it.
+    await assert.rejects(keygate(['login', '--device', 'BCDF-GHJK', '--url', op.issuer, '--key', key]));
   } finally {
     await done.run();
   }
