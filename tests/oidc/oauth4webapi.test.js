@@ -71,7 +71,10 @@ test('oauth4webapi: a public client signs in with PKCE, refreshes, revokes; RFC 
     const validate = (token) => oauth.validateJwtAccessToken(as,
       new Request('http://127.0.0.1/resource', { headers: { authorization: `Bearer ${token}` } }), registered.app, options);
     const atClaims = await validate(tokens.access_token);
-    assert.equal(atClaims.sub, idClaims.sub, 'access and ID token name the same subject');
+    // keygate's access tokens name the key that signed in (`sub`, as every keygate
+    // access token does) and its account (`acct`); the ID token's `sub` is the account.
+    assert.equal(atClaims.sub, info.key, 'the access token\'s sub is the key userinfo names');
+    assert.equal(atClaims.acct, idClaims.sub, 'the access token\'s acct is the ID token\'s sub');
     assert.equal(atClaims.client_id, cl.client_id);
     await assert.rejects(oauth.validateJwtAccessToken(as,
       new Request('http://127.0.0.1/resource', { headers: { authorization: `Bearer ${tokens.access_token}` } }), cl.client_id, options),
@@ -81,7 +84,7 @@ test('oauth4webapi: a public client signs in with PKCE, refreshes, revokes; RFC 
     const refreshed = await oauth.processRefreshTokenResponse(as, cl,
       await within(STEP, oauth.refreshTokenGrantRequest(as, cl, auth, tokens.refresh_token, options), 'refresh'));
     assert.notEqual(refreshed.refresh_token, tokens.refresh_token);
-    assert.equal((await validate(refreshed.access_token)).sub, idClaims.sub);
+    assert.equal((await validate(refreshed.access_token)).acct, idClaims.sub);
 
     // Revocation of the rotated refresh token: 200, and the token is refused after.
     const revoked = await within(STEP, oauth.revocationRequest(as, cl, auth, refreshed.refresh_token,

@@ -132,7 +132,12 @@ export async function authorize(user, rp, url, { pathname = '/cb', answer = '#al
   let identity = null;
   for (;;) {
     const arrived = rp.hits.slice(since).find((u) => u.pathname === pathname);
-    if (arrived) return { params: arrived.searchParams, consent, identity, url: arrived };
+    if (arrived) {
+      // The relying party has the request; let the browser finish that navigation too,
+      // so that the next page.goto does not race it.
+      await page.waitForURL((u) => u.origin === rp.base && u.pathname === pathname, { timeout: STEP, waitUntil: 'load' });
+      return { params: arrived.searchParams, consent, identity, url: arrived };
+    }
     if (Date.now() > end) {
       const body = await page.textContent('body').catch(() => '?');
       throw new Error(`no redirect to the relying party within ${FLOW} ms; page ${page.url()}: ${body?.trim().slice(0, 500)}; ${problems.join('; ')}`);
