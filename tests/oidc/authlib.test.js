@@ -84,11 +84,17 @@ test('authlib: OAuth2Session with PKCE signs in, validates the ID token, refresh
     assert.equal(result.revoke_status, 200);
     assert.equal(result.refresh_after_revoke, 'invalid_grant');
 
+    await t.test('Authlib\'s RFC 9068 claim checks pass on the access token (EdDSA allowed)', () => {
+      assert.deepEqual(result.rfc9068_eddsa_allowed, {
+        ok: true, alg: 'EdDSA', typ: 'at+jwt', client_id: registered.client_id, acct: result.id_token.sub,
+      }, JSON.stringify(result.rfc9068_eddsa_allowed));
+    });
+
     await t.test('Authlib\'s RFC 9068 JWTBearerTokenValidator accepts the access token', () => {
       // Authlib 1.9.6 decodes with joserfc's default registry, which allows only the
       // "recommended" algorithms (HS256, RS256, ES256): EdDSA access tokens fail here
       // with UnsupportedAlgorithmError unless the provider signs with one of those.
-      assert.deepEqual(result.rfc9068, { ok: true, sub: result.id_token.sub, client_id: registered.client_id },
+      assert.deepEqual(result.rfc9068, { ok: true, sub: result.userinfo.key, client_id: registered.client_id },
         JSON.stringify(result.rfc9068));
     });
   } finally {

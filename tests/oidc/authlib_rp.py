@@ -24,6 +24,7 @@ import requests  # noqa: E402
 from authlib.common.security import generate_token  # noqa: E402
 from authlib.integrations.requests_client import OAuth2Session  # noqa: E402
 from authlib.oauth2.rfc9068 import JWTBearerTokenValidator  # noqa: E402
+from authlib.oauth2.rfc9068.claims import JWTAccessTokenClaims  # noqa: E402
 from authlib.oidc.core import CodeIDToken  # noqa: E402
 from joserfc import jwt  # noqa: E402
 from joserfc.jwk import KeySet  # noqa: E402
@@ -128,6 +129,39 @@ def main(issuer, client_id, client_secret, redirect_uri, app):
             "error": error_of(exc),
             "cause": f"{type(cause).__name__}: {cause}" if cause else None,
         }
+
+    # The same checks with EdDSA allowed: Authlib's RFC 9068 claims class and the
+    # options its validator uses, the token decoded by joserfc with EdDSA permitted
+    # (the stock validator allows only joserfc's "recommended" algorithms).
+    try:
+        token = jwt.decode(
+            refreshed["access_token"],
+            key=KeySet.import_key_set(jwks),
+            registry=JWSRegistry(algorithms=["EdDSA", "Ed25519"]),
+        )
+        at = JWTAccessTokenClaims(
+            token.claims,
+            token.header,
+            {
+                "iss": {"essential": True, "value": issuer},
+                "exp": {"essential": True},
+                "aud": {"essential": True, "value": app},
+                "sub": {"essential": True},
+                "client_id": {"essential": True},
+                "iat": {"essential": True},
+                "jti": {"essential": True},
+            },
+        )
+        at.validate()
+        out["rfc9068_eddsa_allowed"] = {
+            "ok": True,
+            "alg": token.header.get("alg"),
+            "typ": token.header.get("typ"),
+            "client_id": at["client_id"],
+            "acct": at.get("acct"),
+        }
+    except Exception as exc:
+        out["rfc9068_eddsa_allowed"] = {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
 
     revoked = session.revoke_token(
         meta["revocation_endpoint"],
