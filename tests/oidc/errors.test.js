@@ -276,7 +276,7 @@ test('token endpoint: client authentication, code replay, PKCE, redirect_uri and
   }
 });
 
-test('logout: post_logout_redirect_uri must be registered exactly; the registered one redirects with state', { timeout: 240_000 }, async (t) => {
+test('logout: post_logout_redirect_uri must be registered exactly; a refused logout ends nothing; the registered one redirects with state', { timeout: 240_000 }, async (t) => {
   const done = cleanup();
   try {
     const op = await startProvider();
@@ -287,19 +287,30 @@ test('logout: post_logout_redirect_uri must be registered exactly; the registere
     done.add(() => browser.close());
     const registered = await op.createClient({ name: 'logout', redirectUris: [rp.cb], postLogout: [rp.logout] });
     const user = await freshUser(browser);
-    const codeVerifier = verifier();
-    const back = await authorize(user, rp, withParams(op.metadata.authorization_endpoint, {
-      response_type: 'code', client_id: registered.client_id, redirect_uri: rp.cb, scope: SCOPE, state: 's',
-      nonce: 'n', code_challenge: challenge(codeVerifier), code_challenge_method: 'S256',
-    }));
-    const tokens = await postForm(op.metadata.token_endpoint, {
-      grant_type: 'authorization_code', code: back.params.get('code'), redirect_uri: rp.cb, code_verifier: codeVerifier,
-    }, { authorization: basic(registered.client_id, registered.client_secret) });
-    assert.equal(tokens.status, 200, JSON.stringify(tokens.body));
-    const logout = (uri) => get(withParams(op.metadata.end_session_endpoint, {
-      id_token_hint: tokens.body.id_token, client_id: registered.client_id, post_logout_redirect_uri: uri, state: 'bye',
-    }));
+    /** A new session of the user with this client: the token response. */
+    const signIn = async () => {
+      const codeVerifier = verifier();
+      const back = await authorize(user, rp, withParams(op.metadata.authorization_endpoint, {
+        response_type: 'code', client_id: registered.client_id, redirect_uri: rp.cb, scope: SCOPE, state: 's',
+        nonce: 'n', code_challenge: challenge(codeVerifier), code_challenge_method: 'S256',
+      }));
+      const res = await postForm(op.metadata.token_endpoint, {
+        grant_type: 'authorization_code', code: back.params.get('code'), redirect_uri: rp.cb, code_verifier: codeVerifier,
+      }, { authorization: basic(registered.client_id, registered.client_secret) });
+      assert.equal(res.status, 200, JSON.stringify(res.body));
+      return res.body;
+    };
+    /** Refreshes the session of `tokens` (keeping the rotated token); resolves with the answer. */
+    const refresh = async (tokens) => {
+      const res = await postForm(op.metadata.token_endpoint, { grant_type: 'refresh_token', refresh_token: tokens.refresh_token },
+        { authorization: basic(registered.client_id, registered.client_secret) });
+      if (res.status === 200) tokens.refresh_token = res.body.refresh_token;
+      return res;
+    };
+    const endSession = (params) => get(withParams(op.metadata.end_session_endpoint, { state: 'bye', ...params }));
 
+    const first = await signIn();
+    const logout = (uri) => endSession({ id_token_hint: first.id_token, client_id: registered.client_id, post_logout_redirect_uri: uri });
     await t.test('an unregistered post_logout_redirect_uri on another host', async () => {
       assertPage(await logout('http://evil.example/logout'), 'another host', ['evil.example']);
     });
@@ -311,17 +322,49 @@ test('logout: post_logout_redirect_uri must be registered exactly; the registere
         assertPage(await logout(uri), `post_logout_redirect_uri with ${name} (${uri})`, ['evil.example']);
       });
     }
-    await t.test('the registered post_logout_redirect_uri: a redirect with state', async () => {
-      const res = await logout(rp.logout);
+    await t.test('a post_logout_redirect_uri with neither id_token_hint nor client_id', async () => {
+      // Nothing names the client, so nothing can vouch for the URI.
+      assertPage(await endSession({ post_logout_redirect_uri: rp.logout }), 'no client named');
+    });
+    await t.test('an id_token_hint of another client than client_id', async () => {
+      const other = await op.createClient({ name: 'other', redirectUris: [rp.cb], postLogout: [rp.logout] });
+      assertPage(await endSession({ id_token_hint: first.id_token, client_id: other.client_id, post_logout_redirect_uri: rp.logout }),
+        'client_id and id_token_hint disagree');
+    });
+    await t.test('a forged id_token_hint', async () => {
+      const [h, p, sig] = first.id_token.split('.');
+      const bad = Buffer.from(sig, 'base64url');
+      bad[0] ^= 1;
+      assertPage(await endSession({ id_token_hint: `${h}.${p}.${bad.toString('base64url')}`, post_logout_redirect_uri: rp.logout }),
+        'a forged id_token_hint');
+    });
+    await t.test('the refused logout requests ended no session', async () => {
+      // Each one above carried the session's valid id_token_hint and was answered
+      // "Sign-out refused": the session must still be there.
+      const res = await refresh(first);
+      assert.equal(res.status, 200, `refresh after refused logouts: ${JSON.stringify(res.body)}`);
+    });
+
+    await t.test('client_id alone with the registered post_logout_redirect_uri: a redirect with state, no session ended', async () => {
+      const second = await signIn();
+      const res = await endSession({ client_id: registered.client_id, post_logout_redirect_uri: rp.logout });
+      assert.ok([302, 303].includes(res.status), `status ${res.status}: ${res.body.slice(0, 200)}`);
+      assert.equal(res.location, `${rp.logout}?state=bye`);
+      // Without id_token_hint no session is named: the session goes on.
+      const again = await refresh(second);
+      assert.equal(again.status, 200, JSON.stringify(again.body));
+    });
+
+    await t.test('id_token_hint and the registered post_logout_redirect_uri: a redirect with state, the session ended', async () => {
+      const third = await signIn();
+      const res = await endSession({ id_token_hint: third.id_token, post_logout_redirect_uri: rp.logout });
       assert.ok([302, 303].includes(res.status), `status ${res.status}: ${res.body.slice(0, 200)}`);
       const to = new URL(res.location);
       assert.equal(`${to.origin}${to.pathname}`, rp.logout);
       assert.equal(to.searchParams.get('state'), 'bye');
-      // The session is over: its refresh token is refused.
-      const refresh = await postForm(op.metadata.token_endpoint, { grant_type: 'refresh_token', refresh_token: tokens.body.refresh_token },
-        { authorization: basic(registered.client_id, registered.client_secret) });
-      assert.equal(refresh.status, 400, JSON.stringify(refresh.body));
-      assert.equal(refresh.body?.error, 'invalid_grant');
+      const after = await refresh(third);
+      assert.equal(after.status, 400, JSON.stringify(after.body));
+      assert.equal(after.body?.error, 'invalid_grant');
     });
     assert.equal(rp.hits.filter((u) => u.pathname === '/logout').length, 0, 'the browser was never sent anywhere by these requests');
   } finally {
