@@ -1,7 +1,8 @@
 // keygate as an OpenID Provider for openid-client v6 (panva), at its default settings:
 // discovery, authorization code with PKCE S256 + state + nonce, the user signing in
 // in Chromium, the ID token validated by the library, userinfo, refresh, revocation,
-// RP-initiated logout. Once for an RS256 client and once for an ES256 client.
+// RP-initiated logout. Once for a client of each ID-token algorithm (RS256, ES256,
+// EdDSA, Ed25519).
 //   cd tests/oidc && npm ci --no-audit --no-fund && node --test
 
 import { test } from 'node:test';
@@ -21,7 +22,7 @@ async function refusedWith(promise, code, what) {
   assert.equal(err.error, code, `${what}: ${err.code ?? ''} ${err.error ?? ''} ${err.message}`);
 }
 
-for (const alg of ['RS256', 'ES256']) {
+for (const alg of ['RS256', 'ES256', 'EdDSA', 'Ed25519']) {
   test(`openid-client: sign-in, userinfo, refresh, revocation and logout with an ${alg} client`, { timeout: 300_000 }, async () => {
     const done = cleanup();
     try {
