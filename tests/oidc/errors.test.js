@@ -169,6 +169,46 @@ test('authorize: prompt=none in a fresh browser profile redirects with login_req
   }
 });
 
+test('authorize: prompt=none with a key and remembered consent gives a code; a client not consented to gets consent_required', { timeout: 180_000 }, async () => {
+  const done = cleanup();
+  try {
+    const op = await startProvider();
+    done.add(() => op.dispose());
+    const rp = await startRelyingParty();
+    done.add(() => rp.close());
+    const browser = await launchBrowser();
+    done.add(() => browser.close());
+    const known = await op.createClient({ name: 'known', redirectUris: [rp.cb] });
+    const unknown = await op.createClient({ name: 'not-yet', redirectUris: [rp.cb] });
+    const user = await freshUser(browser);
+    const request = (client, extra = {}) => withParams(op.metadata.authorization_endpoint, {
+      response_type: 'code', client_id: client.client_id, redirect_uri: rp.cb, scope: 'openid', state: 'quiet',
+      nonce: 'n', code_challenge: challenge(verifier()), code_challenge_method: 'S256', ...extra,
+    });
+    // Sign up and consent once, interactively.
+    const first = await authorize(user, rp, request(known));
+    assert.ok(first.params.get('code'));
+    assert.ok(first.consent, 'consent asked the first time');
+    // Silently: the page signs with the stored key, no click at all.
+    let since = rp.hits.length;
+    await user.page.goto(String(request(known, { prompt: 'none' })), { timeout: STEP });
+    const silent = await rp.next('/cb', since);
+    assert.equal(silent.searchParams.get('error'), null, `prompt=none: ${silent}`);
+    assert.ok(silent.searchParams.get('code'), 'a code without any UI');
+    assert.equal(silent.searchParams.get('state'), 'quiet');
+    await user.page.waitForURL((u) => u.pathname === '/cb', { timeout: STEP });
+    // Another client the user never consented to: consent_required, no code.
+    since = rp.hits.length;
+    await user.page.goto(String(request(unknown, { prompt: 'none' })), { timeout: STEP });
+    const refused = await rp.next('/cb', since);
+    assert.equal(refused.searchParams.get('error'), 'consent_required');
+    assert.equal(refused.searchParams.get('code'), null);
+    assert.equal(refused.searchParams.get('state'), 'quiet');
+  } finally {
+    await done.run();
+  }
+});
+
 test('token endpoint: client authentication, code replay, PKCE, redirect_uri and client binding, grant types', { timeout: 420_000 }, async (t) => {
   const done = cleanup();
   try {
