@@ -14,7 +14,7 @@ import path from 'node:path';
 import readline from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import {
-  startProvider, startRelyingParty, launchBrowser, freshUser, authorize, cleanup, within, FLOW, SCOPE,
+  withWorld, freshUser, authorize, within, FLOW, SCOPE,
 } from './support.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -48,14 +48,7 @@ function relyingParty(args) {
 }
 
 test('authlib: OAuth2Session with PKCE signs in, validates the ID token, refreshes, revokes; RFC 9068 validator', { timeout: 300_000 }, async (t) => {
-  const done = cleanup();
-  try {
-    const op = await startProvider();
-    done.add(() => op.dispose());
-    const rp = await startRelyingParty();
-    done.add(() => rp.close());
-    const browser = await launchBrowser();
-    done.add(() => browser.close());
+  await withWorld({}, async ({ op, rp, browser, done }) => {
     const registered = await op.createClient({ name: 'authlib', redirectUris: [rp.cb] });
 
     const script = relyingParty([op.issuer, registered.client_id, registered.client_secret, rp.cb, registered.app]);
@@ -97,7 +90,5 @@ test('authlib: OAuth2Session with PKCE signs in, validates the ID token, refresh
       assert.deepEqual(result.rfc9068, { ok: true, sub: result.userinfo.key, client_id: registered.client_id },
         JSON.stringify(result.rfc9068));
     });
-  } finally {
-    await done.run();
-  }
+  });
 });

@@ -8,17 +8,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import * as oauth from 'oauth4webapi';
-import { startProvider, cleanup, keygate, within, STEP } from './support.js';
+import { withWorld, keygate, within, STEP } from './support.js';
 
 const options = { [oauth.allowInsecureRequests]: true, signal: () => AbortSignal.timeout(STEP) };
 const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
 const sleep = (s) => new Promise((r) => setTimeout(r, s * 1000));
 
 test('device grant: oauth4webapi polls, `keygate login --device` approves (the device gets tokens) or denies (access_denied)', { timeout: 300_000 }, async () => {
-  const done = cleanup();
-  try {
-    const op = await startProvider();
-    done.add(() => op.dispose());
+  await withWorld({ browser: false }, async ({ op }) => {
     // A device has no redirect URI of its own; the client still registers one.
     const registered = await op.createClient({ name: 'device', isPublic: true, redirectUris: ['http://127.0.0.1:9/unused'] });
     const issuer = new URL(op.issuer);
@@ -89,7 +86,5 @@ test('device grant: oauth4webapi polls, `keygate login --device` approves (the d
 
     // A user code that was never issued: the CLI refuses it.
     await assert.rejects(keygate(['login', '--device', 'BCDF-GHJK', '--url', op.issuer, '--key', key]));
-  } finally {
-    await done.run();
-  }
+  });
 });

@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import {
-  startProvider, startRelyingParty, launchBrowser, freshUser, authorize, cleanup, postForm, basic, userinfo,
+  withWorld, freshUser, authorize, postForm, basic, userinfo,
   SCOPE, STEP,
 } from './support.js';
 
@@ -28,6 +28,16 @@ const withParams = (endpoint, params) => {
   for (const [k, v] of Object.entries(params)) if (v !== undefined) url.searchParams.set(k, v);
   return url;
 };
+
+/**
+ * An authorization request of `clientId` for `redirectUri`: code flow, PKCE S256 with
+ * `codeVerifier` (a fresh one unless given), state and nonce; `extra` overrides or
+ * (set to undefined) removes parameters.
+ */
+const authRequest = (op, clientId, redirectUri, { codeVerifier = verifier(), ...extra } = {}) => withParams(op.metadata.authorization_endpoint, {
+  response_type: 'code', client_id: clientId, redirect_uri: redirectUri, scope: 'openid', state: 'st4te',
+  nonce: 'n0nce', code_challenge: challenge(codeVerifier), code_challenge_method: 'S256', ...extra,
+});
 
 /** The near misses of the registered `uri` (http://127.0.0.1:PORT/PATH), each a name and a URI. */
 function nearMisses(uri) {
@@ -60,64 +70,44 @@ function assertPage(res, what, notEchoed = []) {
 }
 
 test('authorize: an unknown client or an unregistered redirect_uri gets a 400 page, never a redirect', { timeout: 120_000 }, async (t) => {
-  const done = cleanup();
-  try {
-    const op = await startProvider();
-    done.add(() => op.dispose());
-    const rp = await startRelyingParty();
-    done.add(() => rp.close());
+  await withWorld({ browser: false }, async ({ op, rp }) => {
     const registered = await op.createClient({ name: 'errors', redirectUris: [rp.cb] });
-    const good = {
-      response_type: 'code', client_id: registered.client_id, redirect_uri: rp.cb, scope: 'openid', state: 'st4te',
-      nonce: 'n0nce', code_challenge: challenge(verifier()), code_challenge_method: 'S256',
-    };
-    const endpoint = op.metadata.authorization_endpoint;
+    const request = (extra) => authRequest(op, registered.client_id, rp.cb, extra);
 
     // The control: the registered URI gets the sign-in page.
-    const page = await get(withParams(endpoint, good));
+    const page = await get(request());
     assert.equal(page.status, 200, 'the registered redirect_uri gets the sign-in page');
     assert.match(page.type, /text\/html/);
 
     await t.test('an unknown client_id', async () => {
-      assertPage(await get(withParams(endpoint, { ...good, client_id: `kgc_${randomBytes(16).toString('base64url')}` })), 'unknown client_id');
+      assertPage(await get(request({ client_id: `kgc_${randomBytes(16).toString('base64url')}` })), 'unknown client_id');
     });
     await t.test('no client_id', async () => {
-      assertPage(await get(withParams(endpoint, { ...good, client_id: undefined })), 'no client_id');
+      assertPage(await get(request({ client_id: undefined })), 'no client_id');
     });
     await t.test('a redirect_uri on another host', async () => {
-      assertPage(await get(withParams(endpoint, { ...good, redirect_uri: 'http://evil.example/cb' })), 'another host', ['evil.example']);
+      assertPage(await get(request({ redirect_uri: 'http://evil.example/cb' })), 'another host', ['evil.example']);
     });
     await t.test('no redirect_uri', async () => {
       // OpenID Connect makes redirect_uri required; the provider must not guess one.
-      assertPage(await get(withParams(endpoint, { ...good, redirect_uri: undefined })), 'no redirect_uri');
+      assertPage(await get(request({ redirect_uri: undefined })), 'no redirect_uri');
     });
     for (const [name, uri] of nearMisses(rp.cb)) {
       await t.test(`redirect_uri with ${name}`, async () => {
-        assertPage(await get(withParams(endpoint, { ...good, redirect_uri: uri })), `redirect_uri with ${name} (${uri})`, ['evil.example']);
+        assertPage(await get(request({ redirect_uri: uri })), `redirect_uri with ${name} (${uri})`, ['evil.example']);
       });
     }
     // An unknown client with every other parameter bad too still gets the page.
     await t.test('an unknown client_id with an error that would otherwise redirect', async () => {
-      assertPage(await get(withParams(endpoint, { ...good, client_id: 'kgc_AAAAAAAAAAAAAAAAAAAAAA', response_type: 'token' })), 'unknown client, bad response_type');
+      assertPage(await get(request({ client_id: 'kgc_AAAAAAAAAAAAAAAAAAAAAA', response_type: 'token' })), 'unknown client, bad response_type');
     });
     assert.equal(rp.hits.length, 0, 'nothing reached the relying party');
-  } finally {
-    await done.run();
-  }
+  });
 });
 
 test('authorize: request errors go back to the registered redirect_uri with error, state and iss', { timeout: 120_000 }, async (t) => {
-  const done = cleanup();
-  try {
-    const op = await startProvider();
-    done.add(() => op.dispose());
-    const rp = await startRelyingParty();
-    done.add(() => rp.close());
+  await withWorld({ browser: false }, async ({ op, rp }) => {
     const registered = await op.createClient({ name: 'errors', redirectUris: [rp.cb] });
-    const good = {
-      response_type: 'code', client_id: registered.client_id, redirect_uri: rp.cb, scope: 'openid', state: 'st4te',
-      nonce: 'n0nce', code_challenge: challenge(verifier()), code_challenge_method: 'S256',
-    };
     const cases = [
       ['no code_challenge', { code_challenge: undefined, code_challenge_method: undefined }, ['invalid_request']],
       ['code_challenge without a method (plain by default)', { code_challenge_method: undefined }, ['invalid_request']],
@@ -128,63 +118,39 @@ test('authorize: request errors go back to the registered redirect_uri with erro
     ];
     for (const [name, change, codes] of cases) {
       await t.test(name, async () => {
-        const res = await get(withParams(op.metadata.authorization_endpoint, { ...good, ...change }));
+        const res = await get(authRequest(op, registered.client_id, rp.cb, change));
         assert.ok([302, 303].includes(res.status), `${name}: a redirect, got ${res.status}: ${res.body.slice(0, 200)}`);
         const to = new URL(res.location);
         assert.equal(`${to.origin}${to.pathname}`, rp.cb, `${name}: back to the registered redirect_uri`);
         assert.ok(codes.includes(to.searchParams.get('error')), `${name}: error=${to.searchParams.get('error')}, expected ${codes}`);
-        assert.equal(to.searchParams.get('state'), good.state, `${name}: state`);
+        assert.equal(to.searchParams.get('state'), 'st4te', `${name}: state`);
         assert.equal(to.searchParams.get('iss'), op.issuer, `${name}: iss (RFC 9207)`);
         assert.equal(to.searchParams.get('code'), null, `${name}: no code`);
         assert.equal(to.hash, '', `${name}: query response mode`);
       });
     }
-  } finally {
-    await done.run();
-  }
+  });
 });
 
 test('authorize: prompt=none in a fresh browser profile redirects with login_required', { timeout: 180_000 }, async () => {
-  const done = cleanup();
-  try {
-    const op = await startProvider();
-    done.add(() => op.dispose());
-    const rp = await startRelyingParty();
-    done.add(() => rp.close());
-    const browser = await launchBrowser();
-    done.add(() => browser.close());
+  await withWorld({}, async ({ op, rp, browser }) => {
     const registered = await op.createClient({ name: 'silent', redirectUris: [rp.cb] });
     const user = await freshUser(browser);
     const since = rp.hits.length;
-    await user.page.goto(String(withParams(op.metadata.authorization_endpoint, {
-      response_type: 'code', client_id: registered.client_id, redirect_uri: rp.cb, scope: 'openid', state: 'quiet',
-      nonce: 'n', code_challenge: challenge(verifier()), code_challenge_method: 'S256', prompt: 'none',
-    })), { timeout: STEP });
+    await user.page.goto(String(authRequest(op, registered.client_id, rp.cb, { prompt: 'none', state: 'quiet' })), { timeout: STEP });
     const back = await rp.next('/cb', since);
     assert.equal(back.searchParams.get('error'), 'login_required');
     assert.equal(back.searchParams.get('state'), 'quiet');
     assert.equal(back.searchParams.get('code'), null);
-  } finally {
-    await done.run();
-  }
+  });
 });
 
 test('authorize: prompt=none with a key and remembered consent gives a code; a client not consented to gets consent_required', { timeout: 180_000 }, async () => {
-  const done = cleanup();
-  try {
-    const op = await startProvider();
-    done.add(() => op.dispose());
-    const rp = await startRelyingParty();
-    done.add(() => rp.close());
-    const browser = await launchBrowser();
-    done.add(() => browser.close());
+  await withWorld({}, async ({ op, rp, browser }) => {
     const known = await op.createClient({ name: 'known', redirectUris: [rp.cb] });
     const unknown = await op.createClient({ name: 'not-yet', redirectUris: [rp.cb] });
     const user = await freshUser(browser);
-    const request = (client, extra = {}) => withParams(op.metadata.authorization_endpoint, {
-      response_type: 'code', client_id: client.client_id, redirect_uri: rp.cb, scope: 'openid', state: 'quiet',
-      nonce: 'n', code_challenge: challenge(verifier()), code_challenge_method: 'S256', ...extra,
-    });
+    const request = (client, extra = {}) => authRequest(op, client.client_id, rp.cb, { state: 'quiet', ...extra });
     // Sign up and consent once, interactively.
     const first = await authorize(user, rp, request(known));
     assert.ok(first.params.get('code'));
@@ -204,20 +170,11 @@ test('authorize: prompt=none with a key and remembered consent gives a code; a c
     assert.equal(refused.searchParams.get('error'), 'consent_required');
     assert.equal(refused.searchParams.get('code'), null);
     assert.equal(refused.searchParams.get('state'), 'quiet');
-  } finally {
-    await done.run();
-  }
+  });
 });
 
 test('token endpoint: client authentication, code replay, PKCE, redirect_uri and client binding, grant types', { timeout: 420_000 }, async (t) => {
-  const done = cleanup();
-  try {
-    const op = await startProvider();
-    done.add(() => op.dispose());
-    const rp = await startRelyingParty();
-    done.add(() => rp.close());
-    const browser = await launchBrowser();
-    done.add(() => browser.close());
+  await withWorld({}, async ({ op, rp, browser }) => {
     const a = await op.createClient({ name: 'client-a', redirectUris: [rp.cb, rp.cb2] });
     const b = await op.createClient({ name: 'client-b', redirectUris: [rp.cb] });
     const token = op.metadata.token_endpoint;
@@ -226,10 +183,7 @@ test('token endpoint: client authentication, code replay, PKCE, redirect_uri and
     /** A fresh authorization code for client A at redirect_uri `cb`: { code, codeVerifier }. */
     const codeFor = async () => {
       const codeVerifier = verifier();
-      const back = await authorize(user, rp, withParams(op.metadata.authorization_endpoint, {
-        response_type: 'code', client_id: a.client_id, redirect_uri: rp.cb, scope: SCOPE, state: 's',
-        nonce: 'n', code_challenge: challenge(codeVerifier), code_challenge_method: 'S256',
-      }));
+      const back = await authorize(user, rp, authRequest(op, a.client_id, rp.cb, { codeVerifier, scope: SCOPE }));
       const code = back.params.get('code');
       assert.ok(code, `a code: ${back.url}`);
       return { code, codeVerifier };
@@ -311,29 +265,17 @@ test('token endpoint: client authentication, code replay, PKCE, redirect_uri and
     });
 
     assert.deepEqual(user.problems, []);
-  } finally {
-    await done.run();
-  }
+  });
 });
 
 test('logout: post_logout_redirect_uri must be registered exactly; a refused logout ends nothing; the registered one redirects with state', { timeout: 240_000 }, async (t) => {
-  const done = cleanup();
-  try {
-    const op = await startProvider();
-    done.add(() => op.dispose());
-    const rp = await startRelyingParty();
-    done.add(() => rp.close());
-    const browser = await launchBrowser();
-    done.add(() => browser.close());
+  await withWorld({}, async ({ op, rp, browser }) => {
     const registered = await op.createClient({ name: 'logout', redirectUris: [rp.cb], postLogout: [rp.logout] });
     const user = await freshUser(browser);
     /** A new session of the user with this client: the token response. */
     const signIn = async () => {
       const codeVerifier = verifier();
-      const back = await authorize(user, rp, withParams(op.metadata.authorization_endpoint, {
-        response_type: 'code', client_id: registered.client_id, redirect_uri: rp.cb, scope: SCOPE, state: 's',
-        nonce: 'n', code_challenge: challenge(codeVerifier), code_challenge_method: 'S256',
-      }));
+      const back = await authorize(user, rp, authRequest(op, registered.client_id, rp.cb, { codeVerifier, scope: SCOPE }));
       const res = await postForm(op.metadata.token_endpoint, {
         grant_type: 'authorization_code', code: back.params.get('code'), redirect_uri: rp.cb, code_verifier: codeVerifier,
       }, { authorization: basic(registered.client_id, registered.client_secret) });
@@ -407,7 +349,5 @@ test('logout: post_logout_redirect_uri must be registered exactly; a refused log
       assert.equal(after.body?.error, 'invalid_grant');
     });
     assert.equal(rp.hits.filter((u) => u.pathname === '/logout').length, 0, 'the browser was never sent anywhere by these requests');
-  } finally {
-    await done.run();
-  }
+  });
 });

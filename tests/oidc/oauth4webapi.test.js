@@ -8,21 +8,14 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as oauth from 'oauth4webapi';
 import {
-  startProvider, startRelyingParty, launchBrowser, freshUser, authorize, cleanup, within, SCOPE, STEP,
+  withWorld, freshUser, authorize, within, SCOPE, STEP,
 } from './support.js';
 
 // Plain HTTP to the loopback server; every other check at the library's default.
 const options = { [oauth.allowInsecureRequests]: true, signal: () => AbortSignal.timeout(STEP) };
 
 test('oauth4webapi: a public client signs in with PKCE, refreshes, revokes; RFC 9068 validator accepts its access token', { timeout: 300_000 }, async () => {
-  const done = cleanup();
-  try {
-    const op = await startProvider();
-    done.add(() => op.dispose());
-    const rp = await startRelyingParty();
-    done.add(() => rp.close());
-    const browser = await launchBrowser();
-    done.add(() => browser.close());
+  await withWorld({}, async ({ op, rp, browser }) => {
     const registered = await op.createClient({ name: 'oauth4webapi', isPublic: true, redirectUris: [rp.cb] });
 
     const issuer = new URL(op.issuer);
@@ -95,7 +88,5 @@ test('oauth4webapi: a public client signs in with PKCE, refreshes, revokes; RFC 
     const err = await oauth.processRefreshTokenResponse(as, cl, again).then(() => assert.fail('a revoked refresh token was accepted'), (e) => e);
     assert.equal(err.error, 'invalid_grant', err.message);
     assert.deepEqual(user.problems, []);
-  } finally {
-    await done.run();
-  }
+  });
 });

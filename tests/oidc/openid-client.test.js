@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import * as client from 'openid-client';
 import {
-  startProvider, startRelyingParty, launchBrowser, freshUser, authorize, cleanup, userinfo,
+  withWorld, freshUser, authorize,
   headerOf, payloadOf, within, SCOPE, STEP,
 } from './support.js';
 
@@ -24,14 +24,7 @@ async function refusedWith(promise, code, what) {
 
 for (const alg of ['RS256', 'ES256', 'EdDSA', 'Ed25519']) {
   test(`openid-client: sign-in, userinfo, refresh, revocation and logout with an ${alg} client`, { timeout: 300_000 }, async () => {
-    const done = cleanup();
-    try {
-      const op = await startProvider();
-      done.add(() => op.dispose());
-      const rp = await startRelyingParty();
-      done.add(() => rp.close());
-      const browser = await launchBrowser();
-      done.add(() => browser.close());
+    await withWorld({}, async ({ op, rp, browser }) => {
       const registered = await op.createClient({ name: `openid-client-${alg}`, alg, redirectUris: [rp.cb], postLogout: [rp.logout] });
       assert.equal(registered.alg, alg);
 
@@ -121,8 +114,6 @@ for (const alg of ['RS256', 'ES256', 'EdDSA', 'Ed25519']) {
       assert.equal(loggedOut.searchParams.get('state'), logoutState);
       await refusedWith(client.refreshTokenGrant(config, second.tokens.refresh_token), 'invalid_grant', 'refresh after logout');
       assert.deepEqual(user.problems, [], 'no uncaught errors in keygate\'s pages');
-    } finally {
-      await done.run();
-    }
+    });
   });
 }

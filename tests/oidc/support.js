@@ -191,6 +191,25 @@ export async function userinfo(metadata, accessToken) {
   return { status: res.status, body: await res.json().catch(() => null), headers: res.headers };
 }
 
+/**
+ * Runs `body` with a fresh provider (`op`), a relying party (`rp`) and, unless
+ * `browser` is false, Chromium (`browser`); closes them all afterwards, whatever happened.
+ */
+export async function withWorld({ browser = true } = {}, body) {
+  const done = cleanup();
+  try {
+    const op = await startProvider();
+    done.add(() => op.dispose());
+    const rp = await startRelyingParty();
+    done.add(() => rp.close());
+    const chromium = browser ? await launchBrowser() : null;
+    if (chromium) done.add(() => chromium.close());
+    return await body({ op, rp, browser: chromium, done });
+  } finally {
+    await done.run();
+  }
+}
+
 /** Every resource a test made, closed in reverse order whatever happened. */
 export function cleanup() {
   const stack = [];
