@@ -5,10 +5,13 @@
 # browser test of web-demo/ in Debian's Chromium driven by playwright-core, the
 # JavaScript client's tests (clients/js: Node and Chromium), the
 # interop test of tests/interop/ (clients keygate did not write: the Textile example
-# client with the real @textile/crypto, a stock RFC 9068 validator), and a bounded
-# pass of the coverage-guided fuzz targets (FUZZ_SECONDS per target).
-# Installs what is missing (Chromium, Node, OpenSSL and PostgreSQL from apt, npm
-# packages at the versions of the lock files, cargo-fuzz).
+# client with the real @textile/crypto, a stock RFC 9068 validator), the OpenID
+# Provider against relying-party libraries keygate did not write (tests/oidc:
+# openid-client, oauth4webapi and Python's Authlib, the user in Chromium), and a
+# bounded pass of the coverage-guided fuzz targets (FUZZ_SECONDS per target).
+# Installs what is missing (Chromium, Node, OpenSSL, Python's venv and PostgreSQL from
+# apt, npm packages at the versions of the lock files, the pinned Python packages of
+# tests/oidc/requirements.txt in tests/oidc/.venv, cargo-fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -66,6 +69,19 @@ echo "== JavaScript client (clients/js: Node and Chromium against keygate serve,
 echo "== interop test (tests/interop: Textile client, RFC 9068 validator)"
 (
   cd tests/interop
+  npm ci --no-audit --no-fund --loglevel=error
+  KEYGATE_BIN="${CARGO_TARGET_DIR:-$(pwd)/../../target}/debug/keygate" node --test
+)
+
+echo "== OpenID Provider (tests/oidc: openid-client, oauth4webapi, authlib, Chromium)"
+(
+  cd tests/oidc
+  if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    if [ -z "$apt_updated" ]; then as_root apt-get update -qq; apt_updated=1; fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null
+  fi
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
   npm ci --no-audit --no-fund --loglevel=error
   KEYGATE_BIN="${CARGO_TARGET_DIR:-$(pwd)/../../target}/debug/keygate" node --test
 )
