@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import path from 'node:path';
 import * as oauth from 'oauth4webapi';
-import { withWorld, keygate, within, STEP } from './support.js';
+import { withWorld, keygate, within, freshUser, STEP } from './support.js';
 
 const options = { [oauth.allowInsecureRequests]: true, signal: () => AbortSignal.timeout(STEP) };
 const DEVICE_GRANT = 'urn:ietf:params:oauth:grant-type:device_code';
@@ -86,5 +86,44 @@ test('device grant: oauth4webapi polls, `keygate login --device` approves (the d
 
     // A user code that was never issued: the CLI refuses it.
     await assert.rejects(keygate(['login', '--device', 'BCDF-GHJK', '--url', op.issuer, '--key', key]));
+  });
+});
+
+test('device grant: the user approves in the browser at verification_uri_complete with the browser\'s key', { timeout: 300_000 }, async () => {
+  await withWorld({ browser: true }, async ({ op, browser }) => {
+    const registered = await op.createClient({ name: 'tv app', isPublic: true, redirectUris: ['http://127.0.0.1:9/unused'] });
+    const issuer = new URL(op.issuer);
+    const as = await oauth.processDiscoveryResponse(issuer, await within(STEP, oauth.discoveryRequest(issuer, options), 'discovery'));
+    const cl = { client_id: registered.client_id, token_endpoint_auth_method: 'none' };
+    const auth = oauth.None();
+    const started = await oauth.processDeviceAuthorizationResponse(as, cl,
+      await within(STEP, oauth.deviceAuthorizationRequest(as, cl, auth, { scope: 'openid offline_access' }, options), 'device authorization'));
+
+    const { page, problems } = await freshUser(browser);
+    await page.goto(started.verification_uri_complete, { timeout: STEP });
+    assert.equal(await page.inputValue('#user-code'), started.user_code, 'the code comes from the URL');
+    await page.waitForSelector('#lookup:enabled', { timeout: STEP });
+    await page.click('#lookup');
+    await page.waitForSelector('#decide:not([hidden])', { timeout: STEP });
+    assert.equal((await page.textContent('#client')).trim(), 'tv app');
+    assert.equal((await page.textContent('#scope')).trim(), 'openid offline_access');
+    const did = (await page.textContent('#identity')).trim();
+    assert.match(did, /^did:key:z6Mk/);
+    await page.click('#approve');
+    await page.waitForFunction(() => document.getElementById('status').textContent.startsWith('Approved'), null, { timeout: STEP });
+    assert.deepEqual(problems, []);
+
+    let interval = started.interval ?? 5;
+    let tokens = null;
+    for (let i = 0; i < 10 && !tokens; i++) {
+      await sleep(interval);
+      const res = await within(STEP, oauth.deviceCodeGrantRequest(as, cl, auth, started.device_code, options), 'device token request');
+      const r = await oauth.processDeviceCodeResponse(as, cl, res).then((t) => ({ t }), (error) => ({ error }));
+      if (r.t) tokens = r.t;
+      else if (r.error?.error === 'slow_down') interval += 5;
+      else assert.equal(r.error?.error, 'authorization_pending', r.error?.message);
+    }
+    assert.ok(tokens, 'the device got tokens');
+    assert.equal(oauth.getValidatedIdTokenClaims(tokens).did, did, 'the ID token names the browser\'s key');
   });
 });

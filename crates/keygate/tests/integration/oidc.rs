@@ -593,6 +593,11 @@ async fn logout_ends_the_session_and_returns_only_to_a_registered_uri() {
         .unwrap();
     assert_eq!(res.status(), 400);
     assert!(res.headers().get("location").is_none());
+    assert_eq!(
+        get(&s, "/oauth/userinfo", access).await.0,
+        200,
+        "a refused logout ends nothing"
+    );
     let res = http
         .get(url("http://127.0.0.1:9/bye"))
         .send()

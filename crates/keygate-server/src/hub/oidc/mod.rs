@@ -160,7 +160,10 @@ struct IdClaims<'a> {
 
 /// The first value of a parameter that may appear once; a repeated one is an
 /// error (RFC 6749 §3.1).
-pub(crate) fn single<'a>(params: &'a [(String, String)], name: &str) -> Result<Option<&'a str>, ()> {
+pub(crate) fn single<'a>(
+    params: &'a [(String, String)],
+    name: &str,
+) -> Result<Option<&'a str>, ()> {
     let mut found = None;
     for (k, v) in params {
         if k == name {
@@ -1085,6 +1088,7 @@ impl Hub {
         let get = |name: &str| single(params, name).map_err(|_| Page("a parameter is repeated"));
         let hint = get("id_token_hint")?;
         let mut client_id = get("client_id")?.map(str::to_owned);
+        let mut session = None;
         if let Some(hint) = hint {
             let state = self
                 .oidc()
@@ -1096,43 +1100,49 @@ impl Hub {
             if client_id.as_ref().is_some_and(|c| *c != claims.aud) {
                 return Err(Page("client_id does not match id_token_hint"));
             }
-            if let Ok(Some(s)) = self.store.session(&claims.sid).await
-                && s.client_id.as_deref() == Some(&claims.aud)
-            {
-                let which = Revoke::One {
-                    subject: &s.subject,
-                    id: &s.id,
-                };
-                if self.store.revoke_sessions(which, self.now()).await.is_err() {
-                    return Err(Page("the service is unavailable; try again"));
-                }
-            }
+            session = Some(claims.sid);
             client_id = Some(claims.aud);
         }
-        let Some(target) = get("post_logout_redirect_uri")? else {
-            return Ok(None);
-        };
-        let client = match &client_id {
-            Some(id) => self.live_client(id).await.ok().flatten(),
+        // Everything is checked before anything ends: a refused request ends nothing.
+        let target = match get("post_logout_redirect_uri")? {
             None => None,
+            Some(target) => {
+                let client = match &client_id {
+                    Some(id) => self.live_client(id).await.ok().flatten(),
+                    None => None,
+                };
+                let client = client.ok_or(Page(
+                    "post_logout_redirect_uri needs id_token_hint or client_id",
+                ))?;
+                if !client.post_logout_redirect_uris.iter().any(|u| u == target) {
+                    return Err(Page(
+                        "post_logout_redirect_uri is not registered for this client",
+                    ));
+                }
+                let mut p = Vec::new();
+                if let Some(s) = get("state")?.filter(|s| s.len() <= MAX_PARAM) {
+                    p.push(("state", s));
+                }
+                Some(if p.is_empty() {
+                    target.to_owned()
+                } else {
+                    with_query(target, &p)
+                })
+            }
         };
-        let client = client.ok_or(Page(
-            "post_logout_redirect_uri needs id_token_hint or client_id",
-        ))?;
-        if !client.post_logout_redirect_uris.iter().any(|u| u == target) {
-            return Err(Page(
-                "post_logout_redirect_uri is not registered for this client",
-            ));
+        if let (Some(sid), Some(client)) = (session, &client_id)
+            && let Ok(Some(s)) = self.store.session(&sid).await
+            && s.client_id.as_deref() == Some(client.as_str())
+        {
+            let which = Revoke::One {
+                subject: &s.subject,
+                id: &s.id,
+            };
+            if self.store.revoke_sessions(which, self.now()).await.is_err() {
+                return Err(Page("the service is unavailable; try again"));
+            }
         }
-        let mut p = Vec::new();
-        if let Some(s) = get("state")?.filter(|s| s.len() <= MAX_PARAM) {
-            p.push(("state", s));
-        }
-        Ok(Some(if p.is_empty() {
-            target.to_owned()
-        } else {
-            with_query(target, &p)
-        }))
+        Ok(target)
     }
 
     /// RFC 8628 §3.1–3.2: a device code for a client that cannot show a browser.

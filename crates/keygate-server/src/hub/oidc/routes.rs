@@ -23,6 +23,7 @@ const PAGE: &str = include_str!("page.html");
 const PAGE_JS: &str = include_str!("page.js");
 const PAGE_CSS: &str = include_str!("page.css");
 const DEVICE_PAGE: &str = include_str!("device.html");
+const DEVICE_JS: &str = include_str!("device.js");
 // The web demo's own modules: the same keystore (IndexedDB database `keygate`)
 // and the same checks before signing.
 const KEYSTORE_JS: &str = include_str!("../../../../../web-demo/keygate-keystore.js");
@@ -497,6 +498,7 @@ pub fn routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
         .map(|name: String| match name.as_str() {
             "page.js" => asset(PAGE_JS, "text/javascript"),
             "page.css" => asset(PAGE_CSS, "text/css"),
+            "device.js" => asset(DEVICE_JS, "text/javascript"),
             "keygate-keystore.js" => asset(KEYSTORE_JS, "text/javascript"),
             "keygate-identity.js" => asset(IDENTITY_JS, "text/javascript"),
             "keygate-protocol.js" => asset(PROTOCOL_JS, "text/javascript"),
