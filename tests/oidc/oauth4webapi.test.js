@@ -14,16 +14,16 @@ import {
 // Plain HTTP to the loopback server; every other check at the library's default.
 const options = { [oauth.allowInsecureRequests]: true, signal: () => AbortSignal.timeout(STEP) };
 
-test('oauth4webapi: a public client signs in with PKCE, refreshes, revokes; RFC 9068 validator accepts its access token', { timeout: 300_000 }, async () => {
+for (const alg of ['RS256', 'ES256']) test(`oauth4webapi: a public ${alg} client signs in with PKCE, refreshes, revokes; RFC 9068 validator accepts its access token`, { timeout: 300_000 }, async () => {
   await withWorld({}, async ({ op, rp, browser }) => {
-    const registered = await op.createClient({ name: 'oauth4webapi', isPublic: true, redirectUris: [rp.cb] });
+    const registered = await op.createClient({ name: 'oauth4webapi', isPublic: true, redirectUris: [rp.cb], alg });
 
     const issuer = new URL(op.issuer);
     const as = await within(STEP, oauth.discoveryRequest(issuer, { ...options, algorithm: 'oidc' })
       .then((res) => oauth.processDiscoveryResponse(issuer, res)), 'discovery');
     assert.ok(as.token_endpoint_auth_methods_supported.includes('none'));
     assert.deepEqual(as.code_challenge_methods_supported, ['S256']);
-    const cl = { client_id: registered.client_id, token_endpoint_auth_method: 'none' };
+    const cl = { client_id: registered.client_id, token_endpoint_auth_method: 'none', id_token_signed_response_alg: alg };
     const auth = oauth.None();
 
     const codeVerifier = oauth.generateRandomCodeVerifier();

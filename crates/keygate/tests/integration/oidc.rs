@@ -101,8 +101,27 @@ async fn sign_in_page(
     key: &ed25519_dalek::SigningKey,
     allow: bool,
 ) -> String {
-    let http = no_redirects();
-    let res = http.get(url).send().await.unwrap();
+    let (request, t) = page_sign_in(s, url, key).await;
+    let token = t["token"].as_str().unwrap();
+    let (status, f) = finish(s, &request, token, None).await;
+    assert_eq!(status, 200, "{f}");
+    if let Some(to) = f["redirect"].as_str() {
+        return to.to_owned();
+    }
+    assert_eq!(f["consent"]["client"], "Test RP");
+    let (status, f) = finish(s, &request, token, Some(allow)).await;
+    assert_eq!(status, 200, "{f}");
+    f["redirect"].as_str().unwrap().to_owned()
+}
+
+/// The page's first steps: load it (its sealed request), then sign the challenge.
+/// Returns the request and the sign-in's answer (the page's token).
+async fn page_sign_in(
+    s: &TestServer,
+    url: &str,
+    key: &ed25519_dalek::SigningKey,
+) -> (String, serde_json::Value) {
+    let res = no_redirects().get(url).send().await.unwrap();
     assert_eq!(res.status(), 200, "the sign-in page");
     let csp = res.headers()["content-security-policy"]
         .to_str()
@@ -116,23 +135,8 @@ async fn sign_in_page(
         .and_then(|r| r.split('"').next())
         .unwrap()
         .to_owned();
-    let post = |path: &str, body: serde_json::Value, bearer: Option<String>| {
-        let mut r = http.post(format!("{}{path}", s.http())).json(&body);
-        if let Some(t) = bearer {
-            r = r.bearer_auth(t);
-        }
-        r.send()
-    };
-    let (status, c) = json_of(
-        post(
-            "/oauth/authorize/challenge",
-            serde_json::json!({"request": request, "pubkey": id(key)}),
-            None,
-        )
-        .await
-        .unwrap(),
-    )
-    .await;
+    let body = serde_json::json!({"request": request, "pubkey": id(key)});
+    let (status, c) = post(s, "/oauth/authorize/challenge", None, body).await;
     assert_eq!(status, 200, "{c}");
     let text = c["challenge"].as_str().unwrap();
     assert!(
@@ -140,36 +144,23 @@ async fn sign_in_page(
         "audience is the issuer's origin: {text}"
     );
     let body = serde_json::json!({"request": request, "pubkey": id(key), "challenge": text, "sig": sign(key, text)});
-    let (status, t) = json_of(post("/oauth/authorize/signin", body, None).await.unwrap()).await;
+    let (status, t) = post(s, "/oauth/authorize/signin", None, body).await;
     assert_eq!(status, 200, "{t}");
-    let token = t["token"].as_str().unwrap().to_owned();
-    let (status, f) = json_of(
-        post(
-            "/oauth/authorize/finish",
-            serde_json::json!({"request": request}),
-            Some(token.clone()),
-        )
-        .await
-        .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200, "{f}");
-    if let Some(to) = f["redirect"].as_str() {
-        return to.to_owned();
+    (request, t)
+}
+
+/// The page's last step: consent (when `allow` is given), then the code.
+async fn finish(
+    s: &TestServer,
+    request: &str,
+    token: &str,
+    allow: Option<bool>,
+) -> (u16, serde_json::Value) {
+    let mut body = serde_json::json!({"request": request});
+    if let Some(a) = allow {
+        body["allow"] = a.into();
     }
-    assert_eq!(f["consent"]["client"], "Test RP");
-    let (status, f) = json_of(
-        post(
-            "/oauth/authorize/finish",
-            serde_json::json!({"request": request, "allow": allow}),
-            Some(token),
-        )
-        .await
-        .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200, "{f}");
-    f["redirect"].as_str().unwrap().to_owned()
+    post(s, "/oauth/authorize/finish", Some(token), body).await
 }
 
 async fn token_request(
@@ -713,4 +704,43 @@ async fn discovery_names_every_endpoint_under_the_issuer() {
         .map(|k| k["kty"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, ["OKP", "RSA", "EC"]);
+}
+
+#[tokio::test]
+async fn an_app_that_requires_mfa_gets_its_code_after_the_second_factor() {
+    let s = serve().await;
+    let c = client(&s, "RS256", false, true).await;
+    let store = s.running.store.as_ref().unwrap();
+    store.set_mfa_required(&c.app, true).await.unwrap();
+    let (request, t) = page_sign_in(&s, &authorize_url(&s, &c, &[]), &user(48)).await;
+    assert_eq!(t["mfa_required"], true);
+    let pending = t["token"].as_str().unwrap();
+    // No code for a session still waiting for its second factor.
+    let (status, f) = finish(&s, &request, pending, None).await;
+    assert_eq!((status, f["error"].as_str()), (403, Some("mfa_required")));
+    // What the page does: the TOTP step (here with a factor enrolled just now).
+    let (status, e) = post(&s, "/v1/mfa/totp", Some(pending), serde_json::json!({})).await;
+    assert_eq!(status, 200, "{e}");
+    let secret = totp_rs::Secret::try_from_base32(e["secret"].as_str().unwrap())
+        .unwrap()
+        .as_ref()
+        .to_vec();
+    let code = keygate::account::totp_code(&secret, s.clock.now());
+    let body = serde_json::json!({"code": code});
+    let (status, raised) = post(&s, "/v1/mfa/totp/verify", Some(pending), body).await;
+    assert_eq!(status, 200, "{raised}");
+    let (status, f) = finish(&s, &request, raised["token"].as_str().unwrap(), None).await;
+    assert_eq!(status, 200, "{f}");
+    let to = f["redirect"].as_str().unwrap();
+    let (status, tokens) = exchange(&s, &c, &query_of(to)["code"]).await;
+    assert_eq!(status, 200, "{tokens}");
+    let claims = id_claims(
+        &s,
+        &c,
+        tokens["id_token"].as_str().unwrap(),
+        jsonwebtoken::Algorithm::RS256,
+    )
+    .await;
+    assert_eq!(claims["acr"], "aal2");
+    assert_eq!(claims["amr"], serde_json::json!(["swk", "otp", "mfa"]));
 }
