@@ -38,6 +38,7 @@
 //! #     iat: now, nbf: now, exp: now + 600, jti: "j1".into(), sid: "s1".into(),
 //! #     scope: String::new(), client_id: Some("kgk_app".into()), role: None, acct: None,
 //! #     acr: Some("aal1".into()), amr: Some(vec!["swk".into()]),
+//! #     cnf: None,
 //! # });
 //!
 //! let jwks: Jwks = serde_json::from_str(&jwks_json)?;
@@ -72,7 +73,9 @@ use keygate_proto::{
 pub mod account;
 pub mod device;
 mod verifier;
-pub use verifier::{KEY_REFETCH_INTERVAL, KEY_REFRESH_PERIOD, OfflineVerifier, TokenAuthority};
+pub use verifier::{
+    KEY_REFETCH_INTERVAL, KEY_REFRESH_PERIOD, OfflineVerifier, Presented, TokenAuthority,
+};
 
 pub type WsStream =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -384,10 +387,16 @@ pub async fn login_ws(
         HeaderValue::from_str(&audience).map_err(|e| ClientError::Protocol(e.to_string()))?,
     );
     let mut ws = connect(req, url).await?;
+    // DPoP (docs/dpop.md): `"dpop": true` here, the proof with the signature.
+    let dpop = options.dpop;
     let first = ClientFrame {
         kind: "token".into(),
         pubkey: Some(identity.to_string()),
-        options,
+        dpop: dpop.then_some(keygate_proto::DpopField::Flag(true)),
+        options: TokenOptions {
+            dpop: false,
+            ..options
+        },
         ..Default::default()
     };
     let ServerFrame::Challenge { value, .. } = exchange(&mut ws, &first).await? else {
@@ -398,6 +407,8 @@ pub async fn login_ws(
     let reply = ClientFrame {
         kind: "challenge".into(),
         sig: Some(challenge::sign(key, &value)),
+        dpop: dpop
+            .then(|| keygate_proto::DpopField::Proof(dpop_proof(key, "GET", url, None, None, now))),
         ..Default::default()
     };
     let token = exchange(&mut ws, &reply)
@@ -438,14 +449,33 @@ pub async fn login_http(
     body["id"] = identity.to_string().into();
     body["sig"] = challenge::sign(key, &c.challenge).into();
     body["challenge"] = c.challenge.into();
-    let res = http
-        .post(format!("{base}/api/token"))
-        .header("origin", &audience)
-        .json(&body)
+    let url = format!("{base}/api/token");
+    let mut post = http.post(&url).header("origin", &audience).json(&body);
+    if options.dpop {
+        post = post.header("dpop", dpop_proof(key, "POST", &url, None, None, now));
+    }
+    let res = post
         .send()
         .await
         .map_err(|_| ClientError::Connect(base.to_owned()))?;
     read_json(res).await
+}
+
+/// A DPoP proof (RFC 9449) made with the user's key for the request `htm` `url`,
+/// with `ath` when `token` is given: what a client sends as the `DPoP` header with
+/// a key-bound token (docs/dpop.md), with the server's `nonce` when it asked.
+pub fn dpop_proof(
+    key: &SigningKey,
+    htm: &str,
+    url: &str,
+    token: Option<&str>,
+    nonce: Option<&str>,
+    now: UnixTime,
+) -> String {
+    use base64::Engine;
+    let entropy: &dyn keygate_core::entropy::Entropy = &keygate_core::entropy::OsEntropy;
+    let jti = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(entropy.bytes::<16>());
+    keygate_core::dpop::sign(key, htm, url, token, nonce, now, &jti)
 }
 
 /// Fetches a JWKS document and builds an offline verifier for `issuer`'s tokens.

@@ -21,6 +21,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 use super::{ClientError, read_json};
 use futures_util::future::BoxFuture;
+use keygate_core::dpop::{self, DpopError, ReplayCache};
 use keygate_core::error::Error;
 use keygate_core::time::UnixTime;
 use keygate_core::token::{AccessClaims, Jwks, TokenError, TokenVerifier};
@@ -75,6 +76,19 @@ pub struct OfflineVerifier {
     /// Accept development tokens (`acr` `dev`, docs/dev-mode.md); off by default.
     accept_dev: AtomicBool,
     tasks: Mutex<Vec<AbortHandle>>,
+    /// DPoP proofs seen by [`OfflineVerifier::verify_request`] (bounded).
+    dpop_seen: Mutex<ReplayCache>,
+}
+
+/// A request as a resource server sees it, for [`OfflineVerifier::verify_request`]:
+/// its `Authorization` and `DPoP` headers, its method, and the URL the client
+/// sent it to (the service's public URL, without query).
+#[derive(Debug, Clone, Copy)]
+pub struct Presented<'a> {
+    pub authorization: Option<&'a str>,
+    pub dpop: Option<&'a str>,
+    pub method: &'a str,
+    pub url: &'a str,
 }
 
 impl Drop for OfflineVerifier {
@@ -167,6 +181,7 @@ impl OfflineVerifier {
             fetches: AtomicU64::new(0),
             revoked: RwLock::default(),
             accept_dev: AtomicBool::new(false),
+            dpop_seen: Mutex::new(ReplayCache::new(dpop::DEFAULT_REPLAY_CAPACITY)),
             tasks: Mutex::default(),
         }
     }
@@ -373,6 +388,59 @@ impl OfflineVerifier {
             tracing::warn!(error = %e, "could not read the hub's signing keys");
         }
         self.check(token, now)
+    }
+
+    /// Verifies the token of a request and its key binding (RFC 9449 §7,
+    /// docs/dpop.md): a bearer token as `Authorization: Bearer`, a key-bound token
+    /// (`cnf.jkt`) only as `Authorization: DPoP` with a `DPoP` proof by its key for
+    /// this method and URL, fresh, not seen before by this verifier (a bounded
+    /// replay cache of [`keygate_core::dpop::DEFAULT_REPLAY_CAPACITY`] entries).
+    pub fn verify_request(
+        self: &Arc<Self>,
+        req: &Presented<'_>,
+        now: UnixTime,
+    ) -> Result<AccessClaims, Error> {
+        let (scheme, token) = req
+            .authorization
+            .and_then(|v| v.split_once(' '))
+            .map(|(s, t)| (s, t.trim()))
+            .ok_or(Error::MissingToken)?;
+        let dpop_scheme = scheme.eq_ignore_ascii_case("dpop");
+        if !dpop_scheme && !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(Error::MissingToken);
+        }
+        let claims = self.verify(token, now)?;
+        let jkt = match (&claims.cnf, dpop_scheme) {
+            (None, false) => return Ok(claims),
+            (None, true) => return Err(Error::DpopUnboundToken),
+            (Some(_), false) => return Err(Error::DpopBoundToken),
+            (Some(c), true) => c.jkt.clone(),
+        };
+        let refuse = |error| Error::Dpop {
+            error,
+            at_issue: false,
+        };
+        let expect = dpop::Expect {
+            htm: req.method,
+            htu: &[req.url],
+            token: Some(token),
+            keys: dpop::Keys::Any,
+            nonces: None,
+        };
+        let proof = dpop::verify(req.dpop.ok_or(refuse(DpopError::Missing))?, &expect, now)
+            .map_err(refuse)?;
+        if proof.jkt != jkt {
+            return Err(refuse(DpopError::WrongKey));
+        }
+        self.dpop_seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(&proof, now)
+            .map_err(|e| match e {
+                DpopError::Busy => Error::RateLimited { retry_after: 1 },
+                e => refuse(e),
+            })?;
+        Ok(claims)
     }
 
     /// Accepts (or, the default, refuses with `403 forbidden`) tokens minted by a

@@ -126,6 +126,7 @@ fn tokens(c: &mut Criterion) {
         acct: None,
         acr: None,
         amr: None,
+        cnf: None,
     };
     let token = signer.mint(&claims);
     assert_eq!(verifier.verify(&token, NOW), Ok(claims.clone()));

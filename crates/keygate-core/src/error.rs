@@ -6,6 +6,7 @@
 
 use crate::apikey::ApiKeyError;
 use crate::challenge::ChallengeError;
+use crate::dpop::DpopError;
 use crate::identity::IdentityError;
 use crate::token::TokenError;
 
@@ -78,6 +79,24 @@ pub enum Error {
     BadGateway,
     #[error("internal error")]
     Internal,
+    /// A DPoP proof refused (docs/dpop.md): `401` where a token is used, `400`
+    /// where one is issued (`at_issue`, RFC 9449 §5 and §7).
+    #[error("{error}")]
+    Dpop { error: DpopError, at_issue: bool },
+    /// The proof must carry this server's nonce: here is a fresh one (`DPoP-Nonce`).
+    #[error("the DPoP proof must carry the nonce in the DPoP-Nonce header")]
+    UseDpopNonce { nonce: String, at_issue: bool },
+    /// A key-bound token presented without DPoP (RFC 9449 §7.1).
+    #[error(
+        "this token is bound to a key: send it as Authorization: DPoP <token> with a DPoP proof"
+    )]
+    DpopBoundToken,
+    /// A bearer token sent with the DPoP scheme.
+    #[error("this token is not bound to a key: send it as Authorization: Bearer")]
+    DpopUnboundToken,
+    /// The app takes key-bound tokens only and the sign-in brought no proof.
+    #[error("this app requires DPoP: sign in with a DPoP proof made by your key")]
+    DpopRequired,
     /// An error passed through from a remote Hub, code and message as it sent them.
     #[error("{message}")]
     Remote {
@@ -125,6 +144,10 @@ impl Error {
             Error::Unavailable => "unavailable",
             Error::BadGateway => "bad_gateway",
             Error::Internal => "internal_error",
+            Error::Dpop { .. } => "invalid_dpop_proof",
+            Error::UseDpopNonce { .. } => "use_dpop_nonce",
+            Error::DpopBoundToken | Error::DpopUnboundToken => "invalid_token",
+            Error::DpopRequired => "dpop_required",
             Error::Remote { code, .. } => code,
         }
     }
@@ -144,7 +167,17 @@ impl Error {
             | Error::SessionExpired
             | Error::InvalidRefreshToken
             | Error::RefreshTokenReused
-            | Error::InvalidGrant => 401,
+            | Error::InvalidGrant
+            | Error::DpopBoundToken
+            | Error::DpopUnboundToken => 401,
+            Error::Dpop { at_issue, .. } | Error::UseDpopNonce { at_issue, .. } => {
+                if *at_issue {
+                    400
+                } else {
+                    401
+                }
+            }
+            Error::DpopRequired => 400,
             Error::InvalidScope
             | Error::InvalidSession
             | Error::ForbiddenOrigin
@@ -196,6 +229,12 @@ impl Error {
                     .to_owned(),
             );
         }
+        if let Some(e) = self.dpop_error() {
+            return Some(format!(
+                r#"DPoP realm="keygate", error="{e}", algs="{}""#,
+                crate::dpop::ALGS
+            ));
+        }
         if self.status() != 401 {
             return None;
         }
@@ -211,6 +250,29 @@ impl Error {
 
     /// The status that goes with a code, for errors that arrive without one (a
     /// WebSocket error frame from a remote Hub).
+    /// The RFC 9449 error of a DPoP refusal, for a `WWW-Authenticate: DPoP`
+    /// challenge (at a resource; a token endpoint answers it in the body).
+    pub fn dpop_error(&self) -> Option<&'static str> {
+        match self {
+            Error::Dpop {
+                at_issue: false, ..
+            } => Some("invalid_dpop_proof"),
+            Error::UseDpopNonce {
+                at_issue: false, ..
+            } => Some("use_dpop_nonce"),
+            Error::DpopBoundToken | Error::DpopUnboundToken => Some("invalid_token"),
+            _ => None,
+        }
+    }
+
+    /// The nonce to send as `DPoP-Nonce`, when the answer asks for one.
+    pub fn dpop_nonce(&self) -> Option<&str> {
+        match self {
+            Error::UseDpopNonce { nonce, .. } => Some(nonce),
+            _ => None,
+        }
+    }
+
     pub fn status_for_code(code: &str) -> u16 {
         match code {
             "bad_request" | "invalid_identity" => 400,
@@ -226,6 +288,10 @@ impl Error {
             | "invalid_refresh_token"
             | "refresh_token_reused"
             | "invalid_grant" => 401,
+            // 400 at a token endpoint, 401 at a resource: a Provider relays the
+            // Hub's status, so this is only a fallback.
+            "invalid_dpop_proof" | "use_dpop_nonce" => 401,
+            "dpop_required" => 400,
             "invalid_scope" | "invalid_session" | "forbidden_origin" | "forbidden_audience"
             | "forbidden" | "mfa_required" | "invalid_otp" | "otp_reused" => 403,
             "not_found" => 404,

@@ -24,6 +24,7 @@
 pub mod account;
 pub mod apikey;
 pub mod challenge;
+pub mod dpop;
 pub mod entropy;
 pub mod error;
 pub mod identity;

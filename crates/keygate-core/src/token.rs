@@ -62,6 +62,23 @@ pub struct AccessClaims {
     /// Authentication methods (RFC 8176): `swk`, then `otp` or a second `swk`, `mfa`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub amr: Option<Vec<String>>,
+    /// Key binding (RFC 9449 §6, RFC 7800): the token is good only with DPoP
+    /// proofs by the key whose thumbprint is `cnf.jkt` (docs/dpop.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<Confirmation>,
+}
+
+/// `cnf` of a key-bound token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// RFC 7638 thumbprint of the key (base64url SHA-256).
+    pub jkt: String,
+}
+
+/// [`Confirmation`] borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct ConfirmationRef<'a> {
+    pub jkt: &'a str,
 }
 
 /// [`AccessClaims`] borrowed, for minting without copying every string: the same
@@ -88,6 +105,8 @@ pub struct AccessClaimsRef<'a> {
     pub acr: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub amr: Option<&'a [String]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<ConfirmationRef<'a>>,
 }
 
 impl<'a> From<&'a AccessClaims> for AccessClaimsRef<'a> {
@@ -107,6 +126,7 @@ impl<'a> From<&'a AccessClaims> for AccessClaimsRef<'a> {
             acct: c.acct.as_deref(),
             acr: c.acr.as_deref(),
             amr: c.amr.as_deref(),
+            cnf: c.cnf.as_ref().map(|c| ConfirmationRef { jkt: &c.jkt }),
         }
     }
 }

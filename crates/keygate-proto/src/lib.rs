@@ -32,6 +32,20 @@ pub struct TokenOptions {
     /// instead of presenting a refresh token) rather than start a new one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_id: Option<String>,
+    /// Bind the token to the identity's key (DPoP, docs/dpop.md). An app backend
+    /// sets it once it has checked its user's proof; a Provider sets it for its
+    /// users' sign-ins that bring one.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub dpop: bool,
+}
+
+/// The `dpop` member of a WebSocket frame: `true` in a `token` frame (bind the
+/// token to the key), the proof itself in the `challenge` frame.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(untagged)]
+pub enum DpopField {
+    Flag(bool),
+    Proof(String),
 }
 
 /// The token body of `POST /v1/token`, `POST /api/token` and `/v1/token/refresh`.
@@ -164,6 +178,9 @@ pub struct ClientFrame {
     /// Hub only: the audience an API-key-authenticated app asks for (its origin).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub audience: Option<String>,
+    /// DPoP: `true` in a `token` frame, the proof in the `challenge` frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop: Option<DpopField>,
     #[serde(flatten)]
     pub options: TokenOptions,
 }

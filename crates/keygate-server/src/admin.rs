@@ -116,6 +116,9 @@ pub struct KeySpec {
     pub max_sessions: u32,
     /// A development key (docs/dev-mode.md).
     pub dev: bool,
+    /// Whether its sign-ins may, or must, bind tokens to the user's key
+    /// (docs/dpop.md).
+    pub dpop: crate::store::DpopPolicy,
 }
 
 impl KeySpec {
@@ -132,6 +135,7 @@ impl KeySpec {
             introspect_any: false,
             max_sessions: DEFAULT_MAX_SESSIONS,
             dev: false,
+            dpop: crate::store::DpopPolicy::Optional,
         }
     }
 
@@ -206,6 +210,7 @@ pub async fn create_api_key<R: rand::CryptoRng + ?Sized>(
             introspect_any: spec.introspect_any,
             max_sessions: spec.max_sessions,
             dev: spec.dev,
+            dpop: spec.dpop,
             ..ApiKeyRecord::new(key.id.clone(), spec.name, key.secret.clone(), clock.now())
         })
         .await?;

@@ -56,6 +56,9 @@ pub fn error_response(e: &Error) -> Response {
     {
         res.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
+    if let Some(v) = e.dpop_nonce().and_then(|n| HeaderValue::from_str(n).ok()) {
+        res.headers_mut().insert("dpop-nonce", v);
+    }
     if let Error::RateLimited { retry_after } = e {
         res.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
@@ -143,6 +146,108 @@ impl ClassifyMsg for serde_json::Error {
             serde_json::error::Category::Data => "missing or mistyped fields",
             serde_json::error::Category::Eof => "truncated",
         }
+    }
+}
+
+/// A request's headers with its method and path: what a user endpoint reads to
+/// authenticate its caller (the token, and a DPoP proof for that request line).
+/// Derefs to the headers.
+#[derive(Debug)]
+pub struct Request {
+    pub headers: HeaderMap,
+    pub method: warp::http::Method,
+    pub path: String,
+}
+
+impl std::ops::Deref for Request {
+    type Target = HeaderMap;
+    fn deref(&self) -> &HeaderMap {
+        &self.headers
+    }
+}
+
+impl Request {
+    /// The caller's credential: token, scheme and DPoP proof.
+    pub fn credential(&self) -> Credential<'_> {
+        credential(&self.headers, self.method.as_str(), &self.path)
+    }
+}
+
+/// Headers, method and path of the request.
+pub fn request() -> impl Filter<Extract = (Request,), Error = Infallible> + Clone {
+    warp::header::headers_cloned()
+        .and(warp::method())
+        .and(warp::path::full())
+        .map(|headers, method, path: warp::path::FullPath| Request {
+            headers,
+            method,
+            path: path.as_str().to_owned(),
+        })
+}
+
+/// What a request presents to a user endpoint: its access token, whether it came
+/// with the `DPoP` scheme, its DPoP proof, and the method and path the proof must
+/// name (docs/dpop.md).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Credential<'a> {
+    pub token: Option<&'a str>,
+    /// `Authorization: DPoP <token>`.
+    pub dpop_scheme: bool,
+    /// The `DPoP` header.
+    pub proof: Option<&'a str>,
+    /// More than one `DPoP` header: refused (RFC 9449 §4.3).
+    pub proofs_repeated: bool,
+    /// The token is looked at for someone else (introspection, revocation): its
+    /// binding is not checked here, the resource server checks it (`cnf`).
+    pub holder_unknown: bool,
+    pub method: &'a str,
+    pub path: &'a str,
+    /// The `Host` header (the gateway's default public origin).
+    pub host: Option<&'a str>,
+}
+
+impl<'a> Credential<'a> {
+    /// A token looked at on someone else's behalf (introspection, revocation).
+    pub fn for_introspection(token: &'a str) -> Self {
+        Credential {
+            token: Some(token),
+            holder_unknown: true,
+            ..Credential::default()
+        }
+    }
+}
+
+impl<'a> From<Option<&'a str>> for Credential<'a> {
+    /// A bearer token alone (tests, internal callers).
+    fn from(token: Option<&'a str>) -> Self {
+        Credential {
+            token,
+            ..Credential::default()
+        }
+    }
+}
+
+/// The [`Credential`] of a request with `headers`, `method` and `path`.
+pub fn credential<'a>(headers: &'a HeaderMap, method: &'a str, path: &'a str) -> Credential<'a> {
+    let mut proofs = headers.get_all("dpop").iter();
+    let proof = proofs.next().and_then(|v| v.to_str().ok()).map(str::trim);
+    let proofs_repeated = proofs.next().is_some();
+    let dpop = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("dpop"))
+        .map(|(_, t)| t.trim())
+        .filter(|t| !t.is_empty());
+    Credential {
+        token: dpop.or_else(|| bearer(headers)),
+        dpop_scheme: dpop.is_some(),
+        proof,
+        proofs_repeated,
+        holder_unknown: false,
+        method,
+        path,
+        host: header_str(headers, "host"),
     }
 }
 

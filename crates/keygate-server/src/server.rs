@@ -61,6 +61,8 @@ pub struct Options {
     pub gateway: Option<crate::gateway::GatewayConfig>,
     /// Hub modes: accept development keys and their tokens (docs/dev-mode.md).
     pub dev: bool,
+    /// Ask DPoP clients for server nonces (`--dpop-nonce`, docs/dpop.md).
+    pub dpop_nonces: bool,
 }
 
 impl Options {
@@ -82,6 +84,7 @@ impl Options {
             drain: Duration::from_secs(30),
             gateway: None,
             dev: false,
+            dpop_nonces: false,
         }
     }
 }
@@ -188,6 +191,17 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
                 challenge_ttl: opts.challenge_ttl,
                 limits: opts.limits.clone(),
                 dev: opts.dev,
+                dpop: crate::hub::DpopConfig {
+                    // A Provider in this process answers the user endpoints on
+                    // its origins too.
+                    origins: if opts.mode == Mode::Serve {
+                        origins.clone()
+                    } else {
+                        Vec::new()
+                    },
+                    nonces: opts.dpop_nonces,
+                    ..Default::default()
+                },
             };
             let hub = Hub::open(
                 store.clone(),

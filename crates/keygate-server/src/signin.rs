@@ -32,7 +32,9 @@ use crate::store::ApiKeyRecord;
 use crate::time::format_rfc3339;
 
 /// Largest frame accepted (close 1009 beyond it).
-pub use keygate_proto::{CLOSE_POLICY, CLOSE_TOO_BIG, ClientFrame, MAX_FRAME, ServerFrame};
+pub use keygate_proto::{
+    CLOSE_POLICY, CLOSE_TOO_BIG, ClientFrame, DpopField, MAX_FRAME, ServerFrame,
+};
 /// Bytes read from a sign-in socket at a time. Sign-in frames are a few hundred
 /// bytes; tungstenite's default (128 KiB, zeroed on every read) cost more CPU
 /// than the signature check and made every idle socket hold 128 KiB.
@@ -241,6 +243,45 @@ enum Outcome {
     ClientLeft,
 }
 
+/// How a user-facing socket (the Provider's `/ws/userauth`) checks the DPoP proof
+/// of a sign-in that asks for a key-bound token (docs/dpop.md): the `challenge`
+/// frame's `dpop` must be a proof by the identity's own key for `GET` on one of
+/// `urls`. Without it (the Hub's socket for app backends) `"dpop": true` is taken
+/// from the app as it is.
+pub struct DpopCheck {
+    pub guard: Arc<crate::dpop::DpopGuard>,
+    pub urls: Vec<String>,
+    pub clock: Arc<dyn crate::time::Clock>,
+}
+
+impl DpopCheck {
+    /// Checks the proof of `identity`'s sign-in request.
+    pub fn sign_in(
+        &self,
+        proof: Option<&str>,
+        htm: &str,
+        identity: &Identity,
+    ) -> Result<(), Error> {
+        let urls: Vec<&str> = self.urls.iter().map(String::as_str).collect();
+        let p = self.guard.check(
+            proof,
+            htm,
+            &urls,
+            None,
+            keygate_core::dpop::Keys::Ed25519,
+            self.clock.now(),
+            true,
+        )?;
+        if p.jkt != keygate_core::dpop::identity_jkt(identity) {
+            return Err(Error::Dpop {
+                error: keygate_core::dpop::DpopError::WrongKey,
+                at_issue: true,
+            });
+        }
+        Ok(())
+    }
+}
+
 /// Runs one sign-in on an upgraded socket, then closes it: 1000 after a token,
 /// 1008 after an error (1009 for a frame over [`MAX_FRAME`]), cleanly
 /// (`close_cleanly`). The flow must end
@@ -250,10 +291,13 @@ pub async fn serve<B: SignInBackend>(
     mut backend: B,
     deadline: Duration,
     slot: Option<crate::limits::HandshakeSlot>,
+    dpop: Option<DpopCheck>,
 ) {
     let _slot = slot;
     let flow = async {
         let mut pending = false;
+        // The identity of a pending sign-in that asked for a key-bound token.
+        let mut bind_to: Option<Identity> = None;
         loop {
             let text = match ws.next().await {
                 None | Some(Ok(Message::Close(_))) => return Ok(Outcome::ClientLeft),
@@ -264,10 +308,24 @@ pub async fn serve<B: SignInBackend>(
                 }
                 Some(Ok(Message::Text(t))) => t,
             };
-            let frame: ClientFrame = serde_json::from_str(text.as_str())
+            let mut frame: ClientFrame = serde_json::from_str(text.as_str())
                 .map_err(|_| Error::bad_request("malformed JSON frame"))?;
+            let dpop_field = frame.dpop.take();
             match (frame.kind.as_str(), pending) {
                 ("token", false) => {
+                    frame.options.dpop = match dpop_field {
+                        None | Some(DpopField::Flag(false)) => false,
+                        Some(DpopField::Flag(true)) => true,
+                        Some(DpopField::Proof(_)) => {
+                            return Err(Error::bad_request(
+                                "dpop: true in the token frame, the proof in the challenge frame",
+                            ));
+                        }
+                    };
+                    if frame.options.dpop && dpop.is_some() {
+                        let pubkey = frame.pubkey.as_deref().unwrap_or_default();
+                        bind_to = Some(Identity::parse(pubkey)?);
+                    }
                     let c = backend.begin(frame).await?;
                     send(&mut ws, &challenge_frame(&c)).await?;
                     pending = true;
@@ -286,6 +344,13 @@ pub async fn serve<B: SignInBackend>(
                     let sig = frame
                         .sig
                         .ok_or_else(|| Error::bad_request("a challenge reply needs a sig"))?;
+                    if let (Some(check), Some(identity)) = (&dpop, &bind_to) {
+                        let proof = match &dpop_field {
+                            Some(DpopField::Proof(p)) => Some(p.as_str()),
+                            _ => None,
+                        };
+                        check.sign_in(proof, "GET", identity)?;
+                    }
                     let t = backend.finish(sig).await?;
                     // Queued, not flushed: it leaves with the close frame, in one write.
                     ws.feed(to_message(&ServerFrame::token(t)))

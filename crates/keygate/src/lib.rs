@@ -19,7 +19,7 @@
 pub use keygate_client as client;
 pub use keygate_core::{Error, Identity};
 pub use keygate_core::{
-    account, apikey, challenge, entropy, error, identity, oauth, session, time, token,
+    account, apikey, challenge, dpop, entropy, error, identity, oauth, session, time, token,
 };
 pub use keygate_proto as proto;
 pub use keygate_server::{

@@ -19,6 +19,7 @@ fn claims() -> AccessClaims {
         acct: Some("acct_x".into()),
         acr: Some("aal1".into()),
         amr: Some(vec!["swk".into()]),
+        cnf: None,
     }
 }
 

@@ -151,6 +151,7 @@ fn claims() -> AccessClaims {
         acct: None,
         acr: None,
         amr: None,
+        cnf: None,
     }
 }
 

@@ -39,6 +39,7 @@ fn claims() -> AccessClaims {
         acct: None,
         acr: None,
         amr: None,
+        cnf: None,
     }
 }
 

@@ -51,6 +51,10 @@ pub struct AssertionClaims {
     pub app: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
+    /// The token's key binding: the call came with a DPoP proof by this key
+    /// (docs/dpop.md). Absent for bearer tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnf: Option<crate::token::Confirmation>,
     /// The session values injected as `x-keygate-session-<name>` headers.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub session_values: BTreeMap<String, String>,
@@ -174,6 +178,7 @@ mod tests {
             scope: Some("read".into()),
             app: Some("kgk_app".into()),
             client_id: None,
+            cnf: None,
             session_values: [("auth-userId".to_owned(), "42".to_owned())].into(),
         }
     }
@@ -212,6 +217,7 @@ mod tests {
             acct: None,
             acr: None,
             amr: None,
+            cnf: None,
         });
         assert_eq!(v.verify(&access, NOW), Err(TokenError::WrongType));
     }

@@ -50,6 +50,10 @@ struct RawConfig {
     token_cache: Option<Spanned<usize>>,
     #[serde(default)]
     accept_dev_tokens: bool,
+    public_origin: Option<Spanned<String>>,
+    dpop_replay_cache: Option<Spanned<usize>>,
+    #[serde(default)]
+    dpop_nonce: bool,
     #[serde(default, rename = "route")]
     routes: Vec<Spanned<RawRoute>>,
 }
@@ -69,6 +73,7 @@ struct RawRoute {
     key_id: Option<Spanned<String>>,
     #[serde(default)]
     exports: Vec<Spanned<String>>,
+    public_origin: Option<Spanned<String>>,
 }
 
 /// A checked gateway configuration.
@@ -97,6 +102,13 @@ pub struct GatewayConfig {
     /// Accept tokens minted by development keys (`acr` `dev`, docs/dev-mode.md);
     /// off unless the file says `accept_dev_tokens = true`.
     pub accept_dev_tokens: bool,
+    /// The origin clients send requests to (`https://api.example`), which their
+    /// DPoP proofs name; by default the request's `Host` on the listener's scheme.
+    pub public_origin: Option<String>,
+    /// Entries of the DPoP replay cache.
+    pub dpop_replay_cache: usize,
+    /// Ask DPoP clients for server nonces (`DPoP-Nonce`).
+    pub dpop_nonce: bool,
     pub routes: Vec<Route>,
 }
 
@@ -118,6 +130,9 @@ pub struct Route {
     pub public: bool,
     /// Header names (as declared) the upstream may hand back for the session.
     pub exports: Vec<String>,
+    /// This route's public origin, when it differs from the gateway's (another
+    /// proxy in front of it): what DPoP proofs for it name.
+    pub public_origin: Option<String>,
 }
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8090";
@@ -251,12 +266,31 @@ impl GatewayConfig {
             max_sessions,
             token_cache,
             accept_dev_tokens: raw.accept_dev_tokens,
+            public_origin: origin(&raw.public_origin, &at)?,
+            dpop_replay_cache: positive(&raw.dpop_replay_cache, "dpop_replay_cache", &at)?
+                .unwrap_or(keygate_core::dpop::DEFAULT_REPLAY_CAPACITY),
+            dpop_nonce: raw.dpop_nonce,
             routes,
         })
     }
 }
 
 type At<'a> = dyn Fn(Option<std::ops::Range<usize>>, String) -> ConfigError + 'a;
+
+/// A `public_origin`: `http(s)://host[:port]`, nothing else.
+fn origin(v: &Option<Spanned<String>>, at: &At<'_>) -> Result<Option<String>, ConfigError> {
+    let Some(s) = v else { return Ok(None) };
+    let raw = s.get_ref().trim_end_matches('/');
+    match crate::dpop::origin_of(raw) {
+        Some(o) if o == raw && (o.starts_with("http://") || o.starts_with("https://")) => {
+            Ok(Some(o))
+        }
+        _ => Err(at(
+            Some(s.span()),
+            "public_origin: an origin like https://api.example (scheme, host, port only)".into(),
+        )),
+    }
+}
 
 fn positive<T: Copy + Default + PartialOrd>(
     v: &Option<Spanned<T>>,
@@ -383,6 +417,7 @@ fn check_route(r: &RawRoute, at: &At<'_>) -> Result<Route, ConfigError> {
         forward_token: r.forward_token,
         public: r.public,
         exports,
+        public_origin: origin(&r.public_origin, at)?,
     })
 }
 

@@ -54,6 +54,9 @@ pub struct Gate {
     /// Assertion ids and WebSocket close-frame masks.
     pub(super) entropy: Arc<dyn Entropy>,
     pub(super) shutdown: watch::Receiver<bool>,
+    /// DPoP proofs seen (and nonces) of key-bound tokens (docs/dpop.md).
+    pub(super) dpop: crate::dpop::DpopGuard,
+    pub(super) public_origin: Option<String>,
 }
 
 impl Gate {
@@ -76,6 +79,7 @@ impl Gate {
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
         let jwks_body = Bytes::from(serde_json::to_vec(&signer.jwks()).unwrap_or_default());
+        let entropy_bytes = entropy.bytes::<32>();
         Gate {
             routes,
             verifier,
@@ -91,6 +95,11 @@ impl Gate {
             clock,
             entropy,
             shutdown,
+            dpop: crate::dpop::DpopGuard::new(
+                config.dpop_replay_cache,
+                config.dpop_nonce.then(|| entropy_bytes),
+            ),
+            public_origin: config.public_origin.clone(),
         }
     }
 
@@ -133,8 +142,11 @@ impl Gate {
         let claims = if route.public {
             None
         } else {
-            let token = crate::http::bearer(req.headers()).ok_or(Error::MissingToken)?;
-            Some(self.authenticate(token, now).await?)
+            let cred = crate::http::credential(req.headers(), req.method().as_str(), path);
+            let token = cred.token.ok_or(Error::MissingToken)?;
+            let claims = self.authenticate(token, now).await?;
+            self.check_binding(&cred, token, &claims, route, now)?;
+            Some(claims)
         };
         let values = match &claims {
             Some(c) => self.sessions.get(&c.sid),
@@ -166,6 +178,8 @@ impl Gate {
             h.insert(name, v);
         }
         h.insert(headers::ASSERTION, assertion);
+        // The proof was for this hop; the assertion says the call was key-bound.
+        h.remove("dpop");
         if let Some((proto, _)) = &client_upgrade {
             h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             h.insert(header::UPGRADE, proto.clone());
@@ -207,6 +221,40 @@ impl Gate {
             ));
         }
         Ok(res.map(Either::Left))
+    }
+
+    /// RFC 9449 §7 at the gateway: a key-bound token only with the `DPoP` scheme
+    /// and a proof by its key for this method and the public URL the client sent
+    /// the request to (the route's `public_origin`, the gateway's, or the `Host`
+    /// on `http`); a bearer token only as a bearer token.
+    fn check_binding(
+        &self,
+        cred: &crate::http::Credential<'_>,
+        token: &str,
+        claims: &AccessClaims,
+        route: &Route,
+        now: crate::time::UnixTime,
+    ) -> Result<(), Error> {
+        let jkt = match (&claims.cnf, cred.dpop_scheme) {
+            (None, false) => return Ok(()),
+            (None, true) => return Err(Error::DpopUnboundToken),
+            (Some(_), false) => return Err(Error::DpopBoundToken),
+            (Some(c), true) => &c.jkt,
+        };
+        let url = match route.public_origin.as_ref().or(self.public_origin.as_ref()) {
+            Some(o) => format!("{o}{}", cred.path),
+            None => {
+                // The gateway listens on plain HTTP: behind a TLS terminator,
+                // `public_origin` says what clients see.
+                let scheme = "http";
+                let host = cred.host.ok_or(Error::Dpop {
+                    error: keygate_core::dpop::DpopError::WrongRequest,
+                    at_issue: false,
+                })?;
+                format!("{scheme}://{host}{}", cred.path)
+            }
+        };
+        self.dpop.check_use(cred, token, jkt, &[&url], now)
     }
 
     /// The route for `path`: the longest matching prefix; under `/public/` only a
@@ -266,6 +314,7 @@ impl Gate {
             scope: claims.map(|c| c.scope.clone()),
             app: claims.map(|c| c.aud.clone()),
             client_id: claims.and_then(|c| c.client_id.clone()),
+            cnf: claims.and_then(|c| c.cnf.clone()),
             session_values: values
                 .iter()
                 .filter_map(|(k, v)| Some((k.clone(), v.to_str().ok()?.to_owned())))

@@ -261,6 +261,7 @@ mod tests {
             acct: None,
             acr: None,
             amr: None,
+            cnf: None,
         })
     }
 

@@ -10,6 +10,7 @@
 use super::{Error, Grant, Hub, IssuedToken};
 use crate::account::{self, Assurance, Factor, Kind, STEP_UP_TTL};
 use crate::challenge::IssuedChallenge;
+use crate::http::Credential;
 use crate::identity::Identity;
 use crate::store::accounts::{
     LinkKey, LinkOutcome, MfaCompletion, MfaOutcome, MfaProof, RemoveKeyOutcome, SessionAuth,
@@ -41,12 +42,15 @@ impl Hub {
     /// mfa_required`, saying which factors the account has.
     pub(crate) async fn authenticate(
         &self,
-        token: Option<&str>,
+        cred: Credential<'_>,
         allow_pending: bool,
     ) -> Result<(AccessClaims, SessionAuth), Error> {
-        let token = token.ok_or(Error::MissingToken)?;
+        let token = cred.token.ok_or(Error::MissingToken)?;
         let now = self.now();
         let (claims, pending_token) = self.ring().verifier.verify_any(token, now)?;
+        if !cred.holder_unknown {
+            self.check_binding(&cred, token, &claims, now).await?;
+        }
         let auth = self
             .store
             .session_auth(&claims.sid)
@@ -67,6 +71,41 @@ impl Hub {
             return Err(self.mfa_required(auth.account.as_deref()).await);
         }
         Ok((claims, auth))
+    }
+
+    /// A key-bound token only with the DPoP scheme and a proof by its key for this
+    /// request; a bearer token only as a bearer token (RFC 9449 §7). The proof may
+    /// name the issuer's origin, a Provider's in this process, or one of the
+    /// token's app's origins (a Provider elsewhere forwards its users' calls).
+    pub(crate) async fn check_binding(
+        &self,
+        cred: &Credential<'_>,
+        token: &str,
+        claims: &AccessClaims,
+        now: crate::time::UnixTime,
+    ) -> Result<(), Error> {
+        let jkt = match (&claims.cnf, cred.dpop_scheme) {
+            (None, false) => return Ok(()),
+            (None, true) => return Err(Error::DpopUnboundToken),
+            (Some(_), false) => return Err(Error::DpopBoundToken),
+            (Some(c), true) => &c.jkt,
+        };
+        let mut urls = crate::dpop::urls(&self.dpop_origins, cred.path);
+        let named = |u: &Vec<String>| {
+            cred.proof.is_some_and(|p| {
+                keygate_core::dpop::claimed_htu(p).is_some_and(|h| {
+                    u.iter()
+                        .any(|c| keygate_core::dpop::normalize_htu(c).as_deref() == Some(&h))
+                })
+            })
+        };
+        if !named(&urls) {
+            if let Some(app) = self.store.api_key(&claims.aud).await? {
+                urls.extend(crate::dpop::urls(&app.origins, cred.path));
+            }
+        }
+        let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+        self.dpop.check_use(cred, token, jkt, &urls, now)
     }
 
     /// `403 mfa_required` with the second factors the account can show.
@@ -114,8 +153,11 @@ impl Hub {
     }
 
     /// `GET /v1/account/keys`.
-    pub async fn account_keys(&self, token: Option<&str>) -> Result<AccountView, Error> {
-        let (claims, auth) = self.authenticate(token, false).await?;
+    pub async fn account_keys(
+        &self,
+        token: impl Into<Credential<'_>>,
+    ) -> Result<AccountView, Error> {
+        let (claims, auth) = self.authenticate(token.into(), false).await?;
         let account = Self::account_of(&auth)?;
         let keys = self.store.account_keys(account).await?;
         let totp = self.store.totp(account).await?.is_some_and(|t| t.confirmed);
@@ -139,10 +181,10 @@ impl Hub {
     /// to the caller's account, to be signed by the caller's key and by `new_key`.
     pub async fn link_challenge(
         &self,
-        token: Option<&str>,
+        token: impl Into<Credential<'_>>,
         new_key: &str,
     ) -> Result<IssuedChallenge, Error> {
-        let (claims, auth) = self.authenticate(token, true).await?;
+        let (claims, auth) = self.authenticate(token.into(), true).await?;
         let account = Self::account_of(&auth)?;
         let new_key = Identity::parse(new_key)?.to_string();
         if new_key == claims.sub {
@@ -211,10 +253,10 @@ impl Hub {
     /// another needs `aal2`.
     pub async fn remove_account_key(
         &self,
-        token: Option<&str>,
+        token: impl Into<Credential<'_>>,
         identity: &str,
     ) -> Result<u64, Error> {
-        let (claims, auth) = self.authenticate(token, false).await?;
+        let (claims, auth) = self.authenticate(token.into(), false).await?;
         let account = Self::account_of(&auth)?;
         let identity = Identity::parse(identity)?.to_string();
         if identity != claims.sub {
@@ -235,10 +277,10 @@ impl Hub {
     /// of the caller's account) to sign for the caller's session.
     pub async fn mfa_challenge(
         &self,
-        token: Option<&str>,
+        token: impl Into<Credential<'_>>,
         second_key: &str,
     ) -> Result<IssuedChallenge, Error> {
-        let (claims, auth) = self.authenticate(token, true).await?;
+        let (claims, auth) = self.authenticate(token.into(), true).await?;
         let account = Self::account_of(&auth)?;
         let second = self.second_key(account, &claims, second_key).await?;
         self.statement(
@@ -268,11 +310,11 @@ impl Hub {
     /// `POST /v1/mfa/key`: the second key's signature over the step-up challenge.
     pub async fn mfa_by_key(
         &self,
-        token: Option<&str>,
+        token: impl Into<Credential<'_>>,
         challenge: &str,
         sig: &str,
     ) -> Result<IssuedToken, Error> {
-        let (claims, auth) = self.authenticate(token, true).await?;
+        let (claims, auth) = self.authenticate(token.into(), true).await?;
         let account = Self::account_of(&auth)?;
         let s = account::verify(&self.nonce_key, Kind::StepUp, challenge, self.now())?;
         if s.value(0) != claims.aud || s.value(1) != account || s.value(3) != claims.sid {
@@ -289,8 +331,11 @@ impl Hub {
 
     /// `POST /v1/mfa/totp`: a new TOTP secret for the caller's account, shown once;
     /// it counts as a factor once a code of it has been accepted.
-    pub async fn totp_enrol(&self, token: Option<&str>) -> Result<TotpEnrolment, Error> {
-        let (_, auth) = self.authenticate(token, true).await?;
+    pub async fn totp_enrol(
+        &self,
+        token: impl Into<Credential<'_>>,
+    ) -> Result<TotpEnrolment, Error> {
+        let (_, auth) = self.authenticate(token.into(), true).await?;
         let account = Self::account_of(&auth)?.to_owned();
         self.may_change_account(&auth, &account).await?;
         let mut secret = [0u8; account::TOTP_SECRET_LEN];
@@ -309,8 +354,12 @@ impl Hub {
     /// `POST /v1/mfa/totp/verify`: a TOTP code raises the session (and confirms a
     /// fresh enrolment). Attempts are rate-limited per account; a code is accepted
     /// once (a later step's code is needed after it).
-    pub async fn totp_verify(&self, token: Option<&str>, code: &str) -> Result<IssuedToken, Error> {
-        let (_, auth) = self.authenticate(token, true).await?;
+    pub async fn totp_verify(
+        &self,
+        token: impl Into<Credential<'_>>,
+        code: &str,
+    ) -> Result<IssuedToken, Error> {
+        let (_, auth) = self.authenticate(token.into(), true).await?;
         let account = Self::account_of(&auth)?.to_owned();
         self.guard.check_totp(&account)?;
         let record = self.store.totp(&account).await?.ok_or_else(|| {
@@ -370,6 +419,7 @@ impl Hub {
                 role: None,
                 account: auth.account.clone(),
                 assurance: Some(Assurance::Aal2 { factor, until }),
+                jkt: s.jkt.as_deref(),
             },
             &key,
             None,
@@ -382,8 +432,12 @@ impl Hub {
     /// `POST /v1/qr`: an SVG QR code of `text` (a link URL, an `otpauth://` URI),
     /// drawn here because the web demo loads nothing from elsewhere. For signed-in
     /// callers (pending ones too: they enrol TOTP); at most 1024 bytes.
-    pub async fn qr_svg(&self, token: Option<&str>, text: &str) -> Result<String, Error> {
-        self.authenticate(token, true).await?;
+    pub async fn qr_svg(
+        &self,
+        token: impl Into<Credential<'_>>,
+        text: &str,
+    ) -> Result<String, Error> {
+        self.authenticate(token.into(), true).await?;
         if text.is_empty() || text.len() > 1024 {
             return Err(Error::bad_request("text must be 1 to 1024 bytes"));
         }

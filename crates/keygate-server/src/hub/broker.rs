@@ -75,6 +75,7 @@ impl Hub {
         }
         let now = self.now();
         let draft = NewSession {
+            jkt: None,
             id: session::random_id(&mut self.entropy.rng()),
             subject: String::new(),
             api_key: String::new(),
@@ -106,6 +107,7 @@ impl Hub {
                 role: Some(role),
                 account: None,
                 assurance: None,
+                jkt: None,
             },
             &key,
             None,

@@ -2,6 +2,7 @@
 
 use super::Hub;
 use crate::error::Error;
+use crate::http::Credential;
 use crate::store::ApiKeyRecord;
 
 impl Hub {
@@ -14,7 +15,10 @@ impl Hub {
         caller: &ApiKeyRecord,
         token: &str,
     ) -> Result<serde_json::Value, Error> {
-        match self.authenticate_user(Some(token)).await {
+        match self
+            .authenticate_user(Credential::for_introspection(token))
+            .await
+        {
             Ok((c, _)) if c.aud != caller.id && !caller.introspect_any => {
                 Ok(serde_json::json!({ "active": false }))
             }

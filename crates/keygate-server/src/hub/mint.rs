@@ -18,6 +18,8 @@ pub(super) struct Grant<'a> {
     pub(super) account: Option<String>,
     /// What the token asserts (`acr`, `amr`); none for brokered tokens.
     pub(super) assurance: Option<crate::account::Assurance>,
+    /// The key the token is bound to (`cnf.jkt`, docs/dpop.md).
+    pub(super) jkt: Option<&'a str>,
 }
 
 impl Hub {
@@ -65,6 +67,7 @@ impl Hub {
             acct: grant.account.as_deref(),
             acr: grant.assurance.map(|a| a.acr()),
             amr: amr.as_deref(),
+            cnf: grant.jkt.map(|jkt| crate::token::ConfirmationRef { jkt }),
         };
         let pending = grant.assurance == Some(crate::account::Assurance::Pending);
         IssuedToken {
@@ -74,7 +77,12 @@ impl Hub {
                 self.ring().signer.mint(&claims)
             },
             mfa_required: pending,
-            token_type: "Bearer".into(),
+            token_type: if grant.jkt.is_some() {
+                keygate_core::dpop::TOKEN_TYPE
+            } else {
+                "Bearer"
+            }
+            .into(),
             expires_at: format_rfc3339(exp),
             expires_in: exp - now,
             session_id: grant.session_id.to_owned(),

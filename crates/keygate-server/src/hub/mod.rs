@@ -54,6 +54,29 @@ pub struct HubConfig {
     pub limits: crate::limits::Limits,
     /// Accept development keys and their tokens (docs/dev-mode.md).
     pub dev: bool,
+    pub dpop: DpopConfig,
+}
+
+/// How the Hub checks DPoP proofs (docs/dpop.md).
+#[derive(Debug, Clone)]
+pub struct DpopConfig {
+    /// Public origins a proof's `htu` may name besides the issuer's (a Provider
+    /// in the same process answers the user endpoints on its origins).
+    pub origins: Vec<String>,
+    /// Ask for server nonces (`DPoP-Nonce`, RFC 9449 §8).
+    pub nonces: bool,
+    /// Entries of the replay cache.
+    pub replay_capacity: usize,
+}
+
+impl Default for DpopConfig {
+    fn default() -> Self {
+        DpopConfig {
+            origins: Vec::new(),
+            nonces: false,
+            replay_capacity: keygate_core::dpop::DEFAULT_REPLAY_CAPACITY,
+        }
+    }
 }
 
 /// What the user's side of a sign-in brings back: identity, challenge, signature.
@@ -87,6 +110,10 @@ pub struct Hub {
     dummy_secret: ApiSecret,
     /// The OpenID Provider's keys, loaded on first use.
     oidc: tokio::sync::OnceCell<oidc::OidcState>,
+    /// Replay cache and nonces of the DPoP proofs this Hub checks.
+    dpop: Arc<crate::dpop::DpopGuard>,
+    /// The origins a proof's `htu` may name: the issuer's and `config.dpop.origins`.
+    dpop_origins: Vec<String>,
 }
 
 impl Hub {
@@ -115,7 +142,21 @@ impl Hub {
         }
         let retention = retention(store.as_ref(), &records).await?;
         let ring = KeyRing::new(&records, &config.issuer, now, retention).ok_or(Error::Internal)?;
+        let nonce_secret = config.dpop.nonces.then(|| entropy.bytes::<32>());
+        let dpop = Arc::new(crate::dpop::DpopGuard::new(
+            config.dpop.replay_capacity,
+            nonce_secret,
+        ));
+        let mut dpop_origins: Vec<String> =
+            crate::dpop::origin_of(&config.issuer).into_iter().collect();
+        for o in &config.dpop.origins {
+            if !dpop_origins.contains(o) {
+                dpop_origins.push(o.clone());
+            }
+        }
         Ok(Hub {
+            dpop,
+            dpop_origins,
             guard: crate::limits::Guard::new(config.limits.clone()),
             revocations: tokio::sync::broadcast::channel(1024).0,
             store,
@@ -131,6 +172,11 @@ impl Hub {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The Hub's clock.
+    pub fn clock(&self) -> Arc<dyn Clock> {
+        self.clock.clone()
     }
 
     pub fn now(&self) -> UnixTime {
@@ -149,6 +195,12 @@ impl Hub {
     /// The abuse limits this Hub (and a Provider in the same process) enforce.
     pub fn guard(&self) -> &Arc<crate::limits::Guard> {
         &self.guard
+    }
+
+    /// The DPoP replay cache and nonces of this Hub (shared with a Provider in
+    /// the same process).
+    pub fn dpop(&self) -> &Arc<crate::dpop::DpopGuard> {
+        &self.dpop
     }
 
     /// Whether this Hub accepts development keys and tokens (`--dev`).

@@ -2,23 +2,25 @@
 
 use super::{Grant, Hub, IssuedToken, MAX_CLIENT_ID_LEN, SessionView, WhoAmI, accounts};
 use crate::error::Error;
+use crate::http::Credential;
 use crate::session;
-use crate::store::{RefreshOutcome, Revoke, SessionRecord};
+use crate::store::{DpopPolicy, RefreshOutcome, Revoke, SessionRecord};
 use crate::time::format_rfc3339;
 use crate::token::AccessClaims;
+use keygate_core::dpop::{DpopError, Keys};
 
 impl Hub {
     /// Verifies an access token and checks its session live in the store; a
     /// session still waiting for its second factor is `403 mfa_required`.
     pub async fn authenticate_user(
         &self,
-        token: Option<&str>,
+        token: impl Into<Credential<'_>>,
     ) -> Result<(AccessClaims, SessionRecord), Error> {
-        let (claims, auth) = self.authenticate(token, false).await?;
+        let (claims, auth) = self.authenticate(token.into(), false).await?;
         Ok((claims, auth.session))
     }
 
-    pub async fn whoami(&self, token: Option<&str>) -> Result<WhoAmI, Error> {
+    pub async fn whoami(&self, token: impl Into<Credential<'_>>) -> Result<WhoAmI, Error> {
         let (c, _) = self.authenticate_user(token).await?;
         Ok(WhoAmI {
             identity: c.sub,
@@ -31,10 +33,17 @@ impl Hub {
     }
 
     /// Rotates a refresh token: a new access token and a new refresh token.
+    ///
+    /// `cred` carries the request's DPoP proof: a session bound to a key needs
+    /// one by that key (the new token stays bound); an unbound session's new token
+    /// is bound to the proof's key when one comes, which must be the identity's own
+    /// unless `any_key` (an OpenID client's key, docs/dpop.md).
     pub async fn refresh(
         &self,
         refresh_token: &str,
         client_id: &str,
+        cred: Credential<'_>,
+        any_key: bool,
     ) -> Result<IssuedToken, Error> {
         if refresh_token.len() > 128 || client_id.is_empty() || client_id.len() > MAX_CLIENT_ID_LEN
         {
@@ -44,6 +53,14 @@ impl Hub {
         let auth = self
             .refresh_gate(session::hash_secret(refresh_token))
             .await?;
+        // Before the rotation: a refused proof must not spend the refresh token.
+        let jkt = match &auth {
+            Some(a) => {
+                self.refresh_binding(&a.session, &cred, any_key, now)
+                    .await?
+            }
+            None => None,
+        };
         let next = session::new_secret_token(&mut self.entropy.rng(), session::REFRESH_PREFIX);
         let outcome = self
             .store
@@ -77,6 +94,7 @@ impl Hub {
                 assurance: Some(auth.as_ref().map_or(crate::account::Assurance::Aal1, |a| {
                     accounts::assurance(a, now)
                 })),
+                jkt: jkt.as_deref(),
             },
             &key,
             None,
@@ -86,8 +104,61 @@ impl Hub {
         ))
     }
 
+    /// The key a refreshed token is bound to (see [`Hub::refresh`]).
+    async fn refresh_binding(
+        &self,
+        s: &SessionRecord,
+        cred: &Credential<'_>,
+        any_key: bool,
+        now: crate::time::UnixTime,
+    ) -> Result<Option<String>, Error> {
+        let refuse = |error| Error::Dpop {
+            error,
+            at_issue: true,
+        };
+        if cred.proofs_repeated {
+            return Err(refuse(DpopError::Malformed));
+        }
+        let app = self.store.api_key(&s.api_key).await?;
+        let policy = app.as_ref().map_or(DpopPolicy::Optional, |a| a.dpop);
+        if cred.proof.is_none() || (policy == DpopPolicy::Off && s.jkt.is_none()) {
+            return match (&s.jkt, policy) {
+                (Some(_), _) => Err(refuse(DpopError::Missing)),
+                (None, DpopPolicy::Required) => Err(Error::DpopRequired),
+                (None, _) => Ok(None),
+            };
+        }
+        let mut urls = crate::dpop::urls(&self.dpop_origins, cred.path);
+        if let Some(app) = &app {
+            urls.extend(crate::dpop::urls(&app.origins, cred.path));
+        }
+        let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+        let keys = if any_key || s.jkt.is_some() {
+            Keys::Any
+        } else {
+            Keys::Ed25519
+        };
+        let proof = self
+            .dpop
+            .check(cred.proof, cred.method, &urls, None, keys, now, true)?;
+        let expected = match &s.jkt {
+            Some(j) => j.clone(),
+            None if any_key => proof.jkt.clone(),
+            None => {
+                keygate_core::dpop::identity_jkt(&crate::identity::Identity::parse(&s.subject)?)
+            }
+        };
+        if proof.jkt != expected {
+            return Err(refuse(DpopError::WrongKey));
+        }
+        Ok(Some(expected))
+    }
+
     /// The caller's own sessions, newest first, live ones only.
-    pub async fn sessions(&self, token: Option<&str>) -> Result<Vec<SessionView>, Error> {
+    pub async fn sessions(
+        &self,
+        token: impl Into<Credential<'_>>,
+    ) -> Result<Vec<SessionView>, Error> {
         let (claims, _) = self.authenticate_user(token).await?;
         let now = self.now();
         let rows = self.store.sessions_of(&claims.sub).await?;
@@ -111,7 +182,11 @@ impl Hub {
     }
 
     /// Revokes one of the caller's own sessions.
-    pub async fn revoke_session(&self, token: Option<&str>, sid: &str) -> Result<(), Error> {
+    pub async fn revoke_session(
+        &self,
+        token: impl Into<Credential<'_>>,
+        sid: &str,
+    ) -> Result<(), Error> {
         let (claims, _) = self.authenticate_user(token).await?;
         let which = Revoke::One {
             subject: &claims.sub,
@@ -125,7 +200,11 @@ impl Hub {
 
     /// `POST /v1/logout`: `local` ends this session, `others` every other session of
     /// this identity, `global` all of them.
-    pub async fn logout(&self, token: Option<&str>, scope: &str) -> Result<u64, Error> {
+    pub async fn logout(
+        &self,
+        token: impl Into<Credential<'_>>,
+        scope: &str,
+    ) -> Result<u64, Error> {
         let (claims, _) = self.authenticate_user(token).await?;
         let which = match scope {
             "local" => Revoke::One {

@@ -10,7 +10,7 @@ use crate::challenge::{self, Flow, IssuedChallenge};
 use crate::error::Error;
 use crate::identity::Identity;
 use crate::session;
-use crate::store::{ApiKeyRecord, RedeemOutcome, Redemption, Revoke};
+use crate::store::{ApiKeyRecord, DpopPolicy, RedeemOutcome, Redemption, Revoke};
 use crate::time::UnixTime;
 
 impl Hub {
@@ -129,6 +129,15 @@ impl Hub {
         now: UnixTime,
     ) -> Result<IssuedToken, Error> {
         let (account, mfa_required) = self.sign_in_account(&subject, &app.id).await?;
+        // A key sign-in binds to the signing identity's own key: its proof was
+        // checked where the user's request arrived (docs/dpop.md).
+        let jkt = if request.dpop {
+            Some(keygate_core::dpop::identity_jkt(&Identity::parse(
+                &subject,
+            )?))
+        } else {
+            None
+        };
         let (session_id, refresh_token) = {
             let mut rng = self.entropy.rng();
             let sid = session::session_id(now, &mut rng);
@@ -150,6 +159,7 @@ impl Hub {
             idle_timeout: app.policy.idle_timeout,
             user_agent: meta.user_agent.map(|s| truncate(s, 256)),
             address: meta.address,
+            jkt: jkt.clone(),
         };
         let redemption = Redemption {
             nonce_id: nonce.0,
@@ -168,6 +178,7 @@ impl Hub {
             redemption.session.scope.clone(),
             redemption.session.client_id.clone(),
             redemption.session.expires_at,
+            jkt,
         );
         let mut assurance = if mfa_required {
             crate::account::Assurance::Pending
@@ -184,7 +195,8 @@ impl Hub {
                 if let Some(auth) = self.store.session_auth(&s.id).await? {
                     assurance = accounts::assurance(&auth, now);
                 }
-                (s.subject, s.id, s.scope, s.client_id, s.expires_at)
+                let jkt = created.5.or(s.jkt);
+                (s.subject, s.id, s.scope, s.client_id, s.expires_at, jkt)
             }
             RedeemOutcome::ChallengeUsed => return Err(Error::ChallengeUsed),
             RedeemOutcome::ApiKeyRevoked => return Err(ApiKeyError.into()),
@@ -193,7 +205,7 @@ impl Hub {
                 return Err(self.why_not_renewed(&created.0, &app.id, sid, now).await);
             }
         };
-        let (subject, sid, scope, client_id, session_expires_at) = s;
+        let (subject, sid, scope, client_id, session_expires_at, jkt) = s;
         Ok(self.mint(
             Grant {
                 subject: &subject,
@@ -204,6 +216,7 @@ impl Hub {
                 role: None,
                 account: Some(account),
                 assurance: Some(assurance),
+                jkt: jkt.as_deref(),
             },
             app,
             request.expiration,
@@ -295,6 +308,9 @@ pub(super) struct ValidRequest {
     pub(super) offline: bool,
     pub(super) scope: String,
     pub(super) expiration: Option<i64>,
+    /// Bind the tokens to the identity's key (DPoP, docs/dpop.md): the app's
+    /// policy allows it and the sign-in asked.
+    pub(super) dpop: bool,
 }
 
 fn validate_options(app: &ApiKeyRecord, o: &TokenOptions) -> Result<ValidRequest, Error> {
@@ -341,9 +357,16 @@ fn validate_options(app: &ApiKeyRecord, o: &TokenOptions) -> Result<ValidRequest
             "expiration must be a positive number of seconds",
         ));
     }
+    let dpop = match app.dpop {
+        DpopPolicy::Off => false,
+        DpopPolicy::Optional => o.dpop,
+        DpopPolicy::Required if o.dpop => true,
+        DpopPolicy::Required => return Err(Error::DpopRequired),
+    };
     Ok(ValidRequest {
         offline,
         scope: granted.join(" "),
         expiration: o.expiration,
+        dpop,
     })
 }

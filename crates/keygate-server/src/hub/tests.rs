@@ -29,6 +29,7 @@ async fn hub_with(dir: &std::path::Path, entropy: Arc<dyn Entropy>) -> Hub {
         challenge_ttl: 60,
         limits: Default::default(),
         dev: false,
+        dpop: Default::default(),
     };
     let clock = Arc::new(ManualClock::new(NOW));
     Hub::open(Arc::new(store), clock, entropy, config)

@@ -37,6 +37,10 @@ pub enum HubLink {
 pub struct Provider {
     link: HubLink,
     guard: Arc<crate::limits::Guard>,
+    /// The replay cache (and nonces) of the sign-in proofs it checks; the Hub's
+    /// when they share a process.
+    dpop: Arc<crate::dpop::DpopGuard>,
+    clock: Arc<dyn crate::time::Clock>,
     /// Public origins, first one the default audience.
     origins: Vec<String>,
     web_root: Option<PathBuf>,
@@ -59,8 +63,20 @@ struct TokenRequest {
 
 impl Provider {
     pub fn new(link: HubLink, origins: Vec<String>, web_root: Option<PathBuf>) -> Self {
+        let (dpop, clock) = match &link {
+            HubLink::Local { hub, .. } => (hub.dpop().clone(), hub.clock()),
+            HubLink::Remote(_) => (
+                Arc::new(crate::dpop::DpopGuard::new(
+                    keygate_core::dpop::DEFAULT_REPLAY_CAPACITY,
+                    None,
+                )),
+                Arc::new(crate::time::SystemClock) as Arc<dyn crate::time::Clock>,
+            ),
+        };
         Provider {
             link,
+            dpop,
+            clock,
             guard: crate::limits::Guard::new(crate::limits::Limits::default()),
             origins,
             web_root,
@@ -76,6 +92,15 @@ impl Provider {
 
     pub fn origins(&self) -> &[String] {
         &self.origins
+    }
+
+    /// How its sign-ins on `path` check their DPoP proofs.
+    fn dpop_check(&self, path: &str) -> signin::DpopCheck {
+        signin::DpopCheck {
+            guard: self.dpop.clone(),
+            urls: crate::dpop::urls(&self.origins, path),
+            clock: self.clock.clone(),
+        }
     }
 
     /// The audience of a request: its `Origin` when that is one of ours (else 403);
@@ -240,8 +265,11 @@ pub fn routes(provider: Arc<Provider>) -> BoxedFilter<(Response,)> {
                             Some(audience),
                             meta,
                         );
-                        ws.on_upgrade(move |s| signin::serve(s, backend, deadline, slot))
-                            .into_response()
+                        let check = p.dpop_check("/ws/userauth");
+                        ws.on_upgrade(move |s| {
+                            signin::serve(s, backend, deadline, slot, Some(check))
+                        })
+                        .into_response()
                     }
                     HubLink::Remote(client) => {
                         let backend = RemoteSignIn {
@@ -249,8 +277,11 @@ pub fn routes(provider: Arc<Provider>) -> BoxedFilter<(Response,)> {
                             audience,
                             socket: None,
                         };
-                        ws.on_upgrade(move |s| signin::serve(s, backend, deadline, slot))
-                            .into_response()
+                        let check = p.dpop_check("/ws/userauth");
+                        ws.on_upgrade(move |s| {
+                            signin::serve(s, backend, deadline, slot, Some(check))
+                        })
+                        .into_response()
                     }
                 }
             },
@@ -305,7 +336,24 @@ pub fn routes(provider: Arc<Provider>) -> BoxedFilter<(Response,)> {
                         let audience = p.audience(&headers)?;
                         p.guard
                             .check_ip(meta.address.as_deref().and_then(|a| a.parse().ok()))?;
-                        p.token(body?, &audience, meta).await
+                        let mut body = body?;
+                        // A key-bound token only for a sign-in that brings a proof
+                        // by the identity's own key (docs/dpop.md).
+                        let mut proofs = headers.get_all("dpop").iter();
+                        let proof = proofs.next().and_then(|v| v.to_str().ok());
+                        if proofs.next().is_some() {
+                            return Err(Error::Dpop {
+                                error: keygate_core::dpop::DpopError::Malformed,
+                                at_issue: true,
+                            });
+                        }
+                        body.options.dpop = proof.is_some() || body.options.dpop;
+                        if body.options.dpop {
+                            let identity = Identity::parse(&body.id)?;
+                            p.dpop_check("/api/token")
+                                .sign_in(proof, "POST", &identity)?;
+                        }
+                        p.token(body, &audience, meta).await
                     }
                     .await,
                 )

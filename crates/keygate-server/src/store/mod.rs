@@ -124,8 +124,42 @@ pub struct ApiKeyRecord {
     /// A development key (docs/dev-mode.md): mints tokens for any identity
     /// without a signature; refused unless the Hub runs with `--dev`.
     pub dev: bool,
+    /// Whether its sign-ins may, or must, bind tokens to the user's key.
+    pub dpop: DpopPolicy,
     pub created_at: UnixTime,
     pub revoked_at: Option<UnixTime>,
+}
+
+/// An app's DPoP policy (docs/dpop.md): `off` ignores proofs, `optional` binds
+/// the tokens of sign-ins that bring a proof, `required` refuses the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DpopPolicy {
+    Off,
+    #[default]
+    Optional,
+    Required,
+}
+
+impl DpopPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DpopPolicy::Off => "off",
+            DpopPolicy::Optional => "optional",
+            DpopPolicy::Required => "required",
+        }
+    }
+}
+
+impl std::str::FromStr for DpopPolicy {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "off" => Ok(DpopPolicy::Off),
+            "optional" => Ok(DpopPolicy::Optional),
+            "required" => Ok(DpopPolicy::Required),
+            _ => Err(()),
+        }
+    }
 }
 
 /// Sessions one identity may hold with one app unless its key says otherwise.
@@ -146,6 +180,7 @@ impl ApiKeyRecord {
             introspect_any: false,
             max_sessions: DEFAULT_MAX_SESSIONS,
             dev: false,
+            dpop: DpopPolicy::Optional,
             created_at,
             revoked_at: None,
         }
@@ -179,6 +214,8 @@ pub struct NewSession {
     pub idle_timeout: i64,
     pub user_agent: Option<String>,
     pub address: Option<String>,
+    /// Thumbprint of the key the session's tokens are bound to (docs/dpop.md).
+    pub jkt: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,6 +232,8 @@ pub struct SessionRecord {
     pub revoked_at: Option<UnixTime>,
     pub user_agent: Option<String>,
     pub address: Option<String>,
+    /// Thumbprint of the key the session's tokens are bound to (docs/dpop.md).
+    pub jkt: Option<String>,
 }
 
 impl SessionRecord {

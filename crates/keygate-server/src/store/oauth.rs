@@ -146,6 +146,14 @@ pub trait OAuthStore: Send + Sync + 'static {
         session_id: &'a str,
     ) -> BoxFuture<'a, StoreResult<()>>;
 
+    /// Binds a session's tokens to the key with thumbprint `jkt` (docs/dpop.md):
+    /// false when the session is bound to another key already.
+    fn bind_session_key<'a>(
+        &'a self,
+        session_id: &'a str,
+        jkt: &'a str,
+    ) -> BoxFuture<'a, StoreResult<bool>>;
+
     /// Adds a refresh token (by hash) bound to `client_id` to a live session.
     /// [`super::StoreError::Conflict`] when the session is not live (revoked,
     /// expired, idle or unknown) or the hash exists; nothing is stored then.

@@ -53,6 +53,7 @@ fn migrator() -> Migrator {
             include_str!("postgres/0003_app_rights.sql"),
         ),
         (4, "oauth", include_str!("postgres/0004_oauth.sql")),
+        (5, "dpop", include_str!("postgres/0005_dpop.sql")),
     ])
 }
 
@@ -160,12 +161,13 @@ impl Backend for Postgres {
                 };
                 sqlx::query(
                     "INSERT INTO sessions (id, subject, api_key, client_id, scope, created_at, \
-                     last_used_at, expires_at, idle_timeout, user_agent, address) \
+                     last_used_at, expires_at, idle_timeout, user_agent, address, jkt) \
                      SELECT id, subject, api_key, client_id, scope, created_at, created_at, expires_at, \
-                     idle_timeout, user_agent, address FROM UNNEST($1::text[], $2::text[], $3::text[], \
-                     $4::text[], $5::text[], $6::int8[], $7::int8[], $8::int8[], $9::text[], $10::text[]) \
+                     idle_timeout, user_agent, address, jkt FROM UNNEST($1::text[], $2::text[], $3::text[], \
+                     $4::text[], $5::text[], $6::int8[], $7::int8[], $8::int8[], $9::text[], $10::text[], \
+                     $11::text[]) \
                      AS t(id, subject, api_key, client_id, scope, created_at, expires_at, idle_timeout, \
-                     user_agent, address)",
+                     user_agent, address, jkt)",
                 )
                 .bind(col(|s| &s.id))
                 .bind(col(|s| &s.subject))
@@ -177,6 +179,7 @@ impl Backend for Postgres {
                 .bind(int(|s| s.idle_timeout))
                 .bind(opt(|s| s.user_agent.as_deref()))
                 .bind(opt(|s| s.address.as_deref()))
+                .bind(opt(|s| s.jkt.as_deref()))
                 .execute(&mut *conn)
                 .await?;
             }

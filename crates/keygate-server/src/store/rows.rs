@@ -46,7 +46,7 @@ where
 
 /// The columns [`session_from_row`] reads.
 pub(crate) const SESSION_COLUMNS: &str = "id, subject, api_key, client_id, scope, created_at, \
-     last_used_at, expires_at, idle_timeout, revoked_at, user_agent, address";
+     last_used_at, expires_at, idle_timeout, revoked_at, user_agent, address, jkt";
 
 pub(crate) fn session_from_row(row: &impl Columns) -> Result<SessionRecord, sqlx::Error> {
     Ok(SessionRecord {
@@ -62,6 +62,7 @@ pub(crate) fn session_from_row(row: &impl Columns) -> Result<SessionRecord, sqlx
         revoked_at: row.opt_int("revoked_at")?,
         user_agent: row.opt_text("user_agent")?,
         address: row.opt_text("address")?,
+        jkt: row.opt_text("jkt")?,
     })
 }
 
@@ -94,6 +95,10 @@ pub(crate) fn api_key_from_row(row: &impl Columns, seal: &MasterKey) -> StoreRes
         max_sessions: u32::try_from(row.int("max_sessions")?)
             .map_err(|_| StoreError::Internal("max_sessions out of range".into()))?,
         dev: row.int("dev")? != 0,
+        dpop: row
+            .text("dpop")?
+            .parse()
+            .map_err(|_| StoreError::Internal("dpop policy unknown".into()))?,
         created_at: row.int("created_at")?,
         revoked_at: row.opt_int("revoked_at")?,
         id,
@@ -147,5 +152,6 @@ pub(crate) fn brokered_session(
         revoked_at: None,
         user_agent: draft.user_agent,
         address: draft.address,
+        jkt: None,
     }
 }

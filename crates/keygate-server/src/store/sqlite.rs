@@ -42,6 +42,7 @@ fn migrator() -> Migrator {
         ),
         (4, "app_rights", include_str!("sqlite/0004_app_rights.sql")),
         (5, "oauth", include_str!("sqlite/0005_oauth.sql")),
+        (6, "dpop", include_str!("sqlite/0006_dpop.sql")),
     ])
 }
 
@@ -141,8 +142,8 @@ impl Backend for Sqlite {
             for chunk in chunks(created) {
                 let sql = values_sql(
                     "INSERT INTO sessions (id, subject, api_key, client_id, scope, created_at, \
-                     last_used_at, expires_at, idle_timeout, user_agent, address)",
-                    11,
+                     last_used_at, expires_at, idle_timeout, user_agent, address, jkt)",
+                    12,
                     chunk.len(),
                     "",
                 );
@@ -160,7 +161,8 @@ impl Backend for Sqlite {
                         .bind(s.expires_at)
                         .bind(s.idle_timeout)
                         .bind(&s.user_agent)
-                        .bind(&s.address);
+                        .bind(&s.address)
+                        .bind(&s.jkt);
                 }
                 q.execute(&mut *conn).await?;
             }

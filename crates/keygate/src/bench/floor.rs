@@ -68,6 +68,7 @@ pub fn measure(budget: f64) -> Result<Floor, String> {
         acct: None,
         acr: None,
         amr: None,
+        cnf: None,
     };
     let (verify, cpu_a) = per_op(budget, || {
         black_box(identity.verify_strict(black_box(issued.text.as_bytes()), black_box(&sig)));

@@ -262,6 +262,7 @@ pub async fn store(database: &str, concurrency: usize, count: u64) -> Result<(),
                         nonce_id,
                         nonce_expires_at: now + 60,
                         session: NewSession {
+                            jkt: None,
                             id: crate::session::session_id(now, &mut os_rng()),
                             subject: subjects[i].clone(),
                             api_key: api_key.clone(),

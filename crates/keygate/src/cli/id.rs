@@ -38,6 +38,10 @@ pub(crate) struct LoginArgs {
     /// Use the HTTP flow instead of the WebSocket.
     #[arg(long)]
     http: bool,
+    /// Bind the token to this key (DPoP, docs/dpop.md): the token is good only
+    /// with a DPoP proof made by the key for each request (`keygate dpop`).
+    #[arg(long)]
+    dpop: bool,
     /// The audience to expect (default: the URL's origin).
     #[arg(long)]
     audience: Option<String>,
@@ -151,6 +155,7 @@ pub(crate) async fn login(a: LoginArgs) -> CliResult {
         scope: a.scope,
         expiration: a.expiration,
         session_id: a.renew,
+        dpop: a.dpop,
     };
     let now = SystemClock.now();
     let issued = if a.http {
@@ -160,6 +165,44 @@ pub(crate) async fn login(a: LoginArgs) -> CliResult {
     }
     .map_err(|e| e.to_string())?;
     print_token(&issued, a.json)
+}
+
+#[derive(Args)]
+pub(crate) struct DpopArgs {
+    /// The URL the request goes to (query and fragment are not part of the proof).
+    #[arg(long)]
+    url: String,
+    /// The request's method.
+    #[arg(long, default_value = "GET")]
+    method: String,
+    /// The key-bound access token the request carries (its hash goes in the proof).
+    #[arg(long)]
+    token: Option<String>,
+    /// A nonce the server asked for (its `DPoP-Nonce` header).
+    #[arg(long)]
+    nonce: Option<String>,
+    #[command(flatten)]
+    key: KeyArg,
+}
+
+/// `keygate dpop`: one proof, for one request, on standard output.
+pub(crate) fn dpop(a: DpopArgs) -> CliResult {
+    let key = load_key(&key_path(a.key.key)?)?;
+    if keygate::dpop::normalize_htu(&a.url).is_none() {
+        return Err("--url must be an absolute http(s) URL".into());
+    }
+    println!(
+        "{}",
+        keygate::client::dpop_proof(
+            &key,
+            &a.method.to_ascii_uppercase(),
+            &a.url,
+            a.token.as_deref(),
+            a.nonce.as_deref(),
+            SystemClock.now(),
+        )
+    );
+    Ok(())
 }
 
 /// `keygate login --device CODE --url ISSUER`: says what the code asks for,

@@ -51,6 +51,11 @@ pub(crate) enum KeysCommand {
         /// `--dev`; its tokens say `acr` `dev` (docs/dev-mode.md).
         #[arg(long)]
         dev: bool,
+        /// Key-bound tokens (DPoP, docs/dpop.md): `optional` binds the tokens of
+        /// sign-ins that bring a proof made with the user's key, `required` refuses
+        /// sign-ins without one, `off` ignores proofs (bearer tokens only).
+        #[arg(long, default_value = "optional", value_parser = ["off", "optional", "required"])]
+        dpop: String,
         #[command(flatten)]
         db: DbArgs,
     },
@@ -106,6 +111,7 @@ pub(crate) async fn keys(k: KeysCommand) -> CliResult {
             introspect_any,
             max_sessions,
             dev,
+            dpop,
             db,
         } => {
             admin::check_origins(&origins).map_err(|e| refusal(e, ""))?;
@@ -124,6 +130,7 @@ pub(crate) async fn keys(k: KeysCommand) -> CliResult {
                 introspect_any,
                 max_sessions,
                 dev,
+                dpop: dpop.parse().unwrap_or_default(),
             };
             let key = admin::create_api_key(store.as_ref(), &SystemClock, &mut os_rng(), spec)
                 .await
@@ -164,7 +171,7 @@ pub(crate) async fn keys(k: KeysCommand) -> CliResult {
                 .map_err(|e| refusal(e, ""))?
             {
                 println!(
-                    "{}\t{}\t{}\tscopes={}\tbroker={}\torigins={}\tintrospect_any={}\tmax_sessions={}\tdev={}\t{}",
+                    "{}\t{}\t{}\tscopes={}\tbroker={}\torigins={}\tintrospect_any={}\tmax_sessions={}\tdev={}\tdpop={}\t{}",
                     k.id,
                     k.name,
                     format_rfc3339(k.created_at),
@@ -174,6 +181,7 @@ pub(crate) async fn keys(k: KeysCommand) -> CliResult {
                     k.introspect_any,
                     k.max_sessions,
                     k.dev,
+                    k.dpop.as_str(),
                     k.revoked_at.map_or("active".to_owned(), |t| format!(
                         "revoked {}",
                         format_rfc3339(t)

@@ -21,7 +21,7 @@ mod token;
 
 use account::{AccountCommand, MfaCommand};
 use clients::ClientsCommand;
-use id::{IdCommand, LoginArgs};
+use id::{DpopArgs, IdCommand, LoginArgs};
 use keys::KeysCommand;
 use serve::{GatewayArgs, ProviderArgs, ServeArgs};
 use sessions::SessionsCommand;
@@ -51,6 +51,10 @@ pub(crate) enum Command {
     Id(IdCommand),
     /// Sign in to a Provider with your key and print the token.
     Login(LoginArgs),
+    /// Print a DPoP proof (RFC 9449) made with your key for one request, to send
+    /// as the `DPoP` header with a key-bound token (docs/dpop.md), e.g.
+    /// curl -H "Authorization: DPoP $T" -H "DPoP: $(keygate dpop --url URL --token $T)" URL
+    Dpop(DpopArgs),
     /// Your account: the keys that make it up (docs/accounts.md).
     #[command(subcommand)]
     Account(AccountCommand),
@@ -93,6 +97,7 @@ pub(crate) async fn run(command: Command) -> CliResult {
         Command::Provider(a) => serve::provider(a).await,
         Command::Id(c) => id::id(c),
         Command::Login(a) => id::login(a).await,
+        Command::Dpop(a) => id::dpop(a),
         Command::Account(a) => account::account(a).await,
         Command::Mfa(m) => account::mfa(m).await,
         Command::Token(t) => token::token(t).await,

@@ -42,6 +42,11 @@ pub(crate) struct ServeArgs {
     /// production.
     #[arg(long)]
     dev: bool,
+    /// Ask DPoP clients for server nonces (`DPoP-Nonce`, RFC 9449 §8): a proof
+    /// must then carry a nonce this server handed out in the last minute or two
+    /// (docs/dpop.md).
+    #[arg(long)]
+    dpop_nonce: bool,
     #[command(flatten)]
     net: NetArgs,
 }
@@ -166,6 +171,7 @@ pub(crate) async fn serve(mode: Mode, a: ServeArgs, hub_url: Option<String>) -> 
     opts.user_api_key = user_api_key()?;
     opts.hub_url = hub_url;
     opts.dev = a.dev;
+    opts.dpop_nonces = a.dpop_nonce;
     if let Some(path) = &a.gateway_config {
         opts.gateway =
             Some(keygate::gateway::GatewayConfig::load(path).map_err(|e| e.to_string())?);
@@ -209,6 +215,7 @@ pub(crate) async fn provider(a: ProviderArgs) -> CliResult {
         challenge_ttl: keygate::challenge::DEFAULT_TTL,
         gateway_config: None,
         dev: false,
+        dpop_nonce: false,
         net: a.net,
     };
     serve(Mode::Provider, args, Some(a.hub_url)).await

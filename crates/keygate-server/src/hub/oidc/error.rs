@@ -14,7 +14,16 @@ pub struct OAuthError {
     pub description: &'static str,
     /// The `WWW-Authenticate` challenge to send, if any.
     pub challenge: Option<&'static str>,
+    /// A fresh server nonce to send as `DPoP-Nonce` (`use_dpop_nonce`).
+    pub dpop_nonce: Option<String>,
 }
+
+const DPOP_INVALID_PROOF: &str =
+    r#"DPoP realm="keygate", error="invalid_dpop_proof", algs="EdDSA Ed25519 ES256""#;
+const DPOP_USE_NONCE: &str =
+    r#"DPoP realm="keygate", error="use_dpop_nonce", algs="EdDSA Ed25519 ES256""#;
+const DPOP_INVALID_TOKEN: &str =
+    r#"DPoP realm="keygate", error="invalid_token", algs="EdDSA Ed25519 ES256""#;
 
 impl OAuthError {
     pub const fn new(status: u16, code: &'static str, description: &'static str) -> Self {
@@ -23,7 +32,43 @@ impl OAuthError {
             code,
             description,
             challenge: None,
+            dpop_nonce: None,
         }
+    }
+
+    /// A DPoP refusal (RFC 9449 §5.10, §7.1): 400 at the token endpoint, 401 with
+    /// a `DPoP` challenge at a resource. None for other errors.
+    fn dpop(e: &Error, at_resource: bool) -> Option<Self> {
+        let (code, description, challenge) = match e {
+            Error::Dpop { .. } => (
+                "invalid_dpop_proof",
+                "the DPoP proof is missing, malformed, replayed, or not for this request or key",
+                DPOP_INVALID_PROOF,
+            ),
+            Error::UseDpopNonce { .. } => (
+                "use_dpop_nonce",
+                "the DPoP proof must carry the nonce in the DPoP-Nonce header",
+                DPOP_USE_NONCE,
+            ),
+            Error::DpopBoundToken if at_resource => (
+                "invalid_token",
+                "this token is bound to a key: send it as Authorization: DPoP with a DPoP proof",
+                DPOP_INVALID_TOKEN,
+            ),
+            Error::DpopUnboundToken if at_resource => (
+                "invalid_token",
+                "this token is not bound to a key: send it as Authorization: Bearer",
+                DPOP_INVALID_TOKEN,
+            ),
+            _ => return None,
+        };
+        Some(OAuthError {
+            status: if at_resource { 401 } else { 400 },
+            code,
+            description,
+            challenge: at_resource.then_some(challenge),
+            dpop_nonce: e.dpop_nonce().map(str::to_owned),
+        })
     }
 
     pub const fn invalid_request(description: &'static str) -> Self {
@@ -31,7 +76,7 @@ impl OAuthError {
     }
 
     /// Client authentication failed (RFC 6749 §5.2): 401 with a Basic challenge.
-    pub const fn invalid_client() -> Self {
+    pub fn invalid_client() -> Self {
         OAuthError {
             challenge: Some(r#"Basic realm="keygate""#),
             ..Self::new(401, "invalid_client", "client authentication failed")
@@ -68,6 +113,9 @@ impl OAuthError {
 
     /// RFC 6750 §3.1 at a resource (userinfo): a missing or bad access token.
     pub fn bearer(e: Error) -> Self {
+        if let Some(d) = Self::dpop(&e, true) {
+            return d;
+        }
         match e {
             Error::Unavailable | Error::Internal | Error::RateLimited { .. } => e.into(),
             Error::MissingToken => OAuthError {
@@ -89,7 +137,7 @@ impl OAuthError {
         }
     }
 
-    pub const fn insufficient_scope() -> Self {
+    pub fn insufficient_scope() -> Self {
         OAuthError {
             challenge: Some(
                 r#"Bearer realm="keygate", error="insufficient_scope", scope="openid""#,
@@ -117,6 +165,13 @@ impl OAuthError {
             res.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(c));
         }
+        if let Some(n) = self
+            .dpop_nonce
+            .as_deref()
+            .and_then(|n| HeaderValue::from_str(n).ok())
+        {
+            res.headers_mut().insert("dpop-nonce", n);
+        }
         res
     }
 }
@@ -125,6 +180,9 @@ impl OAuthError {
 /// `temporarily_unavailable`, a rate limit a 429, anything else a bad request.
 impl From<Error> for OAuthError {
     fn from(e: Error) -> Self {
+        if let Some(d) = Self::dpop(&e, false) {
+            return d;
+        }
         match e {
             Error::Unavailable | Error::Internal => Self::new(
                 503,

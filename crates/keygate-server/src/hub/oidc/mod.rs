@@ -21,6 +21,7 @@ use super::signin::ValidRequest;
 use super::{ClientMeta, Grant, Hub, SignedChallenge, TokenOptions};
 use crate::challenge::{self, Flow};
 use crate::error::Error;
+use crate::http::Credential;
 use crate::identity::Identity;
 use crate::session;
 use crate::store::{
@@ -113,13 +114,17 @@ pub struct ClientCredentials {
     /// From the form (client_secret_post, or a public client's client_id).
     pub form_id: Option<String>,
     pub form_secret: Option<String>,
+    /// The `DPoP` header (RFC 9449 §5); more than one is refused.
+    pub dpop: Option<String>,
+    pub dpop_repeated: bool,
 }
 
 /// The token endpoint's answer (RFC 6749 §5.1, OIDC Core §3.1.3.3).
 #[derive(Debug, Serialize)]
 pub struct TokenResponse {
     pub access_token: String,
-    pub token_type: &'static str,
+    /// `Bearer`, or `DPoP` for a token bound to the client's key.
+    pub token_type: String,
     pub expires_in: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
@@ -251,6 +256,7 @@ impl Hub {
             "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
             "code_challenge_methods_supported": ["S256"],
+            "dpop_signing_alg_values_supported": ["EdDSA", "Ed25519", "ES256"],
             "prompt_values_supported": ["none", "login", "consent"],
             "claims_supported": ["iss", "sub", "aud", "exp", "iat", "auth_time", "nonce", "acr", "amr", "azp", "sid", "did", "key", "at_hash"],
             "claims_parameter_supported": false,
@@ -553,6 +559,9 @@ impl Hub {
             offline: false,
             scope: scope.to_owned(),
             expiration: None,
+            // The page's session is bound at the token endpoint, to the client's
+            // key (docs/dpop.md).
+            dpop: false,
         };
         self.open_session(
             app,
@@ -586,7 +595,7 @@ impl Hub {
     pub async fn oidc_finish(
         &self,
         sealed: &str,
-        token: Option<&str>,
+        token: impl Into<Credential<'_>>,
         allow: Option<bool>,
         error: Option<&str>,
     ) -> Result<Finish, Error> {
@@ -609,7 +618,7 @@ impl Hub {
             Some(_) => return Err(Error::bad_request("error: unknown value")),
             None => {}
         }
-        let (claims, auth) = self.authenticate(token, false).await?;
+        let (claims, auth) = self.authenticate(token.into(), false).await?;
         if claims.aud != client.app || auth.session.client_id.as_deref() != Some(&client.id) {
             return Err(crate::token::TokenError::WrongAudience.into());
         }
@@ -741,7 +750,8 @@ impl Hub {
                 let redirect_uri = get("redirect_uri")?;
                 let verifier = get("code_verifier")?
                     .ok_or(OAuthError::invalid_request("code_verifier is missing"))?;
-                self.exchange_code(&client, code, redirect_uri, verifier)
+                let jkt = self.token_proof(creds)?;
+                self.exchange_code(&client, code, redirect_uri, verifier, jkt)
                     .await
             }
             Some("refresh_token") => {
@@ -754,16 +764,44 @@ impl Hub {
                 {
                     return Err(OAuthError::invalid_scope());
                 }
-                self.refresh_grant(&client, token).await
+                self.refresh_grant(&client, token, creds).await
             }
             Some(DEVICE_GRANT) => {
                 let code = get("device_code")?
                     .ok_or(OAuthError::invalid_request("device_code is missing"))?;
-                self.device_grant(&client, code).await
+                let jkt = self.token_proof(creds)?;
+                self.device_grant(&client, code, jkt).await
             }
             Some(_) => Err(OAuthError::unsupported_grant_type()),
             None => Err(OAuthError::invalid_request("grant_type is missing")),
         }
+    }
+
+    /// The thumbprint of the key of the token request's DPoP proof, checked
+    /// (RFC 9449 §4.3, §5): the tokens are bound to it. The client's own key:
+    /// EdDSA, Ed25519 or ES256.
+    fn token_proof(&self, creds: &ClientCredentials) -> Result<Option<String>, OAuthError> {
+        if creds.dpop.is_none() && !creds.dpop_repeated {
+            return Ok(None);
+        }
+        if creds.dpop_repeated {
+            return Err(Error::Dpop {
+                error: keygate_core::dpop::DpopError::Malformed,
+                at_issue: true,
+            }
+            .into());
+        }
+        let url = self.endpoint("/oauth/token");
+        let proof = self.dpop.check(
+            creds.dpop.as_deref(),
+            "POST",
+            &[&url],
+            None,
+            keygate_core::dpop::Keys::Any,
+            self.now(),
+            true,
+        )?;
+        Ok(Some(proof.jkt))
     }
 
     async fn exchange_code(
@@ -772,6 +810,7 @@ impl Hub {
         code: &str,
         redirect_uri: Option<&str>,
         verifier: &str,
+        jkt: Option<String>,
     ) -> Result<TokenResponse, OAuthError> {
         if code.len() > 64 {
             return Err(OAuthError::invalid_grant());
@@ -806,7 +845,7 @@ impl Hub {
             .set_code_session(hash, &grant.sid)
             .await
             .map_err(Error::from)?;
-        self.issue_for_grant(client, &grant, now).await
+        self.issue_for_grant(client, &grant, now, jkt).await
     }
 
     /// Access token (+ refresh token when `offline_access` was granted, + ID token
@@ -816,6 +855,7 @@ impl Hub {
         client: &OAuthClientRecord,
         grant: &CodeGrant,
         now: UnixTime,
+        jkt: Option<String>,
     ) -> Result<TokenResponse, OAuthError> {
         let app = self.client_app(client).await?;
         let auth = self
@@ -825,6 +865,25 @@ impl Hub {
             .map_err(Error::from)?
             .ok_or_else(OAuthError::invalid_grant)?;
         if auth.session.check(now).is_err() || auth.session.client_id.as_deref() != Some(&client.id)
+        {
+            return Err(OAuthError::invalid_grant());
+        }
+        let jkt = match (app.dpop, jkt) {
+            (crate::store::DpopPolicy::Off, _) => None,
+            (crate::store::DpopPolicy::Required, None) => {
+                return Err(OAuthError::invalid_request(
+                    "this client must send a DPoP proof to the token endpoint",
+                ));
+            }
+            (_, jkt) => jkt,
+        };
+        // The session (and so its refresh token) is bound to the key from now on.
+        if let Some(j) = &jkt
+            && !self
+                .store
+                .bind_session_key(&grant.sid, j)
+                .await
+                .map_err(Error::from)?
         {
             return Err(OAuthError::invalid_grant());
         }
@@ -849,6 +908,7 @@ impl Hub {
                 role: None,
                 account: Some(grant.acct.clone()),
                 assurance: Some(assurance),
+                jkt: jkt.as_deref(),
             },
             &app,
             None,
@@ -876,7 +936,7 @@ impl Hub {
         };
         Ok(TokenResponse {
             access_token: issued.token,
-            token_type: "Bearer",
+            token_type: issued.token_type,
             expires_in: issued.expires_in,
             refresh_token: issued.refresh_token,
             id_token,
@@ -920,11 +980,26 @@ impl Hub {
         &self,
         client: &OAuthClientRecord,
         token: &str,
+        creds: &ClientCredentials,
     ) -> Result<TokenResponse, OAuthError> {
-        let issued = self.refresh(token, &client.id).await.map_err(|e| match e {
-            Error::Unavailable | Error::Internal => OAuthError::from(e),
-            _ => OAuthError::invalid_grant(),
-        })?;
+        let cred = Credential {
+            proof: creds.dpop.as_deref(),
+            proofs_repeated: creds.dpop_repeated,
+            method: "POST",
+            path: "/oauth/token",
+            ..Credential::default()
+        };
+        let issued = self
+            .refresh(token, &client.id, cred, true)
+            .await
+            .map_err(|e| match e {
+                Error::Unavailable
+                | Error::Internal
+                | Error::Dpop { .. }
+                | Error::UseDpopNonce { .. }
+                | Error::RateLimited { .. } => OAuthError::from(e),
+                _ => OAuthError::invalid_grant(),
+            })?;
         let now = self.now();
         let auth = self
             .store
@@ -967,7 +1042,10 @@ impl Hub {
 
     /// `GET|POST /oauth/userinfo`: the account behind an access token whose
     /// scope includes `openid`.
-    pub async fn userinfo(&self, token: Option<&str>) -> Result<serde_json::Value, OAuthError> {
+    pub async fn userinfo(
+        &self,
+        token: impl Into<Credential<'_>>,
+    ) -> Result<serde_json::Value, OAuthError> {
         let (claims, _) = self
             .authenticate_user(token)
             .await
@@ -1066,11 +1144,14 @@ impl Hub {
                 _ => inactive,
             });
         }
-        match self.authenticate_user(Some(token)).await {
+        match self
+            .authenticate_user(Credential::for_introspection(token))
+            .await
+        {
             Ok((c, s)) if s.client_id.as_deref() == Some(&client.id) && c.aud == client.app => {
                 let mut v = serde_json::to_value(&c).map_err(|_| Error::Internal)?;
                 v["active"] = true.into();
-                v["token_type"] = "Bearer".into();
+                v["token_type"] = if c.cnf.is_some() { "DPoP" } else { "Bearer" }.into();
                 Ok(v)
             }
             Err(e @ (Error::Unavailable | Error::Internal)) => Err(e.into()),
@@ -1299,6 +1380,7 @@ impl Hub {
         &self,
         client: &OAuthClientRecord,
         device_code: &str,
+        jkt: Option<String>,
     ) -> Result<TokenResponse, OAuthError> {
         if device_code.len() > 64 {
             return Err(OAuthError::invalid_grant());
@@ -1336,7 +1418,7 @@ impl Hub {
                     self.end_session_by_id(&grant.sid).await;
                     return Err(OAuthError::invalid_grant());
                 }
-                self.issue_for_grant(client, &grant, now).await
+                self.issue_for_grant(client, &grant, now, jkt).await
             }
         }
     }

@@ -138,6 +138,8 @@ fn credentials(h: &HeaderMap, form: &[(String, String)]) -> Result<ClientCredent
         basic: None,
         form_id: get("client_id")?,
         form_secret: get("client_secret")?,
+        dpop: None,
+        dpop_repeated: false,
     };
     if let Some(v) = header_str(h, "authorization")
         && let Some((scheme, value)) = v.split_once(' ')
@@ -187,7 +189,15 @@ fn form_post(
         .map(|hub, h: HeaderMap, body: Bytes| {
             let parsed = if is_form(&h) {
                 let form = params(&body);
-                credentials(&h, &form).map(|c| (c, form))
+                credentials(&h, &form).map(|mut c| {
+                    let mut proofs = h.get_all("dpop").iter();
+                    c.dpop = proofs
+                        .next()
+                        .and_then(|v| v.to_str().ok())
+                        .map(|v| v.trim().to_owned());
+                    c.dpop_repeated = proofs.next().is_some();
+                    (c, form)
+                })
             } else {
                 Err(OAuthError::invalid_request(
                     "send the parameters as application/x-www-form-urlencoded",
@@ -400,14 +410,13 @@ pub fn routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
             oauth_reply(r.await)
         },
     );
-    let userinfo =
-        warp::path!("oauth" / "userinfo")
-            .and(warp::get().or(warp::post()).unify())
-            .and(with_hub(&hub))
-            .and(warp::header::headers_cloned())
-            .then(|hub: Arc<Hub>, h: HeaderMap| async move {
-                oauth_reply(hub.userinfo(bearer(&h)).await)
-            });
+    let userinfo = warp::path!("oauth" / "userinfo")
+        .and(warp::get().or(warp::post()).unify())
+        .and(with_hub(&hub))
+        .and(crate::http::request())
+        .then(|hub: Arc<Hub>, h: crate::http::Request| async move {
+            oauth_reply(hub.userinfo(h.credential()).await)
+        });
     let revoke = warp::path!("oauth" / "revoke").and(form_post(&hub)).then(
         |hub: Arc<Hub>, parsed: FormParts| async move {
             let r = async {

@@ -6,12 +6,12 @@ use std::sync::Arc;
 use std::net::IpAddr;
 
 use serde::Deserialize;
-use warp::http::HeaderMap;
+
 use warp::reply::Response;
 
 use super::ChallengeBody;
 use crate::error::Error;
-use crate::http::bearer;
+use crate::http::Request;
 use crate::hub::{AccountView, Hub, IssuedToken, Linked, TotpEnrolment};
 use crate::time::format_rfc3339;
 
@@ -71,27 +71,27 @@ pub fn is_account_path(path: &str) -> bool {
         .is_some_and(|id| !id.is_empty() && id.len() <= 128 && !id.contains('/'))
 }
 
-pub(super) async fn keys(hub: Arc<Hub>, h: HeaderMap) -> Result<AccountView, Error> {
-    hub.account_keys(bearer(&h)).await
+pub(super) async fn keys(hub: Arc<Hub>, h: Request) -> Result<AccountView, Error> {
+    hub.account_keys(h.credential()).await
 }
 
 pub(super) async fn remove(
     identity: String,
     hub: Arc<Hub>,
-    h: HeaderMap,
+    h: Request,
 ) -> Result<serde_json::Value, Error> {
-    hub.remove_account_key(bearer(&h), &identity)
+    hub.remove_account_key(h.credential(), &identity)
         .await
         .map(|n| serde_json::json!({ "removed": identity, "revoked": n }))
 }
 
 pub(super) async fn link_challenge(
     hub: Arc<Hub>,
-    h: HeaderMap,
+    h: Request,
     body: Result<KeyRequest, Error>,
 ) -> Result<ChallengeBody, Error> {
     let b = body?;
-    let c = hub.link_challenge(bearer(&h), &b.identity).await?;
+    let c = hub.link_challenge(h.credential(), &b.identity).await?;
     Ok(challenge_body(c))
 }
 
@@ -108,38 +108,38 @@ pub(super) async fn link(
 
 pub(super) async fn mfa_challenge(
     hub: Arc<Hub>,
-    h: HeaderMap,
+    h: Request,
     body: Result<KeyRequest, Error>,
 ) -> Result<ChallengeBody, Error> {
     let b = body?;
-    let c = hub.mfa_challenge(bearer(&h), &b.identity).await?;
+    let c = hub.mfa_challenge(h.credential(), &b.identity).await?;
     Ok(challenge_body(c))
 }
 
 pub(super) async fn mfa_key(
     hub: Arc<Hub>,
-    h: HeaderMap,
+    h: Request,
     body: Result<SignedRequest, Error>,
 ) -> Result<IssuedToken, Error> {
     let b = body?;
-    hub.mfa_by_key(bearer(&h), &b.challenge, &b.sig).await
+    hub.mfa_by_key(h.credential(), &b.challenge, &b.sig).await
 }
 
-pub(super) async fn totp_enrol(hub: Arc<Hub>, h: HeaderMap) -> Result<TotpEnrolment, Error> {
-    hub.totp_enrol(bearer(&h)).await
+pub(super) async fn totp_enrol(hub: Arc<Hub>, h: Request) -> Result<TotpEnrolment, Error> {
+    hub.totp_enrol(h.credential()).await
 }
 
 pub(super) async fn totp_verify(
     hub: Arc<Hub>,
-    h: HeaderMap,
+    h: Request,
     body: Result<CodeRequest, Error>,
 ) -> Result<IssuedToken, Error> {
     let b = body?;
-    hub.totp_verify(bearer(&h), &b.code).await
+    hub.totp_verify(h.credential(), &b.code).await
 }
 
-pub(super) async fn qr(hub: Arc<Hub>, h: HeaderMap, body: Result<QrRequest, Error>) -> Response {
-    match async { hub.qr_svg(bearer(&h), &body?.text).await }.await {
+pub(super) async fn qr(hub: Arc<Hub>, h: Request, body: Result<QrRequest, Error>) -> Response {
+    match async { hub.qr_svg(h.credential(), &body?.text).await }.await {
         Ok(svg) => {
             let mut res = Response::new(svg.into());
             let headers = res.headers_mut();

@@ -14,7 +14,7 @@ use super::{ChallengeBody, ClientMeta, Hub, RefreshRequest, SignedChallenge, Tok
 use crate::apikey::{HEADER_KEY, HEADER_MSG, HEADER_SIG};
 use crate::challenge::Flow;
 use crate::error::Error;
-use crate::http::{bearer, error_response, header_str, json};
+use crate::http::{Request, error_response, header_str, json};
 use crate::hub::{BrokerToken, IssuedToken, RevocationFeed, WhoAmI};
 use crate::signin::{self, LocalSignIn};
 use crate::store::ApiKeyRecord;
@@ -96,7 +96,7 @@ pub(super) fn jwks(hub: Arc<Hub>) -> Response {
 
 pub(super) async fn challenge(
     hub: Arc<Hub>,
-    headers: HeaderMap,
+    headers: Request,
     body: Result<ChallengeRequest, Error>,
 ) -> Result<ChallengeBody, Error> {
     let app = app(&hub, &headers).await?;
@@ -110,7 +110,7 @@ pub(super) async fn challenge(
 
 pub(super) async fn token(
     hub: Arc<Hub>,
-    headers: HeaderMap,
+    headers: Request,
     body: Result<TokenRequest, Error>,
 ) -> Result<IssuedToken, Error> {
     let app = app(&hub, &headers).await?;
@@ -133,7 +133,7 @@ pub(super) async fn token(
 
 pub(super) async fn dev_token(
     hub: Arc<Hub>,
-    headers: HeaderMap,
+    headers: Request,
     body: Result<DevTokenRequest, Error>,
     meta: ClientMeta,
 ) -> Result<IssuedToken, Error> {
@@ -161,7 +161,7 @@ pub(super) async fn ws_token(
                 .on_upgrade(move |socket| {
                     let backend =
                         LocalSignIn::new(hub, app, Flow::HubWs, None, ClientMeta::default());
-                    signin::serve(socket, backend, deadline, slot)
+                    signin::serve(socket, backend, deadline, slot, None)
                 })
                 .into_response()
         }
@@ -171,7 +171,7 @@ pub(super) async fn ws_token(
 
 pub(super) async fn introspect(
     hub: Arc<Hub>,
-    headers: HeaderMap,
+    headers: Request,
     body: Bytes,
 ) -> Result<serde_json::Value, Error> {
     let caller = app(&hub, &headers).await?;
@@ -190,7 +190,7 @@ pub(super) async fn revocations(hub: Arc<Hub>, q: FeedQuery) -> Result<Revocatio
 
 pub(super) async fn broker(
     hub: Arc<Hub>,
-    headers: HeaderMap,
+    headers: Request,
     body: Result<BrokerRequest, Error>,
 ) -> Result<BrokerToken, Error> {
     let app = app(&hub, &headers).await?;
@@ -205,28 +205,30 @@ pub(super) fn feed_ws(ws: warp::ws::Ws, hub: Arc<Hub>, q: FeedQuery) -> Response
         .into_response()
 }
 
-pub(super) async fn whoami(hub: Arc<Hub>, h: HeaderMap) -> Result<WhoAmI, Error> {
-    hub.whoami(bearer(&h)).await
+pub(super) async fn whoami(hub: Arc<Hub>, h: Request) -> Result<WhoAmI, Error> {
+    hub.whoami(h.credential()).await
 }
 
 pub(super) async fn refresh(
     hub: Arc<Hub>,
     ip: Option<IpAddr>,
     body: Result<RefreshRequest, Error>,
+    h: Request,
 ) -> Result<IssuedToken, Error> {
     hub.guard().check_ip(ip)?;
     let b = body?;
-    hub.refresh(&b.refresh_token, &b.client_id).await
+    hub.refresh(&b.refresh_token, &b.client_id, h.credential(), false)
+        .await
 }
 
-pub(super) async fn sessions(hub: Arc<Hub>, h: HeaderMap) -> Result<serde_json::Value, Error> {
-    hub.sessions(bearer(&h))
+pub(super) async fn sessions(hub: Arc<Hub>, h: Request) -> Result<serde_json::Value, Error> {
+    hub.sessions(h.credential())
         .await
         .map(|s| serde_json::json!({ "sessions": s }))
 }
 
-pub(super) async fn revoke_session(sid: String, hub: Arc<Hub>, h: HeaderMap) -> Response {
-    match hub.revoke_session(bearer(&h), &sid).await {
+pub(super) async fn revoke_session(sid: String, hub: Arc<Hub>, h: Request) -> Response {
+    match hub.revoke_session(h.credential(), &sid).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),
         Err(e) => error_response(&e),
     }
@@ -244,7 +246,7 @@ pub(super) async fn exchange(
 
 pub(super) async fn logout(
     hub: Arc<Hub>,
-    h: HeaderMap,
+    h: Request,
     body: Bytes,
 ) -> Result<serde_json::Value, Error> {
     let req: LogoutRequest = if body.is_empty() {
@@ -253,7 +255,7 @@ pub(super) async fn logout(
         serde_json::from_slice(&body).map_err(|_| Error::bad_request("malformed JSON body"))?
     };
     let n = hub
-        .logout(bearer(&h), req.scope.as_deref().unwrap_or("local"))
+        .logout(h.credential(), req.scope.as_deref().unwrap_or("local"))
         .await?;
     Ok(serde_json::json!({ "revoked": n }))
 }

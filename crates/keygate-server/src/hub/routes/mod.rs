@@ -15,7 +15,7 @@ use warp::{Filter, Rejection};
 
 use super::{ClientMeta, Hub, SignedChallenge, TokenOptions};
 use crate::error::Error;
-use crate::http::{header_str, json_body, optional_body, reply};
+use crate::http::{Request, header_str, json_body, optional_body, reply, request};
 use crate::listener::peer_ip;
 use crate::signin;
 
@@ -39,17 +39,15 @@ fn with_hub(
 fn on<M: Filter<Extract = (), Error = Rejection> + Clone>(
     method: M,
     hub: &Arc<Hub>,
-) -> impl Filter<Extract = (Arc<Hub>, HeaderMap), Error = Rejection> + Clone + use<M> {
-    method
-        .and(with_hub(hub))
-        .and(warp::header::headers_cloned())
+) -> impl Filter<Extract = (Arc<Hub>, Request), Error = Rejection> + Clone + use<M> {
+    method.and(with_hub(hub)).and(request())
 }
 
 /// A `POST` with a JSON body: the Hub, the headers and the body (parsed, or the
 /// error the handler answers once it has checked the caller).
 fn post_json<T: DeserializeOwned + Send>(
     hub: &Arc<Hub>,
-) -> impl Filter<Extract = (Arc<Hub>, HeaderMap, Result<T, Error>), Error = Rejection> + Clone + use<T>
+) -> impl Filter<Extract = (Arc<Hub>, Request, Result<T, Error>), Error = Rejection> + Clone + use<T>
 {
     on(warp::post(), hub).and(json_body::<T>())
 }
@@ -164,6 +162,7 @@ pub fn user_routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
         .map(reply);
     let refresh = warp::path!("v1" / "token" / "refresh")
         .and(post_from_ip::<RefreshRequest>(&hub))
+        .and(request())
         .then(h::refresh)
         .map(reply);
     let list = warp::path!("v1" / "sessions")

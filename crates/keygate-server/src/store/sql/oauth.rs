@@ -225,6 +225,24 @@ where
         .boxed()
     }
 
+    fn bind_session_key<'a>(
+        &'a self,
+        session_id: &'a str,
+        jkt: &'a str,
+    ) -> BoxFuture<'a, StoreResult<bool>> {
+        async move {
+            let done = sqlx::query(
+                "UPDATE sessions SET jkt = $2 WHERE id = $1 AND (jkt IS NULL OR jkt = $2)",
+            )
+            .bind(session_id)
+            .bind(jkt)
+            .execute(&self.write)
+            .await?;
+            Ok(B::rows_affected(&done) > 0)
+        }
+        .boxed()
+    }
+
     fn add_refresh_token<'a>(
         &'a self,
         session_id: &'a str,

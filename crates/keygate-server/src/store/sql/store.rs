@@ -99,8 +99,8 @@ where
             sqlx::query(
                 "INSERT INTO api_keys (id, name, secret, scopes, can_broker, access_ttl, \
                  session_ttl, idle_timeout, created_at, revoked_at, origins, introspect_any, \
-                 max_sessions, dev) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+                 max_sessions, dev, dpop) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
             )
             .bind(key.id.as_str())
             .bind(key.name.as_str())
@@ -120,6 +120,7 @@ where
             .bind(i64::from(key.introspect_any))
             .bind(i64::from(key.max_sessions))
             .bind(i64::from(key.dev))
+            .bind(key.dpop.as_str())
             .execute(&self.write)
             .await?;
             Ok(())
