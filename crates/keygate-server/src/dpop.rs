@@ -26,6 +26,11 @@ impl DpopGuard {
         }
     }
 
+    /// A fresh nonce, when this verifier asks for them.
+    pub fn nonce(&self, now: UnixTime) -> Option<String> {
+        self.nonces.as_ref().map(|n| n.issue(now))
+    }
+
     /// Whether proofs must carry this verifier's nonce.
     pub fn wants_nonces(&self) -> bool {
         self.nonces.is_some()

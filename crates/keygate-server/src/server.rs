@@ -299,7 +299,20 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
             );
         }));
 
-    let routes = routes.map(warp::Reply::into_response);
+    // With nonces on, every answer hands out a fresh one (RFC 9449 §8.2), so a
+    // client has one before its first proof (a WebSocket sign-in included).
+    let nonces = hub.clone().filter(|h| h.dpop().wants_nonces());
+    let routes = routes.map(move |reply| {
+        let mut res = warp::Reply::into_response(reply);
+        if let Some(h) = &nonces
+            && let Some(n) = h.dpop().nonce(h.now())
+            && !res.headers().contains_key("dpop-nonce")
+            && let Ok(v) = warp::http::HeaderValue::from_str(&n)
+        {
+            res.headers_mut().insert("dpop-nonce", v);
+        }
+        res
+    });
     let gateway = match (opts.gateway, &hub) {
         (Some(config), Some(hub)) => {
             let (clock, entropy) = (opts.clock.clone(), opts.entropy.clone());

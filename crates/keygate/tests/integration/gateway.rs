@@ -1284,3 +1284,89 @@ async fn websocket_tunnels_close_when_their_token_expires() {
     g.stop().await;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn key_bound_tokens_pass_only_with_a_proof_for_the_public_url_which_is_not_forwarded() {
+    let s = serve().await;
+    let up = upstream().await;
+    let routes = format!(
+        "{}[[route]]\nname = \"behind\"\nprefix = \"/behind\"\nupstream = \"{}\"\n\
+         public_origin = \"https://api.example\"\n",
+        api_route(&up),
+        up.url()
+    );
+    let g = gateway::start(config(&s, &routes)).await.unwrap();
+    let key = user(91);
+    let t = keygate::client::login_http(
+        &s.http(),
+        &key,
+        None,
+        keygate::proto::TokenOptions {
+            dpop: true,
+            ..Default::default()
+        },
+        s.clock.now(),
+    )
+    .await
+    .unwrap();
+    let token = t.token;
+    let proof = |htm: &str, url: &str, k: &ed25519_dalek::SigningKey| {
+        keygate::client::dpop_proof(k, htm, url, Some(&token), None, keygate::time::SystemClock.now())
+    };
+    let send = async |path: &str, auth: String, proof: Option<String>| {
+        let mut req = http()
+            .get(format!("{}{path}", g.http_url()))
+            .header("authorization", auth);
+        if let Some(p) = proof {
+            req = req.header("dpop", p);
+        }
+        let res = req.send().await.unwrap();
+        (res.status().as_u16(), res.text().await.unwrap())
+    };
+    // The default public URL: the Host the client sent, on http.
+    let url = format!("{}/api/orders", g.http_url());
+    let (status, body) = send(
+        "/api/orders?page=2",
+        format!("DPoP {token}"),
+        Some(proof("GET", &url, &key)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let echo: Value = serde_json::from_str(&body).unwrap();
+    assert!(echo["headers"].get("dpop").is_none(), "the proof is not forwarded");
+    let assertion = values(&echo, "x-keygate-assertion")[0].to_owned();
+    let claims = AssertionVerifier::new(&gateway_jwks(&g).await, "keygate-gateway", "api")
+        .verify(&assertion, keygate::time::SystemClock.now())
+        .unwrap();
+    assert_eq!(
+        claims.cnf.map(|c| c.jkt),
+        Some(keygate::dpop::identity_jkt(&keygate::Identity::from(&key))),
+        "the assertion says the call was key-bound"
+    );
+    // What a copied token gets without the key: nothing.
+    for (auth, p) in [
+        (format!("DPoP {token}"), None),
+        (format!("Bearer {token}"), None),
+        (format!("Bearer {token}"), Some(proof("GET", &url, &key))),
+        (format!("DPoP {token}"), Some(proof("GET", &url, &user(92)))),
+        (format!("DPoP {token}"), Some(proof("POST", &url, &key))),
+    ] {
+        let (status, body) = send("/api/orders", auth, p).await;
+        assert_eq!(status, 401, "{body}");
+    }
+    // A route behind another proxy: proofs name its configured public origin.
+    let (status, body) = send(
+        "/behind/x",
+        format!("DPoP {token}"),
+        Some(proof("GET", "https://api.example/behind/x", &key)),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _) = send(
+        "/behind/x",
+        format!("DPoP {token}"),
+        Some(proof("GET", &format!("{}/behind/x", g.http_url()), &key)),
+    )
+    .await;
+    assert_eq!(status, 401);
+}

@@ -6,6 +6,7 @@ mod support;
 
 mod accounts;
 mod dev_mode;
+mod dpop;
 mod errors;
 mod examples;
 mod flows;

@@ -30,6 +30,7 @@ const KEYSTORE_JS: &str = include_str!("../../../../../web-demo/keygate-keystore
 const IDENTITY_JS: &str = include_str!("../../../../../web-demo/keygate-identity.js");
 const PROTOCOL_JS: &str = include_str!("../../../../../web-demo/keygate-protocol.js");
 const ERRORS_JS: &str = include_str!("../../../../../web-demo/keygate-errors.js");
+const DPOP_JS: &str = include_str!("../../../../../web-demo/keygate-dpop.js");
 
 /// What the provider's pages may do: their own scripts and calls, nothing
 /// framed (the consent button must not be clickjacked), no form posts.
@@ -510,6 +511,7 @@ pub fn routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
             "device.js" => asset(DEVICE_JS, "text/javascript"),
             "keygate-keystore.js" => asset(KEYSTORE_JS, "text/javascript"),
             "keygate-identity.js" => asset(IDENTITY_JS, "text/javascript"),
+            "keygate-dpop.js" => asset(DPOP_JS, "text/javascript"),
             "keygate-protocol.js" => asset(PROTOCOL_JS, "text/javascript"),
             "keygate-errors.js" => asset(ERRORS_JS, "text/javascript"),
             _ => crate::http::error_response(&Error::NotFound),
