@@ -437,6 +437,18 @@ describe('DPoP nonces: keygate serve --dpop-nonce', { timeout: 120_000 }, () => 
     assert.ok(nonce, 'a DPoP-Nonce header');
     const second = await ask(await dpopProof(keys, { htm: 'GET', htu: url, token: fresh.token, nonce }));
     assert.equal(second.status, 200);
-    assert.ok(second.headers.get('dpop-nonce'), 'a fresh nonce on success');
+  });
+
+  test('successful answers carry a fresh DPoP-Nonce', async () => {
+    const keys = await newKey();
+    const identity = await identityOf(keys.publicKey);
+    const t = await signIn({ identity, keyPair: keys, baseUrl, transport: 'http', dpop: true, clientId: CLIENT });
+    const url = `${baseUrl}/v1/whoami`;
+    const first = await fetch(url, { headers: { Authorization: `DPoP ${t.token}`, DPoP: await dpopProof(keys, { htm: 'GET', htu: url, token: t.token }) } });
+    assert.equal(first.status, 401);
+    const nonce = first.headers.get('dpop-nonce');
+    const ok = await fetch(url, { headers: { Authorization: `DPoP ${t.token}`, DPoP: await dpopProof(keys, { htm: 'GET', htu: url, token: t.token, nonce }) } });
+    assert.equal(ok.status, 200);
+    assert.ok(ok.headers.get('dpop-nonce'), 'GET /v1/whoami answered 200 without a DPoP-Nonce header');
   });
 });
