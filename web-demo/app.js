@@ -1,9 +1,10 @@
 // The page: wires the identity and the protocol client (the keygate-client package,
 // vendored here as keygate-*.js) to the DOM. All state lives in IndexedDB, so a reload
-// keeps both the key and the sign-in.
+// keeps both the key and the sign-in. It signs in for tokens bound to its key (DPoP,
+// RFC 9449): every call with the token carries a fresh proof signed by that key.
 
 import {
-  identityOf, keyStore, signIn, refresh, whoami, listSessions, revokeSession, logout, decodeJwt,
+  identityOf, keyStore, signIn, refresh, whoami, listSessions, revokeSession, logout, decodeJwt, boundThumbprint,
   ChallengeRefused, SignInCancelled,
   accountKeys, removeKey, inviteUrl, linkCodeFromUrl, acceptLink, enrolTotp, verifyTotp, qrDataUrl,
 } from './keygate-client.js';
@@ -13,6 +14,9 @@ const CLIENT_ID = 'web-demo';
 const store = keyStore({ name: 'keygate-demo' });
 
 const $ = (id) => document.getElementById(id);
+
+/** What every call with the token takes: the key pair a key-bound token needs proofs by. */
+const withKey = () => ({ dpop: state.keyRecord.keyPair });
 
 const state = {
   keyRecord: null, // { keyPair, createdAt }
@@ -136,7 +140,7 @@ async function replaceIdentity() {
   });
   if (answer !== 'replace') return;
   if (state.session) {
-    await logout(state.session.token, 'local').catch(() => {}); // best effort: the key is going anyway
+    await logout(state.session.token, 'local', withKey()).catch(() => {}); // best effort: the key is going anyway
     await forgetSession();
   }
   await store.remove(store.KEYPAIR);
@@ -188,7 +192,8 @@ async function doSignIn() {
   try {
     const result = await signIn({
       identity: state.identity,
-      privateKey: state.keyRecord.keyPair.privateKey,
+      keyPair: state.keyRecord.keyPair,
+      dpop: true, // a token bound to this browser's key
       clientId: CLIENT_ID,
       offline: true,
       approve: (challenge) => { quiet('signin-msg'); return approve(challenge); },
@@ -269,6 +274,14 @@ function renderSession() {
   $('claim-exp').textContent = when(s.expires_at) || '–';
   $('via').textContent = s.via;
   $('refresh-state').textContent = s.refresh_token ? 'refresh token held (offline access)' : 'no refresh token';
+  const jkt = boundThumbprint(s.token);
+  $('binding-kind').textContent = jkt ? 'key-bound (DPoP) to this browser’s key, thumbprint' : 'bearer (whoever holds it can use it)';
+  $('jkt').textContent = jkt ?? '';
+  $('jkt').hidden = !jkt;
+  $('token-raw').textContent = s.token;
+  $('token-note').textContent = jkt
+    ? 'Safe to look at: without a fresh proof signed by this browser’s key, every server refuses it.'
+    : 'A bearer token: anyone who copies it can use it until it expires.';
   $('refresh').disabled = !s.refresh_token;
   $('whoami-out').hidden = true;
   tick();
@@ -302,7 +315,9 @@ function tick() {
 async function doRefresh() {
   quiet('token-msg');
   try {
-    const fresh = await refresh(state.session.refresh_token, { clientId: CLIENT_ID });
+    // A key-bound session is refreshed with a proof by the same key.
+    const bound = boundThumbprint(state.session.token) !== null;
+    const fresh = await refresh(state.session.refresh_token, { clientId: CLIENT_ID, ...(bound && withKey()) });
     await adoptSession({ ...fresh, refresh_token: fresh.refresh_token ?? null, receivedAt: Date.now(), via: 'refresh' });
     say('token-msg', 'ok', 'New access token issued. The old refresh token is now spent; a new one replaced it.');
     await showSessions();
@@ -314,7 +329,7 @@ async function doRefresh() {
 async function doWhoami() {
   quiet('token-msg');
   try {
-    const me = await whoami(state.session.token);
+    const me = await whoami(state.session.token, withKey());
     $('whoami-out').textContent = JSON.stringify(me, null, 2);
     $('whoami-out').hidden = false;
   } catch (err) {
@@ -342,7 +357,7 @@ function sessionItem(s) {
 async function showSessions() {
   if (!state.session) return;
   try {
-    const { sessions } = await listSessions(state.session.token);
+    const { sessions } = await listSessions(state.session.token, withKey());
     const mineFirst = (a, b) => Number(Boolean(b.current)) - Number(Boolean(a.current))
       || String(b.created_at ?? '').localeCompare(String(a.created_at ?? ''));
     $('sessions').replaceChildren(...[...sessions].sort(mineFirst).map(sessionItem));
@@ -354,7 +369,7 @@ async function showSessions() {
 async function doRevoke(sid, mine) {
   quiet('sessions-msg');
   try {
-    await revokeSession(state.session.token, sid);
+    await revokeSession(state.session.token, sid, withKey());
   } catch (err) {
     await handleSessionError('sessions-msg', err);
     return;
@@ -372,7 +387,7 @@ async function doLogout(scope) {
   quiet('sessions-msg');
   let revoked;
   try {
-    ({ revoked } = await logout(state.session.token, scope));
+    ({ revoked } = await logout(state.session.token, scope, withKey()));
   } catch (err) {
     await handleSessionError('sessions-msg', err);
     return;
@@ -406,7 +421,7 @@ function accountKeyItem(k) {
 async function showAccount() {
   if (!state.session) return;
   try {
-    const view = await accountKeys(state.session.token);
+    const view = await accountKeys(state.session.token, withKey());
     $('account-id').textContent = `${view.account}${view.totp ? ' · TOTP enrolled' : ''}`;
     $('account-keys').replaceChildren(...view.keys.map(accountKeyItem));
   } catch (err) {
@@ -417,7 +432,7 @@ async function showAccount() {
 async function doRemoveKey(identity, mine) {
   quiet('account-msg');
   try {
-    await removeKey(state.session.token, identity);
+    await removeKey(state.session.token, identity, withKey());
   } catch (err) {
     await handleSessionError('account-msg', err);
     return;
@@ -436,11 +451,11 @@ async function doInvite() {
   try {
     const url = await inviteUrl({
       token: state.session.token, identity: state.identity,
-      privateKey: state.keyRecord.keyPair.privateKey, newIdentity: $('new-device').value,
+      privateKey: state.keyRecord.keyPair.privateKey, newIdentity: $('new-device').value, ...withKey(),
     });
     $('invite-url').textContent = url;
     $('invite-box').hidden = false;
-    const qr = await qrDataUrl(state.session.token, url);
+    const qr = await qrDataUrl(state.session.token, url, withKey());
     if (qr) $('invite-qr').src = qr;
     $('invite-qr').hidden = !qr;
     say('account-msg', 'info', 'Open this link on the new device within 5 minutes. It works only for that device’s key.');
@@ -460,10 +475,10 @@ async function adoptRaised(fresh, via) {
 async function doEnrolTotp() {
   quiet('account-msg');
   try {
-    const e = await enrolTotp(state.session.token);
+    const e = await enrolTotp(state.session.token, withKey());
     $('totp-uri').textContent = `${e.otpauth_uri}\n\nsecret: ${e.secret}`;
     $('totp-box').hidden = false;
-    const qr = await qrDataUrl(state.session.token, e.otpauth_uri);
+    const qr = await qrDataUrl(state.session.token, e.otpauth_uri, withKey());
     if (qr) $('totp-qr').src = qr;
     say('account-msg', 'info', 'Enter a code from your app to confirm it.');
   } catch (err) {
@@ -474,7 +489,7 @@ async function doEnrolTotp() {
 async function doVerifyTotp() {
   quiet('account-msg');
   try {
-    const fresh = await verifyTotp(state.session.token, $('totp-code').value.trim());
+    const fresh = await verifyTotp(state.session.token, $('totp-code').value.trim(), withKey());
     await adoptRaised(fresh, 'TOTP');
     $('totp-box').hidden = true;
     $('totp-code').value = '';

@@ -29,6 +29,9 @@ const MESSAGES = {
   rate_limited: 'Too many attempts. Wait a little and try again.',
   unavailable: 'The server is temporarily unavailable. Try again in a moment.',
   internal_error: 'Something went wrong on the server. Try again; if it keeps happening, the server’s log will say why.',
+  invalid_dpop_proof: 'The server didn’t accept the proof signed by this browser’s key for your key-bound token. Check this computer’s clock, or sign in again.',
+  use_dpop_nonce: 'The server wanted a fresh nonce in the key proof, twice in a row. Try again.',
+  dpop_required: 'This app only issues tokens bound to your key, and the sign-in carried no proof of it. Sign in again.',
 };
 
 /** { text, code, detail } for an error of any kind. */

@@ -3,24 +3,25 @@
 
 // Accounts and second factors (docs/accounts.md): the account's keys with removal,
 // linking another device by a link code, and raising a session with TOTP or another
-// key of the account. Every function takes `{ baseUrl }` like protocol.js.
+// key of the account. Every function takes `{ baseUrl, dpop }` like protocol.js
+// (`dpop`: the key pair a key-bound token is bound to).
 
-import { call, signText } from './keygate-protocol.js';
+import { call, signText, authorizedFetch } from './keygate-protocol.js';
 import { base64url, fromBase64url } from './keygate-identity.js';
 
-export const accountKeys = (token, { baseUrl } = {}) => call('GET', '/v1/account/keys', { token, baseUrl });
-export const removeKey = (token, identity, { baseUrl } = {}) =>
-  call('DELETE', `/v1/account/keys/${encodeURIComponent(identity)}`, { token, baseUrl });
-export const linkChallenge = (token, identity, { baseUrl } = {}) =>
-  call('POST', '/v1/account/link/challenge', { token, baseUrl, body: { identity } });
+export const accountKeys = (token, { baseUrl, dpop } = {}) => call('GET', '/v1/account/keys', { token, baseUrl, dpop });
+export const removeKey = (token, identity, { baseUrl, dpop } = {}) =>
+  call('DELETE', `/v1/account/keys/${encodeURIComponent(identity)}`, { token, baseUrl, dpop });
+export const linkChallenge = (token, identity, { baseUrl, dpop } = {}) =>
+  call('POST', '/v1/account/link/challenge', { token, baseUrl, dpop, body: { identity } });
 export const completeLink = (body, { baseUrl } = {}) => call('POST', '/v1/account/link', { body, baseUrl });
-export const enrolTotp = (token, { baseUrl } = {}) => call('POST', '/v1/mfa/totp', { token, baseUrl });
-export const verifyTotp = (token, code, { baseUrl } = {}) =>
-  call('POST', '/v1/mfa/totp/verify', { token, baseUrl, body: { code } });
-export const mfaChallenge = (token, identity, { baseUrl } = {}) =>
-  call('POST', '/v1/mfa/challenge', { token, baseUrl, body: { identity } });
-export const mfaKey = (token, { challenge, sig }, { baseUrl } = {}) =>
-  call('POST', '/v1/mfa/key', { token, baseUrl, body: { challenge, sig } });
+export const enrolTotp = (token, { baseUrl, dpop } = {}) => call('POST', '/v1/mfa/totp', { token, baseUrl, dpop });
+export const verifyTotp = (token, code, { baseUrl, dpop } = {}) =>
+  call('POST', '/v1/mfa/totp/verify', { token, baseUrl, dpop, body: { code } });
+export const mfaChallenge = (token, identity, { baseUrl, dpop } = {}) =>
+  call('POST', '/v1/mfa/challenge', { token, baseUrl, dpop, body: { identity } });
+export const mfaKey = (token, { challenge, sig }, { baseUrl, dpop } = {}) =>
+  call('POST', '/v1/mfa/key', { token, baseUrl, dpop, body: { challenge, sig } });
 
 const b64urlText = (s) => base64url(new TextEncoder().encode(s));
 const unb64urlText = (s) => new TextDecoder().decode(fromBase64url(s));
@@ -46,8 +47,8 @@ export const parseLinkChallenge = (text) => parseFields(text, 'keygate link chal
  * names this key, signs it, and returns the URL the new device opens (the code rides
  * in the fragment, which browsers never send to a server).
  */
-export async function inviteUrl({ token, identity, privateKey, newIdentity, baseUrl, pageUrl = globalThis.location?.href }) {
-  const { challenge } = await linkChallenge(token, newIdentity.trim(), { baseUrl });
+export async function inviteUrl({ token, identity, privateKey, newIdentity, baseUrl, dpop, pageUrl = globalThis.location?.href }) {
+  const { challenge } = await linkChallenge(token, newIdentity.trim(), { baseUrl, dpop });
   const f = parseLinkChallenge(challenge);
   if (!f || f.identity !== identity || f['new-identity'] !== newIdentity.trim()) {
     throw new Error('The server sent a link challenge for other keys; nothing was signed.');
@@ -82,22 +83,23 @@ export async function acceptLink({ code, identity, privateKey, label, baseUrl })
 /**
  * Raises the session of `token` with another key of the account (`identity`,
  * `privateKey`): asks for a step-up challenge, checks it names that key, signs it.
- * Resolves to the new token body.
+ * Resolves to the new token body. `dpop` is the key pair `token` is bound to (the
+ * session's key, not the one that steps up).
  */
-export async function stepUpWithKey({ token, identity, privateKey, baseUrl }) {
-  const { challenge } = await mfaChallenge(token, identity, { baseUrl });
+export async function stepUpWithKey({ token, identity, privateKey, baseUrl, dpop }) {
+  const { challenge } = await mfaChallenge(token, identity, { baseUrl, dpop });
   const f = parseFields(challenge, 'keygate step-up challenge v1', 8);
   if (!f || f.identity !== identity) {
     throw new Error('The server sent a step-up challenge for another key; nothing was signed.');
   }
-  return mfaKey(token, { challenge, sig: await signText(privateKey, challenge) }, { baseUrl });
+  return mfaKey(token, { challenge, sig: await signText(privateKey, challenge) }, { baseUrl, dpop });
 }
 
 /** A QR code of `text`, drawn by the server as SVG, as a data: URL for an <img>. */
-export async function qrDataUrl(token, text, { baseUrl } = {}) {
-  const res = await fetch(baseUrl ? new URL('/v1/qr', baseUrl).href : '/v1/qr', {
-    method: 'POST',
-    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${token}` },
+export async function qrDataUrl(token, text, { baseUrl, dpop } = {}) {
+  const res = await authorizedFetch(token, baseUrl ? new URL('/v1/qr', baseUrl).href : '/v1/qr', {
+    method: 'POST', dpop,
+    headers: { 'Content-Type': 'application/json' },
     body: JSON.stringify({ text }),
     cache: 'no-store', credentials: 'omit', redirect: 'error',
   });

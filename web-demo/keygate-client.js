@@ -12,9 +12,10 @@ export {
   identityOf, peerIdOf, didKeyOf,
 } from './keygate-identity.js';
 export {
-  parseChallenge, inspectChallenge, signText, signIn, renew, call, refresh, whoami, listSessions,
+  parseChallenge, inspectChallenge, signText, signIn, renew, call, authorizedFetch, refresh, whoami, listSessions,
   revokeSession, logout, exchangeBrokerToken, decodeJwt,
 } from './keygate-protocol.js';
+export { dpopProof, jwkThumbprint, publicJwk, boundThumbprint } from './keygate-dpop.js';
 export {
   accountKeys, removeKey, linkChallenge, completeLink, enrolTotp, verifyTotp, mfaChallenge, mfaKey,
   parseLinkChallenge, inviteUrl, linkCodeFromUrl, acceptLink, stepUpWithKey, qrDataUrl,

@@ -4,13 +4,15 @@
 // keygate's wire protocol as a browser (or Node ≥ 20) speaks it to a Provider: the
 // sign-in handshake over WebSocket with an HTTP fallback, and the user endpoints
 // (refresh, whoami, sessions, logout). What goes out is only the identity, the
-// challenge, the signature, the request options and tokens; the private key never
-// leaves WebCrypto.
+// challenge, the signature, the request options, tokens and DPoP proofs; the private
+// key never leaves WebCrypto.
 //
-// Every function takes `baseUrl` (default: the page's own origin, by relative URLs).
+// Every function takes `baseUrl` (default: the page's own origin, by relative URLs)
+// and, for key-bound (DPoP) tokens, `dpop`: the key pair the token is bound to.
 
 import { base64url, fromBase64url } from './keygate-identity.js';
 import { KeygateError, ChallengeRefused, SignInCancelled } from './keygate-errors.js';
+import { dpopProof, boundThumbprint, dpopNonceFor, rememberDpopNonce, wantsDpopNonce } from './keygate-dpop.js';
 
 const CHALLENGE_HEADER = 'keygate sign-in challenge v1';
 const CHALLENGE_FIELDS = ['audience', 'identity', 'nonce', 'issued-at', 'expires-at'];
@@ -97,14 +99,23 @@ const tokenBody = (t) => ({
  * resolves to true (sign) or false (cancel); by default it signs. A challenge whose
  * audience is not `origin` or whose identity is not ours is never signed.
  * `sessionId` renews that session by signature instead of starting a new one.
+ * `dpop: true` asks for a token bound to this key (RFC 9449): the sign-in carries a
+ * DPoP proof made with it (so it needs `keyPair`, or `publicKey` with `privateKey`),
+ * and the server answers `token_type: 'DPoP'` when it bound the token.
  */
 export async function signIn({
-  identity, privateKey, approve = () => true, baseUrl, origin = defaultOrigin(baseUrl),
+  identity, keyPair, privateKey = keyPair?.privateKey, publicKey = keyPair?.publicKey, dpop = false,
+  approve = () => true, baseUrl, origin = defaultOrigin(baseUrl),
   transport = 'auto', clientId, offline = false, scope, sessionId, expiration,
 }) {
   if (!['ws', 'http', 'auto'].includes(transport)) throw new TypeError(`transport: ${transport}`);
   if (offline && clientId === undefined) throw new TypeError('offline sign-in needs a clientId');
-  const ctx = { identity, privateKey, approve, origin, baseUrl, options: tokenOptions({ clientId, offline, scope, sessionId, expiration }) };
+  if (!privateKey) throw new TypeError('signIn needs privateKey (or keyPair)');
+  if (dpop && !publicKey) throw new TypeError('a DPoP sign-in needs the public key too: pass keyPair');
+  const ctx = {
+    identity, privateKey, approve, origin, baseUrl, options: tokenOptions({ clientId, offline, scope, sessionId, expiration }),
+    dpop: dpop ? { privateKey, publicKey } : null,
+  };
   if (transport !== 'http') {
     try {
       return { ...(await signInOverSocket(ctx)), via: 'WebSocket' };
@@ -134,11 +145,14 @@ async function signInOverSocket(ctx) {
   url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
   const socket = await Socket.open(url.href);
   try {
-    socket.send({ type: 'token', pubkey: ctx.identity, ...ctx.options });
+    socket.send({ type: 'token', pubkey: ctx.identity, ...ctx.options, ...(ctx.dpop && { dpop: true }) });
     const offer = await socket.expect('challenge');
     const challenge = inspectChallenge(offer.value, { origin: ctx.origin, identity: ctx.identity });
     const sig = await decide(ctx, challenge, socket.failed);
-    socket.send({ type: 'challenge', sig });
+    const frame = { type: 'challenge', sig };
+    // The proof of a socket sign-in: GET on the socket's own URL (ws: or wss:).
+    if (ctx.dpop) frame.dpop = await dpopProof(ctx.dpop, { htm: 'GET', htu: url.href, nonce: dpopNonceFor(url.href) });
+    socket.send(frame);
     return tokenBody(await socket.expect('token'));
   } finally {
     socket.close();
@@ -151,7 +165,7 @@ async function signInOverHttp(ctx) {
   const challenge = inspectChallenge(offer?.challenge, { origin: ctx.origin, identity: ctx.identity });
   const sig = await decide(ctx, challenge);
   const body = { id: ctx.identity, challenge: challenge.text, sig, ...ctx.options };
-  return tokenBody(await call('POST', '/api/token', { ...opts, body }));
+  return tokenBody(await call('POST', '/api/token', { ...opts, body, dpop: ctx.dpop ?? undefined }));
 }
 
 /** A WebSocket read as a queue of JSON messages; an error frame or a close fails it. */
@@ -237,36 +251,52 @@ class Socket {
 }
 
 /**
- * The headers that authorize a request with an access token. This is the one place
- * a request gets its credentials: when keygate adopts DPoP (RFC 9449), the proof for
- * each request, signed with the same non-extractable key, belongs here (it needs the
- * method and URL, which is why both are passed), and nowhere else.
+ * The headers that authorize a request. This is the one place a request gets its
+ * credentials: `Authorization: Bearer <token>` for a token that is not key-bound;
+ * for a key-bound token (`cnf.jkt`) `Authorization: DPoP <token>` and a fresh `DPoP`
+ * proof by `dpop` (htm the method, htu the URL, ath the token's hash, the origin's
+ * last nonce); with `dpop` and no token (sign-in, refresh) the proof alone.
  */
-function authorization(token, _method, _url) {
-  return token ? { Authorization: `Bearer ${token}` } : {};
+async function authorization({ token, dpop, method, url }) {
+  const bound = Boolean(token) && boundThumbprint(token) !== null;
+  if (token && !bound) return { Authorization: `Bearer ${token}` };
+  if (token && !dpop) throw new TypeError('this access token is key-bound (DPoP): pass { dpop: keyPair } to use it');
+  if (!dpop) return {};
+  const proof = await dpopProof(dpop, { htm: method, htu: url, token: token || undefined, nonce: dpopNonceFor(url) });
+  return token ? { Authorization: `DPoP ${token}`, DPoP: proof } : { DPoP: proof };
 }
 
-/** One JSON request; failures become KeygateErrors with the server's code. */
-export async function call(method, path, { body, token, baseUrl, headers: extra } = {}) {
-  const url = baseUrl ? new URL(path, baseUrl).href : path;
-  const headers = { Accept: 'application/json', ...authorization(token, method, url), ...extra };
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
-  let res;
-  try {
-    res = await fetch(url, {
-      method, headers, body: body === undefined ? undefined : JSON.stringify(body),
-      cache: 'no-store', credentials: 'omit', redirect: 'error',
-    });
-  } catch (err) {
-    throw new KeygateError('network', String(err));
-  }
+/** The response's JSON body, or null (a proxy's error page, say: judged by the status). */
+async function jsonOf(res) {
   const text = await res.text().catch(() => '');
-  let data = null;
   try {
-    data = text ? JSON.parse(text) : null;
+    return text ? JSON.parse(text) : null;
   } catch {
-    // not JSON: a proxy's error page, say; judged by the status below
+    return null;
   }
+}
+
+/**
+ * One JSON request; failures become KeygateErrors with the server's code. With
+ * `dpop`, a server that asks for a nonce (`use_dpop_nonce`) gets one retry with it.
+ */
+export async function call(method, path, { body, token, baseUrl, headers: extra, dpop } = {}) {
+  const url = baseUrl ? new URL(path, baseUrl).href : path;
+  const payload = body === undefined ? undefined : JSON.stringify(body);
+  const send = async () => {
+    const headers = { Accept: 'application/json', ...(await authorization({ token, dpop, method, url })), ...extra };
+    if (payload !== undefined) headers['Content-Type'] = 'application/json';
+    let res;
+    try {
+      res = await fetch(url, { method, headers, body: payload, cache: 'no-store', credentials: 'omit', redirect: 'error' });
+    } catch (err) {
+      throw new KeygateError('network', String(err));
+    }
+    rememberDpopNonce(url, res.headers);
+    return [res, await jsonOf(res)];
+  };
+  let [res, data] = await send();
+  if (dpop && wantsDpopNonce(res, data)) [res, data] = await send();
   if (!res.ok) {
     const code = data?.error ?? (res.status === 429 ? 'rate_limited' : res.status >= 500 ? 'unavailable' : `http_${res.status}`);
     throw new KeygateError(code, data?.message ?? `${res.status} ${res.statusText}`, {
@@ -276,17 +306,42 @@ export async function call(method, path, { body, token, baseUrl, headers: extra 
   return data;
 }
 
+/**
+ * `fetch` for the app's own API with the access token: `Authorization: Bearer`, or
+ * for a key-bound token `Authorization: DPoP` with a fresh proof by `dpop` (the
+ * method and the absolute URL, without query). Answers as fetch does (a Response);
+ * when the server asks for a DPoP nonce it is retried once with it, so a `body` must
+ * be one fetch can send twice (not a stream).
+ */
+export async function authorizedFetch(token, url, { dpop, headers, ...init } = {}) {
+  const target = new URL(url, globalThis.location?.href).href;
+  const method = (init.method ?? 'GET').toUpperCase();
+  const send = async () => {
+    const h = new Headers(headers);
+    for (const [name, value] of Object.entries(await authorization({ token, dpop, method, url: target }))) h.set(name, value);
+    const res = await fetch(target, { ...init, method, headers: h });
+    rememberDpopNonce(target, res.headers);
+    return res;
+  };
+  const res = await send();
+  if (!dpop || !token || boundThumbprint(token) === null) return res;
+  if ((res.status !== 400 && res.status !== 401) || !res.headers.get('DPoP-Nonce')) return res;
+  const data = await res.clone().json().catch(() => null);
+  return wantsDpopNonce(res, data) ? send() : res;
+}
+
 /** Spends the refresh token for a new token body (and, usually, a new refresh token). */
-export const refresh = (refreshToken, { clientId, baseUrl } = {}) =>
-  call('POST', '/v1/token/refresh', { baseUrl, body: { refresh_token: refreshToken, client_id: clientId } })
+/** With `dpop` (the key pair of a key-bound session) the refresh carries a proof by it. */
+export const refresh = (refreshToken, { clientId, baseUrl, dpop } = {}) =>
+  call('POST', '/v1/token/refresh', { baseUrl, dpop, body: { refresh_token: refreshToken, client_id: clientId } })
     .then(tokenBody);
-export const whoami = (token, { baseUrl } = {}) => call('GET', '/v1/whoami', { token, baseUrl });
-export const listSessions = (token, { baseUrl } = {}) => call('GET', '/v1/sessions', { token, baseUrl });
-export const revokeSession = (token, sid, { baseUrl } = {}) =>
-  call('DELETE', `/v1/sessions/${encodeURIComponent(sid)}`, { token, baseUrl });
+export const whoami = (token, { baseUrl, dpop } = {}) => call('GET', '/v1/whoami', { token, baseUrl, dpop });
+export const listSessions = (token, { baseUrl, dpop } = {}) => call('GET', '/v1/sessions', { token, baseUrl, dpop });
+export const revokeSession = (token, sid, { baseUrl, dpop } = {}) =>
+  call('DELETE', `/v1/sessions/${encodeURIComponent(sid)}`, { token, baseUrl, dpop });
 /** `scope`: 'local' (this session), 'others' (every other one), 'global' (all). */
-export const logout = (token, scope = 'local', { baseUrl } = {}) =>
-  call('POST', '/v1/logout', { token, baseUrl, body: { scope } });
+export const logout = (token, scope = 'local', { baseUrl, dpop } = {}) =>
+  call('POST', '/v1/logout', { token, baseUrl, dpop, body: { scope } });
 /** Turns a brokered token id (from the app backend) into a token body. */
 export const exchangeBrokerToken = (tokenId, { baseUrl } = {}) =>
   call('POST', '/v1/session-tokens', { baseUrl, body: { token_id: tokenId } }).then(tokenBody);

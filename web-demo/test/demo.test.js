@@ -1,18 +1,26 @@
 // Browser test of the web demo: a real keygate server (KEYGATE_BIN, default
 // <repo>/target/debug/keygate) on 127.0.0.1:0 and Debian's headless Chromium on a fresh
-// profile. The page signs in, shows its claims, refreshes, lists and revokes sessions,
-// logs out, falls back to HTTP, refuses foreign challenges and reports a dead server;
-// meanwhile every frame and request body it sends is held against an allowlist.
+// profile. The page signs in for a token bound to its key (DPoP), shows its claims and
+// binding, refreshes, lists and revokes sessions, logs out, falls back to HTTP,
+// refuses foreign challenges and reports a dead server; the token it shows is refused
+// by keygate's gateway to another process (no proof, as Bearer, a proof by another
+// key) and accepted from the page with its key; meanwhile every frame, request body
+// and credential it sends is held against an allowlist.
 //   cd web-demo/test && npm ci --no-audit --no-fund && node --test
 
 import { describe, test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
 import path from 'node:path';
+import { createHash, createPublicKey, verify } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 // The server, within() and totp(): shared with the keygate-client package's tests.
 import { startKeygate, within, totp } from '../../clients/js/test/support.js';
+// A proof by a key that is not the page's, made the way any client would.
+import { dpopProof } from '../../clients/js/src/index.js';
 
 const demoDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
@@ -27,7 +35,7 @@ const SIGNATURE = /^[A-Za-z0-9_-]{86}$/; // 64 bytes, base64url, unpadded
 /** Everything the page sent and received, for the allowlist check at the end. */
 const traffic = {
   sent: [], // { where, json | raw }
-  requests: [], // { url, method, authorization }
+  requests: [], // { url, method, authorization, dpop }
   challenges: new Set(),
   tokens: new Set(),
   refreshTokens: new Set(),
@@ -61,7 +69,8 @@ function watch(page) {
     ws.on('framereceived', ({ payload }) => noteReceived(parseOrRaw(String(payload)).json));
   });
   page.on('request', (req) => {
-    traffic.requests.push({ url: req.url(), method: req.method(), authorization: req.headers().authorization ?? null });
+    const h = req.headers();
+    traffic.requests.push({ url: req.url(), method: req.method(), authorization: h.authorization ?? null, dpop: h.dpop ?? null });
     const body = req.postData();
     if (body !== null && body !== '') traffic.sent.push({ where: `${req.method()} ${req.url()}`, ...parseOrRaw(body) });
   });
@@ -69,6 +78,43 @@ function watch(page) {
     if (!/json/.test(res.headers()['content-type'] ?? '')) return;
     traffic.pending.push(res.json().then(noteReceived, () => {}));
   });
+}
+
+const b64u = (bytes) => Buffer.from(bytes).toString('base64url');
+const PUBLIC_KEYS = new Map(); // identity -> raw public key, filled as identities are seen
+
+/** The raw Ed25519 key of a canonical identity (base32 decoded here, not by the package). */
+function rawKeyOf(identity) {
+  const bits = [...identity.slice(1)].map((c) => 'abcdefghijklmnopqrstuvwxyz234567'.indexOf(c).toString(2).padStart(5, '0')).join('');
+  return Buffer.from(bits.match(/.{8}/g).map((b) => parseInt(b, 2))).subarray(4, 36);
+}
+
+/** RFC 7638 thumbprint of an Ed25519 key, computed here. */
+const thumbprintOf = (raw) => createHash('sha256').update(`{"crv":"Ed25519","kty":"OKP","x":"${b64u(raw)}"}`).digest('base64url');
+
+/**
+ * Checks a DPoP proof the page sent: header, a valid signature by one of the page's
+ * identities, htm and htu as given, ath exactly when a token goes with it. Returns true
+ * (for the allowlist) or throws with what is wrong.
+ */
+function checkProof(proof, { htm, htu, token }) {
+  const [h, p, s] = String(proof).split('.');
+  const header = JSON.parse(Buffer.from(h, 'base64url'));
+  const payload = JSON.parse(Buffer.from(p, 'base64url'));
+  assert.deepEqual(Object.keys(header), ['typ', 'alg', 'jwk']);
+  assert.equal(header.typ, 'dpop+jwt');
+  assert.equal(header.alg, 'EdDSA');
+  assert.deepEqual(Object.keys(header.jwk), ['kty', 'crv', 'x'], 'the public JWK only');
+  assert.ok([...PUBLIC_KEYS.values()].some((raw) => b64u(raw) === header.jwk.x), 'signed by a key of this page');
+  const key = createPublicKey({ key: header.jwk, format: 'jwk' });
+  assert.ok(verify(null, Buffer.from(`${h}.${p}`), key, Buffer.from(s, 'base64url')), 'a valid signature');
+  assert.equal(payload.htm, htm);
+  assert.equal(payload.htu, htu);
+  assert.match(payload.jti, /^[A-Za-z0-9_-]{22,}$/);
+  assert.ok(Math.abs(payload.iat - Date.now() / 1000) < 600, 'iat is about now');
+  if (token) assert.equal(payload.ath, createHash('sha256').update(token).digest('base64url'));
+  else assert.equal(payload.ath, undefined);
+  return true;
 }
 
 /** The only keys the page may send, each with the only values it may carry. */
@@ -85,6 +131,8 @@ const ALLOWED = {
   // The account card: an otpauth URI sent back to be drawn as a QR code, a TOTP code.
   text: (v) => /^otpauth:\/\/totp\/keygate:acct_[A-Za-z0-9_-]{22}\?secret=[A-Z2-7]+&issuer=keygate$/.test(v),
   code: (v) => /^\d{6}$/.test(v),
+  // The WebSocket sign-in: "dpop": true in the token frame, the proof in the challenge frame.
+  dpop: (v, where) => v === true || checkProof(v, { htm: 'GET', htu: where.replace(/^ws /, '') }),
 };
 
 // ---- page helpers ------------------------------------------------------------------
@@ -104,6 +152,7 @@ async function identityOf(page) {
   await page.waitForFunction(() => /^bbaarei/.test(document.getElementById('identity').textContent), null, { timeout: STEP });
   const id = await text(page, '#identity');
   traffic.identities.add(id);
+  PUBLIC_KEYS.set(id, rawKeyOf(id));
   return id;
 }
 
@@ -154,9 +203,69 @@ async function reloadSessions(page, count) {
   return sessionItems(page);
 }
 
-const whoamiStatus = (origin, token) =>
-  fetch(`${origin}/v1/whoami`, { headers: { Authorization: `Bearer ${token}` }, signal: AbortSignal.timeout(STEP) })
+/** A GET from this (Node) process, which holds no key: { status, body }. */
+const plainGet = (url, headers) =>
+  fetch(url, { headers, signal: AbortSignal.timeout(STEP) })
     .then(async (res) => ({ status: res.status, body: await res.json().catch(() => null) }));
+
+/**
+ * GET /v1/whoami with `token` and a proof the page signs with its key (from
+ * IndexedDB), sent from this process (so a refusal is no error in the page's console).
+ */
+async function whoamiWithPageProof(page, origin, token) {
+  const url = `${origin}/v1/whoami`;
+  const proof = await page.evaluate(async ([u, t]) => {
+    const kg = await import('/keygate-client.js');
+    const { keyPair } = await kg.keyStore({ name: 'keygate-demo' }).load('keypair');
+    return kg.dpopProof(keyPair, { htm: 'GET', htu: u, token: t });
+  }, [url, token]);
+  return plainGet(url, { Authorization: `DPoP ${token}`, DPoP: proof });
+}
+
+/**
+ * The app behind the gateway: records what reaches it and answers 200 with the
+ * identity the gateway vouched for.
+ */
+async function startUpstream() {
+  const seen = [];
+  const srv = http.createServer((req, res) => {
+    seen.push({ method: req.method, url: req.url, headers: req.headers });
+    res.writeHead(200, { 'Content-Type': 'application/json' });
+    res.end(JSON.stringify({ hello: req.headers['x-keygate-identity'] ?? null }));
+  });
+  await new Promise((resolve) => srv.listen(0, '127.0.0.1', resolve));
+  return { seen, port: srv.address().port, close: () => new Promise((resolve) => { srv.closeAllConnections(); srv.close(resolve); }) };
+}
+
+/**
+ * Stands in for the reverse proxy of a real deployment that puts the gateway under
+ * the page's own origin: the page's requests to /app/… go to the gateway as they
+ * are, with the page's Host (the proof names the URL the page used).
+ */
+function forwardToGateway(gateway, host) {
+  const gw = new URL(gateway);
+  return async (route) => {
+    const req = route.request();
+    const u = new URL(req.url());
+    const headers = { ...(await req.allHeaders()), host };
+    const answer = await new Promise((resolve, reject) => {
+      const out = http.request({ host: gw.hostname, port: gw.port, method: req.method(), path: u.pathname + u.search, headers }, (res) => {
+        const chunks = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode, headers: res.headers, body: Buffer.concat(chunks) }));
+        res.on('error', reject);
+      });
+      out.setTimeout(STEP, () => out.destroy(new Error('the gateway did not answer')));
+      out.on('error', reject);
+      out.end(req.postDataBuffer() ?? undefined);
+    });
+    const headersOut = {};
+    for (const [k, v] of Object.entries(answer.headers)) {
+      if (!['connection', 'transfer-encoding', 'keep-alive'].includes(k)) headersOut[k] = [v].flat().join(', ');
+    }
+    await route.fulfill({ status: answer.status, headers: headersOut, body: answer.body });
+  };
+}
 
 // ---- the test ----------------------------------------------------------------------
 
@@ -166,11 +275,18 @@ describe('keygate web demo in Chromium', { timeout: 240_000 }, () => {
   let context;
   let page;
   let identity;
+  let upstream;
 
   before(async () => {
+    // The gateway of `keygate serve` in front of a stand-in app on /app.
+    upstream = await startUpstream();
+    const config = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'keygate-demo-gw-')), 'gateway.toml');
+    fs.writeFileSync(config, `listen = "127.0.0.1:0"\n\n[[route]]\nname = "app"\nprefix = "/app"\nupstream = "http://127.0.0.1:${upstream.port}"\n`);
     // --web-root: this tree's page, whatever source tree KEYGATE_BIN was built from.
-    server = await startKeygate({ webRoot: demoDir });
+    server = await startKeygate({ webRoot: demoDir, args: ['--gateway-config', config] });
+    fs.rmSync(path.dirname(config), { recursive: true, force: true }); // read at start
     origin = server.origin;
+    assert.ok(server.gateway, 'keygate serve started its gateway');
     assert.match(origin, /^http:\/\/127\.0\.0\.1:\d+$/);
     assert.ok(fs.existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: apt-get install -y chromium, or set CHROMIUM`);
     context = await chromium.launchPersistentContext(path.join(server.dir, 'profile'), {
@@ -190,6 +306,7 @@ describe('keygate web demo in Chromium', { timeout: 240_000 }, () => {
   after(async () => {
     await within(STEP, context?.close() ?? Promise.resolve(), 'closing Chromium').catch(() => {});
     await server?.dispose();
+    await upstream?.close();
   });
 
   test('a fresh profile gets an Ed25519 identity whose private key cannot be exported', async () => {
@@ -262,6 +379,58 @@ describe('keygate web demo in Chromium', { timeout: 240_000 }, () => {
     assert.equal(JSON.parse(await text(page, '#whoami-out')).identity, identity);
   });
 
+  test('the token is bound to the page\'s key: the gateway refuses it to another process and lets the page through', async () => {
+    const jkt = thumbprintOf(rawKeyOf(identity));
+    assert.match(await text(page, '#binding'), /key-bound/);
+    assert.equal(await text(page, '#jkt'), jkt, 'the thumbprint shown is the key\'s (RFC 7638, computed here)');
+    assert.deepEqual((await claimsOf(page)).cnf, { jkt });
+    const token = await text(page, '#token-raw');
+    assert.equal(JSON.parse(Buffer.from(token.split('.')[1], 'base64url')).cnf.jkt, jkt, 'the token shown is the one decoded');
+    assert.equal((await readStore(page, 'session')).token_type, 'DPoP');
+
+    // This process has the token but not the key.
+    const url = `${server.gateway}/app/hello`;
+    const other = await crypto.subtle.generateKey({ name: 'Ed25519' }, false, ['sign', 'verify']);
+    const refusals = [
+      ['DPoP without a proof', { Authorization: `DPoP ${token}` }, 'invalid_dpop_proof'],
+      ['as Bearer', { Authorization: `Bearer ${token}` }, 'invalid_token'],
+      ['with a proof by another key', { Authorization: `DPoP ${token}`, DPoP: await dpopProof(other, { htm: 'GET', htu: url, token }) }, 'invalid_dpop_proof'],
+    ];
+    for (const [what, headers, code] of refusals) {
+      const r = await plainGet(url, headers);
+      assert.equal(r.status, 401, `${what}: ${r.status} ${JSON.stringify(r.body)}`);
+      assert.equal(r.body?.error, code, `${what}: ${JSON.stringify(r.body)}`);
+    }
+    assert.equal(upstream.seen.length, 0, 'nothing reached the app');
+
+    // The page, with its key, through the same gateway (under its own origin).
+    const hostOfPage = new URL(origin).host;
+    const toGateway = (u) => u.origin === origin && u.pathname.startsWith('/app/');
+    await context.route(toGateway, forwardToGateway(server.gateway, hostOfPage));
+    try {
+      const r = await page.evaluate(async () => {
+        const kg = await import('/keygate-client.js');
+        const store = kg.keyStore({ name: 'keygate-demo' });
+        const { keyPair } = await store.load('keypair');
+        const { token } = await store.load('session');
+        const res = await kg.authorizedFetch(token, '/app/hello?from=page', { dpop: keyPair });
+        return { status: res.status, body: await res.json().catch(() => null) };
+      });
+      assert.equal(r.status, 200, JSON.stringify(r.body));
+      assert.deepEqual(r.body, { hello: identity });
+    } finally {
+      await context.unroute(toGateway);
+    }
+    assert.equal(upstream.seen.length, 1);
+    const { headers, url: upstreamUrl } = upstream.seen[0];
+    assert.equal(upstreamUrl, '/app/hello?from=page');
+    assert.equal(headers['x-keygate-identity'], identity);
+    assert.equal(headers.dpop, undefined, 'the gateway strips the proof');
+    assert.equal(headers.authorization, undefined, 'and the token');
+    const assertion = JSON.parse(Buffer.from(headers['x-keygate-assertion'].split('.')[1], 'base64url'));
+    assert.deepEqual(assertion.cnf, { jkt }, 'the assertion says the caller proved the key');
+  });
+
   test('the account card lists this key, enrols TOTP with a server-drawn QR code, and a code raises the session', async () => {
     await page.waitForFunction(() => document.querySelectorAll('#account-keys > li').length === 1, null, { timeout: STEP });
     const keys = await text(page, '#account-keys');
@@ -307,8 +476,8 @@ describe('keygate web demo in Chromium', { timeout: 240_000 }, () => {
     await shows(page, 'sessions-msg', 'ok', /Session revoked/);
     items = await reloadSessions(page, 1);
     assert.equal(items[0].sid, second.sid);
-    const dead = await whoamiStatus(origin, oldSession.token);
-    assert.equal(dead.status, 401, `a revoked session's token is refused (got ${dead.status})`);
+    const dead = await whoamiWithPageProof(page, origin, oldSession.token);
+    assert.equal(dead.status, 401, `a revoked session's token is refused, even with the key's proof (got ${dead.status})`);
     assert.equal(dead.body?.error, 'session_revoked');
 
     // Revoke this browser's own session: the page signs out.
@@ -427,17 +596,28 @@ describe('keygate web demo in Chromium', { timeout: 240_000 }, () => {
       assert.ok(m.json && typeof m.json === 'object' && !Array.isArray(m.json), `${m.where} sent non-JSON: ${m.raw}`);
       for (const [k, v] of Object.entries(m.json)) {
         assert.ok(Object.hasOwn(ALLOWED, k), `${m.where} sent a key outside the allowlist: ${k}`);
-        assert.ok(ALLOWED[k](v), `${m.where} sent an unexpected ${k}: ${JSON.stringify(v).slice(0, 80)}`);
+        assert.ok(ALLOWED[k](v, m.where), `${m.where} sent an unexpected ${k}: ${JSON.stringify(v).slice(0, 80)}`);
       }
     }
     const secrets = [...traffic.tokens, ...traffic.refreshTokens];
     for (const r of traffic.requests) {
       assert.equal(new URL(r.url).origin, origin, `request to another origin: ${r.url}`);
       for (const s of secrets) assert.ok(!r.url.includes(s), `a token travelled in a URL: ${r.method} ${r.url}`);
+      // Every token goes as DPoP with a proof of its own for this method and URL;
+      // the HTTP sign-in and refreshes carry a proof alone.
+      const u = new URL(r.url);
+      const htu = `${u.origin}${u.pathname}`;
       if (r.authorization) {
         const [scheme, token] = r.authorization.split(' ');
-        assert.equal(scheme, 'Bearer');
-        assert.ok(traffic.tokens.has(token), `${r.url} carried an unknown bearer token`);
+        assert.equal(scheme, 'DPoP', `${r.method} ${r.url}`);
+        assert.ok(traffic.tokens.has(token), `${r.url} carried an unknown token`);
+        assert.ok(r.dpop, `${r.method} ${r.url} carried no proof`);
+        checkProof(r.dpop, { htm: r.method, htu, token });
+      } else if (r.method === 'POST' && ['/api/token', '/v1/token/refresh'].includes(u.pathname)) {
+        assert.ok(r.dpop, `${r.method} ${r.url} carried no proof`);
+        checkProof(r.dpop, { htm: 'POST', htu });
+      } else {
+        assert.equal(r.dpop, null, `${r.method} ${r.url} carried a proof without a token`);
       }
     }
   });

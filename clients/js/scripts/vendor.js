@@ -15,7 +15,7 @@ const packageDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '.
 const srcDir = path.join(packageDir, 'src');
 export const demoDir = path.resolve(packageDir, '..', '..', 'web-demo');
 /** The browser modules; node.js is for backends and stays out of the page. */
-export const MODULES = ['index', 'errors', 'identity', 'protocol', 'account', 'keystore', 'tokens'];
+export const MODULES = ['index', 'errors', 'identity', 'dpop', 'protocol', 'account', 'keystore', 'tokens'];
 const vendoredName = (m) => (m === 'index' ? 'keygate-client.js' : `keygate-${m}.js`);
 
 /** { 'keygate-….js': contents } as the web demo should hold them. */

@@ -10,6 +10,7 @@ export const ERROR_CODES = Object.freeze([
   'forbidden_origin', 'forbidden_audience', 'forbidden', 'mfa_required', 'key_in_other_account',
   'last_account_key', 'invalid_otp', 'otp_reused', 'not_found', 'payload_too_large', 'message_too_large',
   'handshake_timeout', 'rate_limited', 'unavailable', 'bad_gateway', 'internal_error',
+  'invalid_dpop_proof', 'use_dpop_nonce', 'dpop_required',
 ]);
 
 /** Codes this package produces itself: no answer, a dropped socket, a reply it cannot read. */

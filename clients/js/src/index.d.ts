@@ -7,7 +7,8 @@ export type ErrorCode =
   | 'session_expired' | 'invalid_refresh_token' | 'refresh_token_reused' | 'invalid_grant' | 'invalid_scope'
   | 'forbidden_origin' | 'forbidden_audience' | 'forbidden' | 'mfa_required' | 'key_in_other_account'
   | 'last_account_key' | 'invalid_otp' | 'otp_reused' | 'not_found' | 'payload_too_large' | 'message_too_large'
-  | 'handshake_timeout' | 'rate_limited' | 'unavailable' | 'bad_gateway' | 'internal_error';
+  | 'handshake_timeout' | 'rate_limited' | 'unavailable' | 'bad_gateway' | 'internal_error'
+  | 'invalid_dpop_proof' | 'use_dpop_nonce' | 'dpop_required';
 /** Failures the client sees itself: no answer, a dropped socket, an unreadable reply. */
 export type ClientCode = 'network' | 'connection_lost' | 'timeout' | 'bad_response' | 'closed';
 
@@ -55,9 +56,15 @@ export function didKeyOf(identity: string): string;
 export interface RequestOptions {
   /** The Provider's (or Hub's) URL; default: the page's own origin. */
   baseUrl?: string;
+  /**
+   * The key pair a key-bound (DPoP) token is bound to: requests with such a token send
+   * `Authorization: DPoP` and a fresh proof by it. Not needed (and not used) for bearer tokens.
+   */
+  dpop?: CryptoKeyPair;
 }
 export interface TokenBody {
   token: string;
+  /** 'Bearer', or 'DPoP' for a token bound to the key that signed in (`cnf.jkt`). */
   token_type: string;
   expires_at: string;
   expires_in: number;
@@ -67,9 +74,14 @@ export interface TokenBody {
   mfa_required: boolean;
 }
 export interface SignInResult extends TokenBody { via: 'WebSocket' | 'HTTP' }
-export interface SignInOptions extends RequestOptions {
+export interface SignInOptions extends Omit<RequestOptions, 'dpop'> {
   identity: string;
-  privateKey: CryptoKey;
+  /** The signing key pair (or privateKey, and publicKey for dpop). */
+  keyPair?: CryptoKeyPair;
+  privateKey?: CryptoKey;
+  publicKey?: CryptoKey;
+  /** Ask for a token bound to this key (RFC 9449): the sign-in carries a DPoP proof by it. */
+  dpop?: boolean;
   /** Show the checked challenge; resolve true to sign. Default: sign. */
   approve?: (challenge: InspectedChallenge) => boolean | Promise<boolean>;
   /** The audience the challenge must name; default: the page's origin (or baseUrl's). */
@@ -93,6 +105,8 @@ export function renew(options: SignInOptions & { sessionId: string }): Promise<S
 export function call<T = any>(method: string, path: string, options?: RequestOptions & {
   body?: unknown; token?: string; headers?: Record<string, string>;
 }): Promise<T>;
+/** fetch() with the token: Bearer, or DPoP with a fresh proof by `dpop` for a key-bound token. */
+export function authorizedFetch(token: string, url: string | URL, init?: RequestInit & { dpop?: CryptoKeyPair }): Promise<Response>;
 export function refresh(refreshToken: string, options?: RequestOptions & { clientId?: string }): Promise<TokenBody>;
 export interface WhoAmI { identity: string; session_id: string; aud: string; scope?: string; client_id?: string; expires_at: string; [k: string]: unknown }
 export function whoami(token: string, options?: RequestOptions): Promise<WhoAmI>;
@@ -104,6 +118,8 @@ export function exchangeBrokerToken(tokenId: string, options?: RequestOptions): 
 export interface AccessClaims {
   iss: string; sub: string; aud: string; iat: number; nbf: number; exp: number; jti: string; sid: string;
   scope?: string; client_id?: string; role?: string; acct?: string; acr?: string; amr?: string[];
+  /** Key-bound (DPoP) tokens: the RFC 7638 thumbprint of the key. */
+  cnf?: { jkt: string };
 }
 export function decodeJwt(token: string): { header: { alg: string; typ: string; kid: string }; payload: AccessClaims };
 
@@ -123,6 +139,30 @@ export function linkCodeFromUrl(hash?: string): LinkCode | null;
 export function acceptLink(options: RequestOptions & { code: LinkCode; identity: string; privateKey: CryptoKey; label?: string }): Promise<{ account: string; identity: string }>;
 export function stepUpWithKey(options: RequestOptions & { token: string; identity: string; privateKey: CryptoKey }): Promise<TokenBody>;
 export function qrDataUrl(token: string, text: string, options?: RequestOptions): Promise<string | null>;
+
+// ---- DPoP (RFC 9449) ----
+export interface PublicJwk { kty: 'OKP'; crv: 'Ed25519'; x: string }
+export interface DpopProofOptions {
+  /** The request method. */
+  htm: string;
+  /** The request URL (query and fragment are dropped). */
+  htu: string;
+  /** The access token the proof goes with (adds ath). */
+  token?: string;
+  /** The server's DPoP-Nonce. */
+  nonce?: string;
+  /** For tests: a fixed jti and iat (seconds). */
+  jti?: string;
+  iat?: number;
+}
+/** A DPoP proof (JWS compact, EdDSA) signed by keyPair.privateKey, which may be non-extractable. */
+export function dpopProof(keyPair: CryptoKeyPair, options: DpopProofOptions): Promise<string>;
+/** RFC 7638 thumbprint (SHA-256, base64url) of an OKP, EC or RSA public JWK. */
+export function jwkThumbprint(jwk: { kty: string; [member: string]: unknown }): Promise<string>;
+/** The public JWK of an Ed25519 public key, as proofs carry it. */
+export function publicJwk(publicKey: CryptoKey): Promise<PublicJwk>;
+/** The cnf.jkt of a token (unverified), or null when it is not key-bound. */
+export function boundThumbprint(token: string): string | null;
 
 // ---- storage ----
 export const KEYPAIR: 'keypair';
@@ -144,7 +184,12 @@ export function memoryStore(): Store;
 
 export interface StoredSession extends TokenBody { receivedAt: number; [k: string]: unknown }
 export class TokenStore {
-  constructor(options: { store: Pick<Store, 'load' | 'save' | 'remove'> & { name?: string }; clientId?: string; baseUrl?: string; key?: string; refreshMarginMs?: number });
+  constructor(options: {
+    store: Pick<Store, 'load' | 'save' | 'remove'> & { name?: string }; clientId?: string; baseUrl?: string; key?: string;
+    refreshMarginMs?: number;
+    /** The key pair of key-bound sessions: refreshes and fetch() send proofs by it. */
+    dpop?: CryptoKeyPair;
+  });
   readonly session: StoredSession | null;
   load(): Promise<StoredSession | null>;
   set(tokenBody: TokenBody & { receivedAt?: number }): Promise<StoredSession>;
@@ -153,6 +198,8 @@ export class TokenStore {
   refresh(): Promise<StoredSession>;
   /** The held token, refreshed first when it expires within refreshMarginMs. */
   accessToken(): Promise<string>;
+  /** fetch() with the held token (see authorizedFetch), refreshed first when due. */
+  fetch(url: string | URL, init?: RequestInit): Promise<Response>;
   onChange(listener: (session: StoredSession | null) => void): () => void;
   close(): void;
 }

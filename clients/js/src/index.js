@@ -9,9 +9,10 @@ export {
   identityOf, peerIdOf, didKeyOf,
 } from './identity.js';
 export {
-  parseChallenge, inspectChallenge, signText, signIn, renew, call, refresh, whoami, listSessions,
+  parseChallenge, inspectChallenge, signText, signIn, renew, call, authorizedFetch, refresh, whoami, listSessions,
   revokeSession, logout, exchangeBrokerToken, decodeJwt,
 } from './protocol.js';
+export { dpopProof, jwkThumbprint, publicJwk, boundThumbprint } from './dpop.js';
 export {
   accountKeys, removeKey, linkChallenge, completeLink, enrolTotp, verifyTotp, mfaChallenge, mfaKey,
   parseLinkChallenge, inviteUrl, linkCodeFromUrl, acceptLink, stepUpWithKey, qrDataUrl,

@@ -9,6 +9,8 @@ export function apiKeyHeaders(options: { keyId: string; secret: string; ttlSecon
 
 export interface HubTokenOptions {
   clientId?: string; offline?: boolean; scope?: string | string[]; expiration?: number; sessionId?: string;
+  /** A token bound to the user's key (DPoP): only after checking the user's proof yourself. */
+  dpop?: boolean;
 }
 export interface RevocationEvent { seq: number; session_id: string; revoked_at: number; expires_at: number }
 

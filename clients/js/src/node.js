@@ -58,9 +58,14 @@ export class HubClient {
     return this.#call('POST', '/v1/challenge', { pubkey: identity, ...(audience !== undefined && { audience }) });
   }
 
-  /** Redeems a challenge the user signed: the token body for that user. */
-  token({ identity, challenge, sig, ...options }) {
-    return this.#call('POST', '/v1/token', { pubkey: identity, challenge, sig, ...tokenOptions(options) });
+  /**
+   * Redeems a challenge the user signed: the token body for that user. `dpop: true`
+   * asks the Hub for a token bound to the user's key (`cnf.jkt`, token_type DPoP);
+   * ask for it only after checking, at your own endpoint, the user's DPoP proof by
+   * that key.
+   */
+  token({ identity, challenge, sig, dpop, ...options }) {
+    return this.#call('POST', '/v1/token', { pubkey: identity, challenge, sig, ...tokenOptions(options), ...(dpop && { dpop: true }) });
   }
 
   /**

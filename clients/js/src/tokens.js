@@ -7,9 +7,15 @@
 // the server would answer with refresh_token_reused and end the session). Tabs hear of
 // every change over a BroadcastChannel and re-read the store, so all show the same
 // token. Without Web Locks (Node) refreshes are serialised within this process only.
+// Given the key pair (`dpop`), a key-bound (DPoP) session is refreshed with a proof by
+// it, and fetch() sends the held token with a fresh proof.
 
-import { refresh as refreshWithToken } from './protocol.js';
+import { refresh as refreshWithToken, authorizedFetch } from './protocol.js';
+import { boundThumbprint } from './dpop.js';
 import { KeygateError, SESSION_OVER } from './errors.js';
+
+/** Whether a stored token body is bound to a key (DPoP). */
+const isBound = (s) => s?.token_type === 'DPoP' || (s?.token ? boundThumbprint(s.token) !== null : false);
 
 /** Without Web Locks: one queue per lock name for every TokenStore of this process. */
 const queues = new Map();
@@ -20,6 +26,7 @@ export class TokenStore {
   #clientId;
   #baseUrl;
   #margin;
+  #dpop;
   #lockName;
   #channel = null;
   #session = null;
@@ -29,15 +36,16 @@ export class TokenStore {
   /**
    * `store`: { load, save, remove } (keyStore() or memoryStore()); `clientId`: the
    * client name the refresh token is bound to; `refreshMarginMs`: how long before
-   * expiry accessToken() refreshes.
+   * expiry accessToken() refreshes; `dpop`: the key pair of key-bound sessions.
    */
-  constructor({ store, clientId, baseUrl, key = 'session', refreshMarginMs = 30_000 }) {
+  constructor({ store, clientId, baseUrl, key = 'session', refreshMarginMs = 30_000, dpop }) {
     if (!store) throw new TypeError('TokenStore needs a store');
     this.#store = store;
     this.#key = key;
     this.#clientId = clientId;
     this.#baseUrl = baseUrl;
     this.#margin = refreshMarginMs;
+    this.#dpop = dpop;
     const scope = `${store.name ?? 'keygate'}/${key}`;
     this.#lockName = `keygate-refresh:${scope}`;
     if (typeof BroadcastChannel === 'function') {
@@ -89,9 +97,13 @@ export class TokenStore {
       }
       if (stored.refresh_token !== meant) return this.#adopt(stored); // another tab refreshed
       if (!stored.refresh_token) throw new KeygateError('invalid_refresh_token', 'this session has no refresh token');
+      const bound = isBound(stored);
+      if (bound && !this.#dpop) throw new TypeError('this session is key-bound (DPoP): give the TokenStore its key pair (dpop)');
       let fresh;
       try {
-        fresh = await refreshWithToken(stored.refresh_token, { clientId: this.#clientId, baseUrl: this.#baseUrl });
+        fresh = await refreshWithToken(stored.refresh_token, {
+          clientId: this.#clientId, baseUrl: this.#baseUrl, dpop: bound ? this.#dpop : undefined,
+        });
       } catch (err) {
         if (SESSION_OVER.has(err.code)) await this.clear();
         throw err;
@@ -108,6 +120,15 @@ export class TokenStore {
     const expiresAt = s.receivedAt + (s.expires_in ?? 0) * 1000;
     if (s.refresh_token && expiresAt - Date.now() < this.#margin) return (await this.refresh()).token;
     return s.token;
+  }
+
+  /**
+   * `fetch` with the held (refreshed when due) access token: Bearer, or for a
+   * key-bound session `DPoP` with a fresh proof (see authorizedFetch).
+   */
+  async fetch(url, init = {}) {
+    const token = await this.accessToken();
+    return authorizedFetch(token, this.#baseUrl ? new URL(url, this.#baseUrl).href : url, { ...init, dpop: this.#dpop });
   }
 
   /** Calls `listener(session | null)` on every change, from this tab or another. */

@@ -1,7 +1,8 @@
 // The package in Debian's headless Chromium (playwright-core) against a real keygate
 // serve: a non-extractable key in IndexedDB, sign-in over WebSocket and HTTP, a
-// session that survives a reload, and two tabs refreshing at once: exactly one
-// refresh request, both tabs end with the new token.
+// session that survives a reload, two tabs refreshing at once: exactly one refresh
+// request, both tabs end with the new token; and tokens bound to that key (DPoP),
+// with a proof by it on every request.
 //   KEYGATE_BIN=… node --test test/browser.test.js
 
 import { describe, test, before, after } from 'node:test';
@@ -160,6 +161,70 @@ describe('keygate-client in Chromium', { timeout: 180_000 }, () => {
     const fresh = await tabA.evaluate(async () => (await tokens.refresh()).token);
     await eventually(STEP, async () => (await tabB.evaluate(() => tokens.session?.token)) === fresh, 'tab B heard of it');
     assert.equal(refreshRequests.length, 1);
+  });
+
+  test('with dpop: true the stored non-extractable key binds the token and signs a proof for every request', async () => {
+    const sent = [];
+    const note = (req) => {
+      const u = new URL(req.url());
+      if (u.origin === kg.origin && (u.pathname.startsWith('/v1/') || u.pathname === '/api/token')) {
+        sent.push({ method: req.method(), path: u.pathname, authorization: req.headers().authorization ?? null, dpop: req.headers().dpop ?? null });
+      }
+    };
+    context.on('request', note);
+    try {
+      for (const transport of ['ws', 'http']) {
+        sent.length = 0;
+        const r = await tabA.evaluate(async (t) => {
+          const { keyPair } = await store.loadOrCreateKeyPair();
+          const identity = await kg.identityOf(keyPair.publicKey);
+          const body = await kg.signIn({ identity, keyPair, transport: t, dpop: true, clientId: 'browser-test', offline: true });
+          const me = await kg.whoami(body.token, { dpop: keyPair });
+          const sessions = await kg.listSessions(body.token, { dpop: keyPair });
+          const asBearer = await fetch('/v1/whoami', { headers: { Authorization: `Bearer ${body.token}` } });
+          const bound = new kg.TokenStore({ store: kg.memoryStore(), clientId: 'browser-test', dpop: keyPair });
+          await bound.set(body);
+          const refreshed = await bound.refresh();
+          const viaStore = await bound.fetch('/v1/whoami');
+          await kg.logout(refreshed.token, 'local', { dpop: keyPair });
+          return {
+            via: body.via, tokenType: body.token_type, cnf: kg.decodeJwt(body.token).payload.cnf ?? null,
+            jkt: await kg.jwkThumbprint(await kg.publicJwk(keyPair.publicKey)), x: (await kg.publicJwk(keyPair.publicKey)).x,
+            me: me.identity, identity, listed: sessions.sessions.some((s) => s.session_id === body.session_id),
+            bearerStatus: asBearer.status, bearerError: (await asBearer.json()).error,
+            refreshedType: refreshed.token_type, refreshedCnf: kg.decodeJwt(refreshed.token).payload.cnf ?? null,
+            storeStatus: viaStore.status, extractable: keyPair.privateKey.extractable,
+          };
+        }, transport);
+        assert.equal(r.via, transport === 'ws' ? 'WebSocket' : 'HTTP');
+        assert.equal(r.tokenType, 'DPoP');
+        assert.deepEqual(r.cnf, { jkt: r.jkt });
+        assert.equal(r.me, r.identity);
+        assert.equal(r.listed, true);
+        assert.equal(r.bearerStatus, 401);
+        assert.equal(r.bearerError, 'invalid_token');
+        assert.equal(r.refreshedType, 'DPoP');
+        assert.deepEqual(r.refreshedCnf, { jkt: r.jkt });
+        assert.equal(r.storeStatus, 200);
+        assert.equal(r.extractable, false, 'the key that signs proofs is still not extractable');
+
+        // On the wire: every authorized request is DPoP with a proof by this key for its
+        // own method and URL; the HTTP sign-in and the refresh carry a proof and no token.
+        const authorized = sent.filter((q) => q.authorization && !q.authorization.startsWith('Bearer '));
+        assert.ok(authorized.length >= 4, JSON.stringify(sent));
+        for (const q of [...authorized, ...sent.filter((q) => q.path === '/v1/token/refresh' || (q.path === '/api/token' && q.method === 'POST'))]) {
+          assert.ok(q.dpop, `${q.method} ${q.path} carried a proof`);
+          const [h, p] = q.dpop.split('.').slice(0, 2).map((part) => JSON.parse(Buffer.from(part, 'base64url')));
+          assert.deepEqual(h, { typ: 'dpop+jwt', alg: 'EdDSA', jwk: { kty: 'OKP', crv: 'Ed25519', x: r.x } });
+          assert.equal(p.htm, q.method);
+          assert.equal(p.htu, `${kg.origin}${q.path}`);
+          assert.equal('ath' in p, Boolean(q.authorization), `${q.path}: ath exactly when a token goes with it`);
+          if (q.authorization) assert.match(q.authorization, /^DPoP [\w-]+\.[\w-]+\.[\w-]+$/);
+        }
+      }
+    } finally {
+      context.off('request', note);
+    }
   });
 
   test('a reload keeps the session', async () => {

@@ -38,8 +38,9 @@ export const NO_RATE_LIMITS = ['--rate-per-ip', '0', '--rate-per-identity', '0']
 
 /**
  * Starts `keygate serve` in a fresh temporary directory; resolves with { origin, dir,
- * db, stop() (the server), dispose() (the server and the directory), createKey() }.
- * `webRoot` is served at /; `args` are more flags.
+ * db, stop() (the server), dispose() (the server and the directory), createKey() },
+ * and `gateway` (its origin) when `args` has --gateway-config. `webRoot` is served at
+ * /; `args` are more flags.
  */
 export async function startKeygate({ webRoot, args = [] } = {}) {
   assert.ok(fs.existsSync(KEYGATE_BIN), `no keygate binary at ${KEYGATE_BIN}: build it (cargo build) or set KEYGATE_BIN`);
@@ -50,14 +51,21 @@ export async function startKeygate({ webRoot, args = [] } = {}) {
     ...(webRoot ? ['--web-root', webRoot] : []), ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   const log = fs.createWriteStream(path.join(dir, 'keygate.log'));
   let seen = '';
-  const origin = await new Promise((resolve, reject) => {
+  const withGateway = args.includes('--gateway-config');
+  const [origin, gateway] = await new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`keygate did not say "listening on" within 30 s:\n${seen.slice(-2000)}`)), 30_000);
     const scan = (chunk) => {
       log.write(chunk);
       if (seen.length < 100_000) seen += chunk.toString();
       // eslint-disable-next-line no-control-regex
-      const m = /listening on (http:\/\/\S+)/.exec(seen.replace(/\x1b\[[0-9;]*m/g, ''));
-      if (m) { clearTimeout(timer); resolve(new URL(m[1]).origin); }
+      const plain = seen.replace(/\x1b\[[0-9;]*m/g, '');
+      // "keygate hub and provider listening on …" (the gateway says so on its own line, first).
+      const m = /keygate (?!gateway )[a-z ]*listening on (http:\/\/\S+)/.exec(plain);
+      const g = /keygate gateway listening on (http:\/\/\S+)/.exec(plain);
+      if (m && (g || !withGateway)) {
+        clearTimeout(timer);
+        resolve([new URL(m[1]).origin, g ? new URL(g[1]).origin : undefined]);
+      }
     };
     child.stdout.on('data', scan);
     child.stderr.on('data', scan);
@@ -81,7 +89,7 @@ export async function startKeygate({ webRoot, args = [] } = {}) {
     assert.ok(keyId && secret, `keys create printed no key:\n${out}`);
     return { keyId, secret };
   };
-  return { origin, dir, db, stop, dispose, createKey };
+  return { origin, gateway, dir, db, stop, dispose, createKey };
 }
 
 /** RFC 6238 TOTP (SHA-1, 6 digits, 30 s) of a base32 secret at `now` (ms). */
