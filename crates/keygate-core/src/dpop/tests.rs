@@ -67,14 +67,14 @@ fn every_wrong_field_is_refused() {
     assert_eq!(verify(&other, &e, NOW), Err(DpopError::WrongToken));
     let other = sign(&k, "GET", URL, None, None, NOW, "b");
     assert_eq!(verify(&other, &e, NOW), Err(DpopError::WrongToken));
-    let stale = proof(&k, NOW - MAX_AGE - 1 , "b", Some("tok"));
+    let stale = proof(&k, NOW - MAX_AGE - 1, "b", Some("tok"));
     assert_eq!(verify(&stale, &e, NOW), Err(DpopError::Stale));
-    let ahead = proof(&k, NOW + MAX_AHEAD + 1 , "b", Some("tok"));
+    let ahead = proof(&k, NOW + MAX_AHEAD + 1, "b", Some("tok"));
     assert_eq!(verify(&ahead, &e, NOW), Err(DpopError::Stale));
     // Edges are in.
-    let edge = proof(&k, NOW - MAX_AGE , "b", Some("tok"));
+    let edge = proof(&k, NOW - MAX_AGE, "b", Some("tok"));
     assert!(verify(&edge, &e, NOW).is_ok());
-    let edge = proof(&k, NOW + MAX_AHEAD , "b", Some("tok"));
+    let edge = proof(&k, NOW + MAX_AHEAD, "b", Some("tok"));
     assert!(verify(&edge, &e, NOW).is_ok());
 }
 
@@ -233,7 +233,7 @@ fn the_replay_cache_refuses_a_second_use_and_forgets_after_the_window() {
         ..p.clone()
     };
     assert_eq!(cache.insert(&third, NOW), Err(DpopError::Busy), "bounded");
-    let later = NOW + MAX_AGE + 1 ;
+    let later = NOW + MAX_AGE + 1;
     assert_eq!(
         cache.insert(
             &Proof {
@@ -252,8 +252,8 @@ fn nonces_are_good_for_two_windows_and_only_from_their_key() {
     let nk = NonceKey::new([7; 32]);
     let n = nk.issue(NOW);
     assert!(nk.check(&n, NOW));
-    assert!(nk.check(&n, NOW + NONCE_WINDOW ));
-    assert!(!nk.check(&n, NOW + 2 * NONCE_WINDOW + 1 ));
+    assert!(nk.check(&n, NOW + NONCE_WINDOW));
+    assert!(!nk.check(&n, NOW + 2 * NONCE_WINDOW + 1));
     assert!(!NonceKey::new([8; 32]).check(&n, NOW));
     assert!(!nk.check("x", NOW));
     let k = key(1);

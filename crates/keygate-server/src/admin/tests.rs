@@ -48,6 +48,7 @@ fn sign_in_at(
             idle_timeout: 3600,
             user_agent: None,
             address: None,
+            jkt: None,
         },
         refresh: None,
         renew: None,

@@ -28,7 +28,13 @@ impl Hub {
                 }
                 let mut v = serde_json::to_value(&c).map_err(|_| Error::Internal)?;
                 v["active"] = true.into();
-                v["token_type"] = "access_token".into();
+                // RFC 9449 §6.2: a key-bound token's type is DPoP.
+                v["token_type"] = if c.cnf.is_some() {
+                    keygate_core::dpop::TOKEN_TYPE
+                } else {
+                    "access_token"
+                }
+                .into();
                 Ok(v)
             }
             Err(e @ (Error::Unavailable | Error::Internal)) => Err(e),

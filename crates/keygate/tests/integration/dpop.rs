@@ -27,7 +27,10 @@ fn proof_at(
     nonce: Option<&str>,
 ) -> String {
     static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let jti = format!("jti-{}", N.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    let jti = format!(
+        "jti-{}",
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     dpop::sign(key, htm, url, token, nonce, iat, &jti)
 }
 
@@ -94,7 +97,10 @@ async fn a_bound_token_works_only_with_a_fresh_proof_by_its_key_for_that_request
         assert_eq!(status, 401, "{body}");
         assert_eq!(body["error"], "invalid_dpop_proof", "{body}");
         let c = challenge.unwrap();
-        assert!(c.starts_with("DPoP ") && c.contains(r#"error="invalid_dpop_proof""#), "{c}");
+        assert!(
+            c.starts_with("DPoP ") && c.contains(r#"error="invalid_dpop_proof""#),
+            "{c}"
+        );
         assert!(c.contains(r#"algs="EdDSA Ed25519 ES256""#), "{c}");
     };
     // The same proof again: replayed.
@@ -107,7 +113,13 @@ async fn a_bound_token_works_only_with_a_fresh_proof_by_its_key_for_that_request
     // Another method, another URL.
     let post = proof(&s, &key, "POST", &url, Some(&t.token));
     invalid_proof(call(&url, get.clone(), &dpop_auth, Some(&post)).await);
-    let elsewhere = proof(&s, &key, "GET", &format!("{}/v1/sessions", s.http()), Some(&t.token));
+    let elsewhere = proof(
+        &s,
+        &key,
+        "GET",
+        &format!("{}/v1/sessions", s.http()),
+        Some(&t.token),
+    );
     invalid_proof(call(&url, get.clone(), &dpop_auth, Some(&elsewhere)).await);
     // Stale, and from the future.
     let now = s.clock.now();
@@ -125,24 +137,32 @@ async fn a_bound_token_works_only_with_a_fresh_proof_by_its_key_for_that_request
     let p = proof(&s, &key, "GET", &url, Some(&t.token));
     let (status, challenge, body) =
         call(&url, get.clone(), &format!("Bearer {}", t.token), Some(&p)).await;
-    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_token")), "{body}");
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_token")),
+        "{body}"
+    );
     assert!(challenge.unwrap().starts_with("DPoP "));
 
     // A bearer token sent with the DPoP scheme.
-    let bearer = keygate::client::login_http(
-        &s.http(),
-        &key,
-        None,
-        Default::default(),
-        s.clock.now(),
-    )
-    .await
-    .unwrap();
+    let bearer =
+        keygate::client::login_http(&s.http(), &key, None, Default::default(), s.clock.now())
+            .await
+            .unwrap();
     assert_eq!(bearer.token_type, "Bearer");
     let p = proof(&s, &key, "GET", &url, Some(&bearer.token));
-    let (status, _, body) =
-        call(&url, get.clone(), &format!("DPoP {}", bearer.token), Some(&p)).await;
-    assert_eq!((status, body["error"].as_str()), (401, Some("invalid_token")), "{body}");
+    let (status, _, body) = call(
+        &url,
+        get.clone(),
+        &format!("DPoP {}", bearer.token),
+        Some(&p),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (401, Some("invalid_token")),
+        "{body}"
+    );
     let (status, _, _) = call(&url, get, &format!("Bearer {}", bearer.token), None).await;
     assert_eq!(status, 200);
 }
@@ -169,7 +189,11 @@ async fn a_sign_in_binds_only_to_a_proof_by_the_signing_identity() {
     // A proof by another key than the identity's: refused, at the socket…
     let url = s.ws("/ws/userauth");
     let mut ws = connect(&url, Some(&s.origin())).await;
-    send(&mut ws, json!({"type": "token", "pubkey": id(&key), "dpop": true})).await;
+    send(
+        &mut ws,
+        json!({"type": "token", "pubkey": id(&key), "dpop": true}),
+    )
+    .await;
     let c = recv(&mut ws).await;
     let text = c["value"].as_str().unwrap().to_owned();
     let other = proof(&s, &user(84), "GET", &url, None);
@@ -203,7 +227,11 @@ async fn a_sign_in_binds_only_to_a_proof_by_the_signing_identity() {
             .unwrap(),
     )
     .await;
-    assert_eq!((status, v["error"].as_str()), (400, Some("invalid_dpop_proof")), "{v}");
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (400, Some("invalid_dpop_proof")),
+        "{v}"
+    );
 }
 
 #[tokio::test]
@@ -230,9 +258,17 @@ async fn refreshing_a_bound_session_needs_a_proof_by_its_key_and_keeps_the_bindi
         json_of(req.send().await.unwrap()).await
     };
     let (status, v) = refresh(None).await;
-    assert_eq!((status, v["error"].as_str()), (400, Some("invalid_dpop_proof")), "{v}");
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (400, Some("invalid_dpop_proof")),
+        "{v}"
+    );
     let (status, v) = refresh(Some(proof(&s, &user(86), "POST", &url, None))).await;
-    assert_eq!((status, v["error"].as_str()), (400, Some("invalid_dpop_proof")), "{v}");
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (400, Some("invalid_dpop_proof")),
+        "{v}"
+    );
     // The refused attempts did not spend the refresh token.
     let (status, v) = refresh(Some(proof(&s, &key, "POST", &url, None))).await;
     assert_eq!(status, 200, "{v}");
@@ -264,7 +300,11 @@ async fn an_app_that_requires_dpop_refuses_bearer_sign_ins() {
     let text = c["challenge"].as_str().unwrap();
     let body = json!({"pubkey": id(&key), "challenge": text, "sig": sign(&key, text)});
     let (status, v) = app.post(&s, "/v1/token", body).await;
-    assert_eq!((status, v["error"].as_str()), (400, Some("dpop_required")), "{v}");
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (400, Some("dpop_required")),
+        "{v}"
+    );
     // The app checked its user's proof: "dpop": true binds to the identity's key.
     let t = sign_in(&s, &app, &key, json!({"dpop": true})).await;
     assert_eq!(t["token_type"], "DPoP");
@@ -319,7 +359,11 @@ async fn with_nonces_on_a_proof_must_carry_a_fresh_one() {
         .unwrap()
         .to_owned();
     let (status, v) = json_of(res).await;
-    assert_eq!((status, v["error"].as_str()), (400, Some("use_dpop_nonce")), "{v}");
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (400, Some("use_dpop_nonce")),
+        "{v}"
+    );
     let with_nonce = proof_at(s.clock.now(), &key, "POST", &api, None, Some(&nonce));
     let (status, v) = json_of(
         http()
@@ -338,7 +382,11 @@ async fn with_nonces_on_a_proof_must_carry_a_fresh_one() {
     let t = v["token"].as_str().unwrap();
     let p = proof_at(s.clock.now(), &key, "GET", &url, Some(t), Some("AAAA"));
     let (status, _, v) = call(&url, reqwest::Method::GET, &format!("DPoP {t}"), Some(&p)).await;
-    assert_eq!((status, v["error"].as_str()), (401, Some("use_dpop_nonce")), "{v}");
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (401, Some("use_dpop_nonce")),
+        "{v}"
+    );
 }
 
 #[tokio::test]
@@ -363,10 +411,13 @@ async fn the_offline_verifier_checks_the_binding_of_a_request() {
     }
     let claims = v.verify_request(&req(Some(&p), &auth), now).unwrap();
     assert!(claims.cnf.is_some());
-    assert!(matches!(
-        v.verify_request(&req(Some(&p), &auth), now),
-        Err(keygate::Error::Dpop { .. })
-    ), "replayed");
+    assert!(
+        matches!(
+            v.verify_request(&req(Some(&p), &auth), now),
+            Err(keygate::Error::Dpop { .. })
+        ),
+        "replayed"
+    );
     let bearer = format!("Bearer {}", t.token);
     assert_eq!(
         v.verify_request(&req(None, &bearer), now),

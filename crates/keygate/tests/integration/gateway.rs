@@ -1311,7 +1311,14 @@ async fn key_bound_tokens_pass_only_with_a_proof_for_the_public_url_which_is_not
     .unwrap();
     let token = t.token;
     let proof = |htm: &str, url: &str, k: &ed25519_dalek::SigningKey| {
-        keygate::client::dpop_proof(k, htm, url, Some(&token), None, keygate::time::SystemClock.now())
+        keygate::client::dpop_proof(
+            k,
+            htm,
+            url,
+            Some(&token),
+            None,
+            keygate::time::SystemClock.now(),
+        )
     };
     let send = async |path: &str, auth: String, proof: Option<String>| {
         let mut req = http()
@@ -1333,7 +1340,10 @@ async fn key_bound_tokens_pass_only_with_a_proof_for_the_public_url_which_is_not
     .await;
     assert_eq!(status, 200, "{body}");
     let echo: Value = serde_json::from_str(&body).unwrap();
-    assert!(echo["headers"].get("dpop").is_none(), "the proof is not forwarded");
+    assert!(
+        echo["headers"].get("dpop").is_none(),
+        "the proof is not forwarded"
+    );
     let assertion = values(&echo, "x-keygate-assertion")[0].to_owned();
     let claims = AssertionVerifier::new(&gateway_jwks(&g).await, "keygate-gateway", "api")
         .verify(&assertion, keygate::time::SystemClock.now())

@@ -74,6 +74,9 @@ pub struct AuthRequest {
     pub prompt_consent: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub login_hint: Option<String>,
+    /// RFC 9449 §10: the code is good only with a DPoP proof by this key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dpop_jkt: Option<String>,
     pub exp: UnixTime,
 }
 
@@ -103,6 +106,9 @@ struct CodeGrant {
     redirect_uri: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     code_challenge: Option<String>,
+    /// The `dpop_jkt` of the authorization request (RFC 9449 §10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    dpop_jkt: Option<String>,
 }
 
 /// The credentials a client presented at the token, revocation, introspection
@@ -440,6 +446,19 @@ impl Hub {
         {
             return Err(fail("invalid_request", "nonce or login_hint is too long"));
         }
+        // A thumbprint is 43 base64url characters (SHA-256).
+        let dpop_jkt = get("dpop_jkt")?;
+        if dpop_jkt.is_some_and(|j| {
+            j.len() != 43
+                || !j
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        }) {
+            return Err(fail(
+                "invalid_request",
+                "dpop_jkt must be a JWK SHA-256 thumbprint",
+            ));
+        }
         Ok(AuthRequest {
             client_id: client.id,
             redirect_uri: redirect_uri.to_owned(),
@@ -450,6 +469,7 @@ impl Hub {
             prompt_none,
             prompt_consent: prompt.contains(&"consent"),
             login_hint: login_hint.map(str::to_owned),
+            dpop_jkt: dpop_jkt.map(str::to_owned),
             exp: self.now() + REQUEST_TTL,
         })
     }
@@ -680,6 +700,7 @@ impl Hub {
             nonce: r.nonce.clone(),
             redirect_uri: Some(r.redirect_uri.clone()),
             code_challenge: Some(r.code_challenge.clone()),
+            dpop_jkt: r.dpop_jkt.clone(),
         };
         let code = URL_SAFE_NO_PAD.encode(self.entropy.bytes::<32>());
         self.store
@@ -832,7 +853,14 @@ impl Hub {
         let grant: CodeGrant =
             serde_json::from_str(&record.grant).map_err(|_| OAuthError::invalid_grant())?;
         let challenge = grant.code_challenge.as_deref().unwrap_or("");
+        // RFC 9449 §10: a code asked for with dpop_jkt needs a proof by that key.
+        let key_matches = match (&grant.dpop_jkt, &jkt) {
+            (Some(want), Some(got)) => want == got,
+            (Some(_), None) => false,
+            (None, _) => true,
+        };
         let bound = record.client_id == client.id
+            && key_matches
             && grant.redirect_uri.as_deref() == redirect_uri
             && oauth::valid_verifier(verifier)
             && oauth::s256_matches(verifier, challenge);
@@ -1019,6 +1047,7 @@ impl Hub {
             nonce: None,
             redirect_uri: None,
             code_challenge: None,
+            dpop_jkt: None,
         };
         self.token_response(client, &grant, issued, now).await
     }
@@ -1359,6 +1388,7 @@ impl Hub {
             nonce: None,
             redirect_uri: None,
             code_challenge: None,
+            dpop_jkt: None,
         };
         let json = serde_json::to_string(&grant).map_err(|_| Error::Internal)?;
         if !self

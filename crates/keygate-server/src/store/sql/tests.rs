@@ -30,6 +30,7 @@ fn redemption(nonce: u8, sid: &str, api_key: &str) -> Redemption {
             idle_timeout: 10_000,
             user_agent: None,
             address: None,
+            jkt: None,
         },
         refresh: Some(([nonce; 32], "cli".into())),
         renew: None,
