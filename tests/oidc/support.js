@@ -29,11 +29,12 @@ export function keygate(args, { timeout = 60_000 } = {}) {
 }
 
 /**
- * `keygate serve` on a fresh SQLite file, as an OpenID Provider: resolves with
- * { issuer, origin, db, dir, metadata (the discovery document), createClient(), dispose() }.
+ * `keygate serve` on a fresh SQLite file, as an OpenID Provider (`args`: more flags):
+ * resolves with { issuer, origin, db, dir, metadata (the discovery document),
+ * createClient(), createKey(), dispose() }.
  */
-export async function startProvider() {
-  const server = await startKeygate({ args: NO_RATE_LIMITS });
+export async function startProvider({ args = [] } = {}) {
+  const server = await startKeygate({ args: [...NO_RATE_LIMITS, ...args] });
   try {
     const res = await fetch(`${server.origin}/.well-known/openid-configuration`, { signal: AbortSignal.timeout(STEP) });
     assert.equal(res.status, 200, 'GET /.well-known/openid-configuration');
@@ -192,13 +193,14 @@ export async function userinfo(metadata, accessToken) {
 }
 
 /**
- * Runs `body` with a fresh provider (`op`), a relying party (`rp`) and, unless
- * `browser` is false, Chromium (`browser`); closes them all afterwards, whatever happened.
+ * Runs `body` with a fresh provider (`op`, `keygate serve` with the flags `args`), a
+ * relying party (`rp`) and, unless `browser` is false, Chromium (`browser`); closes
+ * them all afterwards, whatever happened.
  */
-export async function withWorld({ browser = true } = {}, body) {
+export async function withWorld({ browser = true, args = [] } = {}, body) {
   const done = cleanup();
   try {
-    const op = await startProvider();
+    const op = await startProvider({ args });
     done.add(() => op.dispose());
     const rp = await startRelyingParty();
     done.add(() => rp.close());
