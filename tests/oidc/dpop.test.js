@@ -324,7 +324,7 @@ test('dpop: an app created with --dpop required refuses a bearer sign-in (400 dp
 /** Rejects unless `promise` rejects; resolves with the error. */
 const rejection = (promise, what) => promise.then((v) => assert.fail(`${what}: accepted (${JSON.stringify(v)?.slice(0, 200)})`), (e) => e);
 
-for (const keyAlg of ['ES256', 'Ed25519']) test(`dpop: oauth4webapi, a public client with its own ${keyAlg} DPoP key: bound code grant, userinfo, refresh by the same key only`, { timeout: 300_000 }, async () => {
+for (const keyAlg of ['ES256', 'Ed25519']) test(`dpop: oauth4webapi, a public client with its own ${keyAlg} DPoP key: bound code grant (and dpop_jkt), userinfo, refresh by the same key only`, { timeout: 300_000 }, async () => {
   await withWorld({}, async ({ op, rp, browser }) => {
     const registered = await op.createClient({ name: 'oauth4webapi-dpop', isPublic: true, redirectUris: [rp.cb], alg: 'ES256' });
     const issuer = new URL(op.issuer);
@@ -339,19 +339,28 @@ for (const keyAlg of ['ES256', 'Ed25519']) test(`dpop: oauth4webapi, a public cl
     const jkt = await DPoP.calculateThumbprint();
     const otherDPoP = oauth.DPoP(cl, await oauth.generateKeyPair(keyAlg));
 
-    const codeVerifier = oauth.generateRandomCodeVerifier();
-    const state = oauth.generateRandomState();
-    const nonce = oauth.generateRandomNonce();
-    const url = new URL(as.authorization_endpoint);
-    url.search = new URLSearchParams({
-      client_id: cl.client_id, redirect_uri: rp.cb, response_type: 'code', scope: SCOPE, state, nonce,
-      code_challenge: await oauth.calculatePKCECodeChallenge(codeVerifier), code_challenge_method: 'S256',
-    });
     const user = await freshUser(browser);
-    const back = await authorize(user, rp, url);
-    const params = oauth.validateAuthResponse(as, cl, back.url, state);
+    /**
+     * One authorization code flow in the browser (with `dpop_jkt` when given, RFC 9449
+     * §10); resolves with the token endpoint's Response to the code sent with `handle`'s proof.
+     */
+    const codeFlow = async ({ nonce, dpopJkt, handle }) => {
+      const codeVerifier = oauth.generateRandomCodeVerifier();
+      const state = oauth.generateRandomState();
+      const url = new URL(as.authorization_endpoint);
+      url.search = new URLSearchParams({
+        client_id: cl.client_id, redirect_uri: rp.cb, response_type: 'code', scope: SCOPE, state, nonce,
+        code_challenge: await oauth.calculatePKCECodeChallenge(codeVerifier), code_challenge_method: 'S256',
+        ...(dpopJkt && { dpop_jkt: dpopJkt }),
+      });
+      const back = await authorize(user, rp, url);
+      const params = oauth.validateAuthResponse(as, cl, back.url, state);
+      return within(STEP, oauth.authorizationCodeGrantRequest(as, cl, auth, params, rp.cb, codeVerifier, { ...options, DPoP: handle }), 'token request');
+    };
+    // The Ed25519 run also names its key in the authorization request (dpop_jkt).
+    const nonce = oauth.generateRandomNonce();
     const tokens = await oauth.processAuthorizationCodeResponse(as, cl,
-      await within(STEP, oauth.authorizationCodeGrantRequest(as, cl, auth, params, rp.cb, codeVerifier, { ...options, DPoP }), 'token request'),
+      await codeFlow({ nonce, handle: DPoP, dpopJkt: keyAlg === 'Ed25519' ? jkt : undefined }),
       { expectedNonce: nonce, requireIdToken: true });
     assert.equal(tokens.token_type, 'dpop', 'RFC 9449 §5: token_type DPoP');
     assert.deepEqual(payloadOf(tokens.access_token).cnf, { jkt }, 'cnf.jkt is the thumbprint of the client\'s DPoP key');
@@ -391,6 +400,14 @@ for (const keyAlg of ['ES256', 'Ed25519']) test(`dpop: oauth4webapi, a public cl
     const again = await oauth.processUserInfoResponse(as, cl, sub,
       await within(STEP, oauth.userInfoRequest(as, cl, refreshed.access_token, { ...options, DPoP }), 'userinfo after refresh'));
     assert.equal(again.sub, sub);
+
+    // A code bound by dpop_jkt to another key is refused with this key's proof.
+    const mismatch = await rejection(codeFlow({ nonce: oauth.generateRandomNonce(), handle: DPoP, dpopJkt: await otherDPoP.calculateThumbprint() })
+      .then((res) => oauth.processAuthorizationCodeResponse(as, cl, res)), 'a code bound to another key');
+    assert.ok(mismatch instanceof oauth.ResponseBodyError, `${mismatch}`);
+    assert.equal(mismatch.status, 400, `${mismatch.error} ${mismatch.error_description ?? ''}`);
+    // RFC 9449 §10 names no code for it; either fits.
+    assert.ok(['invalid_dpop_proof', 'invalid_grant'].includes(mismatch.error), mismatch.error);
     assert.deepEqual(user.problems, []);
   });
 });
