@@ -349,9 +349,9 @@ for (const keyAlg of ['ES256', 'Ed25519']) test(`dpop: oauth4webapi, a public cl
       const state = oauth.generateRandomState();
       const url = new URL(as.authorization_endpoint);
       url.search = new URLSearchParams({
-        client_id: cl.client_id, redirect_uri: rp.cb, response_type: 'code', scope: SCOPE, state, nonce,
+        client_id: cl.client_id, redirect_uri: rp.cb, response_type: 'code', scope: SCOPE, state,
         code_challenge: await oauth.calculatePKCECodeChallenge(codeVerifier), code_challenge_method: 'S256',
-        ...(dpopJkt && { dpop_jkt: dpopJkt }),
+        ...(nonce && { nonce }), ...(dpopJkt && { dpop_jkt: dpopJkt }),
       });
       const back = await authorize(user, rp, url);
       const params = oauth.validateAuthResponse(as, cl, back.url, state);
@@ -402,7 +402,7 @@ for (const keyAlg of ['ES256', 'Ed25519']) test(`dpop: oauth4webapi, a public cl
     assert.equal(again.sub, sub);
 
     // A code bound by dpop_jkt to another key is refused with this key's proof.
-    const mismatch = await rejection(codeFlow({ nonce: oauth.generateRandomNonce(), handle: DPoP, dpopJkt: await otherDPoP.calculateThumbprint() })
+    const mismatch = await rejection(codeFlow({ handle: DPoP, dpopJkt: await otherDPoP.calculateThumbprint() })
       .then((res) => oauth.processAuthorizationCodeResponse(as, cl, res)), 'a code bound to another key');
     assert.ok(mismatch instanceof oauth.ResponseBodyError, `${mismatch}`);
     assert.equal(mismatch.status, 400, `${mismatch.error} ${mismatch.error_description ?? ''}`);
