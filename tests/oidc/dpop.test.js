@@ -11,6 +11,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
+import http from 'node:http';
 import * as dpop from 'dpop';
 import * as oauth from 'oauth4webapi';
 import * as client from 'openid-client';
@@ -103,13 +104,14 @@ function assertTokenRefused(res, code, what) {
 }
 
 /**
- * A DPoP proof signed here rather than by `dpop` (which always sets `iat` to now and
- * the header's `jwk` to the public half): `alg` EdDSA (RFC 8037), the claims of RFC
- * 9449 §4.2 with the given `iat`, `ath` of `token` when given, `jwk` as given.
+ * A DPoP proof signed here rather than by `dpop` (which always sets `iat` to now, `typ`
+ * to dpop+jwt, `alg` to the key's and the header's `jwk` to the public half): `alg`
+ * EdDSA (RFC 8037), the claims of RFC 9449 §4.2 with the given `iat`, `ath` of `token`
+ * when given, `typ`, `alg` and `jwk` as given.
  */
-async function handProof(keys, { htm, htu, token, iat = now(), jwk, alg = 'EdDSA' }) {
+async function handProof(keys, { htm, htu, token, iat = now(), jwk, alg = 'EdDSA', typ = 'dpop+jwt' }) {
   const { kty, crv, x } = await crypto.subtle.exportKey('jwk', keys.publicKey);
-  const header = { typ: 'dpop+jwt', alg, jwk: jwk ?? { kty, crv, x } };
+  const header = { typ, alg, jwk: jwk ?? { kty, crv, x } };
   const claims = { jti: crypto.randomUUID(), htm, htu, iat, ...(token !== undefined && { ath: b64u(sha256(token)) }) };
   const input = `${b64u(JSON.stringify(header))}.${b64u(JSON.stringify(claims))}`;
   const sig = await crypto.subtle.sign('Ed25519', keys.privateKey, new TextEncoder().encode(input));
@@ -129,6 +131,27 @@ async function signIn(origin, user, { headers = {}, fields = {} } = {}) {
   const sig = await signText(user.keys.privateKey, offer.body.challenge);
   return request(`${origin}/api/token`, {
     method: 'POST', headers, json: { id: user.identity, challenge: offer.body.challenge, sig, ...fields },
+  });
+}
+
+/**
+ * GET `url` with the header `dpop` sent once per proof, as separate header lines (fetch
+ * would join them into one); resolves like request().
+ */
+function getWithProofs(url, authorization, proofs) {
+  return new Promise((resolve, reject) => {
+    const req = http.get(url, { headers: { authorization, dpop: proofs }, timeout: STEP }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk) => { text += chunk; });
+      res.on('end', () => {
+        let body = text;
+        try { body = JSON.parse(text); } catch { /* not JSON */ }
+        resolve({ status: res.statusCode, headers: new Headers(Object.entries(res.headers).map(([k, v]) => [k, String(v)])), body });
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error(`GET ${url}: no answer in ${STEP} ms`)));
+    req.on('error', reject);
   });
 }
 
@@ -162,16 +185,22 @@ test('dpop: a key sign-in with a proof by the identity\'s key gets a DPoP-bound 
     const bound = (proof) => whoami({ authorization: `DPoP ${token}`, ...(proof !== undefined && { dpop: proof }) });
 
     // Accepted: dpop's proof (alg Ed25519, RFC 9864) and one signed here (alg EdDSA),
-    // which also shows the hand-made proofs below are refused for what they change.
+    // which also shows the hand-made proofs below are refused for what they change; an
+    // htu that differs only by RFC 3986 §6.2.2 normalisation (RFC 9449 §4.3 item 9).
+    const loud = url.replace(/^http:\/\/127\.0\.0\.1/, 'HTTP://127.0.0.1');
     for (const [what, proof] of [
       ['dpop\'s proof', await dpop.generateProof(user.keys, url, 'GET', undefined, token)],
       ['a proof signed here', await handProof(user.keys, { htm: 'GET', htu: url, token })],
+      ['an htu with the scheme in capitals', await dpop.generateProof(user.keys, loud, 'GET', undefined, token)],
     ]) {
       const ok = await bound(proof);
       assert.equal(ok.status, 200, `${what}: ${JSON.stringify(ok.body)}`);
       assert.equal(ok.body.identity, user.identity);
       assert.equal(ok.body.session_id, body.session_id);
     }
+    // The query is not part of htu (RFC 9449 §4.2, §4.3 item 9).
+    const withQuery = await request(`${url}?probe=1`, { headers: { authorization: `DPoP ${token}`, dpop: await dpop.generateProof(user.keys, url, 'GET', undefined, token) } });
+    assert.equal(withQuery.status, 200, `a request with a query, the proof's htu without: ${JSON.stringify(withQuery.body)}`);
 
     // Refused, each with 401 invalid_dpop_proof and its DPoP challenge.
     const refusals = [
@@ -187,6 +216,10 @@ test('dpop: a key sign-in with a proof by the identity\'s key gets a DPoP-bound 
       ['a jwk with the private key (d)', await handProof(user.keys, {
         htm: 'GET', htu: url, token, jwk: await crypto.subtle.exportKey('jwk', user.keys.privateKey).then(({ kty, crv, x, d }) => ({ kty, crv, x, d })),
       })],
+      ['typ JWT', await handProof(user.keys, { htm: 'GET', htu: url, token, typ: 'JWT' })],
+      ['alg ES256 on an Ed25519 key', await handProof(user.keys, { htm: 'GET', htu: url, token, alg: 'ES256' })],
+      ['a proof over 4096 bytes', await dpop.generateProof(user.keys, url, 'GET', undefined, token, { pad: 'x'.repeat(4096) })],
+      ['a proof that is not a JWS', 'not.a.jws'],
     ];
     for (const [what, proof] of refusals) assertRefused(await bound(proof), 401, 'invalid_dpop_proof', what);
 
@@ -200,9 +233,28 @@ test('dpop: a key sign-in with a proof by the identity\'s key gets a DPoP-bound 
     assertRefused(await whoami({ authorization: `Bearer ${token}`, dpop: await dpop.generateProof(user.keys, url, 'GET', undefined, token) }),
       401, 'invalid_token', 'the bound token as Bearer with a good proof');
 
-    // None of that ended the session: a fresh proof still works.
+    // Two DPoP header lines, each a good proof (RFC 9449 §4.3 item 1: not more than one).
+    assertRefused(await getWithProofs(url, `DPoP ${token}`, [
+      await dpop.generateProof(user.keys, url, 'GET', undefined, token), await dpop.generateProof(user.keys, url, 'GET', undefined, token),
+    ]), 401, 'invalid_dpop_proof', 'two DPoP headers');
+
+    // None of that ended the session: a fresh proof still works, at the other user
+    // endpoints too (GET /v1/sessions, then POST /v1/logout, which ends it).
     const still = await bound(await dpop.generateProof(user.keys, url, 'GET', undefined, token));
     assert.equal(still.status, 200, `after the refusals: ${JSON.stringify(still.body)}`);
+    const sessionsUrl = `${op.origin}/v1/sessions`;
+    const sessions = await request(sessionsUrl, { headers: { authorization: `DPoP ${token}`, dpop: await dpop.generateProof(user.keys, sessionsUrl, 'GET', undefined, token) } });
+    assert.equal(sessions.status, 200, JSON.stringify(sessions.body));
+    assert.ok(sessions.body.sessions.some((s) => s.session_id === body.session_id && s.current), JSON.stringify(sessions.body));
+    const logoutUrl = `${op.origin}/v1/logout`;
+    assertRefused(await request(logoutUrl, { method: 'POST', json: { scope: 'local' }, headers: { authorization: `DPoP ${token}`, dpop: await dpop.generateProof(user.keys, logoutUrl, 'GET', undefined, token) } }),
+      401, 'invalid_dpop_proof', 'logout with a proof for GET');
+    const loggedOut = await request(logoutUrl, { method: 'POST', json: { scope: 'local' }, headers: { authorization: `DPoP ${token}`, dpop: await dpop.generateProof(user.keys, logoutUrl, 'POST', undefined, token) } });
+    assert.equal(loggedOut.status, 200, JSON.stringify(loggedOut.body));
+    assert.equal(loggedOut.body.revoked, 1);
+    const after = await bound(await dpop.generateProof(user.keys, url, 'GET', undefined, token));
+    assert.equal(after.status, 401, JSON.stringify(after.body));
+    assert.equal(after.body.error, 'session_revoked');
   } finally {
     await done.run();
   }
@@ -316,6 +368,11 @@ test('dpop: an app created with --dpop required refuses a bearer sign-in (400 dp
     const ok = await request(url, { headers: { authorization: `DPoP ${res.body.token}`, dpop: await dpop.generateProof(user.keys, url, 'GET', undefined, res.body.token) } });
     assert.equal(ok.status, 200, JSON.stringify(ok.body));
     assert.equal(ok.body.aud, app.keyId);
+    // Introspection (RFC 7662) names the binding.
+    const seen = await hub.introspect(res.body.token);
+    assert.equal(seen.active, true);
+    assert.deepEqual(seen.cnf, { jkt: user.jkt });
+    assert.equal(seen.token_type, 'DPoP');
   } finally {
     await done.run();
   }
