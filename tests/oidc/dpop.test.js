@@ -368,11 +368,24 @@ test('dpop: an app created with --dpop required refuses a bearer sign-in (400 dp
     const ok = await request(url, { headers: { authorization: `DPoP ${res.body.token}`, dpop: await dpop.generateProof(user.keys, url, 'GET', undefined, res.body.token) } });
     assert.equal(ok.status, 200, JSON.stringify(ok.body));
     assert.equal(ok.body.aud, app.keyId);
-    // Introspection (RFC 7662) names the binding.
-    const seen = await hub.introspect(res.body.token);
-    assert.equal(seen.active, true);
+  } finally {
+    await done.run();
+  }
+});
+
+test('dpop: introspection (RFC 7662) names a bound token\'s cnf.jkt and token_type DPoP (RFC 9449 §6.2)', { timeout: 120_000 }, async () => {
+  const done = cleanup();
+  try {
+    const op = await startProvider();
+    done.add(() => op.dispose());
+    const user = await newUser();
+    const body = await boundSignIn(op.origin, user);
+    const hub = new HubClient({ url: op.origin, ...op.createKey('resource-server', ['--introspect-any']) });
+    const seen = await hub.introspect(body.token);
+    assert.equal(seen.active, true, JSON.stringify(seen));
     assert.deepEqual(seen.cnf, { jkt: user.jkt });
-    assert.equal(seen.token_type, 'DPoP');
+    // §6.2: "If the token_type member is included in the introspection response, it MUST contain the value DPoP."
+    if ('token_type' in seen) assert.equal(seen.token_type, 'DPoP');
   } finally {
     await done.run();
   }
@@ -381,43 +394,48 @@ test('dpop: an app created with --dpop required refuses a bearer sign-in (400 dp
 /** Rejects unless `promise` rejects; resolves with the error. */
 const rejection = (promise, what) => promise.then((v) => assert.fail(`${what}: accepted (${JSON.stringify(v)?.slice(0, 200)})`), (e) => e);
 
-for (const keyAlg of ['ES256', 'Ed25519']) test(`dpop: oauth4webapi, a public client with its own ${keyAlg} DPoP key: bound code grant (and dpop_jkt), userinfo, refresh by the same key only`, { timeout: 300_000 }, async () => {
+/**
+ * A public OIDC client of `op` for oauth4webapi, discovered (with DPoP algorithms in the
+ * metadata), and a fresh browser user: { as, cl, auth, user, codeFlow({ nonce, dpopJkt,
+ * handle }) }, where codeFlow runs one authorization code flow in the browser (with
+ * `dpop_jkt` when given, RFC 9449 §10) and resolves with the token endpoint's Response
+ * to the code sent with the DPoP handle `handle`'s proof.
+ */
+async function oauthClient({ op, rp, browser }) {
+  const registered = await op.createClient({ name: 'oauth4webapi-dpop', isPublic: true, redirectUris: [rp.cb], alg: 'ES256' });
+  const issuer = new URL(op.issuer);
+  const as = await within(STEP, oauth.discoveryRequest(issuer, { ...options, algorithm: 'oidc' })
+    .then((res) => oauth.processDiscoveryResponse(issuer, res)), 'discovery');
+  for (const alg of ['EdDSA', 'ES256']) {
+    assert.ok(as.dpop_signing_alg_values_supported?.includes(alg), `${alg} in dpop_signing_alg_values_supported`);
+  }
+  const cl = { client_id: registered.client_id, token_endpoint_auth_method: 'none', id_token_signed_response_alg: 'ES256' };
+  const auth = oauth.None();
+  const user = await freshUser(browser);
+  const codeFlow = async ({ nonce, dpopJkt, handle }) => {
+    const codeVerifier = oauth.generateRandomCodeVerifier();
+    const state = oauth.generateRandomState();
+    const url = new URL(as.authorization_endpoint);
+    url.search = new URLSearchParams({
+      client_id: cl.client_id, redirect_uri: rp.cb, response_type: 'code', scope: SCOPE, state,
+      code_challenge: await oauth.calculatePKCECodeChallenge(codeVerifier), code_challenge_method: 'S256',
+      ...(nonce && { nonce }), ...(dpopJkt && { dpop_jkt: dpopJkt }),
+    });
+    const back = await authorize(user, rp, url);
+    const params = oauth.validateAuthResponse(as, cl, back.url, state);
+    return within(STEP, oauth.authorizationCodeGrantRequest(as, cl, auth, params, rp.cb, codeVerifier, { ...options, DPoP: handle }), 'token request');
+  };
+  return { as, cl, auth, user, codeFlow };
+}
+
+for (const keyAlg of ['ES256', 'Ed25519']) test(`dpop: oauth4webapi, a public client with its own ${keyAlg} DPoP key: bound code grant, userinfo, refresh by the same key only`, { timeout: 300_000 }, async () => {
   await withWorld({}, async ({ op, rp, browser }) => {
-    const registered = await op.createClient({ name: 'oauth4webapi-dpop', isPublic: true, redirectUris: [rp.cb], alg: 'ES256' });
-    const issuer = new URL(op.issuer);
-    const as = await within(STEP, oauth.discoveryRequest(issuer, { ...options, algorithm: 'oidc' })
-      .then((res) => oauth.processDiscoveryResponse(issuer, res)), 'discovery');
-    for (const alg of ['EdDSA', 'ES256']) {
-      assert.ok(as.dpop_signing_alg_values_supported?.includes(alg), `${alg} in dpop_signing_alg_values_supported`);
-    }
-    const cl = { client_id: registered.client_id, token_endpoint_auth_method: 'none', id_token_signed_response_alg: 'ES256' };
-    const auth = oauth.None();
+    const { as, cl, auth, user, codeFlow } = await oauthClient({ op, rp, browser });
     const DPoP = oauth.DPoP(cl, await oauth.generateKeyPair(keyAlg));
     const jkt = await DPoP.calculateThumbprint();
     const otherDPoP = oauth.DPoP(cl, await oauth.generateKeyPair(keyAlg));
-
-    const user = await freshUser(browser);
-    /**
-     * One authorization code flow in the browser (with `dpop_jkt` when given, RFC 9449
-     * §10); resolves with the token endpoint's Response to the code sent with `handle`'s proof.
-     */
-    const codeFlow = async ({ nonce, dpopJkt, handle }) => {
-      const codeVerifier = oauth.generateRandomCodeVerifier();
-      const state = oauth.generateRandomState();
-      const url = new URL(as.authorization_endpoint);
-      url.search = new URLSearchParams({
-        client_id: cl.client_id, redirect_uri: rp.cb, response_type: 'code', scope: SCOPE, state,
-        code_challenge: await oauth.calculatePKCECodeChallenge(codeVerifier), code_challenge_method: 'S256',
-        ...(nonce && { nonce }), ...(dpopJkt && { dpop_jkt: dpopJkt }),
-      });
-      const back = await authorize(user, rp, url);
-      const params = oauth.validateAuthResponse(as, cl, back.url, state);
-      return within(STEP, oauth.authorizationCodeGrantRequest(as, cl, auth, params, rp.cb, codeVerifier, { ...options, DPoP: handle }), 'token request');
-    };
-    // The Ed25519 run also names its key in the authorization request (dpop_jkt).
     const nonce = oauth.generateRandomNonce();
-    const tokens = await oauth.processAuthorizationCodeResponse(as, cl,
-      await codeFlow({ nonce, handle: DPoP, dpopJkt: keyAlg === 'Ed25519' ? jkt : undefined }),
+    const tokens = await oauth.processAuthorizationCodeResponse(as, cl, await codeFlow({ nonce, handle: DPoP }),
       { expectedNonce: nonce, requireIdToken: true });
     assert.equal(tokens.token_type, 'dpop', 'RFC 9449 §5: token_type DPoP');
     assert.deepEqual(payloadOf(tokens.access_token).cnf, { jkt }, 'cnf.jkt is the thumbprint of the client\'s DPoP key');
@@ -457,10 +475,22 @@ for (const keyAlg of ['ES256', 'Ed25519']) test(`dpop: oauth4webapi, a public cl
     const again = await oauth.processUserInfoResponse(as, cl, sub,
       await within(STEP, oauth.userInfoRequest(as, cl, refreshed.access_token, { ...options, DPoP }), 'userinfo after refresh'));
     assert.equal(again.sub, sub);
+    assert.deepEqual(user.problems, []);
+  });
+});
 
-    // A code bound by dpop_jkt to another key is refused with this key's proof.
+test('dpop: oauth4webapi, dpop_jkt binds the code to the client\'s key (RFC 9449 §10): that key\'s proof redeems it, another key\'s is refused', { timeout: 300_000 }, async () => {
+  await withWorld({}, async ({ op, rp, browser }) => {
+    const { as, cl, user, codeFlow } = await oauthClient({ op, rp, browser });
+    const DPoP = oauth.DPoP(cl, await oauth.generateKeyPair('Ed25519'));
+    const jkt = await DPoP.calculateThumbprint();
+    const tokens = await oauth.processAuthorizationCodeResponse(as, cl, await codeFlow({ handle: DPoP, dpopJkt: jkt }));
+    assert.equal(tokens.token_type, 'dpop');
+    assert.deepEqual(payloadOf(tokens.access_token).cnf, { jkt });
+    // "If they do not match, it MUST reject the request."
+    const otherDPoP = oauth.DPoP(cl, await oauth.generateKeyPair('Ed25519'));
     const mismatch = await rejection(codeFlow({ handle: DPoP, dpopJkt: await otherDPoP.calculateThumbprint() })
-      .then((res) => oauth.processAuthorizationCodeResponse(as, cl, res)), 'a code bound to another key');
+      .then((res) => oauth.processAuthorizationCodeResponse(as, cl, res)), 'a code bound by dpop_jkt to another key');
     assert.ok(mismatch instanceof oauth.ResponseBodyError, `${mismatch}`);
     assert.equal(mismatch.status, 400, `${mismatch.error} ${mismatch.error_description ?? ''}`);
     // RFC 9449 §10 names no code for it; either fits.
@@ -557,7 +587,41 @@ test('dpop: with --dpop-nonce, server nonces (RFC 9449 §8, §9): openid-client 
     const withNonce = await signIn(op.origin, signer, { headers: { dpop: await dpop.generateProof(signer.keys, htu, 'POST', serverNonce) } });
     assert.equal(withNonce.status, 200, JSON.stringify(withNonce.body));
     assert.equal(withNonce.body.token_type, 'DPoP');
-    assert.ok(withNonce.headers.get('dpop-nonce'), 'a fresh DPoP-Nonce on success');
     assert.deepEqual(user.problems, []);
   });
+});
+
+test('dpop: with --dpop-nonce, successful answers to DPoP requests carry a fresh DPoP-Nonce (RFC 9449 §8, as DPOP.md promises)', {
+  timeout: 120_000, skip: !HAS_NONCE_FLAG && 'this keygate serve has no --dpop-nonce',
+}, async () => {
+  const done = cleanup();
+  try {
+    const op = await startProvider({ args: ['--dpop-nonce'] });
+    done.add(() => op.dispose());
+    const user = await newUser();
+    /** A DPoP request to `path`, first without a nonce (refused, which hands one out), then with it. */
+    const withNonce = async (method, path, send) => {
+      const url = `${op.origin}${path}`;
+      const first = await send(await dpop.generateProof(user.keys, url, method, undefined, user.token));
+      const nonce = first.headers.get('dpop-nonce');
+      assert.ok(nonce, `${method} ${path}: DPoP-Nonce on the refusal (${first.status} ${JSON.stringify(first.body)})`);
+      const res = await send(await dpop.generateProof(user.keys, url, method, nonce, user.token));
+      assert.equal(res.status, 200, `${method} ${path}: ${JSON.stringify(res.body)}`);
+      return res;
+    };
+    const missing = [];
+    const signedIn = await withNonce('POST', '/api/token', (proof) => signIn(op.origin, user, { headers: { dpop: proof }, fields: { client_id: CLIENT, access_type: 'offline' } }));
+    if (!signedIn.headers.get('dpop-nonce')) missing.push('POST /api/token');
+    user.token = signedIn.body.token;
+    const whoami = await withNonce('GET', '/v1/whoami', (proof) => request(`${op.origin}/v1/whoami`, { headers: { authorization: `DPoP ${user.token}`, dpop: proof } }));
+    if (!whoami.headers.get('dpop-nonce')) missing.push('GET /v1/whoami');
+    user.token = undefined;
+    const refreshed = await withNonce('POST', '/v1/token/refresh', (proof) => request(`${op.origin}/v1/token/refresh`, {
+      method: 'POST', headers: { dpop: proof }, json: { refresh_token: signedIn.body.refresh_token, client_id: CLIENT },
+    }));
+    if (!refreshed.headers.get('dpop-nonce')) missing.push('POST /v1/token/refresh');
+    assert.deepEqual(missing, [], 'answers 200 without a fresh DPoP-Nonce');
+  } finally {
+    await done.run();
+  }
 });
