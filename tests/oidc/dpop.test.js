@@ -18,7 +18,7 @@ import * as client from 'openid-client';
 import { identityOf, inspectChallenge, signText } from '../../clients/js/src/index.js';
 import { HubClient, apiKeyHeaders } from '../../clients/js/src/node.js';
 import {
-  startProvider, withWorld, freshUser, authorize, cleanup, payloadOf, userinfo, within, SCOPE, STEP, KEYGATE_BIN,
+  withWorld, freshUser, authorize, payloadOf, request, userinfo, within, SCOPE, STEP, KEYGATE_BIN,
 } from './support.js';
 
 const CLIENT = 'dpop-test';
@@ -41,21 +41,6 @@ const HAS_NONCE_FLAG = (() => {
 async function newUser() {
   const keys = await crypto.subtle.generateKey({ name: 'Ed25519' }, true, ['sign', 'verify']);
   return { keys, identity: await identityOf(keys.publicKey), jkt: await dpop.calculateThumbprint(keys.publicKey) };
-}
-
-/** One HTTP request; resolves with { status, headers, body (JSON, else text) }. */
-async function request(url, { method = 'GET', headers = {}, json } = {}) {
-  const res = await fetch(url, {
-    method,
-    headers: { ...(json !== undefined && { 'content-type': 'application/json' }), ...headers },
-    body: json === undefined ? undefined : JSON.stringify(json),
-    redirect: 'manual',
-    signal: AbortSignal.timeout(STEP),
-  });
-  const text = await res.text();
-  let body = text;
-  try { body = JSON.parse(text); } catch { /* not JSON */ }
-  return { status: res.status, headers: res.headers, body };
 }
 
 /**
@@ -172,10 +157,7 @@ async function boundSignIn(origin, user) {
 }
 
 test('dpop: a key sign-in with a proof by the identity\'s key gets a DPoP-bound token that /v1/whoami takes only with a fresh proof by that key', { timeout: 120_000 }, async () => {
-  const done = cleanup();
-  try {
-    const op = await startProvider();
-    done.add(() => op.dispose());
+  await withWorld({ browser: false }, async ({ op }) => {
     const user = await newUser();
     const other = await newUser();
     const body = await boundSignIn(op.origin, user);
@@ -255,16 +237,11 @@ test('dpop: a key sign-in with a proof by the identity\'s key gets a DPoP-bound 
     const after = await bound(await dpop.generateProof(user.keys, url, 'GET', undefined, token));
     assert.equal(after.status, 401, JSON.stringify(after.body));
     assert.equal(after.body.error, 'session_revoked');
-  } finally {
-    await done.run();
-  }
+  });
 });
 
 test('dpop: the key sign-in refuses a proof that is not the identity\'s key\'s or not for /api/token; without a proof the token is a bearer token the DPoP scheme refuses', { timeout: 120_000 }, async () => {
-  const done = cleanup();
-  try {
-    const op = await startProvider();
-    done.add(() => op.dispose());
+  await withWorld({ browser: false }, async ({ op }) => {
     const user = await newUser();
     const other = await newUser();
     const htu = `${op.origin}/api/token`;
@@ -293,16 +270,11 @@ test('dpop: the key sign-in refuses a proof that is not the identity\'s key\'s o
     assertRefused(await request(url, { headers: { authorization: `DPoP ${plain.body.token}`, dpop: await dpop.generateProof(user.keys, url, 'GET', undefined, plain.body.token) } }),
       401, 'invalid_token', 'an unbound token under the DPoP scheme');
     assert.equal((await request(url, { headers: { authorization: `Bearer ${plain.body.token}` } })).status, 200, 'the bearer token as Bearer');
-  } finally {
-    await done.run();
-  }
+  });
 });
 
 test('dpop: refreshing a bound session needs a proof by the same key and stays bound; an unbound session refreshed with the identity\'s proof becomes bound', { timeout: 120_000 }, async () => {
-  const done = cleanup();
-  try {
-    const op = await startProvider();
-    done.add(() => op.dispose());
+  await withWorld({ browser: false }, async ({ op }) => {
     const user = await newUser();
     const other = await newUser();
     const htu = `${op.origin}/v1/token/refresh`;
@@ -335,16 +307,11 @@ test('dpop: refreshing a bound session needs a proof by the same key and stays b
     assert.equal(upgraded.status, 200, JSON.stringify(upgraded.body));
     assert.equal(upgraded.body.token_type, 'DPoP');
     assert.deepEqual(payloadOf(upgraded.body.token).cnf, { jkt: user.jkt });
-  } finally {
-    await done.run();
-  }
+  });
 });
 
 test('dpop: an app created with --dpop required refuses a bearer sign-in (400 dpop_required) and binds one the backend asks to bind', { timeout: 120_000 }, async () => {
-  const done = cleanup();
-  try {
-    const op = await startProvider();
-    done.add(() => op.dispose());
+  await withWorld({ browser: false }, async ({ op }) => {
     const app = op.createKey('dpop-required-app', ['--dpop', 'required']);
     const hub = new HubClient({ url: op.origin, ...app });
     const user = await newUser();
@@ -368,16 +335,11 @@ test('dpop: an app created with --dpop required refuses a bearer sign-in (400 dp
     const ok = await request(url, { headers: { authorization: `DPoP ${res.body.token}`, dpop: await dpop.generateProof(user.keys, url, 'GET', undefined, res.body.token) } });
     assert.equal(ok.status, 200, JSON.stringify(ok.body));
     assert.equal(ok.body.aud, app.keyId);
-  } finally {
-    await done.run();
-  }
+  });
 });
 
 test('dpop: introspection (RFC 7662) names a bound token\'s cnf.jkt and token_type DPoP (RFC 9449 §6.2)', { timeout: 120_000 }, async () => {
-  const done = cleanup();
-  try {
-    const op = await startProvider();
-    done.add(() => op.dispose());
+  await withWorld({ browser: false }, async ({ op }) => {
     const user = await newUser();
     const body = await boundSignIn(op.origin, user);
     const hub = new HubClient({ url: op.origin, ...op.createKey('resource-server', ['--introspect-any']) });
@@ -386,9 +348,7 @@ test('dpop: introspection (RFC 7662) names a bound token\'s cnf.jkt and token_ty
     assert.deepEqual(seen.cnf, { jkt: user.jkt });
     // §6.2: "If the token_type member is included in the introspection response, it MUST contain the value DPoP."
     if ('token_type' in seen) assert.equal(seen.token_type, 'DPoP');
-  } finally {
-    await done.run();
-  }
+  });
 });
 
 /** Rejects unless `promise` rejects; resolves with the error. */
@@ -594,10 +554,7 @@ test('dpop: with --dpop-nonce, server nonces (RFC 9449 §8, §9): openid-client 
 test('dpop: with --dpop-nonce, successful answers to DPoP requests carry a fresh DPoP-Nonce (RFC 9449 §8, as DPOP.md promises)', {
   timeout: 120_000, skip: !HAS_NONCE_FLAG && 'this keygate serve has no --dpop-nonce',
 }, async () => {
-  const done = cleanup();
-  try {
-    const op = await startProvider({ args: ['--dpop-nonce'] });
-    done.add(() => op.dispose());
+  await withWorld({ browser: false, args: ['--dpop-nonce'] }, async ({ op }) => {
     const user = await newUser();
     /** A DPoP request to `path`, first without a nonce (refused, which hands one out), then with it. */
     const withNonce = async (method, path, send) => {
@@ -621,7 +578,5 @@ test('dpop: with --dpop-nonce, successful answers to DPoP requests carry a fresh
     }));
     if (!refreshed.headers.get('dpop-nonce')) missing.push('POST /v1/token/refresh');
     assert.deepEqual(missing, [], 'answers 200 without a fresh DPoP-Nonce');
-  } finally {
-    await done.run();
-  }
+  });
 });

@@ -164,20 +164,30 @@ export const payloadOf = (jwt) => JSON.parse(Buffer.from(jwt.split('.')[1], 'bas
 /** A JWT's header, decoded without checking anything. */
 export const headerOf = (jwt) => JSON.parse(Buffer.from(jwt.split('.')[0], 'base64url').toString());
 
-/** POST a form to `url`; resolves with { status, headers, body (JSON or text) }. */
-export async function postForm(url, fields, headers = {}) {
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },
-    body: new URLSearchParams(Object.entries(fields).filter(([, v]) => v !== undefined)),
-    redirect: 'manual',
-    signal: AbortSignal.timeout(STEP),
-  });
+/**
+ * One HTTP request, redirects not followed, the body `json` (sent as JSON) or `form` (an
+ * object, sent form-urlencoded without its undefined members); resolves with
+ * { status, headers, body (JSON or text) }.
+ */
+export async function request(url, { method = 'GET', headers = {}, json, form } = {}) {
+  let body;
+  const type = {};
+  if (json !== undefined) {
+    body = JSON.stringify(json);
+    type['content-type'] = 'application/json';
+  } else if (form !== undefined) {
+    body = new URLSearchParams(Object.entries(form).filter(([, v]) => v !== undefined));
+    type['content-type'] = 'application/x-www-form-urlencoded';
+  }
+  const res = await fetch(url, { method, headers: { ...type, ...headers }, body, redirect: 'manual', signal: AbortSignal.timeout(STEP) });
   const text = await res.text();
-  let body = text;
-  try { body = JSON.parse(text); } catch { /* not JSON */ }
-  return { status: res.status, headers: res.headers, body };
+  let parsed = text;
+  try { parsed = JSON.parse(text); } catch { /* not JSON */ }
+  return { status: res.status, headers: res.headers, body: parsed };
 }
+
+/** POST a form to `url`; resolves with { status, headers, body (JSON or text) }. */
+export const postForm = (url, fields, headers = {}) => request(url, { method: 'POST', headers, form: fields });
 
 /** HTTP Basic credentials per RFC 6749 §2.3.1 (form-urlencoded, then base64). */
 export const basic = (id, secret) =>
