@@ -29,11 +29,12 @@ export function keygate(args, { timeout = 60_000 } = {}) {
 }
 
 /**
- * `keygate serve` on a fresh SQLite file, as an OpenID Provider: resolves with
- * { issuer, origin, db, dir, metadata (the discovery document), createClient(), dispose() }.
+ * `keygate serve` on a fresh SQLite file, as an OpenID Provider (`args`: more flags):
+ * resolves with { issuer, origin, db, dir, metadata (the discovery document),
+ * createClient(), createKey(), dispose() }.
  */
-export async function startProvider() {
-  const server = await startKeygate({ args: NO_RATE_LIMITS });
+export async function startProvider({ args = [] } = {}) {
+  const server = await startKeygate({ args: [...NO_RATE_LIMITS, ...args] });
   try {
     const res = await fetch(`${server.origin}/.well-known/openid-configuration`, { signal: AbortSignal.timeout(STEP) });
     assert.equal(res.status, 200, 'GET /.well-known/openid-configuration');
@@ -163,20 +164,30 @@ export const payloadOf = (jwt) => JSON.parse(Buffer.from(jwt.split('.')[1], 'bas
 /** A JWT's header, decoded without checking anything. */
 export const headerOf = (jwt) => JSON.parse(Buffer.from(jwt.split('.')[0], 'base64url').toString());
 
-/** POST a form to `url`; resolves with { status, headers, body (JSON or text) }. */
-export async function postForm(url, fields, headers = {}) {
-  const res = await fetch(url, {
-    method: 'POST',
-    headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },
-    body: new URLSearchParams(Object.entries(fields).filter(([, v]) => v !== undefined)),
-    redirect: 'manual',
-    signal: AbortSignal.timeout(STEP),
-  });
+/**
+ * One HTTP request, redirects not followed, the body `json` (sent as JSON) or `form` (an
+ * object, sent form-urlencoded without its undefined members); resolves with
+ * { status, headers, body (JSON or text) }.
+ */
+export async function request(url, { method = 'GET', headers = {}, json, form } = {}) {
+  let body;
+  const type = {};
+  if (json !== undefined) {
+    body = JSON.stringify(json);
+    type['content-type'] = 'application/json';
+  } else if (form !== undefined) {
+    body = new URLSearchParams(Object.entries(form).filter(([, v]) => v !== undefined));
+    type['content-type'] = 'application/x-www-form-urlencoded';
+  }
+  const res = await fetch(url, { method, headers: { ...type, ...headers }, body, redirect: 'manual', signal: AbortSignal.timeout(STEP) });
   const text = await res.text();
-  let body = text;
-  try { body = JSON.parse(text); } catch { /* not JSON */ }
-  return { status: res.status, headers: res.headers, body };
+  let parsed = text;
+  try { parsed = JSON.parse(text); } catch { /* not JSON */ }
+  return { status: res.status, headers: res.headers, body: parsed };
 }
+
+/** POST a form to `url`; resolves with { status, headers, body (JSON or text) }. */
+export const postForm = (url, fields, headers = {}) => request(url, { method: 'POST', headers, form: fields });
 
 /** HTTP Basic credentials per RFC 6749 §2.3.1 (form-urlencoded, then base64). */
 export const basic = (id, secret) =>
@@ -192,13 +203,14 @@ export async function userinfo(metadata, accessToken) {
 }
 
 /**
- * Runs `body` with a fresh provider (`op`), a relying party (`rp`) and, unless
- * `browser` is false, Chromium (`browser`); closes them all afterwards, whatever happened.
+ * Runs `body` with a fresh provider (`op`, `keygate serve` with the flags `args`), a
+ * relying party (`rp`) and, unless `browser` is false, Chromium (`browser`); closes
+ * them all afterwards, whatever happened.
  */
-export async function withWorld({ browser = true } = {}, body) {
+export async function withWorld({ browser = true, args = [] } = {}, body) {
   const done = cleanup();
   try {
-    const op = await startProvider();
+    const op = await startProvider({ args });
     done.add(() => op.dispose());
     const rp = await startRelyingParty();
     done.add(() => rp.close());
