@@ -198,14 +198,13 @@ pub fn verify(proof: &str, expect: &Expect<'_>, now: UnixTime) -> Result<Proof, 
         (Some(t), Some(ath)) if ath == token_hash(t) => {}
         (Some(_), _) => return Err(DpopError::WrongToken),
     }
-    if let Some(nonces) = expect.nonces {
-        if !claims
+    if let Some(nonces) = expect.nonces
+        && !claims
             .nonce
             .as_deref()
             .is_some_and(|n| nonces.check(n, now))
-        {
-            return Err(DpopError::UseNonce);
-        }
+    {
+        return Err(DpopError::UseNonce);
     }
     Ok(Proof {
         jkt,

@@ -79,7 +79,7 @@ impl Gate {
             .pool_idle_timeout(Duration::from_secs(60))
             .build(connector);
         let jwks_body = Bytes::from(serde_json::to_vec(&signer.jwks()).unwrap_or_default());
-        let entropy_bytes = entropy.bytes::<32>();
+        let nonce_secret = config.dpop_nonce.then(|| entropy.bytes::<32>());
         Gate {
             routes,
             verifier,
@@ -95,10 +95,7 @@ impl Gate {
             clock,
             entropy,
             shutdown,
-            dpop: crate::dpop::DpopGuard::new(
-                config.dpop_replay_cache,
-                config.dpop_nonce.then(|| entropy_bytes),
-            ),
+            dpop: crate::dpop::DpopGuard::new(config.dpop_replay_cache, nonce_secret),
             public_origin: config.public_origin.clone(),
         }
     }

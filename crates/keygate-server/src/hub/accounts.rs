@@ -99,10 +99,10 @@ impl Hub {
                 })
             })
         };
-        if !named(&urls) {
-            if let Some(app) = self.store.api_key(&claims.aud).await? {
-                urls.extend(crate::dpop::urls(&app.origins, cred.path));
-            }
+        if !named(&urls)
+            && let Some(app) = self.store.api_key(&claims.aud).await?
+        {
+            urls.extend(crate::dpop::urls(&app.origins, cred.path));
         }
         let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
         self.dpop.check_use(cred, token, jkt, &urls, now)
