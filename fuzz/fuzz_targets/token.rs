@@ -112,5 +112,6 @@ fn sample_claims() -> AccessClaims {
         acct: None,
         acr: None,
         amr: None,
+        cnf: None,
     }
 }
