@@ -410,11 +410,9 @@ impl OfflineVerifier {
             return Err(Error::MissingToken);
         }
         let claims = self.verify(token, now)?;
-        let jkt = match (&claims.cnf, dpop_scheme) {
-            (None, false) => return Ok(claims),
-            (None, true) => return Err(Error::DpopUnboundToken),
-            (Some(_), false) => return Err(Error::DpopBoundToken),
-            (Some(c), true) => c.jkt.clone(),
+        let Some(jkt) = dpop::bound_key(claims.cnf.as_ref(), dpop_scheme)?.map(str::to_owned)
+        else {
+            return Ok(claims);
         };
         let refuse = |error| Error::Dpop {
             error,

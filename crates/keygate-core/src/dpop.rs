@@ -292,6 +292,21 @@ pub fn identity_jkt(identity: &Identity) -> String {
     ed25519_thumbprint(identity.as_bytes())
 }
 
+/// What the scheme a token came with must be (RFC 9449 §7): the key a bound token
+/// (`cnf`) needs a proof by when it came as `DPoP`; none for a bearer token that
+/// came as `Bearer`; `invalid_token` for either in the other scheme.
+pub fn bound_key(
+    cnf: Option<&crate::token::Confirmation>,
+    dpop_scheme: bool,
+) -> Result<Option<&str>, crate::error::Error> {
+    match (cnf, dpop_scheme) {
+        (None, false) => Ok(None),
+        (None, true) => Err(crate::error::Error::DpopUnboundToken),
+        (Some(_), false) => Err(crate::error::Error::DpopBoundToken),
+        (Some(c), true) => Ok(Some(&c.jkt)),
+    }
+}
+
 /// `ath`: base64url SHA-256 of the token's ASCII.
 pub fn token_hash(token: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(token.as_bytes()))

@@ -227,11 +227,17 @@ impl<'a> From<Option<&'a str>> for Credential<'a> {
     }
 }
 
-/// The [`Credential`] of a request with `headers`, `method` and `path`.
-pub fn credential<'a>(headers: &'a HeaderMap, method: &'a str, path: &'a str) -> Credential<'a> {
+/// The `DPoP` header of a request, and whether it came more than once (which
+/// RFC 9449 §4.3 refuses).
+pub fn dpop_header(headers: &HeaderMap) -> (Option<&str>, bool) {
     let mut proofs = headers.get_all("dpop").iter();
     let proof = proofs.next().and_then(|v| v.to_str().ok()).map(str::trim);
-    let proofs_repeated = proofs.next().is_some();
+    (proof, proofs.next().is_some())
+}
+
+/// The [`Credential`] of a request with `headers`, `method` and `path`.
+pub fn credential<'a>(headers: &'a HeaderMap, method: &'a str, path: &'a str) -> Credential<'a> {
+    let (proof, proofs_repeated) = dpop_header(headers);
     let dpop = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

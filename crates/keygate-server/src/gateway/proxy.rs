@@ -232,11 +232,9 @@ impl Gate {
         route: &Route,
         now: crate::time::UnixTime,
     ) -> Result<(), Error> {
-        let jkt = match (&claims.cnf, cred.dpop_scheme) {
-            (None, false) => return Ok(()),
-            (None, true) => return Err(Error::DpopUnboundToken),
-            (Some(_), false) => return Err(Error::DpopBoundToken),
-            (Some(c), true) => &c.jkt,
+        let Some(jkt) = keygate_core::dpop::bound_key(claims.cnf.as_ref(), cred.dpop_scheme)?
+        else {
+            return Ok(());
         };
         let url = match route.public_origin.as_ref().or(self.public_origin.as_ref()) {
             Some(o) => format!("{o}{}", cred.path),

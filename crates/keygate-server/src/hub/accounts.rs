@@ -84,11 +84,9 @@ impl Hub {
         claims: &AccessClaims,
         now: crate::time::UnixTime,
     ) -> Result<(), Error> {
-        let jkt = match (&claims.cnf, cred.dpop_scheme) {
-            (None, false) => return Ok(()),
-            (None, true) => return Err(Error::DpopUnboundToken),
-            (Some(_), false) => return Err(Error::DpopBoundToken),
-            (Some(c), true) => &c.jkt,
+        let Some(jkt) = keygate_core::dpop::bound_key(claims.cnf.as_ref(), cred.dpop_scheme)?
+        else {
+            return Ok(());
         };
         let mut urls = crate::dpop::urls(&self.dpop_origins, cred.path);
         let named = |u: &Vec<String>| {

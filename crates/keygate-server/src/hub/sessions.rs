@@ -53,12 +53,14 @@ impl Hub {
         let auth = self
             .refresh_gate(session::hash_secret(refresh_token))
             .await?;
-        // Before the rotation: a refused proof must not spend the refresh token.
+        // The app once, before the rotation: its DPoP policy decides, and a
+        // refused proof must not spend the refresh token.
+        let app = match &auth {
+            Some(a) => self.store.api_key(&a.session.api_key).await?,
+            None => None,
+        };
         let jkt = match &auth {
-            Some(a) => {
-                self.refresh_binding(&a.session, &cred, any_key, now)
-                    .await?
-            }
+            Some(a) => self.refresh_binding(&a.session, app.as_ref(), &cred, any_key, now)?,
             None => None,
         };
         let next = session::new_secret_token(&mut self.entropy.rng(), session::REFRESH_PREFIX);
@@ -78,7 +80,11 @@ impl Hub {
             RefreshOutcome::Revoked => return Err(Error::SessionRevoked),
             RefreshOutcome::Expired => return Err(Error::SessionExpired),
         };
-        let key = match self.store.api_key(&s.api_key).await? {
+        let app = match app.filter(|k| k.id == s.api_key) {
+            Some(k) => Some(k),
+            None => self.store.api_key(&s.api_key).await?,
+        };
+        let key = match app {
             Some(k) if k.revoked_at.is_none() => self.usable(k)?,
             _ => return Err(Error::SessionRevoked),
         };
@@ -105,9 +111,10 @@ impl Hub {
     }
 
     /// The key a refreshed token is bound to (see [`Hub::refresh`]).
-    async fn refresh_binding(
+    fn refresh_binding(
         &self,
         s: &SessionRecord,
+        app: Option<&crate::store::ApiKeyRecord>,
         cred: &Credential<'_>,
         any_key: bool,
         now: crate::time::UnixTime,
@@ -119,8 +126,7 @@ impl Hub {
         if cred.proofs_repeated {
             return Err(refuse(DpopError::Malformed));
         }
-        let app = self.store.api_key(&s.api_key).await?;
-        let policy = app.as_ref().map_or(DpopPolicy::Optional, |a| a.dpop);
+        let policy = app.map_or(DpopPolicy::Optional, |a| a.dpop);
         if cred.proof.is_none() || (policy == DpopPolicy::Off && s.jkt.is_none()) {
             return match (&s.jkt, policy) {
                 (Some(_), _) => Err(refuse(DpopError::Missing)),
@@ -129,7 +135,7 @@ impl Hub {
             };
         }
         let mut urls = crate::dpop::urls(&self.dpop_origins, cred.path);
-        if let Some(app) = &app {
+        if let Some(app) = app {
             urls.extend(crate::dpop::urls(&app.origins, cred.path));
         }
         let urls: Vec<&str> = urls.iter().map(String::as_str).collect();

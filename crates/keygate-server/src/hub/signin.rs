@@ -91,7 +91,7 @@ impl Hub {
     ) -> Result<IssuedToken, Error> {
         let subject = identity.to_string();
         self.guard.check_identity(&subject)?;
-        let request = validate_options(app, options)?;
+        let request = validate_options(app, options, identity)?;
         let now = self.now();
         let verified = challenge::verify(
             &self.nonce_key,
@@ -129,15 +129,6 @@ impl Hub {
         now: UnixTime,
     ) -> Result<IssuedToken, Error> {
         let (account, mfa_required) = self.sign_in_account(&subject, &app.id).await?;
-        // A key sign-in binds to the signing identity's own key: its proof was
-        // checked where the user's request arrived (docs/dpop.md).
-        let jkt = if request.dpop {
-            Some(keygate_core::dpop::identity_jkt(&Identity::parse(
-                &subject,
-            )?))
-        } else {
-            None
-        };
         let (session_id, refresh_token) = {
             let mut rng = self.entropy.rng();
             let sid = session::session_id(now, &mut rng);
@@ -159,7 +150,7 @@ impl Hub {
             idle_timeout: app.policy.idle_timeout,
             user_agent: meta.user_agent.map(|s| truncate(s, 256)),
             address: meta.address,
-            jkt: jkt.clone(),
+            jkt: request.jkt.clone(),
         };
         let redemption = Redemption {
             nonce_id: nonce.0,
@@ -178,7 +169,7 @@ impl Hub {
             redemption.session.scope.clone(),
             redemption.session.client_id.clone(),
             redemption.session.expires_at,
-            jkt,
+            request.jkt,
         );
         let mut assurance = if mfa_required {
             crate::account::Assurance::Pending
@@ -294,7 +285,7 @@ impl Hub {
         let identity = Identity::parse(pubkey)?;
         let subject = identity.to_string();
         self.guard.check_identity(&subject)?;
-        let request = validate_options(app, options)?;
+        let request = validate_options(app, options, &identity)?;
         let now = self.now();
         // No challenge was issued: a fresh nonce id keeps the group commit's shape.
         let nonce = self.entropy.bytes::<16>();
@@ -308,12 +299,16 @@ pub(super) struct ValidRequest {
     pub(super) offline: bool,
     pub(super) scope: String,
     pub(super) expiration: Option<i64>,
-    /// Bind the tokens to the identity's key (DPoP, docs/dpop.md): the app's
-    /// policy allows it and the sign-in asked.
-    pub(super) dpop: bool,
+    /// The key the tokens are bound to (DPoP, docs/dpop.md): the signing
+    /// identity's own, when the app's policy allows it and the sign-in asked.
+    pub(super) jkt: Option<String>,
 }
 
-fn validate_options(app: &ApiKeyRecord, o: &TokenOptions) -> Result<ValidRequest, Error> {
+fn validate_options(
+    app: &ApiKeyRecord,
+    o: &TokenOptions,
+    identity: &Identity,
+) -> Result<ValidRequest, Error> {
     if let Some(c) = &o.client_id
         && (c.is_empty() || c.len() > MAX_CLIENT_ID_LEN || !c.bytes().all(|b| b.is_ascii_graphic()))
     {
@@ -367,6 +362,8 @@ fn validate_options(app: &ApiKeyRecord, o: &TokenOptions) -> Result<ValidRequest
         offline,
         scope: granted.join(" "),
         expiration: o.expiration,
-        dpop,
+        // A key sign-in binds to the signing identity's own key: its proof was
+        // checked where the user's request arrived.
+        jkt: dpop.then(|| keygate_core::dpop::identity_jkt(identity)),
     })
 }

@@ -339,9 +339,8 @@ pub fn routes(provider: Arc<Provider>) -> BoxedFilter<(Response,)> {
                         let mut body = body?;
                         // A key-bound token only for a sign-in that brings a proof
                         // by the identity's own key (docs/dpop.md).
-                        let mut proofs = headers.get_all("dpop").iter();
-                        let proof = proofs.next().and_then(|v| v.to_str().ok());
-                        if proofs.next().is_some() {
+                        let (proof, repeated) = crate::http::dpop_header(&headers);
+                        if repeated {
                             return Err(Error::Dpop {
                                 error: keygate_core::dpop::DpopError::Malformed,
                                 at_issue: true,

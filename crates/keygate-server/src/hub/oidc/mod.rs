@@ -581,7 +581,7 @@ impl Hub {
             expiration: None,
             // The page's session is bound at the token endpoint, to the client's
             // key (docs/dpop.md).
-            dpop: false,
+            jkt: None,
         };
         self.open_session(
             app,

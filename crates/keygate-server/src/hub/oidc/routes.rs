@@ -191,12 +191,9 @@ fn form_post(
             let parsed = if is_form(&h) {
                 let form = params(&body);
                 credentials(&h, &form).map(|mut c| {
-                    let mut proofs = h.get_all("dpop").iter();
-                    c.dpop = proofs
-                        .next()
-                        .and_then(|v| v.to_str().ok())
-                        .map(|v| v.trim().to_owned());
-                    c.dpop_repeated = proofs.next().is_some();
+                    let (proof, repeated) = crate::http::dpop_header(&h);
+                    c.dpop = proof.map(str::to_owned);
+                    c.dpop_repeated = repeated;
                     (c, form)
                 })
             } else {
