@@ -8,9 +8,9 @@
 # client with the real @textile/crypto, a stock RFC 9068 validator), the OpenID
 # Provider against relying-party libraries keygate did not write (tests/oidc:
 # openid-client, oauth4webapi and Python's Authlib, the user in Chromium; DPoP with
-# npm dpop and oauth4webapi), and a
+# npm dpop and oauth4webapi), a real Prometheus scraping keygate under load, and a
 # bounded pass of the coverage-guided fuzz targets (FUZZ_SECONDS per target).
-# Installs what is missing (Chromium, Node, OpenSSL, Python's venv and PostgreSQL from
+# Installs what is missing (Chromium, Node, OpenSSL, Python's venv, Prometheus, curl and PostgreSQL from
 # apt, npm packages at the versions of the lock files, the pinned Python packages of
 # tests/oidc/requirements.txt in tests/oidc/.venv, cargo-fuzz).
 set -euo pipefail
@@ -21,6 +21,9 @@ as_root() {
   elif command -v sudo >/dev/null 2>&1; then sudo "$@"
   else echo "scripts/test.sh: need root to run: $*" >&2; return 1; fi
 }
+
+# A section's header, with the time the run has taken so far.
+section() { echo "== $* (at ${SECONDS} s)"; }
 
 apt_updated=""
 need_apt() {  # need_apt COMMAND PACKAGE...
@@ -33,14 +36,14 @@ if [ ! -x /usr/bin/chromium ]; then need_apt chromium chromium; fi
 need_apt node nodejs npm
 need_apt openssl openssl  # the key-file test reads keygate's key files with it
 
-echo "== cargo fmt / clippy"
+section "cargo fmt / clippy"
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 
-echo "== cargo test"
+section "cargo test"
 cargo test --locked --workspace
 
-echo "== integration tests on PostgreSQL (a throwaway cluster on 127.0.0.1)"
+section "integration tests on PostgreSQL (a throwaway cluster on 127.0.0.1)"
 # With the tests ignored on SQLite (#[ignore = "needs KEYGATE_TEST_POSTGRES"]:
 # several nodes on one database, a database outage).
 pg_dir=$(mktemp -d)
@@ -51,14 +54,14 @@ KEYGATE_TEST_POSTGRES="$pg_url" \
   cargo test --locked --workspace --lib --test integration -- --include-ignored
 bash scripts/postgres.sh stop "$pg_dir"
 
-echo "== browser test (web-demo, Chromium)"
+section "browser test (web-demo, Chromium)"
 (
   cd web-demo/test
   npm ci --no-audit --no-fund --loglevel=error
   KEYGATE_BIN="${CARGO_TARGET_DIR:-$(pwd)/../../target}/debug/keygate" node --test
 )
 
-echo "== JavaScript client (clients/js: Node and Chromium against keygate serve, types, npm pack)"
+section "JavaScript client (clients/js: Node and Chromium against keygate serve, types, npm pack)"
 (
   cd clients/js
   npm ci --no-audit --no-fund --loglevel=error
@@ -67,14 +70,14 @@ echo "== JavaScript client (clients/js: Node and Chromium against keygate serve,
   npm pack --dry-run --loglevel=error >/dev/null
 )
 
-echo "== interop test (tests/interop: Textile client, RFC 9068 validator)"
+section "interop test (tests/interop: Textile client, RFC 9068 validator)"
 (
   cd tests/interop
   npm ci --no-audit --no-fund --loglevel=error
   KEYGATE_BIN="${CARGO_TARGET_DIR:-$(pwd)/../../target}/debug/keygate" node --test
 )
 
-echo "== OpenID Provider (tests/oidc: openid-client, oauth4webapi, authlib, Chromium)"
+section "OpenID Provider (tests/oidc: openid-client, oauth4webapi, authlib, Chromium)"
 (
   cd tests/oidc
   if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
@@ -87,8 +90,14 @@ echo "== OpenID Provider (tests/oidc: openid-client, oauth4webapi, authlib, Chro
   KEYGATE_BIN="${CARGO_TARGET_DIR:-$(pwd)/../../target}/debug/keygate" node --test
 )
 
+section "Prometheus scrapes keygate (tests/ops: Debian's prometheus, keygate bench load)"
+need_apt prometheus prometheus
+need_apt curl curl
+KEYGATE_BIN="${CARGO_TARGET_DIR:-$(pwd)/target}/debug/keygate" bash tests/ops/prometheus.sh
+
 # 30 s per target keeps the whole run within its time budget; longer runs:
 # FUZZ_SECONDS=600 scripts/fuzz.sh (docs/fuzzing.md).
 export FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
-echo "== fuzzing (cargo-fuzz, ${FUZZ_SECONDS} s per target)"
+section "fuzzing (cargo-fuzz, ${FUZZ_SECONDS} s per target)"
 bash scripts/fuzz.sh
+echo "scripts/test.sh: every section passed in ${SECONDS} s"

@@ -19,6 +19,7 @@ pub mod hub;
 pub mod limits;
 pub mod listener;
 pub mod logging;
+pub mod metrics;
 pub mod provider;
 pub mod server;
 pub mod signin;

@@ -197,13 +197,15 @@ impl Guard {
     pub fn check_totp(&self, account: &str) -> Result<(), Error> {
         self.per_account_totp
             .check_key(&account.to_owned())
-            .map_err(retry_after)
+            .map_err(|n| refused("totp_rate", n))
     }
 
     /// Counts one sign-in request from `ip`.
     pub fn check_ip(&self, ip: Option<IpAddr>) -> Result<(), Error> {
         match (&self.per_ip, ip) {
-            (Some(l), Some(ip)) => l.check_key(&client_key(ip)).map_err(retry_after),
+            (Some(l), Some(ip)) => l
+                .check_key(&client_key(ip))
+                .map_err(|n| refused("ip_rate", n)),
             _ => Ok(()),
         }
     }
@@ -211,7 +213,9 @@ impl Guard {
     /// Counts one challenge or redemption for `identity` (canonical form).
     pub fn check_identity(&self, identity: &str) -> Result<(), Error> {
         match &self.per_identity {
-            Some(l) => l.check_key(&identity.to_owned()).map_err(retry_after),
+            Some(l) => l
+                .check_key(&identity.to_owned())
+                .map_err(|n| refused("identity_rate", n)),
             None => Ok(()),
         }
     }
@@ -219,10 +223,13 @@ impl Guard {
     /// A sign-in socket slot for `ip`, or `429` when the caps are reached.
     pub fn handshake(&self, ip: Option<IpAddr>) -> Result<Option<HandshakeSlot>, Error> {
         let Some(ip) = ip else { return Ok(None) };
-        self.handshakes
-            .acquire(ip)
-            .map(Some)
-            .ok_or(Error::RateLimited { retry_after: 1 })
+        match self.handshakes.acquire(ip) {
+            Some(slot) => Ok(Some(slot)),
+            None => {
+                crate::metrics::metrics().refused("handshake_cap");
+                Err(Error::RateLimited { retry_after: 1 })
+            }
+        }
     }
 
     /// Forgets rate-limit state that no longer matters, so that memory stays
@@ -241,9 +248,12 @@ impl Guard {
     }
 }
 
-fn retry_after(
+/// A limiter's refusal (counted in metrics as `kind`), with when to retry.
+fn refused(
+    kind: &'static str,
     not_until: governor::NotUntil<<DefaultClock as governor::clock::Clock>::Instant>,
 ) -> Error {
+    crate::metrics::metrics().refused(kind);
     let wait = not_until.wait_time_from(DefaultClock::default().now());
     Error::RateLimited {
         retry_after: wait.as_secs().max(1),

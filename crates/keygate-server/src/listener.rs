@@ -105,6 +105,7 @@ pub async fn serve<F>(
         };
         let Some(slot) = connections.admit(peer.ip()) else {
             // Over a cap: close at once, before reading a byte.
+            crate::metrics::metrics().refused("connection_cap");
             drop(stream);
             continue;
         };
@@ -143,6 +144,7 @@ pub async fn serve<F>(
         let watcher = graceful.watcher();
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _open = crate::metrics::metrics().connection("tcp");
             let serve = async {
                 match tls {
                     Some(acceptor) => match acceptor.accept(stream).await {
@@ -170,6 +172,15 @@ pub async fn serve<F>(
                 }
                 why = slot.conn.watchdog() => {
                     tracing::debug!(why, "connection closed by the listener");
+                    // An idle keep-alive connection ending is no refusal.
+                    if let Some(kind) = match why {
+                        EVICTED => Some("connection_evicted"),
+                        SLOW_BODY => Some("body_timeout"),
+                        NOT_READING => Some("write_stalled"),
+                        _ => None,
+                    } {
+                        crate::metrics::metrics().refused(kind);
+                    }
                 }
             }
             drop(slot);
@@ -297,6 +308,11 @@ impl Drop for ConnSlot {
     }
 }
 
+/// Why the watchdog closed a connection (besides a late or idle request head).
+const EVICTED: &str = "evicted for a new connection";
+const SLOW_BODY: &str = "no complete request body in time";
+const NOT_READING: &str = "the peer stopped reading";
+
 /// What the watchdog of one connection watches.
 struct Conn {
     key: IpAddr,
@@ -337,7 +353,7 @@ impl Conn {
             let next = {
                 let s = self.state();
                 if s.evicted {
-                    return "evicted for a new connection";
+                    return EVICTED;
                 }
                 let write = s
                     .write_blocked_since
@@ -345,8 +361,8 @@ impl Conn {
                 let body = s.bodies.iter().map(|(_, t)| *t).min();
                 for (deadline, why) in [
                     (s.head_deadline, "no complete request head in time"),
-                    (body, "no complete request body in time"),
-                    (write, "the peer stopped reading"),
+                    (body, SLOW_BODY),
+                    (write, NOT_READING),
                 ] {
                     if deadline.is_some_and(|t| t <= now) {
                         return why;

@@ -63,6 +63,78 @@ pub struct Options {
     pub dev: bool,
     /// Ask DPoP clients for server nonces (`--dpop-nonce`, docs/dpop.md).
     pub dpop_nonces: bool,
+    /// The admin listener (`/metrics`, `/healthz`, `/readyz`), off by default;
+    /// see [`Admin`].
+    pub admin: Admin,
+}
+
+/// The admin listener's settings (`--admin-listen`, docs/operations.md).
+#[derive(Debug, Clone, Default)]
+pub struct Admin {
+    /// Where to serve `/metrics`, `/healthz` and `/readyz` (off when `None`).
+    pub listen: Option<SocketAddr>,
+    /// Allow an admin address that is not loopback (`--admin-listen-any`).
+    pub any_address: bool,
+    /// Also serve `/metrics` on the public listener (`--metrics-public`).
+    pub metrics_public: bool,
+}
+
+impl Admin {
+    /// Refuses an admin address off loopback unless asked for.
+    pub fn check(&self) -> Result<(), StartError> {
+        match self.listen {
+            Some(a) if !a.ip().is_loopback() && !self.any_address => {
+                Err(StartError::Config(format!(
+                    "the admin listener {a} is not a loopback address: metrics name what this                      server does; pass --admin-listen-any to serve them there anyway"
+                )))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A running admin listener.
+pub struct AdminServer {
+    pub addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl AdminServer {
+    /// Serves `/metrics`, `/healthz` and `/readyz` on `addr`.
+    pub async fn start(
+        addr: SocketAddr,
+        health: Arc<crate::metrics::Health>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<AdminServer, StartError> {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| StartError::Bind(addr, e))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| StartError::Bind(addr, e))?;
+        let routes = crate::metrics::health_routes(health)
+            .or(crate::metrics::metrics_route(clock))
+            .unify()
+            .recover(crate::http::recover)
+            .unify();
+        let (stop, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let stop = async move {
+                let _ = rx.await;
+            };
+            let limits = crate::limits::Limits::default();
+            crate::listener::serve(listener, routes, limits, None, stop, Duration::from_secs(1))
+                .await;
+        });
+        tracing::info!(%addr, "admin listener (/metrics, /healthz, /readyz)");
+        Ok(AdminServer { addr, stop, task })
+    }
+
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.task).await;
+    }
 }
 
 impl Options {
@@ -85,6 +157,7 @@ impl Options {
             gateway: None,
             dev: false,
             dpop_nonces: false,
+            admin: Admin::default(),
         }
     }
 }
@@ -114,6 +187,10 @@ pub struct Running {
     pub issuer: Option<String>,
     /// The gateway, when `Options::gateway` asked for one.
     pub gateway: Option<crate::gateway::Running>,
+    /// The admin listener, when `Options::admin` asked for one.
+    pub admin: Option<AdminServer>,
+    /// What `/readyz` reports.
+    pub health: Arc<crate::metrics::Health>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<()>,
     background: Vec<JoinHandle<()>>,
@@ -129,7 +206,10 @@ impl Running {
     }
 
     /// Stops accepting, lets requests in flight finish, and closes the store.
+    /// `/readyz` answers 503 `draining` from the start; the admin listener stops
+    /// last.
     pub async fn stop(mut self) {
+        self.health.drain();
         if let Some(gateway) = self.gateway.take() {
             gateway.stop().await;
         }
@@ -143,6 +223,9 @@ impl Running {
         if let Some(store) = &self.store {
             store.close().await;
         }
+        if let Some(admin) = self.admin.take() {
+            admin.stop().await;
+        }
     }
 
     /// Runs until `signal` completes, then stops.
@@ -154,6 +237,7 @@ impl Running {
 
 /// Starts a server as `opts` says and returns once it is listening.
 pub async fn start(opts: Options) -> Result<Running, StartError> {
+    opts.admin.check()?;
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await
         .map_err(|e| StartError::Bind(opts.listen, e))?;
@@ -286,6 +370,18 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
             crate::provider::routes(Arc::new(provider))
         }
     };
+    let health = crate::metrics::Health::new(store.clone());
+    let routes = crate::metrics::health_routes(health.clone())
+        .or(routes)
+        .unify();
+    let routes = if opts.admin.metrics_public {
+        crate::metrics::metrics_route(opts.clock.clone())
+            .or(routes)
+            .unify()
+            .boxed()
+    } else {
+        routes.boxed()
+    };
     let routes = routes
         .recover(crate::http::recover)
         .unify()
@@ -338,6 +434,24 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         }
         (None, _) => None,
     };
+    let admin = match opts.admin.listen {
+        Some(addr) => match AdminServer::start(addr, health.clone(), opts.clock.clone()).await {
+            Ok(a) => Some(a),
+            Err(e) => {
+                for t in &background {
+                    t.abort();
+                }
+                if let Some(g) = gateway {
+                    g.stop().await;
+                }
+                if let Some(store) = &store {
+                    store.close().await;
+                }
+                return Err(e);
+            }
+        },
+        None => None,
+    };
     let (tx, rx) = oneshot::channel::<()>();
     let (limits, drain) = (opts.limits.clone(), opts.drain);
     let task = tokio::spawn(async move {
@@ -359,6 +473,8 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
         origins,
         issuer: matches!(opts.mode, Mode::Serve | Mode::Hub).then_some(issuer),
         gateway,
+        admin,
+        health,
         shutdown: Some(tx),
         task,
         background,

@@ -294,6 +294,7 @@ pub async fn serve<B: SignInBackend>(
     dpop: Option<DpopCheck>,
 ) {
     let _slot = slot;
+    let _open = crate::metrics::metrics().connection("websocket");
     let flow = async {
         let mut pending = false;
         // The identity of a pending sign-in that asked for a key-bound token.

@@ -199,6 +199,8 @@ const STOPPED: u8 = 2;
 struct Shared {
     phase: AtomicU8,
     measured: AtomicU64,
+    /// Sign-ins that got a token, in every phase (warm-up and the tail too).
+    completed: AtomicU64,
     ticket: AtomicU64,
     /// Open loop: start of the schedule and sign-ins per second.
     schedule: Option<(Instant, f64)>,
@@ -236,6 +238,7 @@ async fn run_load(name: &'static str, target: &Target, pid: u32, plan: Plan) -> 
     let shared = Arc::new(Shared {
         phase: AtomicU8::new(WARMING),
         measured: AtomicU64::new(0),
+        completed: AtomicU64::new(0),
         ticket: AtomicU64::new(0),
         schedule: plan.rate.map(|r| (Instant::now(), r)),
     });
@@ -290,6 +293,7 @@ async fn run_load(name: &'static str, target: &Target, pid: u32, plan: Plan) -> 
         plan,
         window,
         ok: stats.latencies.len() as u64,
+        completed: shared.completed.load(Ordering::Relaxed),
         latencies: stats.latencies,
         errors: stats.errors,
         server_cpu: diff(before.server, after.server),
@@ -333,6 +337,7 @@ async fn client_loop(
         let measuring = shared.phase.load(Ordering::SeqCst) == MEASURING;
         match outcome {
             Ok(Ok(socket)) => {
+                shared.completed.fetch_add(1, Ordering::Relaxed);
                 if measuring {
                     stats
                         .latencies
@@ -368,6 +373,8 @@ struct Report {
     plan: Plan,
     window: Duration,
     ok: u64,
+    /// Every sign-in that got a token, warm-up included: what the server counted.
+    completed: u64,
     /// Sorted, microseconds.
     latencies: Vec<u32>,
     errors: BTreeMap<String, u64>,
@@ -476,6 +483,7 @@ impl Report {
             "rate_target": self.plan.rate,
             "seconds": self.window.as_secs_f64(),
             "ok": self.ok,
+            "completed": self.completed,
             "errors": self.errors,
             "sign_ins_per_s": self.rate(),
             "p50_ms": self.ms(0.5),

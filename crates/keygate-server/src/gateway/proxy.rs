@@ -113,16 +113,22 @@ impl Gate {
             *res.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
             return Ok(res);
         }
-        Ok(match self.handle(req, peer).await {
+        let mut seen = Seen::default();
+        let res = match self.handle(req, peer, &mut seen).await {
             Ok(res) => res,
             Err(e) => error(&e),
-        })
+        };
+        // Route names come from the operator's configuration, never the request.
+        let route = seen.route.map_or("none", |i| self.routes[i].name.as_str());
+        crate::metrics::metrics().gateway_request(route, res.status().as_u16(), seen.upstream);
+        Ok(res)
     }
 
     async fn handle(
         self: &Arc<Self>,
         mut req: Request<Incoming>,
         peer: SocketAddr,
+        seen: &mut Seen,
     ) -> Result<Response<ResBody>, Error> {
         let path = req.uri().path();
         if path == JWKS_PATH && matches!(*req.method(), Method::GET | Method::HEAD) {
@@ -135,6 +141,7 @@ impl Gate {
             ));
         }
         let (index, route) = self.route(path).ok_or(Error::NotFound)?;
+        seen.route = Some(index);
         let now = self.clock.now();
         let claims = if route.public {
             None
@@ -182,18 +189,20 @@ impl Gate {
             h.insert(header::UPGRADE, proto.clone());
         }
 
-        let mut res =
-            match tokio::time::timeout(self.upstream_timeout, self.client.request(req)).await {
-                Ok(Ok(res)) => res,
-                Ok(Err(e)) => {
-                    tracing::warn!(route = %route.name, error = %e, "upstream request failed");
-                    return Err(Error::BadGateway);
-                }
-                Err(_) => {
-                    tracing::warn!(route = %route.name, "upstream did not answer in time");
-                    return Err(Error::BadGateway);
-                }
-            };
+        let asked = std::time::Instant::now();
+        let answer = tokio::time::timeout(self.upstream_timeout, self.client.request(req)).await;
+        seen.upstream = Some(asked.elapsed());
+        let mut res = match answer {
+            Ok(Ok(res)) => res,
+            Ok(Err(e)) => {
+                tracing::warn!(route = %route.name, error = %e, "upstream request failed");
+                return Err(Error::BadGateway);
+            }
+            Err(_) => {
+                tracing::warn!(route = %route.name, "upstream did not answer in time");
+                return Err(Error::BadGateway);
+            }
+        };
 
         let exported = headers::take_exports(res.headers_mut(), &route.exports);
         if let Some(c) = &claims {
@@ -421,6 +430,14 @@ fn close_frame(code: u16, reason: &str, mask: Option<[u8; 4]>) -> Vec<u8> {
     }
     frame.extend_from_slice(&payload);
     frame
+}
+
+/// What one request came to, for the metrics: its route (an index into the
+/// routes) and how long its upstream took.
+#[derive(Default)]
+pub(super) struct Seen {
+    route: Option<usize>,
+    upstream: Option<Duration>,
 }
 
 /// The upstream URI: the route's upstream, its base path, the request's path

@@ -43,6 +43,9 @@ impl Hub {
         let retention = retention(self.store.as_ref(), &records).await?;
         let now = self.now();
         let current = self.ring();
+        if let Some(k) = current_key(&records) {
+            crate::metrics::metrics().signing_key(k.created_at);
+        }
         let published = published(&records, now, retention);
         let unchanged = published.len() == current.jwks.keys.len()
             && published

@@ -70,6 +70,7 @@ impl Hub {
             cnf: grant.jkt.map(|jkt| crate::token::ConfirmationRef { jkt }),
         };
         let pending = grant.assurance == Some(crate::account::Assurance::Pending);
+        crate::metrics::metrics().token_minted();
         IssuedToken {
             token: if pending {
                 self.ring().signer.mint_pending(&claims)

@@ -39,6 +39,7 @@ impl Hub {
             tick.tick().await;
             match self.store.revocations_since(cursor, 1000).await {
                 Ok(events) => {
+                    crate::metrics::metrics().feed_read(self.now());
                     for e in events {
                         cursor = e.seq;
                         let _ = self.revocations.send(e);

@@ -89,6 +89,33 @@ impl Hub {
         expected_audience: Option<&str>,
         meta: ClientMeta,
     ) -> Result<IssuedToken, Error> {
+        let started = std::time::Instant::now();
+        let result = self
+            .verify_and_open(
+                app,
+                flow,
+                identity,
+                signed,
+                options,
+                expected_audience,
+                meta,
+            )
+            .await;
+        crate::metrics::metrics().signin(flow, result.as_ref().map(|_| ()), started.elapsed());
+        result
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn verify_and_open(
+        &self,
+        app: &ApiKeyRecord,
+        flow: Flow,
+        identity: &Identity,
+        signed: SignedChallenge<'_>,
+        options: &TokenOptions,
+        expected_audience: Option<&str>,
+        meta: ClientMeta,
+    ) -> Result<IssuedToken, Error> {
         let subject = identity.to_string();
         self.guard.check_identity(&subject)?;
         let request = validate_options(app, options, identity)?;
@@ -290,8 +317,11 @@ impl Hub {
         // No challenge was issued: a fresh nonce id keeps the group commit's shape.
         let nonce = self.entropy.bytes::<16>();
         tracing::info!(key = %app.id, "development token minted without a signature");
-        self.open_session(app, subject, options, request, (nonce, now + 60), meta, now)
-            .await
+        let issued = self
+            .open_session(app, subject, options, request, (nonce, now + 60), meta, now)
+            .await?;
+        crate::metrics::metrics().dev_signin();
+        Ok(issued)
     }
 }
 

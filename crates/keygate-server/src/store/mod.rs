@@ -74,6 +74,11 @@ impl From<sqlx::Error> for StoreError {
 impl From<StoreError> for crate::Error {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "store error");
+        crate::metrics::metrics().store_error(match e {
+            StoreError::Unavailable(_) => "unavailable",
+            StoreError::Internal(_) => "internal",
+            StoreError::Conflict => "conflict",
+        });
         match e {
             StoreError::Unavailable(_) => crate::Error::Unavailable,
             StoreError::Internal(_) | StoreError::Conflict => crate::Error::Internal,

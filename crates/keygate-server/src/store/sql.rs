@@ -192,8 +192,12 @@ where
             }
             let pool = pool.clone();
             tokio::spawn(async move {
+                let started = std::time::Instant::now();
                 let result = Self::commit_batch(&pool, &batch).await;
                 drop(slot);
+                if result.is_ok() {
+                    crate::metrics::metrics().group_commit(batch.len(), started.elapsed());
+                }
                 match result {
                     Ok(outcomes) => {
                         for (job, outcome) in batch.into_iter().zip(outcomes) {

@@ -9,6 +9,7 @@ use clap::Args;
 use keygate::apikey::ApiSecret;
 use keygate::limits::Limits;
 use keygate::server::{self, Mode};
+use keygate::time::SystemClock;
 
 use super::{CliResult, DbArgs};
 
@@ -93,6 +94,33 @@ struct NetArgs {
     /// Challenges and redemptions per minute per identity (bursts of 10; 0: off).
     #[arg(long, env = "KEYGATE_RATE_PER_IDENTITY", default_value_t = Limits::default().rate_per_identity_per_minute)]
     rate_per_identity: u32,
+    #[command(flatten)]
+    admin: AdminArgs,
+}
+
+/// The admin listener: `/metrics`, `/healthz`, `/readyz` (docs/operations.md).
+#[derive(Args, Clone)]
+struct AdminArgs {
+    /// Serve /metrics, /healthz and /readyz on this address (off by default; the
+    /// flag alone means 127.0.0.1:9464).
+    #[arg(long, env = "KEYGATE_ADMIN_LISTEN", num_args = 0..=1, default_missing_value = "127.0.0.1:9464")]
+    admin_listen: Option<SocketAddr>,
+    /// Allow an --admin-listen address that is not loopback.
+    #[arg(long, requires = "admin_listen")]
+    admin_listen_any: bool,
+    /// Also serve /metrics on the public listener (off by default).
+    #[arg(long)]
+    metrics_public: bool,
+}
+
+impl AdminArgs {
+    fn admin(&self) -> server::Admin {
+        server::Admin {
+            listen: self.admin_listen,
+            any_address: self.admin_listen_any,
+            metrics_public: self.metrics_public,
+        }
+    }
 }
 
 impl NetArgs {
@@ -118,6 +146,8 @@ pub(crate) struct GatewayArgs {
     /// The gateway's configuration (see docs/gateway.md and examples/gateway.toml).
     #[arg(long, env = "KEYGATE_GATEWAY_CONFIG", default_value = "gateway.toml")]
     config: PathBuf,
+    #[command(flatten)]
+    admin: AdminArgs,
 }
 
 /// `keygate provider`.
@@ -172,6 +202,7 @@ pub(crate) async fn serve(mode: Mode, a: ServeArgs, hub_url: Option<String>) -> 
     opts.hub_url = hub_url;
     opts.dev = a.dev;
     opts.dpop_nonces = a.dpop_nonce;
+    opts.admin = a.net.admin.admin();
     if let Some(path) = &a.gateway_config {
         opts.gateway =
             Some(keygate::gateway::GatewayConfig::load(path).map_err(|e| e.to_string())?);
@@ -222,9 +253,29 @@ pub(crate) async fn provider(a: ProviderArgs) -> CliResult {
 }
 
 pub(crate) async fn gateway(a: GatewayArgs) -> CliResult {
-    keygate::gateway::run(&a.config, shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())
+    let admin = a.admin.admin();
+    admin.check().map_err(|e| e.to_string())?;
+    if admin.metrics_public {
+        return Err("the gateway forwards every path: its metrics are on --admin-listen".into());
+    }
+    let health = keygate::metrics::Health::new(None);
+    let admin = match admin.listen {
+        Some(addr) => Some(
+            server::AdminServer::start(addr, health.clone(), std::sync::Arc::new(SystemClock))
+                .await
+                .map_err(|e| e.to_string())?,
+        ),
+        None => None,
+    };
+    let signal = async {
+        shutdown_signal().await;
+        health.drain();
+    };
+    let result = keygate::gateway::run(&a.config, signal).await;
+    if let Some(admin) = admin {
+        admin.stop().await;
+    }
+    result.map_err(|e| e.to_string())
 }
 
 async fn shutdown_signal() {

@@ -14,6 +14,7 @@ mod gateway;
 mod hardening;
 mod lifecycle;
 mod oidc;
+mod ops;
 mod scale;
 mod split;
 mod tenancy;

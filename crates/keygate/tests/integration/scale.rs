@@ -375,9 +375,22 @@ async fn database_unreachable_gives_503_and_no_token() {
     let key = user(120);
     let challenge = c.challenge(&id(&key), None).await.unwrap();
     let sig = sign(&key, &challenge.text);
+    let readyz = async || {
+        json_of(
+            http()
+                .get(format!("{}/readyz", s.http()))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    };
+    assert_eq!(readyz().await, (200, json!({"status": "ok"})));
 
     let port = link.addr;
     link.cut().await;
+    // The readiness probe says so within its deadline; liveness does not change.
+    assert_eq!(readyz().await, (503, json!({"status": "unavailable"})));
     match c
         .token(&id(&key), &challenge.text, &sig, &Default::default())
         .await
@@ -403,6 +416,15 @@ async fn database_unreachable_gives_503_and_no_token() {
     // The database is back (same address): the challenge was never spent, and
     // the session it now makes is stored.
     let _link = Link::open(&port.to_string(), target).await;
+    eventually("/readyz to recover", async || {
+        let (status, body) = readyz().await;
+        if status == 200 {
+            Ok(())
+        } else {
+            Err(format!("{status} {body}"))
+        }
+    })
+    .await;
     let t = c
         .token(&id(&key), &challenge.text, &sig, &Default::default())
         .await

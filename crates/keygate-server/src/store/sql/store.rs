@@ -196,8 +196,9 @@ where
             .bind(id.as_str())
             .execute(&mut *tx)
             .await?;
-            Self::revoke_in(&mut tx, &Revoke::ApiKey { id: &id }, now).await?;
+            let n = Self::revoke_in(&mut tx, &Revoke::ApiKey { id: &id }, now).await?;
             tx.commit().await?;
+            crate::metrics::metrics().sessions_revoked(n);
             Ok(B::rows_affected(&done) == 1)
         }
         .boxed()
@@ -270,6 +271,7 @@ where
             let mut tx = self.write.begin().await?;
             let n = Self::revoke_in(&mut tx, &which, now).await?;
             tx.commit().await?;
+            crate::metrics::metrics().sessions_revoked(n);
             Ok(n)
         }
         .boxed()
@@ -317,8 +319,10 @@ where
                     subject: &session.subject,
                     id: &session.id,
                 };
-                Self::revoke_in(&mut tx, &which, now).await?;
+                let n = Self::revoke_in(&mut tx, &which, now).await?;
                 tx.commit().await?;
+                crate::metrics::metrics().refresh_reused();
+                crate::metrics::metrics().sessions_revoked(n);
                 return Ok(RefreshOutcome::Reused);
             }
             match session.check(now) {
@@ -338,6 +342,7 @@ where
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
+            crate::metrics::metrics().session_refreshed();
             Ok(RefreshOutcome::Rotated(Box::new(SessionRecord {
                 last_used_at: now,
                 ..session
