@@ -19,6 +19,7 @@ pub mod hub;
 pub mod limits;
 pub mod listener;
 pub mod logging;
+pub mod openapi;
 pub mod provider;
 pub mod server;
 pub mod signin;
