@@ -49,6 +49,8 @@ pub struct Provider {
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct ChallengeQuery {
+    /// The user's identity.
+    #[param(example = "bbaareibfea5jj555eqknpoxuaf5fsquky2r2i5o36rhkbbsglwbzmof4ra")]
     id: String,
 }
 

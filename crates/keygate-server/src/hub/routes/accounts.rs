@@ -39,6 +39,7 @@ pub(crate) struct SignedRequest {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct QrRequest {
+    #[schema(min_length = 1, max_length = 1024, example = "otpauth://totp/keygate")]
     text: String,
 }
 

@@ -22,6 +22,8 @@ use crate::time::format_rfc3339;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct ChallengeRequest {
+    /// The user's identity (docs/protocol.md).
+    #[schema(example = "bbaareibfea5jj555eqknpoxuaf5fsquky2r2i5o36rhkbbsglwbzmof4ra")]
     pubkey: String,
     #[serde(default)]
     audience: Option<String>,
@@ -41,6 +43,7 @@ pub(crate) struct TokenRequest {
 /// `POST /v1/dev/token`: an identity and the options of a token request.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct DevTokenRequest {
+    #[schema(example = "bbaareibfea5jj555eqknpoxuaf5fsquky2r2i5o36rhkbbsglwbzmof4ra")]
     pubkey: String,
     #[serde(flatten)]
     options: TokenOptions,
@@ -59,9 +62,13 @@ pub(crate) struct IntrospectRequest {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct BrokerRequest {
+    #[schema(min_length = 1, max_length = 128, pattern = "^[!-~]+$", example = "device-1")]
     endpoint_id: String,
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.-]+$", example = "reader")]
     role: String,
+    /// Seconds, 1 to 3600 (default 300).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 3600)]
     ttl: Option<i64>,
 }
 
