@@ -60,7 +60,7 @@ token=$("$bin" login --key "$tmp/user.pem" --url "ws://127.0.0.1:$port/ws/userau
 headers=(-H "x-keygate-api-key: $api_key" -H "x-keygate-api-sig-msg: $sig_msg"
   -H "x-keygate-api-sig: $sig" -H "Authorization: Bearer $token" -H "Origin: $base")
 
-common=(--checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance
+common=(--checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,unsupported_method,ignored_auth,negative_data_rejection
   --max-examples "$max_examples" --seed 19 --generation-database none --no-color
   --request-timeout 10 --suppress-health-check all --workers 2)
 

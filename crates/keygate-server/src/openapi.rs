@@ -222,7 +222,7 @@ impl Op {
     }
 
     /// A form body (`application/x-www-form-urlencoded`) of the named string
-    /// parameters, `required` first.
+    /// parameters, `required` first; without required ones the body may be left out.
     fn form(mut self, required: &[&str], optional: &[&str]) -> Self {
         let mut o = ObjectBuilder::new();
         for name in required {
@@ -234,7 +234,11 @@ impl Op {
         self.op = self.op.request_body(Some(
             RequestBodyBuilder::new()
                 .content("application/x-www-form-urlencoded", json_content(o))
-                .required(Some(Required::True))
+                .required(Some(if required.is_empty() {
+                    Required::False
+                } else {
+                    Required::True
+                }))
                 .build(),
         ));
         self
@@ -262,7 +266,7 @@ impl Op {
                     Required::False
                 })
                 .description(Some(description))
-                .schema(Some(string().max_length(Some(4096)))),
+                .schema(Some(string())),
         );
         self
     }
@@ -1116,6 +1120,47 @@ pub fn json() -> String {
     s
 }
 
+/// The methods the document names for the request path `path`, as the value of
+/// the `Allow` header a `405` carries (RFC 9110 §15.5.6); `None` for a path it
+/// does not describe.
+pub fn allow(path: &str) -> Option<&'static str> {
+    static TABLE: std::sync::OnceLock<Vec<(String, String)>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| {
+        document()
+            .paths
+            .paths
+            .into_iter()
+            .map(|(template, item)| {
+                let methods = [
+                    ("GET", &item.get),
+                    ("POST", &item.post),
+                    ("DELETE", &item.delete),
+                ]
+                .into_iter()
+                .filter(|(_, op)| op.is_some())
+                .map(|(m, _)| m)
+                .collect::<Vec<_>>();
+                (template, methods.join(", "))
+            })
+            .collect()
+    });
+    let matches = |template: &str| {
+        let (mut t, mut p) = (template.split('/'), path.split('/'));
+        loop {
+            match (t.next(), p.next()) {
+                (None, None) => return true,
+                (Some(t), Some(p)) if t.starts_with('{') && !p.is_empty() => {}
+                (Some(t), Some(p)) if t == p => {}
+                _ => return false,
+            }
+        }
+    };
+    table
+        .iter()
+        .find(|(template, _)| matches(template))
+        .map(|(_, methods)| methods.as_str())
+}
+
 /// `GET /openapi.json`.
 pub fn route() -> BoxedFilter<(Response,)> {
     let body: &'static str = Box::leak(json().into_boxed_str());
@@ -1144,6 +1189,16 @@ mod tests {
             super::json() == checked_in,
             "docs/openapi.json is stale: run `cargo run -p keygate -- openapi > docs/openapi.json`"
         );
+    }
+
+    #[test]
+    fn allow_names_the_methods_of_a_path() {
+        assert_eq!(super::allow("/v1/whoami"), Some("GET"));
+        assert_eq!(super::allow("/oauth/userinfo"), Some("GET, POST"));
+        assert_eq!(super::allow("/v1/sessions/abc"), Some("DELETE"));
+        assert_eq!(super::allow("/v1/sessions/"), None);
+        assert_eq!(super::allow("/v1/sessions/a/b"), None);
+        assert_eq!(super::allow("/nowhere"), None);
     }
 
     #[test]

@@ -62,9 +62,19 @@ pub(crate) struct IntrospectRequest {
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct BrokerRequest {
-    #[schema(min_length = 1, max_length = 128, pattern = "^[!-~]+$", example = "device-1")]
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[!-~]+$",
+        example = "device-1"
+    )]
     endpoint_id: String,
-    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_.-]+$", example = "reader")]
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[A-Za-z0-9_.-]+$",
+        example = "reader"
+    )]
     role: String,
     /// Seconds, 1 to 3600 (default 300).
     #[serde(default)]
