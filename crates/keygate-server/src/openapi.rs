@@ -198,24 +198,21 @@ impl Op {
     }
 
     /// A JSON request body of type `T`.
-    fn body<T: ToSchema>(mut self, doc: &mut Doc) -> Self {
-        doc.add::<T>();
-        self.op = self.op.request_body(Some(
-            RequestBodyBuilder::new()
-                .content("application/json", json_content(schema_ref::<T>()))
-                .required(Some(Required::True))
-                .build(),
-        ));
-        self
+    fn body<T: ToSchema>(self, doc: &mut Doc) -> Self {
+        self.json_body::<T>(doc, Required::True)
     }
 
-    /// An optional JSON request body of type `T`.
-    fn optional_body<T: ToSchema>(mut self, doc: &mut Doc) -> Self {
+    /// A JSON request body of type `T` that may be left out.
+    fn optional_body<T: ToSchema>(self, doc: &mut Doc) -> Self {
+        self.json_body::<T>(doc, Required::False)
+    }
+
+    fn json_body<T: ToSchema>(mut self, doc: &mut Doc, required: Required) -> Self {
         doc.add::<T>();
         self.op = self.op.request_body(Some(
             RequestBodyBuilder::new()
                 .content("application/json", json_content(schema_ref::<T>()))
-                .required(Some(Required::False))
+                .required(Some(required))
                 .build(),
         ));
         self
@@ -309,26 +306,23 @@ impl Op {
     }
 
     /// keygate's `{"error","message"}` answers with these statuses.
-    fn errors(mut self, statuses: &[u16]) -> Self {
-        for s in statuses {
-            self = self.answer(
-                &s.to_string(),
-                error_description(*s),
-                "application/json",
-                schema_ref::<Error>(),
-            );
-        }
-        self
+    fn errors(self, statuses: &[u16]) -> Self {
+        self.error_answers::<Error>(statuses)
     }
 
     /// The OAuth `{"error","error_description"}` answers with these statuses.
-    fn oauth_errors(mut self, statuses: &[u16]) -> Self {
+    fn oauth_errors(self, statuses: &[u16]) -> Self {
+        self.error_answers::<OAuthError>(statuses)
+    }
+
+    fn error_answers<T: ToSchema>(mut self, statuses: &[u16]) -> Self {
         for s in statuses {
+            let description = error_description(*s);
             self = self.answer(
                 &s.to_string(),
-                error_description(*s),
+                description,
                 "application/json",
-                schema_ref::<OAuthError>(),
+                schema_ref::<T>(),
             );
         }
         self
