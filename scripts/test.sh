@@ -8,11 +8,13 @@
 # client with the real @textile/crypto, a stock RFC 9068 validator), the OpenID
 # Provider against relying-party libraries keygate did not write (tests/oidc:
 # openid-client, oauth4webapi and Python's Authlib, the user in Chromium; DPoP with
-# npm dpop and oauth4webapi), a real Prometheus scraping keygate under load, and a
+# npm dpop and oauth4webapi), the OpenAPI document against a live server
+# (tests/openapi: schemathesis), a real Prometheus scraping keygate under load, and a
 # bounded pass of the coverage-guided fuzz targets (FUZZ_SECONDS per target).
 # Installs what is missing (Chromium, Node, OpenSSL, Python's venv, Prometheus, curl and PostgreSQL from
 # apt, npm packages at the versions of the lock files, the pinned Python packages of
-# tests/oidc/requirements.txt in tests/oidc/.venv, cargo-fuzz).
+# tests/oidc/requirements.txt and tests/openapi/requirements.txt in their .venv,
+# cargo-fuzz).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,6 +33,15 @@ need_apt() {  # need_apt COMMAND PACKAGE...
   shift
   if [ -z "$apt_updated" ]; then as_root apt-get update -qq; apt_updated=1; fi
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+# .venv in the current directory with the pinned packages of its requirements.txt.
+python_venv() {
+  if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+    if [ -z "$apt_updated" ]; then as_root apt-get update -qq; apt_updated=1; fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null
+  fi
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
 }
 if [ ! -x /usr/bin/chromium ]; then need_apt chromium chromium; fi
 need_apt node nodejs npm
@@ -80,14 +91,16 @@ section "interop test (tests/interop: Textile client, RFC 9068 validator)"
 section "OpenID Provider (tests/oidc: openid-client, oauth4webapi, authlib, Chromium)"
 (
   cd tests/oidc
-  if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
-    if [ -z "$apt_updated" ]; then as_root apt-get update -qq; apt_updated=1; fi
-    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv >/dev/null
-  fi
-  [ -x .venv/bin/python ] || python3 -m venv .venv
-  .venv/bin/pip install --quiet --disable-pip-version-check -r requirements.txt
+  python_venv
   npm ci --no-audit --no-fund --loglevel=error
   KEYGATE_BIN="${CARGO_TARGET_DIR:-$(pwd)/../../target}/debug/keygate" node --test
+)
+
+section "OpenAPI document against a live server (tests/openapi: schemathesis)"
+(
+  cd tests/openapi
+  python_venv
+  KEYGATE_BIN="${CARGO_TARGET_DIR:-$(pwd)/../../target}/debug/keygate" bash run.sh
 )
 
 section "Prometheus scrapes keygate (tests/ops: Debian's prometheus, keygate bench load)"

@@ -16,6 +16,7 @@ pub const CLOSE_TOO_BIG: u16 = 1009;
 
 /// The options of a token request, shared by every surface (WS frames, HTTP bodies).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenOptions {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_id: Option<String>,
@@ -42,6 +43,7 @@ pub struct TokenOptions {
 /// The `dpop` member of a WebSocket frame: `true` in a `token` frame (bind the
 /// token to the key), the proof itself in the `challenge` frame.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum DpopField {
     Flag(bool),
@@ -50,6 +52,7 @@ pub enum DpopField {
 
 /// The token body of `POST /v1/token`, `POST /api/token` and `/v1/token/refresh`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IssuedToken {
     pub token: String,
     pub token_type: String,
@@ -65,12 +68,14 @@ pub struct IssuedToken {
 }
 
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChallengeBody {
     pub challenge: String,
     pub expires_at: String,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RefreshRequest {
     pub refresh_token: String,
     pub client_id: String,
@@ -78,6 +83,7 @@ pub struct RefreshRequest {
 
 /// `GET /v1/whoami`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WhoAmI {
     pub identity: String,
     pub session_id: String,
@@ -89,6 +95,7 @@ pub struct WhoAmI {
 
 /// One row of `GET /v1/sessions`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SessionView {
     pub session_id: String,
     pub identity: String,
@@ -105,12 +112,14 @@ pub struct SessionView {
 
 /// `POST /v1/broker/tokens` answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BrokerToken {
     pub token_id: String,
     pub expires_at: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RevocationEvent {
     pub seq: i64,
     pub session_id: String,
@@ -121,6 +130,7 @@ pub struct RevocationEvent {
 
 /// `GET /v1/revocations?since=`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RevocationFeed {
     pub revocations: Vec<RevocationEvent>,
     pub cursor: i64,
@@ -128,6 +138,7 @@ pub struct RevocationFeed {
 
 /// One row of `GET /v1/account/keys`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AccountKeyView {
     pub identity: String,
     pub label: Option<String>,
@@ -139,6 +150,7 @@ pub struct AccountKeyView {
 
 /// `GET /v1/account/keys`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AccountView {
     pub account: String,
     pub keys: Vec<AccountKeyView>,
@@ -148,6 +160,7 @@ pub struct AccountView {
 
 /// `POST /v1/account/link`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Linked {
     pub account: String,
     pub identity: String,
@@ -155,6 +168,7 @@ pub struct Linked {
 
 /// `POST /v1/mfa/totp`: the secret, shown this once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TotpEnrolment {
     /// Base32 (RFC 4648, no padding), for typing into an authenticator app.
     pub secret: String,
@@ -163,6 +177,7 @@ pub struct TotpEnrolment {
 
 /// A frame from the client. Fields not used by a `type` are ignored.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ClientFrame {
     #[serde(rename = "type")]
     pub kind: String,
@@ -174,6 +189,7 @@ pub struct ClientFrame {
         skip_serializing_if = "Option::is_none",
         deserialize_with = "crate::sig::de_optional_signature"
     )]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::sig::WireSignature>))]
     pub sig: Option<String>,
     /// Hub only: the audience an API-key-authenticated app asks for (its origin).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -187,6 +203,7 @@ pub struct ClientFrame {
 
 /// A frame from the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum ServerFrame {
     Challenge {

@@ -67,3 +67,47 @@ pub fn de_optional_signature<'de, D: serde::Deserializer<'de>>(
 ) -> Result<Option<String>, D::Error> {
     <Option<WireSignature> as serde::Deserialize>::deserialize(d).map(|w| w.map(|w| w.0))
 }
+
+/// The OpenAPI schema of a signature field: the base64url string, or the
+/// `Buffer` object of exactly 64 integers 0..=255.
+#[cfg(feature = "openapi")]
+impl utoipa::PartialSchema for WireSignature {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
+        let text = ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some("base64url (no padding) of the 64 signature bytes"));
+        let byte = ObjectBuilder::new()
+            .schema_type(Type::Integer)
+            .minimum(Some(0))
+            .maximum(Some(255));
+        let buffer = ObjectBuilder::new()
+            .description(Some("a Node.js Buffer as JSON"))
+            .property(
+                "type",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .enum_values(Some(["Buffer"])),
+            )
+            .property(
+                "data",
+                ArrayBuilder::new()
+                    .items(byte)
+                    .min_items(Some(64))
+                    .max_items(Some(64)),
+            )
+            .required("type")
+            .required("data")
+            .additional_properties(Some(
+                utoipa::openapi::schema::AdditionalProperties::FreeForm(false),
+            ));
+        OneOfBuilder::new().item(text).item(buffer).into()
+    }
+}
+
+#[cfg(feature = "openapi")]
+impl utoipa::ToSchema for WireSignature {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed("WireSignature")
+    }
+}

@@ -311,6 +311,18 @@ pub async fn recover(r: Rejection) -> Result<Response, Infallible> {
     Ok(error_response(&e))
 }
 
+/// A `405` names the methods its path takes (`Allow`, RFC 9110 §15.5.6), as
+/// the OpenAPI document lists them.
+pub fn with_allow(path: warp::path::FullPath, mut res: Response) -> Response {
+    if res.status() == StatusCode::METHOD_NOT_ALLOWED
+        && let Some(methods) = crate::openapi::allow(path.as_str())
+    {
+        res.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static(methods));
+    }
+    res
+}
+
 /// An [`Error`] carried through a warp rejection.
 #[derive(Debug)]
 pub struct Rejected(pub Error);

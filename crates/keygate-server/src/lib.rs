@@ -20,6 +20,7 @@ pub mod limits;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod openapi;
 pub mod provider;
 pub mod server;
 pub mod signin;

@@ -382,9 +382,9 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
     } else {
         routes.boxed()
     };
-    let routes = routes
-        .recover(crate::http::recover)
-        .unify()
+    let routes = warp::path::full()
+        .and(routes.recover(crate::http::recover).unify())
+        .map(crate::http::with_allow)
         .with(warp::log::custom(|info| {
             tracing::debug!(
                 method = %info.method(),

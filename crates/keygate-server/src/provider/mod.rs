@@ -46,16 +46,21 @@ pub struct Provider {
     web_root: Option<PathBuf>,
 }
 
-#[derive(Debug, Deserialize)]
-struct ChallengeQuery {
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ChallengeQuery {
+    /// The user's identity.
+    #[param(example = "bbaareibfea5jj555eqknpoxuaf5fsquky2r2i5o36rhkbbsglwbzmof4ra")]
     id: String,
 }
 
-#[derive(Debug, Deserialize)]
-struct TokenRequest {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[schema(as = ProviderTokenRequest)]
+pub(crate) struct TokenRequest {
     id: String,
     challenge: String,
     #[serde(deserialize_with = "crate::challenge::de_signature")]
+    #[schema(value_type = keygate_proto::sig::WireSignature)]
     sig: String,
     #[serde(flatten)]
     options: TokenOptions,
@@ -359,7 +364,14 @@ pub fn routes(provider: Arc<Provider>) -> BoxedFilter<(Response,)> {
             },
         );
 
-    let api = ws.or(get_challenge).unify().or(post_token).unify().boxed();
+    let api = ws
+        .or(get_challenge)
+        .unify()
+        .or(post_token)
+        .unify()
+        .or(crate::openapi::route())
+        .unify()
+        .boxed();
     let api = match &provider.link {
         HubLink::Local { .. } => api,
         HubLink::Remote(_) => api.or(forwarded(provider.clone())).unify().boxed(),

@@ -76,6 +76,9 @@ pub(crate) enum Command {
     Sessions(SessionsCommand),
     /// Run the token-checking reverse proxy in front of your services.
     Gateway(GatewayArgs),
+    /// Print the OpenAPI 3.1 document of the HTTP endpoints (docs/openapi.md);
+    /// `keygate openapi > docs/openapi.json` regenerates the checked-in copy.
+    Openapi,
     /// Benchmarks: sign-in load, crypto floor, scale (see BENCHMARKS.md).
     #[command(subcommand)]
     Bench(keygate::bench::BenchCommand),
@@ -105,6 +108,10 @@ pub(crate) async fn run(command: Command) -> CliResult {
         Command::Clients(c) => clients::clients(c).await,
         Command::Sessions(s) => sessions::sessions(s).await,
         Command::Gateway(a) => serve::gateway(a).await,
+        Command::Openapi => {
+            print!("{}", keygate::openapi::json());
+            Ok(())
+        }
         Command::Bench(b) => keygate::bench::run(b).await,
     }
 }

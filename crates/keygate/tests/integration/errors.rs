@@ -319,3 +319,35 @@ async fn api_key_failures_are_all_401_invalid_api_key() {
     }
     s.stop().await;
 }
+
+/// A method a path does not take is 405 with `Allow` naming the ones it does
+/// (RFC 9110 §15.5.6, from the OpenAPI document), and the document is served as
+/// it is checked in.
+#[tokio::test]
+async fn method_not_allowed_names_the_allowed_ones() {
+    let s = serve().await;
+    let c = http();
+    let r = c
+        .put(format!("{}/v1/whoami", s.http()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "GET");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"], "bad_request");
+    let r = c
+        .delete(format!("{}/oauth/userinfo", s.http()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert_eq!(r.headers()["allow"], "GET, POST");
+    let r = c
+        .get(format!("{}/openapi.json", s.http()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), keygate::openapi::json());
+}

@@ -126,7 +126,8 @@ pub struct ClientCredentials {
 }
 
 /// The token endpoint's answer (RFC 6749 §5.1, OIDC Core §3.1.3.3).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = OAuthTokenResponse)]
 pub struct TokenResponse {
     pub access_token: String,
     /// `Bearer`, or `DPoP` for a token bound to the client's key.
@@ -140,8 +141,9 @@ pub struct TokenResponse {
 }
 
 /// What the sign-in page's last step answers.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = PageFinish)]
 pub enum Finish {
     /// Ask the user: the client's name and the scopes it wants.
     Consent { client: String, scopes: Vec<String> },

@@ -206,22 +206,25 @@ fn form_post(
         .untuple_one()
 }
 
-#[derive(Deserialize)]
-struct ChallengeRequest {
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = PageChallengeRequest)]
+pub(crate) struct ChallengeRequest {
     request: String,
     pubkey: String,
 }
 
-#[derive(Deserialize)]
-struct SignInRequest {
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = PageSignInRequest)]
+pub(crate) struct SignInRequest {
     request: String,
     pubkey: String,
     challenge: String,
     sig: String,
 }
 
-#[derive(Deserialize)]
-struct FinishRequest {
+#[derive(Deserialize, utoipa::ToSchema)]
+#[schema(as = PageFinishRequest)]
+pub(crate) struct FinishRequest {
     request: String,
     #[serde(default)]
     allow: Option<bool>,
@@ -229,14 +232,14 @@ struct FinishRequest {
     error: Option<String>,
 }
 
-#[derive(Deserialize)]
-struct DeviceChallengeRequest {
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct DeviceChallengeRequest {
     user_code: String,
     pubkey: String,
 }
 
-#[derive(Deserialize)]
-struct DeviceDecision {
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(crate) struct DeviceDecision {
     user_code: String,
     pubkey: String,
     challenge: String,

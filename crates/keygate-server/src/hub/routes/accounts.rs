@@ -15,13 +15,13 @@ use crate::http::Request;
 use crate::hub::{AccountView, Hub, IssuedToken, Linked, TotpEnrolment};
 use crate::time::format_rfc3339;
 
-#[derive(Debug, Deserialize)]
-pub(super) struct KeyRequest {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(crate) struct KeyRequest {
     identity: String,
 }
 
-#[derive(Debug, Deserialize)]
-pub(super) struct LinkRequest {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(crate) struct LinkRequest {
     challenge: String,
     /// The signed-in key's signature.
     sig: String,
@@ -31,19 +31,20 @@ pub(super) struct LinkRequest {
     label: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-pub(super) struct SignedRequest {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(crate) struct SignedRequest {
     challenge: String,
     sig: String,
 }
 
-#[derive(Debug, Deserialize)]
-pub(super) struct QrRequest {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(crate) struct QrRequest {
+    #[schema(min_length = 1, max_length = 1024, example = "otpauth://totp/keygate")]
     text: String,
 }
 
-#[derive(Debug, Deserialize)]
-pub(super) struct CodeRequest {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(crate) struct CodeRequest {
     code: String,
 }
 

@@ -20,57 +20,76 @@ use crate::signin::{self, LocalSignIn};
 use crate::store::ApiKeyRecord;
 use crate::time::format_rfc3339;
 
-#[derive(Debug, Deserialize)]
-pub(super) struct ChallengeRequest {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(crate) struct ChallengeRequest {
+    /// The user's identity (docs/protocol.md).
+    #[schema(example = "bbaareibfea5jj555eqknpoxuaf5fsquky2r2i5o36rhkbbsglwbzmof4ra")]
     pubkey: String,
     #[serde(default)]
     audience: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-pub(super) struct TokenRequest {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(crate) struct TokenRequest {
     pubkey: String,
     challenge: String,
     #[serde(deserialize_with = "crate::challenge::de_signature")]
+    #[schema(value_type = keygate_proto::sig::WireSignature)]
     sig: String,
     #[serde(flatten)]
     options: TokenOptions,
 }
 
 /// `POST /v1/dev/token`: an identity and the options of a token request.
-#[derive(Debug, Deserialize)]
-pub(super) struct DevTokenRequest {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(crate) struct DevTokenRequest {
+    #[schema(example = "bbaareibfea5jj555eqknpoxuaf5fsquky2r2i5o36rhkbbsglwbzmof4ra")]
     pubkey: String,
     #[serde(flatten)]
     options: TokenOptions,
 }
 
-#[derive(Debug, Default, Deserialize)]
-struct LogoutRequest {
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+pub(crate) struct LogoutRequest {
     #[serde(default)]
     scope: Option<String>,
 }
 
-#[derive(Debug, Deserialize)]
-struct IntrospectRequest {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(crate) struct IntrospectRequest {
     token: String,
 }
 
-#[derive(Debug, Deserialize)]
-pub(super) struct BrokerRequest {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(crate) struct BrokerRequest {
+    #[schema(
+        min_length = 1,
+        max_length = 128,
+        pattern = "^[!-~]+$",
+        example = "device-1"
+    )]
     endpoint_id: String,
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = "^[A-Za-z0-9_.-]+$",
+        example = "reader"
+    )]
     role: String,
+    /// Seconds, 1 to 3600 (default 300).
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 3600)]
     ttl: Option<i64>,
 }
 
-#[derive(Debug, Deserialize)]
-pub(super) struct ExchangeRequest {
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(crate) struct ExchangeRequest {
     token_id: String,
 }
 
-#[derive(Debug, Deserialize)]
-pub(super) struct FeedQuery {
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct FeedQuery {
     #[serde(default)]
     since: i64,
 }

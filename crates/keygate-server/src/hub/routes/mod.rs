@@ -21,8 +21,8 @@ use crate::signin;
 
 pub use keygate_proto::{ChallengeBody, RefreshRequest};
 
-mod accounts;
-mod handlers;
+pub(crate) mod accounts;
+pub(crate) mod handlers;
 pub use accounts::is_account_path;
 
 use handlers::{BrokerRequest, ChallengeRequest, DevTokenRequest, ExchangeRequest, FeedQuery};
@@ -82,6 +82,8 @@ pub fn routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
         .or(super::oidc::routes::routes(hub.clone()))
         .unify()
         .or(user_routes(hub))
+        .unify()
+        .or(crate::openapi::route())
         .unify()
         .boxed()
 }
