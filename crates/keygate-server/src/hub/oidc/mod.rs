@@ -591,6 +591,7 @@ impl Hub {
             (verified.nonce_id, verified.expires_at),
             meta,
             now,
+            crate::store::AuditKind::SigninSucceeded,
         )
         .await
     }
