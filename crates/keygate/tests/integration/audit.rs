@@ -488,3 +488,42 @@ async fn old_events_are_purged_and_the_cli_reads_and_purges() {
     let out = keygate(&["audit", "--database", &db], true);
     assert_eq!(out.trim(), "");
 }
+
+#[tokio::test]
+async fn audit_stdout_streams_one_json_object_per_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Keygate::start_with(
+        &db_url(&dir),
+        &["--audit-stdout"],
+        // Logs (stderr) as busy as they get, to show the stream stays apart.
+        &[("RUST_LOG", "debug")],
+    );
+    let stdout = server.child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut out = String::new();
+        std::io::Read::read_to_string(&mut std::io::BufReader::new(stdout), &mut out).unwrap();
+        out
+    });
+    let origin = format!("http://127.0.0.1:{}", server.addr.port());
+    let ws_url = format!("ws://{}/ws/userauth", server.addr);
+    let key = user(231);
+    for _ in 0..3 {
+        ws_login(&ws_url, Some(&origin), &key, json!({})).await;
+    }
+    // A stop writes what is queued; the pipe then ends.
+    let log = server.stop().await;
+    assert!(!log.is_empty());
+    let out = reader.join().unwrap();
+    let lines: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("every stdout line is one JSON object"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    for e in &lines {
+        assert_eq!(e["kind"], "signin_succeeded");
+        assert_eq!(e["identity"], id(&key));
+        // The Provider's socket saw the user's own address.
+        assert_eq!(e["address"], "127.0.0.1");
+        assert!(e["at"].is_string() && e["at_unix"].is_i64(), "{e}");
+    }
+}
