@@ -35,6 +35,13 @@ pub enum AdminError {
     /// No live API key has this id.
     #[error("no live API key with this id")]
     NoLiveKey,
+    /// No account has this id (it has no key).
+    #[error("no account with this id")]
+    NoSuchAccount,
+    /// The key belongs to another account that has other keys: remove it there
+    /// first.
+    #[error("the key belongs to another account with other keys; remove it there first")]
+    KeyInOtherAccount,
     /// A client's name is not 1 to 64 visible characters.
     #[error("a client's name must be 1 to 64 visible characters")]
     InvalidClientName,
@@ -345,6 +352,34 @@ pub async fn revoke_sessions(
         record_now(store, event).await;
     }
     Ok(n)
+}
+
+/// `keygate account recover`: the last resort for an account whose every key
+/// (and second factor) is lost. Adds `new_identity` to `account` (moving it out
+/// of an account it is alone in) and ends every session of every key of the
+/// account, in one transaction; recorded as `account_recovered`. Returns how
+/// many live sessions ended.
+pub async fn recover_account(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    account: &str,
+    new_identity: &Identity,
+) -> Result<u64, AdminError> {
+    use crate::store::accounts::RecoverOutcome;
+    let identity = new_identity.to_string();
+    let now = clock.now();
+    match store.recover_account(account, &identity, now).await? {
+        RecoverOutcome::Recovered(n) => {
+            let event = AuditEvent::new(AuditKind::AccountRecovered, now)
+                .account(Some(account))
+                .identity(identity)
+                .detail(format!("sessions_ended={n}"));
+            record_now(store, event).await;
+            Ok(n)
+        }
+        RecoverOutcome::NoSuchAccount => Err(AdminError::NoSuchAccount),
+        RecoverOutcome::InOtherAccount => Err(AdminError::KeyInOtherAccount),
+    }
 }
 
 /// The ID-token signing algorithms a client may choose, the default first.

@@ -527,3 +527,98 @@ async fn audit_stdout_streams_one_json_object_per_line() {
         assert!(e["at"].is_string() && e["at_unix"].is_i64(), "{e}");
     }
 }
+
+#[tokio::test]
+async fn an_operator_recovery_links_the_new_key_and_ends_every_session() {
+    let s = serve().await;
+    let app = app_with(&s, |k| k).await;
+    let (a, b, fresh, other) = (user(241), user(242), user(243), user(244));
+    let ta = sign_in(&s, &app, &a, json!({})).await;
+    let acct = keygate::token::decode_unverified(tok(&ta)).unwrap()["acct"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The new device signed in once already: a lone key, it may move.
+    sign_in(&s, &app, &fresh, json!({})).await;
+    let st = store(&s).as_ref();
+    let clock = &s.clock;
+    let n = keygate::admin::recover_account(st, clock, &acct, &keygate::Identity::from(&fresh))
+        .await
+        .unwrap();
+    assert_eq!(n, 2, "a's session and the new key's own");
+    let (status, _) = get(&s, "/v1/whoami", tok(&ta)).await;
+    assert_eq!(status, 401);
+    let tf = sign_in(&s, &app, &fresh, json!({})).await;
+    let c = keygate::token::decode_unverified(tok(&tf)).unwrap();
+    assert_eq!(c["acct"], acct);
+    let all = events(&s).await;
+    let rec = of_kind(&all, AuditKind::AccountRecovered);
+    assert_eq!(rec.len(), 1);
+    assert_eq!(rec[0].account.as_deref(), Some(acct.as_str()));
+    assert_eq!(rec[0].identity.as_deref(), Some(id(&fresh).as_str()));
+    // The account's own event list shows it to the new key.
+    let (status, v) = get(&s, "/v1/account/events?limit=5", tok(&tf)).await;
+    assert_eq!(status, 200, "{v}");
+    assert!(
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "account_recovered")
+    );
+
+    // Refused: an unknown account; a key in another account with other keys.
+    let unknown =
+        keygate::admin::recover_account(st, clock, "acct_none", &keygate::Identity::from(&other))
+            .await;
+    assert_eq!(unknown, Err(keygate::admin::AdminError::NoSuchAccount));
+    let tb = sign_in(&s, &app, &b, json!({})).await;
+    let tb_acct = keygate::token::decode_unverified(tok(&tb)).unwrap()["acct"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    keygate::admin::recover_account(st, clock, &tb_acct, &keygate::Identity::from(&other))
+        .await
+        .unwrap();
+    let taken =
+        keygate::admin::recover_account(st, clock, &acct, &keygate::Identity::from(&other)).await;
+    assert_eq!(taken, Err(keygate::admin::AdminError::KeyInOtherAccount));
+
+    if on_sqlite("keygate account recover runs on the SQLite file") {
+        let dir = s.stop().await;
+        let db = db_url(&dir);
+        let out = keygate(
+            &[
+                "account",
+                "recover",
+                "--database",
+                &db,
+                "--account",
+                &acct,
+                "--new-identity",
+                &id(&a),
+            ],
+            true,
+        );
+        assert!(
+            out.contains(&format!("linked {} to account {acct}", id(&a))),
+            "{out}"
+        );
+        let out = keygate(
+            &[
+                "account",
+                "recover",
+                "--database",
+                &db,
+                "--account",
+                "acct_x",
+                "--new-identity",
+                &id(&a),
+            ],
+            false,
+        );
+        assert!(out.contains("no account acct_x"), "{out}");
+    } else {
+        s.stop().await;
+    }
+}
