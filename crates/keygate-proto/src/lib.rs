@@ -158,6 +158,36 @@ pub struct AccountView {
     pub totp: bool,
 }
 
+/// One event of `GET /v1/account/events` (docs/audit.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountEvent {
+    /// Increases with every event recorded: the cursor of the next page.
+    pub id: i64,
+    /// RFC 3339, UTC.
+    pub at: String,
+    /// `signin_succeeded`, `signin_failed`, `token_refreshed`, … (docs/audit.md).
+    pub kind: String,
+    /// The error code of a refusal (`invalid_signature` …); null on success.
+    pub outcome: Option<String>,
+    /// The app's API key id.
+    pub app: Option<String>,
+    /// The key the event concerns.
+    pub identity: Option<String>,
+    pub session_id: Option<String>,
+    pub address: Option<String>,
+    pub user_agent: Option<String>,
+    /// The kind's own field: who revoked, a logout's scope, a factor, a label.
+    pub detail: Option<String>,
+}
+
+/// `GET /v1/account/events?before=&limit=`: newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountEvents {
+    pub events: Vec<AccountEvent>,
+    /// The `before` of the next (older) page; null on the last page.
+    pub next_before: Option<i64>,
+}
+
 /// `POST /v1/account/link`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -8,10 +8,12 @@
 //! written. Signing-key rotation is [`crate::hub::rotate_signing_key`].
 
 use crate::apikey::{self, ApiSecret};
+use crate::audit::record_now;
 use crate::identity::Identity;
 use crate::session::{MIN_ACCESS_TTL, SessionPolicy};
 use crate::store::{
-    ApiKeyRecord, DEFAULT_MAX_SESSIONS, OAuthClientRecord, Revoke, SessionRecord, Store, StoreError,
+    ApiKeyRecord, AuditEvent, AuditKind, DEFAULT_MAX_SESSIONS, OAuthClientRecord, Revoke,
+    SessionRecord, Store, StoreError,
 };
 use crate::time::Clock;
 
@@ -33,6 +35,13 @@ pub enum AdminError {
     /// No live API key has this id.
     #[error("no live API key with this id")]
     NoLiveKey,
+    /// No account has this id (it has no key).
+    #[error("no account with this id")]
+    NoSuchAccount,
+    /// The key belongs to another account that has other keys: remove it there
+    /// first.
+    #[error("the key belongs to another account with other keys; remove it there first")]
+    KeyInOtherAccount,
     /// A client's name is not 1 to 64 visible characters.
     #[error("a client's name must be 1 to 64 visible characters")]
     InvalidClientName,
@@ -201,6 +210,7 @@ pub async fn create_api_key<R: rand::CryptoRng + ?Sized>(
 ) -> Result<CreatedKey, AdminError> {
     spec.check()?;
     let key = apikey::generate(rng);
+    let detail = if spec.dev { "dev" } else { "app" };
     store
         .insert_api_key(ApiKeyRecord {
             scopes: spec.scopes,
@@ -217,6 +227,10 @@ pub async fn create_api_key<R: rand::CryptoRng + ?Sized>(
     if spec.mfa == MfaPolicy::Required {
         store.set_mfa_required(&key.id, true).await?;
     }
+    let event = AuditEvent::new(AuditKind::ApiKeyCreated, clock.now())
+        .app(&key.id)
+        .detail(detail);
+    record_now(store, event).await;
     Ok(CreatedKey {
         id: key.id,
         secret: key.secret,
@@ -232,20 +246,30 @@ pub async fn list_api_keys(store: &dyn Store) -> Result<Vec<ApiKeyRecord>, Admin
 /// Replaces an API key's origins; none leaves only the key id as an audience.
 pub async fn set_origins(
     store: &dyn Store,
+    clock: &dyn Clock,
     id: &str,
     origins: &[String],
 ) -> Result<(), AdminError> {
     check_origins(origins)?;
-    match store.set_api_key_origins(id, origins).await? {
-        true => Ok(()),
-        false => Err(AdminError::NoSuchKey),
+    if !store.set_api_key_origins(id, origins).await? {
+        return Err(AdminError::NoSuchKey);
     }
+    policy_changed(store, clock, id, "origins").await;
+    Ok(())
+}
+
+async fn policy_changed(store: &dyn Store, clock: &dyn Clock, id: &str, what: &str) {
+    let event = AuditEvent::new(AuditKind::ApiKeyPolicyChanged, clock.now())
+        .app(id)
+        .detail(what);
+    record_now(store, event).await;
 }
 
 /// Sets an API key's MFA policy, live sessions included. The store would record
 /// a policy for any id; a key that does not exist is refused here instead.
 pub async fn set_mfa_policy(
     store: &dyn Store,
+    clock: &dyn Clock,
     id: &str,
     policy: MfaPolicy,
 ) -> Result<(), AdminError> {
@@ -255,6 +279,7 @@ pub async fn set_mfa_policy(
     store
         .set_mfa_required(id, policy == MfaPolicy::Required)
         .await?;
+    policy_changed(store, clock, id, &format!("mfa={}", policy.as_str())).await;
     Ok(())
 }
 
@@ -264,10 +289,15 @@ pub async fn revoke_api_key(
     clock: &dyn Clock,
     id: &str,
 ) -> Result<(), AdminError> {
-    match store.revoke_api_key(id, clock.now()).await? {
-        true => Ok(()),
-        false => Err(AdminError::NoLiveKey),
+    if !store.revoke_api_key(id, clock.now()).await? {
+        return Err(AdminError::NoLiveKey);
     }
+    record_now(
+        store,
+        AuditEvent::new(AuditKind::ApiKeyRevoked, clock.now()).app(id),
+    )
+    .await;
+    Ok(())
 }
 
 /// A session as an administrator sees it.
@@ -313,7 +343,43 @@ pub async fn revoke_sessions(
         },
         None => Revoke::AllOf { subject: &subject },
     };
-    Ok(store.revoke_sessions(which, clock.now()).await?)
+    let n = store.revoke_sessions(which, clock.now()).await?;
+    if n > 0 {
+        let mut event = AuditEvent::new(AuditKind::SessionRevoked, clock.now())
+            .identity(&subject)
+            .detail("admin");
+        event.session = session.map(str::to_owned);
+        record_now(store, event).await;
+    }
+    Ok(n)
+}
+
+/// `keygate account recover`: the last resort for an account whose every key
+/// (and second factor) is lost. Adds `new_identity` to `account` (moving it out
+/// of an account it is alone in) and ends every session of every key of the
+/// account, in one transaction; recorded as `account_recovered`. Returns how
+/// many live sessions ended.
+pub async fn recover_account(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    account: &str,
+    new_identity: &Identity,
+) -> Result<u64, AdminError> {
+    use crate::store::accounts::RecoverOutcome;
+    let identity = new_identity.to_string();
+    let now = clock.now();
+    match store.recover_account(account, &identity, now).await? {
+        RecoverOutcome::Recovered(n) => {
+            let event = AuditEvent::new(AuditKind::AccountRecovered, now)
+                .account(Some(account))
+                .identity(identity)
+                .detail(format!("sessions_ended={n}"));
+            record_now(store, event).await;
+            Ok(n)
+        }
+        RecoverOutcome::NoSuchAccount => Err(AdminError::NoSuchAccount),
+        RecoverOutcome::InOtherAccount => Err(AdminError::KeyInOtherAccount),
+    }
 }
 
 /// The ID-token signing algorithms a client may choose, the default first.

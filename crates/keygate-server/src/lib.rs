@@ -12,6 +12,7 @@ use keygate_client as client;
 use keygate_core::{account, apikey, challenge, error, identity, session, time, token};
 
 pub mod admin;
+pub mod audit;
 pub mod dpop;
 pub mod gateway;
 pub mod http;

@@ -182,7 +182,7 @@ impl Metrics {
         );
         registry.register(
             "audit_events_dropped",
-            "Audit events dropped because the audit writer was too far behind",
+            "Audit events lost: the audit queue was full, or the store refused their batch",
             m.audit_dropped.clone(),
         );
         Metrics { registry, ..m }

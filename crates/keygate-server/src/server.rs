@@ -63,6 +63,12 @@ pub struct Options {
     pub dev: bool,
     /// Ask DPoP clients for server nonces (`--dpop-nonce`, docs/dpop.md).
     pub dpop_nonces: bool,
+    /// Hub modes: audit events older than this many days are purged
+    /// (`--audit-retention-days`; 0 keeps them for ever).
+    pub audit_retention_days: u32,
+    /// Hub modes: also print every audit event as a JSON line on stdout
+    /// (`--audit-stdout`).
+    pub audit_stdout: bool,
     /// The admin listener (`/metrics`, `/healthz`, `/readyz`), off by default;
     /// see [`Admin`].
     pub admin: Admin,
@@ -85,7 +91,8 @@ impl Admin {
         match self.listen {
             Some(a) if !a.ip().is_loopback() && !self.any_address => {
                 Err(StartError::Config(format!(
-                    "the admin listener {a} is not a loopback address: metrics name what this                      server does; pass --admin-listen-any to serve them there anyway"
+                    "the admin listener {a} is not a loopback address; pass --admin-listen-any to serve \
+                     metrics there anyway"
                 )))
             }
             _ => Ok(()),
@@ -158,6 +165,8 @@ impl Options {
             dev: false,
             dpop_nonces: false,
             admin: Admin::default(),
+            audit_retention_days: DEFAULT_AUDIT_RETENTION_DAYS,
+            audit_stdout: false,
         }
     }
 }
@@ -205,9 +214,9 @@ impl Running {
         format!("ws://{}{path}", self.addr)
     }
 
-    /// Stops accepting, lets requests in flight finish, and closes the store.
-    /// `/readyz` answers 503 `draining` from the start; the admin listener stops
-    /// last.
+    /// Stops accepting, lets requests in flight finish, writes the audit events
+    /// still queued, and closes the store. `/readyz` answers 503 `draining` from
+    /// the start; the admin listener stops last.
     pub async fn stop(mut self) {
         self.health.drain();
         if let Some(gateway) = self.gateway.take() {
@@ -219,6 +228,9 @@ impl Running {
         let _ = tokio::time::timeout(Duration::from_secs(10), &mut self.task).await;
         for t in &self.background {
             t.abort();
+        }
+        if let Some(hub) = &self.hub {
+            let _ = tokio::time::timeout(Duration::from_secs(10), hub.audit().flush()).await;
         }
         if let Some(store) = &self.store {
             store.close().await;
@@ -286,6 +298,10 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
                     nonces: opts.dpop_nonces,
                     ..Default::default()
                 },
+                audit: crate::audit::AuditConfig {
+                    stdout: opts.audit_stdout,
+                    ..Default::default()
+                },
             };
             let hub = Hub::open(
                 store.clone(),
@@ -296,6 +312,10 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
             .await
             .map_err(StartError::Hub)?;
             background.push(spawn_purger(store.clone(), opts.clock.clone()));
+            if opts.audit_retention_days > 0 {
+                let keep = i64::from(opts.audit_retention_days) * 86_400;
+                background.push(spawn_audit_purger(store.clone(), opts.clock.clone(), keep));
+            }
             warn_of_dev_keys(store.as_ref(), opts.dev).await?;
             let hub = Arc::new(hub);
             background.push(tokio::spawn(
@@ -617,6 +637,34 @@ fn spawn_purger(store: Arc<dyn Store>, clock: Arc<dyn Clock>) -> JoinHandle<()> 
                 ),
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "purge of expired rows failed"),
+            }
+        }
+    })
+}
+
+/// How long audit events are kept unless `--audit-retention-days` says otherwise.
+pub const DEFAULT_AUDIT_RETENTION_DAYS: u32 = 90;
+
+/// Every ten minutes, deletes audit events older than `keep` seconds, in bounded
+/// rounds with pauses (at most [`PURGE_ROUNDS`] × [`crate::store::PURGE_BATCH`]
+/// rows a time).
+fn spawn_audit_purger(store: Arc<dyn Store>, clock: Arc<dyn Clock>, keep: i64) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(600));
+        loop {
+            tick.tick().await;
+            match crate::store::audit::purge_audit(
+                store.as_ref(),
+                clock.now() - keep,
+                crate::store::PURGE_BATCH,
+                PURGE_ROUNDS,
+                Duration::from_millis(20),
+            )
+            .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(events = n, "purged old audit events"),
+                Err(e) => tracing::warn!(error = %e, "purge of old audit events failed"),
             }
         }
     })

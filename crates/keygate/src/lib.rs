@@ -23,8 +23,8 @@ pub use keygate_core::{
 };
 pub use keygate_proto as proto;
 pub use keygate_server::{
-    admin, gateway, http, hub, limits, listener, logging, metrics, openapi, provider, server,
-    signin, store,
+    admin, audit, gateway, http, hub, limits, listener, logging, metrics, openapi, provider,
+    server, signin, store,
 };
 
 pub mod bench;

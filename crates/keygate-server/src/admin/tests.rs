@@ -164,7 +164,7 @@ async fn a_key_out_of_policy_is_refused_and_nothing_is_written() {
 #[tokio::test]
 async fn the_mfa_policy_of_an_unknown_key_is_refused_and_not_recorded() {
     let (_dir, store, clock, mut rng) = setup().await;
-    let got = set_mfa_policy(&store, "kgk_later", MfaPolicy::Required).await;
+    let got = set_mfa_policy(&store, &clock, "kgk_later", MfaPolicy::Required).await;
     assert_eq!(got, Err(AdminError::NoSuchKey));
     // A key that gets this id afterwards does not inherit a policy.
     let secret = apikey::generate(&mut rng).secret;
@@ -179,17 +179,17 @@ async fn the_mfa_policy_of_an_unknown_key_is_refused_and_not_recorded() {
         .unwrap();
     assert!(!mfa_of(&store, "kgk_later").await);
 
-    set_mfa_policy(&store, "kgk_later", MfaPolicy::Required)
+    set_mfa_policy(&store, &clock, "kgk_later", MfaPolicy::Required)
         .await
         .unwrap();
     assert!(mfa_of(&store, "kgk_later").await);
-    set_mfa_policy(&store, "kgk_later", MfaPolicy::Off)
+    set_mfa_policy(&store, &clock, "kgk_later", MfaPolicy::Off)
         .await
         .unwrap();
     assert!(!mfa_of(&store, "kgk_later").await);
     // A revoked key is still a key: its policy may change.
     revoke_api_key(&store, &clock, "kgk_later").await.unwrap();
-    set_mfa_policy(&store, "kgk_later", MfaPolicy::Required)
+    set_mfa_policy(&store, &clock, "kgk_later", MfaPolicy::Required)
         .await
         .unwrap();
     assert!(mfa_of(&store, "kgk_later").await);
@@ -221,16 +221,16 @@ async fn origins_are_checked_and_replaced() {
         .id;
     let bad = vec!["https://b.example".into(), "b.example".into()];
     assert_eq!(
-        set_origins(&store, &id, &bad).await,
+        set_origins(&store, &clock, &id, &bad).await,
         Err(AdminError::InvalidOrigin)
     );
     assert_eq!(origins_of(&store, &id).await, ["https://a.example"]);
-    let unknown = set_origins(&store, "kgk_none", &["https://c.example".into()]).await;
+    let unknown = set_origins(&store, &clock, "kgk_none", &["https://c.example".into()]).await;
     assert_eq!(unknown, Err(AdminError::NoSuchKey));
     let two = vec!["https://b.example".into(), "http://localhost:8080".into()];
-    set_origins(&store, &id, &two).await.unwrap();
+    set_origins(&store, &clock, &id, &two).await.unwrap();
     assert_eq!(origins_of(&store, &id).await, two);
-    set_origins(&store, &id, &[]).await.unwrap();
+    set_origins(&store, &clock, &id, &[]).await.unwrap();
     assert!(origins_of(&store, &id).await.is_empty());
 }
 

@@ -15,13 +15,21 @@ use crate::identity::Identity;
 use crate::store::accounts::{
     LinkKey, LinkOutcome, MfaCompletion, MfaOutcome, MfaProof, RemoveKeyOutcome, SessionAuth,
 };
+use crate::store::{AuditKind, AuditQuery};
 use crate::time::{UnixTime, format_rfc3339};
 use crate::token::AccessClaims;
 
 /// Lifetime of link and step-up challenges: they travel between two devices.
-use keygate_proto::{AccountKeyView, AccountView, Linked, TotpEnrolment};
+use keygate_proto::{
+    AccountEvent, AccountEvents, AccountKeyView, AccountView, Linked, TotpEnrolment,
+};
 
 pub const STATEMENT_TTL: i64 = 300;
+
+/// Events one page of `GET /v1/account/events` holds unless `limit` says fewer.
+pub const DEFAULT_EVENTS_PAGE: u32 = 50;
+/// Most events one page holds.
+pub const MAX_EVENTS_PAGE: u32 = 200;
 
 /// The assurance a session's token asserts at `now`.
 pub fn assurance(auth: &SessionAuth, now: UnixTime) -> Assurance {
@@ -175,6 +183,51 @@ impl Hub {
         })
     }
 
+    /// `GET /v1/account/events`: the security events of the caller's account
+    /// (or of its key, when the session has no account), newest first, at most
+    /// `limit` (1 to [`MAX_EVENTS_PAGE`]) with an id below `before`.
+    pub async fn account_events(
+        &self,
+        token: impl Into<Credential<'_>>,
+        before: Option<i64>,
+        limit: u32,
+    ) -> Result<AccountEvents, Error> {
+        let (claims, auth) = self.authenticate(token.into(), false).await?;
+        let limit = limit.clamp(1, MAX_EVENTS_PAGE);
+        let mut q = AuditQuery {
+            before,
+            limit,
+            ..AuditQuery::default()
+        };
+        match &auth.account {
+            Some(account) => q.visible_to = Some(account.clone()),
+            None => q.identity = Some(claims.sub.clone()),
+        }
+        let rows = self.store.audit_events(&q).await?;
+        let next_before = (rows.len() == limit as usize)
+            .then(|| rows.last().map(|r| r.id))
+            .flatten();
+        let events = rows
+            .into_iter()
+            .map(|r| AccountEvent {
+                id: r.id,
+                at: format_rfc3339(r.event.at),
+                kind: r.event.kind.as_str().to_owned(),
+                outcome: r.event.outcome,
+                app: r.event.app,
+                identity: r.event.identity,
+                session_id: r.event.session,
+                address: r.event.address,
+                user_agent: r.event.user_agent,
+                detail: r.event.detail,
+            })
+            .collect();
+        Ok(AccountEvents {
+            events,
+            next_before,
+        })
+    }
+
     /// `POST /v1/account/link/challenge`: a link challenge for adding `new_key`
     /// to the caller's account, to be signed by the caller's key and by `new_key`.
     pub async fn link_challenge(
@@ -234,7 +287,19 @@ impl Hub {
             now,
         };
         match self.store.link_key(link).await? {
-            LinkOutcome::Linked | LinkOutcome::AlreadyLinked => Ok(Linked {
+            LinkOutcome::Linked => {
+                let mut event = self
+                    .event(AuditKind::AccountKeyLinked)
+                    .account(Some(s.value(1)))
+                    .identity(new_key.to_string());
+                event.detail = label.map(str::to_owned);
+                self.record(event);
+                Ok(Linked {
+                    account: s.value(1).to_owned(),
+                    identity: new_key.to_string(),
+                })
+            }
+            LinkOutcome::AlreadyLinked => Ok(Linked {
                 account: s.value(1).to_owned(),
                 identity: new_key.to_string(),
             }),
@@ -265,7 +330,17 @@ impl Hub {
             .remove_account_key(account, &identity, self.now())
             .await?
         {
-            RemoveKeyOutcome::Removed(n) => Ok(n),
+            RemoveKeyOutcome::Removed(n) => {
+                let app = &auth.session.api_key;
+                let event = self.user_event(AuditKind::AccountKeyRemoved, &claims, app);
+                self.record(event.identity(&identity).account(Some(account)));
+                if n > 0 {
+                    let event = self.user_event(AuditKind::SessionRevoked, &claims, app);
+                    let event = event.identity(&identity).account(Some(account));
+                    self.record(event.detail("key_removed"));
+                }
+                Ok(n)
+            }
             RemoveKeyOutcome::NotFound => Err(Error::NotFound),
             RemoveKeyOutcome::LastKey => Err(Error::LastAccountKey),
         }
@@ -319,12 +394,41 @@ impl Hub {
             return Err(crate::challenge::ChallengeError::WrongAudience.into());
         }
         let second = self.second_key(account, &claims, s.value(2)).await?;
-        account::verify_signature(&second, challenge, sig)?;
-        let proof = MfaProof::Nonce {
-            id: s.nonce_id,
-            expires_at: s.expires_at,
+        let result = match account::verify_signature(&second, challenge, sig) {
+            Ok(()) => {
+                let proof = MfaProof::Nonce {
+                    id: s.nonce_id,
+                    expires_at: s.expires_at,
+                };
+                self.raise(&auth, Factor::Key, proof).await
+            }
+            Err(e) => Err(e.into()),
         };
-        self.raise(&auth, Factor::Key, proof).await
+        self.record_mfa(&claims, &auth, Factor::Key, &result);
+        result
+    }
+
+    /// Records a second factor's check: `mfa_verified`, or `mfa_failed` with the
+    /// error's code.
+    fn record_mfa(
+        &self,
+        claims: &AccessClaims,
+        auth: &SessionAuth,
+        factor: Factor,
+        result: &Result<IssuedToken, Error>,
+    ) {
+        let kind = match result {
+            Ok(_) => AuditKind::MfaVerified,
+            Err(_) => AuditKind::MfaFailed,
+        };
+        let mut event = self
+            .user_event(kind, claims, &auth.session.api_key)
+            .session(&auth.session.id)
+            .detail(factor.as_str());
+        if let Err(e) = result {
+            event = event.outcome(e.code());
+        }
+        self.record(event);
     }
 
     /// `POST /v1/mfa/totp`: a new TOTP secret for the caller's account, shown once;
@@ -333,7 +437,7 @@ impl Hub {
         &self,
         token: impl Into<Credential<'_>>,
     ) -> Result<TotpEnrolment, Error> {
-        let (_, auth) = self.authenticate(token.into(), true).await?;
+        let (claims, auth) = self.authenticate(token.into(), true).await?;
         let account = Self::account_of(&auth)?.to_owned();
         self.may_change_account(&auth, &account).await?;
         let mut secret = [0u8; account::TOTP_SECRET_LEN];
@@ -343,6 +447,12 @@ impl Hub {
         self.store
             .enrol_totp(&account, secret.to_vec(), self.now())
             .await?;
+        let event = self.user_event(AuditKind::MfaEnrolled, &claims, &auth.session.api_key);
+        self.record(
+            event
+                .session(&auth.session.id)
+                .detail(Factor::Totp.as_str()),
+        );
         Ok(TotpEnrolment {
             secret: totp.secret().to_base32(),
             otpauth_uri,
@@ -357,19 +467,24 @@ impl Hub {
         token: impl Into<Credential<'_>>,
         code: &str,
     ) -> Result<IssuedToken, Error> {
-        let (_, auth) = self.authenticate(token.into(), true).await?;
+        let (claims, auth) = self.authenticate(token.into(), true).await?;
         let account = Self::account_of(&auth)?.to_owned();
-        self.guard.check_totp(&account)?;
-        let record = self.store.totp(&account).await?.ok_or_else(|| {
-            Error::Forbidden("no TOTP secret is enrolled for this account".into())
-        })?;
-        let step = account::check_totp(&record.secret, code.trim(), self.now())
-            .ok_or(Error::InvalidOtp)?;
-        if step <= record.last_step {
-            return Err(Error::OtpReused);
+        let result = async {
+            self.guard.check_totp(&account)?;
+            let record = self.store.totp(&account).await?.ok_or_else(|| {
+                Error::Forbidden("no TOTP secret is enrolled for this account".into())
+            })?;
+            let step = account::check_totp(&record.secret, code.trim(), self.now())
+                .ok_or(Error::InvalidOtp)?;
+            if step <= record.last_step {
+                return Err(Error::OtpReused);
+            }
+            let proof = MfaProof::TotpStep { account, step };
+            self.raise(&auth, Factor::Totp, proof).await
         }
-        let proof = MfaProof::TotpStep { account, step };
-        self.raise(&auth, Factor::Totp, proof).await
+        .await;
+        self.record_mfa(&claims, &auth, Factor::Totp, &result);
+        result
     }
 
     /// Spends `proof`, raises the session to `aal2` (for the whole session when its

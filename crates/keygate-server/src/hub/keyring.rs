@@ -108,6 +108,10 @@ pub async fn rotate_signing_key(
     // Retired at the epoch: long past any token lifetime, so never published.
     let retired_at = if drop_old { 0 } else { now };
     let retired = store.rotate_signing_key(record, retired_at).await?;
+    let detail = if drop_old { "drop_old" } else { "retire_old" };
+    let event = crate::store::AuditEvent::new(crate::store::AuditKind::SigningKeyRotated, now)
+        .detail(format!("{detail} kid={kid}"));
+    crate::audit::record_now(store, event).await;
     Ok((kid, retired))
 }
 

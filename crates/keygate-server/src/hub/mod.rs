@@ -16,8 +16,8 @@ use crate::time::{Clock, UnixTime};
 use keygate_core::entropy::Entropy;
 
 pub use keygate_proto::{
-    AccountKeyView, AccountView, BrokerToken, IssuedToken, Linked, RevocationFeed, SessionView,
-    TokenOptions, TotpEnrolment, WhoAmI,
+    AccountEvent, AccountEvents, AccountKeyView, AccountView, BrokerToken, IssuedToken, Linked,
+    RevocationFeed, SessionView, TokenOptions, TotpEnrolment, WhoAmI,
 };
 
 mod accounts;
@@ -34,6 +34,7 @@ mod signin;
 #[cfg(all(test, feature = "sqlite"))]
 mod tests;
 
+pub use accounts::{DEFAULT_EVENTS_PAGE, MAX_EVENTS_PAGE};
 pub use broker::{BROKER_DEFAULT_TTL, BROKER_MAX_TTL};
 pub use keyring::{new_signing_key, rotate_signing_key};
 
@@ -55,6 +56,8 @@ pub struct HubConfig {
     /// Accept development keys and their tokens (docs/dev-mode.md).
     pub dev: bool,
     pub dpop: DpopConfig,
+    /// The audit trail's queue and SIEM stream (docs/audit.md).
+    pub audit: crate::audit::AuditConfig,
 }
 
 /// How the Hub checks DPoP proofs (docs/dpop.md).
@@ -114,6 +117,8 @@ pub struct Hub {
     dpop: Arc<crate::dpop::DpopGuard>,
     /// The origins a proof's `htu` may name: the issuer's and `config.dpop.origins`.
     dpop_origins: Vec<String>,
+    /// Where security events go (docs/audit.md).
+    audit: crate::audit::AuditSink,
 }
 
 impl Hub {
@@ -154,7 +159,9 @@ impl Hub {
                 dpop_origins.push(o.clone());
             }
         }
+        let audit = crate::audit::AuditSink::start(store.clone(), config.audit.clone());
         Ok(Hub {
+            audit,
             dpop,
             dpop_origins,
             guard: crate::limits::Guard::new(config.limits.clone()),
@@ -201,6 +208,23 @@ impl Hub {
     /// the same process).
     pub fn dpop(&self) -> &Arc<crate::dpop::DpopGuard> {
         &self.dpop
+    }
+
+    /// The audit trail's sink: [`AuditSink::dropped`](crate::audit::AuditSink::dropped)
+    /// for metrics, [`AuditSink::flush`](crate::audit::AuditSink::flush) for tests
+    /// and shutdown.
+    pub fn audit(&self) -> &crate::audit::AuditSink {
+        &self.audit
+    }
+
+    /// A new event of `kind` at the Hub's present.
+    pub(crate) fn event(&self, kind: crate::store::AuditKind) -> crate::store::AuditEvent {
+        crate::store::AuditEvent::new(kind, self.now())
+    }
+
+    /// Queues `event` for the audit trail (never waits).
+    pub(crate) fn record(&self, event: crate::store::AuditEvent) {
+        self.audit.record(event);
     }
 
     /// Whether this Hub accepts development keys and tokens (`--dev`).

@@ -4,7 +4,7 @@ use super::{Grant, Hub, IssuedToken, MAX_CLIENT_ID_LEN, SessionView, WhoAmI, acc
 use crate::error::Error;
 use crate::http::Credential;
 use crate::session;
-use crate::store::{DpopPolicy, RefreshOutcome, Revoke, SessionRecord};
+use crate::store::{AuditEvent, AuditKind, DpopPolicy, RefreshOutcome, Revoke, SessionRecord};
 use crate::time::format_rfc3339;
 use crate::token::AccessClaims;
 use keygate_core::dpop::{DpopError, Keys};
@@ -76,7 +76,21 @@ impl Hub {
         let s = match outcome {
             RefreshOutcome::Rotated(s) => s,
             RefreshOutcome::Invalid => return Err(Error::InvalidRefreshToken),
-            RefreshOutcome::Reused => return Err(Error::RefreshTokenReused),
+            RefreshOutcome::Reused => {
+                // The session the spent token belonged to is now revoked.
+                let mut event = self
+                    .event(AuditKind::RefreshReuseDetected)
+                    .outcome(Error::RefreshTokenReused.code());
+                if let Some(a) = &auth {
+                    event = event
+                        .app(&a.session.api_key)
+                        .identity(&a.session.subject)
+                        .session(&a.session.id)
+                        .account(a.account.as_deref());
+                }
+                self.record(event);
+                return Err(Error::RefreshTokenReused);
+            }
             RefreshOutcome::Revoked => return Err(Error::SessionRevoked),
             RefreshOutcome::Expired => return Err(Error::SessionExpired),
         };
@@ -88,6 +102,13 @@ impl Hub {
             Some(k) if k.revoked_at.is_none() => self.usable(k)?,
             _ => return Err(Error::SessionRevoked),
         };
+        let event = self
+            .event(AuditKind::TokenRefreshed)
+            .app(&s.api_key)
+            .identity(&s.subject)
+            .session(&s.id)
+            .account(auth.as_ref().and_then(|a| a.account.as_deref()));
+        self.record(event);
         Ok(self.mint(
             Grant {
                 subject: &s.subject,
@@ -193,14 +214,18 @@ impl Hub {
         token: impl Into<Credential<'_>>,
         sid: &str,
     ) -> Result<(), Error> {
-        let (claims, _) = self.authenticate_user(token).await?;
+        let (claims, session) = self.authenticate_user(token).await?;
         let which = Revoke::One {
             subject: &claims.sub,
             id: sid,
         };
         match self.store.revoke_sessions(which, self.now()).await? {
             0 => Err(Error::NotFound),
-            _ => Ok(()),
+            _ => {
+                let event = self.user_event(AuditKind::SessionRevoked, &claims, &session.api_key);
+                self.record(event.session(sid).detail("user"));
+                Ok(())
+            }
         }
     }
 
@@ -211,7 +236,7 @@ impl Hub {
         token: impl Into<Credential<'_>>,
         scope: &str,
     ) -> Result<u64, Error> {
-        let (claims, _) = self.authenticate_user(token).await?;
+        let (claims, session) = self.authenticate_user(token).await?;
         let which = match scope {
             "local" => Revoke::One {
                 subject: &claims.sub,
@@ -226,6 +251,23 @@ impl Hub {
             },
             _ => return Err(Error::bad_request("scope must be local, others or global")),
         };
-        Ok(self.store.revoke_sessions(which, self.now()).await?)
+        let n = self.store.revoke_sessions(which, self.now()).await?;
+        let event = self.user_event(AuditKind::Logout, &claims, &session.api_key);
+        self.record(event.session(&claims.sid).detail(scope));
+        Ok(n)
+    }
+
+    /// An event of the signed-in user of `claims` (identity, account) through
+    /// the app `app`.
+    pub(crate) fn user_event(
+        &self,
+        kind: AuditKind,
+        claims: &AccessClaims,
+        app: &str,
+    ) -> AuditEvent {
+        self.event(kind)
+            .app(app)
+            .identity(&claims.sub)
+            .account(claims.acct.as_deref())
     }
 }

@@ -10,7 +10,7 @@ use crate::challenge::{self, Flow, IssuedChallenge};
 use crate::error::Error;
 use crate::identity::Identity;
 use crate::session;
-use crate::store::{ApiKeyRecord, DpopPolicy, RedeemOutcome, Redemption, Revoke};
+use crate::store::{ApiKeyRecord, AuditKind, DpopPolicy, RedeemOutcome, Redemption, Revoke};
 use crate::time::UnixTime;
 
 impl Hub {
@@ -63,7 +63,14 @@ impl Hub {
         expected_audience: Option<&str>,
         meta: ClientMeta,
     ) -> Result<IssuedToken, Error> {
-        let identity = Identity::parse(signed.pubkey)?;
+        let identity = match Identity::parse(signed.pubkey) {
+            Ok(i) => i,
+            Err(e) => {
+                let e = Error::from(e);
+                self.sign_in_failed(app, None, &e, &meta);
+                return Err(e);
+            }
+        };
         self.redeem_for(
             app,
             flow,
@@ -116,11 +123,17 @@ impl Hub {
         expected_audience: Option<&str>,
         meta: ClientMeta,
     ) -> Result<IssuedToken, Error> {
+        let failed = |e: Error| {
+            self.sign_in_failed(app, Some(identity), &e, &meta);
+            e
+        };
         let subject = identity.to_string();
-        self.guard.check_identity(&subject)?;
-        let request = validate_options(app, options, identity)?;
+        if let Err(e) = self.guard.check_identity(&subject) {
+            return Err(failed(e));
+        }
+        let request = validate_options(app, options, identity).map_err(failed)?;
         let now = self.now();
-        let verified = challenge::verify(
+        let verified = match challenge::verify(
             &self.nonce_key,
             &app.id,
             flow,
@@ -135,10 +148,31 @@ impl Hub {
             // and a bad signature look alike outside) is for the operator. The
             // variant name carries no input.
             tracing::debug!(reason = ?e, ?flow, "signed challenge refused");
-        })?;
+        }) {
+            Ok(v) => v,
+            Err(e) => return Err(failed(e.into())),
+        };
         let nonce = (verified.nonce_id, verified.expires_at);
-        self.open_session(app, subject, options, request, nonce, meta, now)
+        let kind = AuditKind::SigninSucceeded;
+        self.open_session(app, subject, options, request, nonce, meta, now, kind)
             .await
+    }
+
+    /// Records a refused sign-in: the error's code, never the input.
+    fn sign_in_failed(
+        &self,
+        app: &ApiKeyRecord,
+        identity: Option<&Identity>,
+        e: &Error,
+        meta: &ClientMeta,
+    ) {
+        let mut event = self
+            .event(AuditKind::SigninFailed)
+            .outcome(e.code())
+            .app(&app.id)
+            .client(meta.address.as_deref(), meta.user_agent.as_deref());
+        event.identity = identity.map(Identity::to_string);
+        self.record(event);
     }
 
     /// The rest of a sign-in once the identity is proven (by its signature over a
@@ -154,8 +188,41 @@ impl Hub {
         nonce: ([u8; 16], UnixTime),
         meta: ClientMeta,
         now: UnixTime,
+        kind: AuditKind,
+    ) -> Result<IssuedToken, Error> {
+        // Recorded once the outcome is known: `kind` on success, else a failed
+        // sign-in with the error's code.
+        let mut event = self
+            .event(kind)
+            .app(&app.id)
+            .identity(&subject)
+            .client(meta.address.as_deref(), meta.user_agent.as_deref());
+        let result = self
+            .open_session_recorded(app, subject, options, request, nonce, meta, now, &mut event)
+            .await;
+        if let Err(e) = &result {
+            event.kind = AuditKind::SigninFailed;
+            event.outcome = Some(e.code().to_owned());
+        }
+        self.record(event);
+        result
+    }
+
+    /// [`Hub::open_session`], filling in `event`'s account and session.
+    #[allow(clippy::too_many_arguments)]
+    async fn open_session_recorded(
+        &self,
+        app: &ApiKeyRecord,
+        subject: String,
+        options: &TokenOptions,
+        request: ValidRequest,
+        nonce: ([u8; 16], UnixTime),
+        meta: ClientMeta,
+        now: UnixTime,
+        event: &mut crate::store::AuditEvent,
     ) -> Result<IssuedToken, Error> {
         let (account, mfa_required) = self.sign_in_account(&subject, &app.id).await?;
+        event.account = Some(account.clone());
         let (session_id, refresh_token) = {
             let mut rng = self.entropy.rng();
             let sid = session::session_id(now, &mut rng);
@@ -224,6 +291,15 @@ impl Hub {
             }
         };
         let (subject, sid, scope, client_id, session_expires_at, jkt) = s;
+        event.session = Some(sid.clone());
+        event.detail = Some(
+            if options.session_id.is_some() {
+                "renewed"
+            } else {
+                "new"
+            }
+            .into(),
+        );
         Ok(self.mint(
             Grant {
                 subject: &subject,
@@ -280,7 +356,9 @@ impl Hub {
         match result {
             Ok(0) => {}
             Ok(n) => {
-                tracing::debug!(key = %app.id, ended = n, "session cap: oldest sessions ended")
+                tracing::debug!(key = %app.id, ended = n, "session cap: oldest sessions ended");
+                let event = self.event(AuditKind::SessionRevoked);
+                self.record(event.app(&app.id).identity(subject).detail("cap"));
             }
             Err(e) => tracing::warn!(error = %e, "session cap not applied"),
         }
@@ -317,8 +395,18 @@ impl Hub {
         // No challenge was issued: a fresh nonce id keeps the group commit's shape.
         let nonce = self.entropy.bytes::<16>();
         tracing::info!(key = %app.id, "development token minted without a signature");
+        let kind = AuditKind::DevTokenMinted;
         let issued = self
-            .open_session(app, subject, options, request, (nonce, now + 60), meta, now)
+            .open_session(
+                app,
+                subject,
+                options,
+                request,
+                (nonce, now + 60),
+                meta,
+                now,
+                kind,
+            )
             .await?;
         crate::metrics::metrics().dev_signin();
         Ok(issued)

@@ -30,6 +30,7 @@ async fn hub_with(dir: &std::path::Path, entropy: Arc<dyn Entropy>) -> Hub {
         limits: Default::default(),
         dev: false,
         dpop: Default::default(),
+        audit: Default::default(),
     };
     let clock = Arc::new(ManualClock::new(NOW));
     Hub::open(Arc::new(store), clock, entropy, config)

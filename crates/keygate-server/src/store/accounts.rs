@@ -65,6 +65,15 @@ pub enum LinkOutcome {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecoverOutcome {
+    /// Linked (or already in the account); this many live sessions were revoked.
+    Recovered(u64),
+    NoSuchAccount,
+    /// The key belongs to another account that has other keys too.
+    InOtherAccount,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RemoveKeyOutcome {
     /// Removed; this many of its live sessions were revoked.
     Removed(u64),
@@ -157,6 +166,16 @@ pub trait AccountStore: Send + Sync + 'static {
         identity: &'a str,
         now: UnixTime,
     ) -> BoxFuture<'a, StoreResult<RemoveKeyOutcome>>;
+
+    /// The operator's last resort (`keygate account recover`): adds `identity`
+    /// to `account` (moving it out of an account it is alone in) and revokes
+    /// every session of every key of the account, in one transaction.
+    fn recover_account<'a>(
+        &'a self,
+        account: &'a str,
+        identity: &'a str,
+        now: UnixTime,
+    ) -> BoxFuture<'a, StoreResult<RecoverOutcome>>;
 
     fn set_mfa_required<'a>(
         &'a self,

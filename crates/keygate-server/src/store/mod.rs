@@ -17,6 +17,7 @@ use crate::time::UnixTime;
 pub use keygate_proto::RevocationEvent;
 
 pub mod accounts;
+pub mod audit;
 pub mod oauth;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -27,6 +28,7 @@ mod sql;
 pub mod sqlite;
 
 pub use accounts::AccountStore;
+pub use audit::{AuditEvent, AuditKind, AuditQuery, AuditRecord, AuditStore};
 pub use oauth::{CodeRecord, DevicePoll, DeviceRecord, OAuthClientRecord, OAuthStore, TakeCode};
 #[cfg(feature = "postgres")]
 pub use postgres::PostgresStore;
@@ -413,8 +415,8 @@ pub async fn purge(
 }
 
 /// The state behind a Hub (accounts and second factors: [`AccountStore`]; the
-/// OpenID Provider's: [`OAuthStore`]).
-pub trait Store: AccountStore + OAuthStore + Send + Sync + 'static {
+/// OpenID Provider's: [`OAuthStore`]; the audit trail: [`AuditStore`]).
+pub trait Store: AccountStore + OAuthStore + AuditStore + Send + Sync + 'static {
     /// A server secret by name, created from `fresh` if absent (first writer wins).
     fn secret_or_insert(
         &self,

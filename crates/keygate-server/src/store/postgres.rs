@@ -54,6 +54,7 @@ fn migrator() -> Migrator {
         ),
         (4, "oauth", include_str!("postgres/0004_oauth.sql")),
         (5, "dpop", include_str!("postgres/0005_dpop.sql")),
+        (6, "audit", include_str!("postgres/0006_audit.sql")),
     ])
 }
 

@@ -32,6 +32,7 @@ use super::seal::MasterKey;
 use super::*;
 
 mod accounts;
+mod audit;
 mod oauth;
 
 /// Most sign-ins committed in one transaction.

@@ -43,6 +43,7 @@ fn migrator() -> Migrator {
         (4, "app_rights", include_str!("sqlite/0004_app_rights.sql")),
         (5, "oauth", include_str!("sqlite/0005_oauth.sql")),
         (6, "dpop", include_str!("sqlite/0006_dpop.sql")),
+        (7, "audit", include_str!("sqlite/0007_audit.sql")),
     ])
 }
 

@@ -57,6 +57,19 @@ pub(crate) enum AccountCommand {
         #[command(flatten)]
         user: UserArgs,
     },
+    /// Operator's last resort, on the database directly: add a new key to an
+    /// account whose keys are all lost, and end every session of the account
+    /// (recorded in the audit trail as account_recovered).
+    Recover {
+        /// The account id (acct_…).
+        #[arg(long)]
+        account: String,
+        /// The user's new key identity.
+        #[arg(long)]
+        new_identity: String,
+        #[command(flatten)]
+        db: super::DbArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -157,6 +170,25 @@ pub(crate) async fn account(a: AccountCommand) -> CliResult {
             let (_, client) = user_session(user).await?;
             let v = client.remove(&identity).await.map_err(|e| e.to_string())?;
             println!("removed {identity}; {} session(s) ended", v["revoked"]);
+            Ok(())
+        }
+        AccountCommand::Recover {
+            account,
+            new_identity,
+            db,
+        } => {
+            let identity = Identity::parse(&new_identity).map_err(|e| e.to_string())?;
+            let store = super::open_store(&db).await?;
+            let n =
+                keygate::admin::recover_account(store.as_ref(), &SystemClock, &account, &identity)
+                    .await
+                    .map_err(|e| match e {
+                        keygate::admin::AdminError::NoSuchAccount => {
+                            format!("no account {account}")
+                        }
+                        e => e.to_string(),
+                    })?;
+            println!("linked {identity} to account {account}; {n} session(s) ended");
             Ok(())
         }
     }

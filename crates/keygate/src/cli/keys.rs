@@ -149,7 +149,7 @@ pub(crate) async fn keys(k: KeysCommand) -> CliResult {
         KeysCommand::Origins { id, origins, db } => {
             admin::check_origins(&origins).map_err(|e| refusal(e, &id))?;
             let store = open_store(&db).await?;
-            admin::set_origins(store.as_ref(), &id, &origins)
+            admin::set_origins(store.as_ref(), &SystemClock, &id, &origins)
                 .await
                 .map_err(|e| refusal(e, &id))?;
             println!("{id}: origins {}", origins.join(" "));
@@ -158,7 +158,7 @@ pub(crate) async fn keys(k: KeysCommand) -> CliResult {
         KeysCommand::Mfa { id, policy, db } => {
             let mfa = mfa_policy(&policy)?;
             let store = open_store(&db).await?;
-            admin::set_mfa_policy(store.as_ref(), &id, mfa)
+            admin::set_mfa_policy(store.as_ref(), &SystemClock, &id, mfa)
                 .await
                 .map_err(|e| refusal(e, &id))?;
             println!("{id}: mfa {}", mfa.as_str());

@@ -1,8 +1,8 @@
 //! The command line: the top-level [`Cli`], its dispatch, and what several
 //! command groups share (the database flag). One module per group: [`serve`]
 //! (servers and the gateway), [`id`] (the user's key and `login`), [`account`]
-//! (`account`, `mfa`), [`token`], [`keys`], [`clients`] and [`sessions`]
-//! (administration).
+//! (`account`, `mfa`), [`token`], [`keys`], [`clients`], [`sessions`] and
+//! [`audit`] (administration).
 
 use std::sync::Arc;
 
@@ -12,6 +12,7 @@ use keygate::server::Mode;
 use keygate::store::Store;
 
 mod account;
+mod audit;
 mod clients;
 mod id;
 mod keys;
@@ -20,6 +21,7 @@ mod sessions;
 mod token;
 
 use account::{AccountCommand, MfaCommand};
+use audit::AuditArgs;
 use clients::ClientsCommand;
 use id::{DpopArgs, IdCommand, LoginArgs};
 use keys::KeysCommand;
@@ -74,6 +76,9 @@ pub(crate) enum Command {
     /// Users' sessions (administration, on the database directly).
     #[command(subcommand)]
     Sessions(SessionsCommand),
+    /// The audit trail: security events, newest first (administration, on the
+    /// database directly; docs/audit.md).
+    Audit(AuditArgs),
     /// Run the token-checking reverse proxy in front of your services.
     Gateway(GatewayArgs),
     /// Print the OpenAPI 3.1 document of the HTTP endpoints (docs/openapi.md);
@@ -107,6 +112,7 @@ pub(crate) async fn run(command: Command) -> CliResult {
         Command::Keys(k) => keys::keys(k).await,
         Command::Clients(c) => clients::clients(c).await,
         Command::Sessions(s) => sessions::sessions(s).await,
+        Command::Audit(a) => audit::audit(a).await,
         Command::Gateway(a) => serve::gateway(a).await,
         Command::Openapi => {
             print!("{}", keygate::openapi::json());

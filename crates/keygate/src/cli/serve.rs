@@ -48,6 +48,15 @@ pub(crate) struct ServeArgs {
     /// (docs/dpop.md).
     #[arg(long)]
     dpop_nonce: bool,
+    /// Days audit events are kept (docs/audit.md); older ones are purged every
+    /// ten minutes. 0 keeps them for ever.
+    #[arg(long, env = "KEYGATE_AUDIT_RETENTION_DAYS",
+          default_value_t = keygate::server::DEFAULT_AUDIT_RETENTION_DAYS)]
+    audit_retention_days: u32,
+    /// Also print every audit event as one JSON object per line on stdout, for a
+    /// SIEM (logs go to stderr).
+    #[arg(long)]
+    audit_stdout: bool,
     #[command(flatten)]
     net: NetArgs,
 }
@@ -203,6 +212,8 @@ pub(crate) async fn serve(mode: Mode, a: ServeArgs, hub_url: Option<String>) -> 
     opts.dev = a.dev;
     opts.dpop_nonces = a.dpop_nonce;
     opts.admin = a.net.admin.admin();
+    opts.audit_retention_days = a.audit_retention_days;
+    opts.audit_stdout = a.audit_stdout;
     if let Some(path) = &a.gateway_config {
         opts.gateway =
             Some(keygate::gateway::GatewayConfig::load(path).map_err(|e| e.to_string())?);
@@ -247,6 +258,8 @@ pub(crate) async fn provider(a: ProviderArgs) -> CliResult {
         gateway_config: None,
         dev: false,
         dpop_nonce: false,
+        audit_retention_days: 0,
+        audit_stdout: false,
         net: a.net,
     };
     serve(Mode::Provider, args, Some(a.hub_url)).await

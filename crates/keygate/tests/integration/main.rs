@@ -5,6 +5,7 @@
 mod support;
 
 mod accounts;
+mod audit;
 mod dev_mode;
 mod dpop;
 mod errors;

@@ -621,7 +621,12 @@ impl Keygate {
             .env_remove("USER_API_SECRET")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            // Kept (in `child.stdout`) only when there is something to read.
+            .stdout(if extra.contains(&"--audit-stdout") {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();

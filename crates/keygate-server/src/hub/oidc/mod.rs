@@ -593,6 +593,7 @@ impl Hub {
             (verified.nonce_id, verified.expires_at),
             meta,
             now,
+            crate::store::AuditKind::SigninSucceeded,
         )
         .await
     }

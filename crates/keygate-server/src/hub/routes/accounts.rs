@@ -12,7 +12,7 @@ use warp::reply::Response;
 use super::ChallengeBody;
 use crate::error::Error;
 use crate::http::Request;
-use crate::hub::{AccountView, Hub, IssuedToken, Linked, TotpEnrolment};
+use crate::hub::{AccountEvents, AccountView, Hub, IssuedToken, Linked, TotpEnrolment};
 use crate::time::format_rfc3339;
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -60,6 +60,7 @@ pub fn is_account_path(path: &str) -> bool {
     matches!(
         path,
         "/v1/account/keys"
+            | "/v1/account/events"
             | "/v1/account/link/challenge"
             | "/v1/account/link"
             | "/v1/mfa/challenge"
@@ -74,6 +75,53 @@ pub fn is_account_path(path: &str) -> bool {
 
 pub(super) async fn keys(hub: Arc<Hub>, h: Request) -> Result<AccountView, Error> {
     hub.account_keys(h.credential()).await
+}
+
+/// `GET /v1/account/events?before=<id>&limit=<n>`: the caller is checked first,
+/// then the query (a bad value is a 400 naming the parameter, never echoing it).
+pub(super) async fn events(
+    hub: Arc<Hub>,
+    h: Request,
+    query: String,
+) -> Result<AccountEvents, Error> {
+    let token = h.credential();
+    let (before, limit) = match events_query(&query) {
+        Ok(q) => q,
+        Err(e) => {
+            hub.authenticate_user(token).await?;
+            return Err(e);
+        }
+    };
+    hub.account_events(token, before, limit).await
+}
+
+/// `before` (a positive event id) and `limit` (1 to 200, default 50) of a query
+/// string; other parameters are ignored.
+fn events_query(query: &str) -> Result<(Option<i64>, u32), Error> {
+    let mut before = None;
+    let mut limit = crate::hub::DEFAULT_EVENTS_PAGE;
+    for (name, value) in url::form_urlencoded::parse(query.as_bytes()) {
+        match &*name {
+            "before" => {
+                before = Some(
+                    value
+                        .parse::<i64>()
+                        .ok()
+                        .filter(|b| *b > 0)
+                        .ok_or_else(|| Error::bad_request("before must be a positive event id"))?,
+                )
+            }
+            "limit" => {
+                limit = value
+                    .parse::<u32>()
+                    .ok()
+                    .filter(|l| (1..=crate::hub::MAX_EVENTS_PAGE).contains(l))
+                    .ok_or_else(|| Error::bad_request("limit must be between 1 and 200"))?
+            }
+            _ => {}
+        }
+    }
+    Ok((before, limit))
 }
 
 pub(super) async fn remove(

@@ -209,6 +209,11 @@ fn account_routes(hub: &Arc<Hub>) -> BoxedFilter<(Response,)> {
         .and(on(warp::get(), hub))
         .then(a::keys)
         .map(reply);
+    let events = warp::path!("v1" / "account" / "events")
+        .and(on(warp::get(), hub))
+        .and(warp::query::raw().or(warp::any().map(String::new)).unify())
+        .then(a::events)
+        .map(reply);
     let remove = warp::path!("v1" / "account" / "keys" / String)
         .and(on(warp::delete(), hub))
         .then(a::remove)
@@ -242,6 +247,8 @@ fn account_routes(hub: &Arc<Hub>) -> BoxedFilter<(Response,)> {
         .then(a::qr);
 
     keys.or(qr)
+        .unify()
+        .or(events)
         .unify()
         .or(remove)
         .unify()

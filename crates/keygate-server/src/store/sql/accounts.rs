@@ -224,6 +224,68 @@ where
         .boxed()
     }
 
+    fn recover_account<'a>(
+        &'a self,
+        account: &'a str,
+        identity: &'a str,
+        now: UnixTime,
+    ) -> BoxFuture<'a, StoreResult<RecoverOutcome>> {
+        async move {
+            let mut tx = self.write.begin().await?;
+            let keys_sql = format!(
+                "SELECT identity FROM account_keys WHERE account_id = $1{}",
+                B::FOR_UPDATE
+            );
+            let keys = sqlx::query(sqlx::AssertSqlSafe(keys_sql.clone()))
+                .bind(account)
+                .fetch_all(&mut *tx)
+                .await?;
+            if keys.is_empty() {
+                return Ok(RecoverOutcome::NoSuchAccount);
+            }
+            match Self::account_in(&mut tx, identity).await? {
+                Some(a) if a == account => {}
+                Some(other) => {
+                    let theirs = sqlx::query(sqlx::AssertSqlSafe(keys_sql.clone()))
+                        .bind(other.as_str())
+                        .fetch_all(&mut *tx)
+                        .await?;
+                    if theirs.len() > 1 {
+                        return Ok(RecoverOutcome::InOtherAccount);
+                    }
+                    sqlx::query("UPDATE account_keys SET account_id = $1, added_at = $2 WHERE identity = $3")
+                        .bind(account)
+                        .bind(now)
+                        .bind(identity)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                None => {
+                    sqlx::query(
+                        "INSERT INTO account_keys (identity, account_id, added_at) VALUES ($1, $2, $3)",
+                    )
+                    .bind(identity)
+                    .bind(account)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            let mut revoked = 0;
+            let keys = sqlx::query(sqlx::AssertSqlSafe(keys_sql))
+                .bind(account)
+                .fetch_all(&mut *tx)
+                .await?;
+            for row in keys {
+                let subject = row.text("identity")?;
+                revoked += Self::revoke_in(&mut tx, &Revoke::AllOf { subject: &subject }, now).await?;
+            }
+            tx.commit().await?;
+            Ok(RecoverOutcome::Recovered(revoked))
+        }
+        .boxed()
+    }
+
     fn set_mfa_required<'a>(
         &'a self,
         api_key: &'a str,
