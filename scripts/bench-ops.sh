@@ -43,7 +43,7 @@ done
 
 load() {  # load NAME: one measured phase, its JSON report in $OUT/NAME.json
   "$K" bench load --flow ws --clients 64 --duration "$SECS" --floor-budget 0 --json \
-    --url http://127.0.0.1:8080 --server-pid "$server" >"$OUT/$1.json"
+    --url http://127.0.0.1:8080 --server-pid "$server" | tail -n 1 >"$OUT/$1.json"
   python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(f"{sys.argv[2]}: {r[\"sign_ins_per_s\"]:.0f} sign-ins/s, p50 {r[\"p50_ms\"]:.2f} ms, p99 {r[\"p99_ms\"]:.2f} ms, server CPU {r[\"server_cpu_us\"]:.0f} µs/sign-in")' "$OUT/$1.json" "$1"
 }
 
