@@ -22,7 +22,7 @@ SECS="${SECS:-10}"
 ROUNDS="${ROUNDS:-3}"
 mkdir -p "$WORK" "$OUT"
 
-cargo build --release --locked --bin keygate --example gateway_load
+cargo build --release --locked -p keygate --bin keygate --example gateway_load
 K="$repo/target/release/keygate"
 pids=()
 trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
@@ -44,7 +44,12 @@ done
 load() {  # load NAME: one measured phase, its JSON report in $OUT/NAME.json
   "$K" bench load --flow ws --clients 64 --duration "$SECS" --floor-budget 0 --json \
     --url http://127.0.0.1:8080 --server-pid "$server" | tail -n 1 >"$OUT/$1.json"
-  python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(f"{sys.argv[2]}: {r[\"sign_ins_per_s\"]:.0f} sign-ins/s, p50 {r[\"p50_ms\"]:.2f} ms, p99 {r[\"p99_ms\"]:.2f} ms, server CPU {r[\"server_cpu_us\"]:.0f} µs/sign-in")' "$OUT/$1.json" "$1"
+  python3 - "$OUT/$1.json" "$1" <<'EOF'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"{sys.argv[2]}: {r['sign_ins_per_s']:.0f} sign-ins/s, p50 {r['p50_ms']:.2f} ms, "
+      f"p99 {r['p99_ms']:.2f} ms, server CPU {r['server_cpu_us'] or 0:.0f} µs/sign-in")
+EOF
 }
 
 for round in $(seq "$ROUNDS"); do
