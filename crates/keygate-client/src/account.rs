@@ -70,7 +70,12 @@ impl AccountClient {
         self.token = token.to_owned();
     }
 
-    async fn call<T: serde::de::DeserializeOwned>(
+    /// The base URL the calls go to.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub(crate) async fn call<T: serde::de::DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,

@@ -72,6 +72,7 @@ use keygate_proto::{
 
 pub mod account;
 pub mod device;
+pub mod recovery;
 mod verifier;
 pub use verifier::{
     KEY_REFETCH_INTERVAL, KEY_REFRESH_PERIOD, OfflineVerifier, Presented, TokenAuthority,

@@ -29,6 +29,9 @@ pub const MAX_LABEL_LEN: usize = 64;
 pub const TOTP_STEP: u64 = 30;
 /// Bytes of a TOTP secret (160 bits, RFC 4226's recommendation).
 pub const TOTP_SECRET_LEN: usize = 20;
+/// The label that makes a linked key the account's recovery key: it cannot sign
+/// in or raise a session; it only authorizes, once, linking a new device.
+pub const RECOVERY_LABEL: &str = "recovery";
 
 /// The kinds of signed statement beside the sign-in challenge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +40,9 @@ pub enum Kind {
     Link,
     /// `account`, `identity` (the second key), `session` (the session it raises).
     StepUp,
+    /// `account`, `identity` (the account's recovery key), `new-identity` (the
+    /// signed-in key that joins the account), `session` (its session, raised).
+    Recovery,
 }
 
 impl Kind {
@@ -44,6 +50,7 @@ impl Kind {
         match self {
             Kind::Link => "keygate link challenge v1",
             Kind::StepUp => "keygate step-up challenge v1",
+            Kind::Recovery => "keygate recovery challenge v1",
         }
     }
 
@@ -51,6 +58,7 @@ impl Kind {
         match self {
             Kind::Link => &["audience", "account", "identity", "new-identity"],
             Kind::StepUp => &["audience", "account", "identity", "session"],
+            Kind::Recovery => &["audience", "account", "identity", "new-identity", "session"],
         }
     }
 }
@@ -244,6 +252,8 @@ pub enum Factor {
     Key,
     /// A TOTP code.
     Totp,
+    /// The account's recovery key, authorizing this key's joining the account.
+    Recovery,
 }
 
 impl Factor {
@@ -251,6 +261,7 @@ impl Factor {
         match self {
             Factor::Key => "key",
             Factor::Totp => "totp",
+            Factor::Recovery => "recovery",
         }
     }
 
@@ -258,6 +269,7 @@ impl Factor {
         match s {
             "key" => Some(Factor::Key),
             "totp" => Some(Factor::Totp),
+            "recovery" => Some(Factor::Recovery),
             _ => None,
         }
     }
@@ -309,7 +321,7 @@ impl Assurance {
                 ..
             } => &["swk", "otp", "mfa"],
             Assurance::Aal2 {
-                factor: Factor::Key,
+                factor: Factor::Key | Factor::Recovery,
                 ..
             } => &["swk", "mfa"],
             Assurance::Dev => &["dev"],
@@ -380,6 +392,39 @@ mod tests {
             verify(&key(), Kind::Link, &signin.text, NOW),
             Err(ChallengeError::Malformed)
         );
+    }
+
+    #[test]
+    fn a_recovery_statement_is_no_link_or_step_up_statement() {
+        let a = Identity::from(&SigningKey::from_bytes(&[1; 32])).to_string();
+        let b = Identity::from(&SigningKey::from_bytes(&[2; 32])).to_string();
+        let values = ["kgk_app", "acct_AAAAAAAAAAAAAAAAAAAAAA", &a, &b, "sid1"];
+        let c = issue(&key(), Kind::Recovery, &values, NOW, 300, [5; 16]).unwrap();
+        assert!(c.text.starts_with("keygate recovery challenge v1\n"));
+        assert_eq!(c.text.lines().count(), 9);
+        assert_eq!(
+            verify(&key(), Kind::Recovery, &c.text, NOW).unwrap().values,
+            values
+        );
+        for other in [Kind::Link, Kind::StepUp] {
+            assert_eq!(
+                verify(&key(), other, &c.text, NOW),
+                Err(ChallengeError::Malformed)
+            );
+        }
+        // The link text of the same keys, relabelled, is not one either.
+        let link = issue(&key(), Kind::Link, &values[..4], NOW, 300, [5; 16]).unwrap();
+        let relabelled = link.text.replace("link challenge", "recovery challenge");
+        assert!(verify(&key(), Kind::Recovery, &relabelled, NOW).is_err());
+        assert_eq!(
+            Assurance::Aal2 {
+                factor: Factor::Recovery,
+                until: NOW
+            }
+            .amr(),
+            ["swk", "mfa"]
+        );
+        assert_eq!(Factor::parse("recovery"), Some(Factor::Recovery));
     }
 
     #[test]

@@ -157,6 +157,8 @@ pub struct Request {
     pub headers: HeaderMap,
     pub method: warp::http::Method,
     pub path: String,
+    /// The peer's address, as the listener saw it.
+    pub address: Option<std::net::IpAddr>,
 }
 
 impl std::ops::Deref for Request {
@@ -169,20 +171,27 @@ impl std::ops::Deref for Request {
 impl Request {
     /// The caller's credential: token, scheme and DPoP proof.
     pub fn credential(&self) -> Credential<'_> {
-        credential(&self.headers, self.method.as_str(), &self.path)
+        Credential {
+            address: self.address,
+            ..credential(&self.headers, self.method.as_str(), &self.path)
+        }
     }
 }
 
-/// Headers, method and path of the request.
+/// Headers, method, path and peer address of the request.
 pub fn request() -> impl Filter<Extract = (Request,), Error = Infallible> + Clone {
     warp::header::headers_cloned()
         .and(warp::method())
         .and(warp::path::full())
-        .map(|headers, method, path: warp::path::FullPath| Request {
-            headers,
-            method,
-            path: path.as_str().to_owned(),
-        })
+        .and(crate::listener::peer_ip())
+        .map(
+            |headers, method, path: warp::path::FullPath, address| Request {
+                headers,
+                method,
+                path: path.as_str().to_owned(),
+                address,
+            },
+        )
 }
 
 /// What a request presents to a user endpoint: its access token, whether it came
@@ -204,6 +213,9 @@ pub struct Credential<'a> {
     pub path: &'a str,
     /// The `Host` header (the gateway's default public origin).
     pub host: Option<&'a str>,
+    /// The caller's address and user agent, for the audit trail.
+    pub address: Option<std::net::IpAddr>,
+    pub user_agent: Option<&'a str>,
 }
 
 impl<'a> Credential<'a> {
@@ -254,6 +266,8 @@ pub fn credential<'a>(headers: &'a HeaderMap, method: &'a str, path: &'a str) ->
         method,
         path,
         host: header_str(headers, "host"),
+        address: None,
+        user_agent: header_str(headers, "user-agent"),
     }
 }
 

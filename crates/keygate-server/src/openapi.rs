@@ -607,6 +607,28 @@ pub fn document() -> OpenApi {
     d.push(op);
     let op = Op::new(
         Post,
+        "/v1/account/recover/challenge",
+        "account",
+        "A challenge the account's recovery key and the caller's key sign",
+    )
+    .auth(Auth::User)
+    .body::<accounts::KeyRequest>(&mut d)
+    .ok::<ChallengeBody>(&mut d, "The challenge")
+    .errors(&[400, 401, 403, 413, 429, 503]);
+    d.push(op);
+    let op = Op::new(
+        Post,
+        "/v1/account/recover",
+        "account",
+        "Join the account with its recovery key (both signatures); other sessions end",
+    )
+    .auth(Auth::User)
+    .body::<accounts::RecoverRequest>(&mut d)
+    .ok::<IssuedToken>(&mut d, "The caller's session, raised, in the account")
+    .errors(&[400, 401, 403, 409, 413, 429, 503]);
+    d.push(op);
+    let op = Op::new(
+        Post,
         "/v1/mfa/challenge",
         "account",
         "A challenge for another key of the account",

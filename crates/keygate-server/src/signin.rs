@@ -199,11 +199,16 @@ impl SignInBackend for LocalSignIn {
             let pubkey = frame
                 .pubkey
                 .ok_or_else(|| Error::bad_request("a token request needs a pubkey"))?;
-            let identity = Identity::parse(&pubkey)?;
+            let refused = |e: Error| self.hub.challenge_refused(&self.app, None, e, &self.meta);
+            let identity = Identity::parse(&pubkey).map_err(|e| refused(e.into()))?;
             let audience = self.audience.clone().or(frame.audience);
-            let c = self
-                .hub
-                .challenge_for(&self.app, self.flow, &identity, audience.as_deref())?;
+            let c = self.hub.challenge_from(
+                &self.app,
+                self.flow,
+                &identity,
+                audience.as_deref(),
+                &self.meta,
+            )?;
             self.pending = Some((identity, c.clone(), frame.options, audience));
             Ok(c)
         }

@@ -8,23 +8,31 @@
 //! session of any app for [`STEP_UP_TTL`] (step-up).
 
 use super::{Error, Grant, Hub, IssuedToken};
-use crate::account::{self, Assurance, Factor, Kind, STEP_UP_TTL};
+use crate::account::{self, Assurance, Factor, Kind, RECOVERY_LABEL, STEP_UP_TTL};
 use crate::challenge::IssuedChallenge;
 use crate::http::Credential;
 use crate::identity::Identity;
 use crate::store::accounts::{
-    LinkKey, LinkOutcome, MfaCompletion, MfaOutcome, MfaProof, RemoveKeyOutcome, SessionAuth,
+    AccountKey, LinkKey, LinkOutcome, MfaCompletion, MfaOutcome, MfaProof, RecoveryOutcome,
+    RemoveKeyOutcome, SessionAuth, UseRecovery,
 };
 use crate::store::{AuditKind, AuditQuery};
 use crate::time::{UnixTime, format_rfc3339};
 use crate::token::AccessClaims;
 
-/// Lifetime of link and step-up challenges: they travel between two devices.
 use keygate_proto::{
     AccountEvent, AccountEvents, AccountKeyView, AccountView, Linked, TotpEnrolment,
 };
 
+/// Lifetime of link, step-up and recovery challenges: they travel between two
+/// devices.
 pub const STATEMENT_TTL: i64 = 300;
+
+/// Why a key is refused where only a recovery key will do (or the reverse).
+const NOT_A_RECOVERY_KEY: &str = "this key is not the recovery key of an account";
+/// Why a recovery key is refused at sign-in.
+const RECOVERY_KEY_SIGN_IN: &str =
+    "a recovery key cannot sign in: it only authorizes linking a new device";
 
 /// Events one page of `GET /v1/account/events` holds unless `limit` says fewer.
 pub const DEFAULT_EVENTS_PAGE: u32 = 50;
@@ -114,11 +122,19 @@ impl Hub {
         self.dpop.check_use(cred, token, jkt, &urls, now)
     }
 
+    /// The keys of an account that can sign in and serve as a second factor
+    /// (all but its recovery key).
+    async fn device_keys(&self, account: &str) -> Result<Vec<AccountKey>, Error> {
+        let mut keys = self.store.account_keys(account).await?;
+        keys.retain(|k| k.label.as_deref() != Some(RECOVERY_LABEL));
+        Ok(keys)
+    }
+
     /// `403 mfa_required` with the second factors the account can show.
     async fn mfa_required(&self, account: Option<&str>) -> Error {
         let mut methods = Vec::new();
         if let Some(a) = account {
-            if self.store.account_keys(a).await.is_ok_and(|k| k.len() > 1) {
+            if self.device_keys(a).await.is_ok_and(|k| k.len() > 1) {
                 methods.push("key");
             }
             if self
@@ -133,9 +149,10 @@ impl Hub {
         Error::MfaRequired { methods }
     }
 
-    /// Whether the account has a second factor (another key, a confirmed TOTP).
+    /// Whether the account has a second factor (another key, a confirmed TOTP;
+    /// its recovery key is none: it cannot raise a session).
     async fn has_second_factor(&self, account: &str) -> Result<bool, Error> {
-        Ok(self.store.account_keys(account).await?.len() > 1
+        Ok(self.device_keys(account).await?.len() > 1
             || self.store.totp(account).await?.is_some_and(|t| t.confirmed))
     }
 
@@ -163,7 +180,8 @@ impl Hub {
         &self,
         token: impl Into<Credential<'_>>,
     ) -> Result<AccountView, Error> {
-        let (claims, auth) = self.authenticate(token.into(), false).await?;
+        let cred = token.into();
+        let (claims, auth) = self.authenticate(cred, false).await?;
         let account = Self::account_of(&auth)?;
         let keys = self.store.account_keys(account).await?;
         let totp = self.store.totp(account).await?.is_some_and(|t| t.confirmed);
@@ -192,7 +210,8 @@ impl Hub {
         before: Option<i64>,
         limit: u32,
     ) -> Result<AccountEvents, Error> {
-        let (claims, auth) = self.authenticate(token.into(), false).await?;
+        let cred = token.into();
+        let (claims, auth) = self.authenticate(cred, false).await?;
         let limit = limit.clamp(1, MAX_EVENTS_PAGE);
         let mut q = AuditQuery {
             before,
@@ -235,7 +254,8 @@ impl Hub {
         token: impl Into<Credential<'_>>,
         new_key: &str,
     ) -> Result<IssuedChallenge, Error> {
-        let (claims, auth) = self.authenticate(token.into(), true).await?;
+        let cred = token.into();
+        let (claims, auth) = self.authenticate(cred, true).await?;
         let account = Self::account_of(&auth)?;
         let new_key = Identity::parse(new_key)?.to_string();
         if new_key == claims.sub {
@@ -264,6 +284,7 @@ impl Hub {
         sig: &str,
         new_sig: &str,
         label: Option<&str>,
+        address: Option<std::net::IpAddr>,
     ) -> Result<Linked, Error> {
         if label.is_some_and(|l| !account::valid_label(l)) {
             return Err(Error::bad_request(
@@ -288,10 +309,18 @@ impl Hub {
         };
         match self.store.link_key(link).await? {
             LinkOutcome::Linked => {
+                let kind = if label == Some(RECOVERY_LABEL) {
+                    AuditKind::RecoveryKeyCreated
+                } else {
+                    AuditKind::AccountKeyLinked
+                };
+                let address = address.map(|a| a.to_string());
                 let mut event = self
-                    .event(AuditKind::AccountKeyLinked)
+                    .event(kind)
+                    .app(s.value(0))
                     .account(Some(s.value(1)))
-                    .identity(new_key.to_string());
+                    .identity(new_key.to_string())
+                    .client(address.as_deref(), None);
                 event.detail = label.map(str::to_owned);
                 self.record(event);
                 Ok(Linked {
@@ -319,7 +348,8 @@ impl Hub {
         token: impl Into<Credential<'_>>,
         identity: &str,
     ) -> Result<u64, Error> {
-        let (claims, auth) = self.authenticate(token.into(), false).await?;
+        let cred = token.into();
+        let (claims, auth) = self.authenticate(cred, false).await?;
         let account = Self::account_of(&auth)?;
         let identity = Identity::parse(identity)?.to_string();
         if identity != claims.sub {
@@ -332,10 +362,10 @@ impl Hub {
         {
             RemoveKeyOutcome::Removed(n) => {
                 let app = &auth.session.api_key;
-                let event = self.user_event(AuditKind::AccountKeyRemoved, &claims, app);
+                let event = self.user_event(AuditKind::AccountKeyRemoved, &claims, app, &cred);
                 self.record(event.identity(&identity).account(Some(account)));
                 if n > 0 {
-                    let event = self.user_event(AuditKind::SessionRevoked, &claims, app);
+                    let event = self.user_event(AuditKind::SessionRevoked, &claims, app, &cred);
                     let event = event.identity(&identity).account(Some(account));
                     self.record(event.detail("key_removed"));
                 }
@@ -353,7 +383,8 @@ impl Hub {
         token: impl Into<Credential<'_>>,
         second_key: &str,
     ) -> Result<IssuedChallenge, Error> {
-        let (claims, auth) = self.authenticate(token.into(), true).await?;
+        let cred = token.into();
+        let (claims, auth) = self.authenticate(cred, true).await?;
         let account = Self::account_of(&auth)?;
         let second = self.second_key(account, &claims, second_key).await?;
         self.statement(
@@ -362,7 +393,7 @@ impl Hub {
         )
     }
 
-    /// A key of `account` other than the session's own.
+    /// A key of `account` other than the session's own and its recovery key.
     async fn second_key(
         &self,
         account: &str,
@@ -371,7 +402,7 @@ impl Hub {
     ) -> Result<Identity, Error> {
         let key = Identity::parse(key)?;
         let id = key.to_string();
-        let keys = self.store.account_keys(account).await?;
+        let keys = self.device_keys(account).await?;
         if id == claims.sub || !keys.iter().any(|k| k.identity == id) {
             return Err(Error::Forbidden(
                 "the second factor must be another key of this account".into(),
@@ -387,7 +418,8 @@ impl Hub {
         challenge: &str,
         sig: &str,
     ) -> Result<IssuedToken, Error> {
-        let (claims, auth) = self.authenticate(token.into(), true).await?;
+        let cred = token.into();
+        let (claims, auth) = self.authenticate(cred, true).await?;
         let account = Self::account_of(&auth)?;
         let s = account::verify(&self.nonce_key, Kind::StepUp, challenge, self.now())?;
         if s.value(0) != claims.aud || s.value(1) != account || s.value(3) != claims.sid {
@@ -404,7 +436,7 @@ impl Hub {
             }
             Err(e) => Err(e.into()),
         };
-        self.record_mfa(&claims, &auth, Factor::Key, &result);
+        self.record_mfa(&cred, &claims, &auth, Factor::Key, &result);
         result
     }
 
@@ -412,6 +444,7 @@ impl Hub {
     /// error's code.
     fn record_mfa(
         &self,
+        cred: &Credential<'_>,
         claims: &AccessClaims,
         auth: &SessionAuth,
         factor: Factor,
@@ -422,7 +455,7 @@ impl Hub {
             Err(_) => AuditKind::MfaFailed,
         };
         let mut event = self
-            .user_event(kind, claims, &auth.session.api_key)
+            .user_event(kind, claims, &auth.session.api_key, cred)
             .session(&auth.session.id)
             .detail(factor.as_str());
         if let Err(e) = result {
@@ -437,7 +470,8 @@ impl Hub {
         &self,
         token: impl Into<Credential<'_>>,
     ) -> Result<TotpEnrolment, Error> {
-        let (claims, auth) = self.authenticate(token.into(), true).await?;
+        let cred = token.into();
+        let (claims, auth) = self.authenticate(cred, true).await?;
         let account = Self::account_of(&auth)?.to_owned();
         self.may_change_account(&auth, &account).await?;
         let mut secret = [0u8; account::TOTP_SECRET_LEN];
@@ -447,7 +481,12 @@ impl Hub {
         self.store
             .enrol_totp(&account, secret.to_vec(), self.now())
             .await?;
-        let event = self.user_event(AuditKind::MfaEnrolled, &claims, &auth.session.api_key);
+        let event = self.user_event(
+            AuditKind::MfaEnrolled,
+            &claims,
+            &auth.session.api_key,
+            &cred,
+        );
         self.record(
             event
                 .session(&auth.session.id)
@@ -467,7 +506,8 @@ impl Hub {
         token: impl Into<Credential<'_>>,
         code: &str,
     ) -> Result<IssuedToken, Error> {
-        let (claims, auth) = self.authenticate(token.into(), true).await?;
+        let cred = token.into();
+        let (claims, auth) = self.authenticate(cred, true).await?;
         let account = Self::account_of(&auth)?.to_owned();
         let result = async {
             self.guard.check_totp(&account)?;
@@ -483,19 +523,14 @@ impl Hub {
             self.raise(&auth, Factor::Totp, proof).await
         }
         .await;
-        self.record_mfa(&claims, &auth, Factor::Totp, &result);
+        self.record_mfa(&cred, &claims, &auth, Factor::Totp, &result);
         result
     }
 
-    /// Spends `proof`, raises the session to `aal2` (for the whole session when its
-    /// app requires MFA, else for [`STEP_UP_TTL`]) and mints its raised token.
-    async fn raise(
-        &self,
-        auth: &SessionAuth,
-        factor: Factor,
-        proof: MfaProof,
-    ) -> Result<IssuedToken, Error> {
-        let now = self.now();
+    /// Until when a session raised now counts as `aal2`: as long as the session
+    /// when its app requires MFA, else for [`STEP_UP_TTL`], and never less than an
+    /// earlier raise.
+    fn raised_until(auth: &SessionAuth, now: UnixTime) -> UnixTime {
         let s = &auth.session;
         let mut until = if auth.mfa_required {
             s.expires_at
@@ -505,8 +540,21 @@ impl Hub {
         if let Some((_, earlier)) = &auth.raised {
             until = until.max(*earlier);
         }
+        until
+    }
+
+    /// Spends `proof`, raises the session to `aal2` (see [`Hub::raised_until`])
+    /// and mints its raised token.
+    async fn raise(
+        &self,
+        auth: &SessionAuth,
+        factor: Factor,
+        proof: MfaProof,
+    ) -> Result<IssuedToken, Error> {
+        let now = self.now();
+        let until = Self::raised_until(auth, now);
         let done = MfaCompletion {
-            session_id: s.id.clone(),
+            session_id: auth.session.id.clone(),
             factor: factor.as_str().to_owned(),
             aal2_until: until,
             proof,
@@ -518,6 +566,20 @@ impl Hub {
             MfaOutcome::CodeUsed => return Err(Error::OtpReused),
             MfaOutcome::SessionGone => return Err(Error::SessionRevoked),
         }
+        self.mint_raised(auth, auth.account.clone(), factor, until, now)
+            .await
+    }
+
+    /// The token of a session just raised to `aal2` until `until`, in `account`.
+    async fn mint_raised(
+        &self,
+        auth: &SessionAuth,
+        account: Option<String>,
+        factor: Factor,
+        until: UnixTime,
+        now: UnixTime,
+    ) -> Result<IssuedToken, Error> {
+        let s = &auth.session;
         let key = self
             .live_api_key(&s.api_key)
             .await
@@ -530,7 +592,7 @@ impl Hub {
                 scope: &s.scope,
                 client_id: s.client_id.clone(),
                 role: None,
-                account: auth.account.clone(),
+                account,
                 assurance: Some(Assurance::Aal2 { factor, until }),
                 jkt: s.jkt.as_deref(),
             },
@@ -540,6 +602,127 @@ impl Hub {
             s.expires_at,
             None,
         ))
+    }
+
+    /// `POST /v1/account/recover/challenge`: a recovery challenge for the
+    /// caller's key to join the account whose recovery key is `recovery_key`,
+    /// to be signed by both keys (docs/accounts.md, "Recovery key").
+    pub async fn recovery_challenge(
+        &self,
+        token: impl Into<Credential<'_>>,
+        recovery_key: &str,
+    ) -> Result<IssuedChallenge, Error> {
+        let cred = token.into();
+        let (claims, _) = self.authenticate(cred, true).await?;
+        let recovery = Identity::parse(recovery_key)?.to_string();
+        let ctx = self.store.sign_in_context(&recovery, &claims.aud).await?;
+        let Some(account) = ctx.account.filter(|_| ctx.recovery) else {
+            return Err(Error::Forbidden(NOT_A_RECOVERY_KEY.into()));
+        };
+        self.statement(
+            Kind::Recovery,
+            &[&claims.aud, &account, &recovery, &claims.sub, &claims.sid],
+        )
+    }
+
+    /// `POST /v1/account/recover`: the recovery key's and the caller's signatures
+    /// over one recovery challenge. The caller's key joins the account, every
+    /// other session of the account ends, the recovery key is spent, and the
+    /// caller's session is raised to `aal2` in the account.
+    pub async fn recover_with_key(
+        &self,
+        token: impl Into<Credential<'_>>,
+        challenge: &str,
+        sig: &str,
+        new_sig: &str,
+        label: Option<&str>,
+    ) -> Result<IssuedToken, Error> {
+        let cred = token.into();
+        let (claims, auth) = self.authenticate(cred, true).await?;
+        let result = self
+            .use_recovery(&claims, &auth, challenge, sig, new_sig, label)
+            .await;
+        let mut event = self
+            .user_event(
+                AuditKind::RecoveryUsed,
+                &claims,
+                &auth.session.api_key,
+                &cred,
+            )
+            .session(&auth.session.id);
+        match &result {
+            Ok((account, revoked, _)) => {
+                event = event
+                    .account(Some(account))
+                    .detail(format!("revoked {revoked}"));
+                if *revoked > 0 {
+                    let ended = self
+                        .user_event(
+                            AuditKind::SessionRevoked,
+                            &claims,
+                            &auth.session.api_key,
+                            &cred,
+                        )
+                        .account(Some(account));
+                    self.record(ended.detail("recovery"));
+                }
+            }
+            Err(e) => event = event.outcome(e.code()),
+        }
+        self.record(event);
+        result.map(|(_, _, token)| token)
+    }
+
+    /// [`Hub::recover_with_key`] after authentication: the recovered account, how
+    /// many sessions ended, and the raised token.
+    async fn use_recovery(
+        &self,
+        claims: &AccessClaims,
+        auth: &SessionAuth,
+        challenge: &str,
+        sig: &str,
+        new_sig: &str,
+        label: Option<&str>,
+    ) -> Result<(String, u64, IssuedToken), Error> {
+        if label.is_some_and(|l| !account::valid_label(l) || l == RECOVERY_LABEL) {
+            return Err(Error::bad_request(
+                "label must be 1 to 64 characters without control characters, not \"recovery\"",
+            ));
+        }
+        let now = self.now();
+        let s = account::verify(&self.nonce_key, Kind::Recovery, challenge, now)?;
+        if s.value(0) != claims.aud || s.value(3) != claims.sub || s.value(4) != claims.sid {
+            return Err(crate::challenge::ChallengeError::WrongAudience.into());
+        }
+        let recovery = Identity::parse(s.value(2))?;
+        account::verify_signature(&recovery, challenge, sig)?;
+        account::verify_signature(&Identity::parse(&claims.sub)?, challenge, new_sig)?;
+        let until = Self::raised_until(auth, now);
+        let account = s.value(1).to_owned();
+        let used = UseRecovery {
+            nonce_id: s.nonce_id,
+            nonce_expires_at: s.expires_at,
+            account: account.clone(),
+            recovery: recovery.to_string(),
+            identity: claims.sub.clone(),
+            session_id: claims.sid.clone(),
+            label: label.map(str::to_owned),
+            aal2_until: until,
+            now,
+        };
+        let revoked = match self.store.use_recovery_key(used).await? {
+            RecoveryOutcome::Recovered(n) => n,
+            RecoveryOutcome::ChallengeUsed => return Err(Error::ChallengeUsed),
+            RecoveryOutcome::RecoveryGone => {
+                return Err(Error::Forbidden(NOT_A_RECOVERY_KEY.into()));
+            }
+            RecoveryOutcome::InOtherAccount => return Err(Error::KeyInOtherAccount),
+            RecoveryOutcome::SessionGone => return Err(Error::SessionRevoked),
+        };
+        let token = self
+            .mint_raised(auth, Some(account.clone()), Factor::Recovery, until, now)
+            .await?;
+        Ok((account, revoked, token))
     }
 
     /// `POST /v1/qr`: an SVG QR code of `text` (a link URL, an `otpauth://` URI),
@@ -570,6 +753,9 @@ impl Hub {
         app: &str,
     ) -> Result<(String, bool), Error> {
         let ctx = self.store.sign_in_context(identity, app).await?;
+        if ctx.recovery {
+            return Err(Error::Forbidden(RECOVERY_KEY_SIGN_IN.into()));
+        }
         let account = match ctx.account {
             Some(a) => a,
             None => {

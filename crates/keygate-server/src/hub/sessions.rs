@@ -45,6 +45,29 @@ impl Hub {
         cred: Credential<'_>,
         any_key: bool,
     ) -> Result<IssuedToken, Error> {
+        // `token_refreshed`, with the error's code when refused (a reuse is
+        // `refresh_reuse_detected` instead), and what is known of the session.
+        let mut event = self.event(AuditKind::TokenRefreshed).from(&cred);
+        let result = self
+            .refresh_recorded(refresh_token, client_id, cred, any_key, &mut event)
+            .await;
+        match &result {
+            Err(Error::RefreshTokenReused) => {}
+            Err(e) => self.record(event.outcome(e.code())),
+            Ok(_) => self.record(event),
+        }
+        result
+    }
+
+    /// [`Hub::refresh`], filling in `event`'s app, key, session and account.
+    async fn refresh_recorded(
+        &self,
+        refresh_token: &str,
+        client_id: &str,
+        cred: Credential<'_>,
+        any_key: bool,
+        event: &mut crate::store::AuditEvent,
+    ) -> Result<IssuedToken, Error> {
         if refresh_token.len() > 128 || client_id.is_empty() || client_id.len() > MAX_CLIENT_ID_LEN
         {
             return Err(Error::InvalidRefreshToken);
@@ -53,6 +76,12 @@ impl Hub {
         let auth = self
             .refresh_gate(session::hash_secret(refresh_token))
             .await?;
+        if let Some(a) = &auth {
+            event.app = Some(a.session.api_key.clone());
+            event.identity = Some(a.session.subject.clone());
+            event.session = Some(a.session.id.clone());
+            event.account = a.account.clone();
+        }
         // The app once, before the rotation: its DPoP policy decides, and a
         // refused proof must not spend the refresh token.
         let app = match &auth {
@@ -80,7 +109,8 @@ impl Hub {
                 // The session the spent token belonged to is now revoked.
                 let mut event = self
                     .event(AuditKind::RefreshReuseDetected)
-                    .outcome(Error::RefreshTokenReused.code());
+                    .outcome(Error::RefreshTokenReused.code())
+                    .from(&cred);
                 if let Some(a) = &auth {
                     event = event
                         .app(&a.session.api_key)
@@ -102,13 +132,9 @@ impl Hub {
             Some(k) if k.revoked_at.is_none() => self.usable(k)?,
             _ => return Err(Error::SessionRevoked),
         };
-        let event = self
-            .event(AuditKind::TokenRefreshed)
-            .app(&s.api_key)
-            .identity(&s.subject)
-            .session(&s.id)
-            .account(auth.as_ref().and_then(|a| a.account.as_deref()));
-        self.record(event);
+        event.app = Some(s.api_key.clone());
+        event.identity = Some(s.subject.clone());
+        event.session = Some(s.id.clone());
         Ok(self.mint(
             Grant {
                 subject: &s.subject,
@@ -214,7 +240,8 @@ impl Hub {
         token: impl Into<Credential<'_>>,
         sid: &str,
     ) -> Result<(), Error> {
-        let (claims, session) = self.authenticate_user(token).await?;
+        let cred = token.into();
+        let (claims, session) = self.authenticate_user(cred).await?;
         let which = Revoke::One {
             subject: &claims.sub,
             id: sid,
@@ -222,7 +249,8 @@ impl Hub {
         match self.store.revoke_sessions(which, self.now()).await? {
             0 => Err(Error::NotFound),
             _ => {
-                let event = self.user_event(AuditKind::SessionRevoked, &claims, &session.api_key);
+                let event =
+                    self.user_event(AuditKind::SessionRevoked, &claims, &session.api_key, &cred);
                 self.record(event.session(sid).detail("user"));
                 Ok(())
             }
@@ -236,7 +264,8 @@ impl Hub {
         token: impl Into<Credential<'_>>,
         scope: &str,
     ) -> Result<u64, Error> {
-        let (claims, session) = self.authenticate_user(token).await?;
+        let cred = token.into();
+        let (claims, session) = self.authenticate_user(cred).await?;
         let which = match scope {
             "local" => Revoke::One {
                 subject: &claims.sub,
@@ -252,22 +281,24 @@ impl Hub {
             _ => return Err(Error::bad_request("scope must be local, others or global")),
         };
         let n = self.store.revoke_sessions(which, self.now()).await?;
-        let event = self.user_event(AuditKind::Logout, &claims, &session.api_key);
+        let event = self.user_event(AuditKind::Logout, &claims, &session.api_key, &cred);
         self.record(event.session(&claims.sid).detail(scope));
         Ok(n)
     }
 
     /// An event of the signed-in user of `claims` (identity, account) through
-    /// the app `app`.
+    /// the app `app`, from the caller of `cred` (address, user agent).
     pub(crate) fn user_event(
         &self,
         kind: AuditKind,
         claims: &AccessClaims,
         app: &str,
+        cred: &Credential<'_>,
     ) -> AuditEvent {
         self.event(kind)
             .app(app)
             .identity(&claims.sub)
             .account(claims.acct.as_deref())
+            .from(cred)
     }
 }

@@ -16,6 +16,7 @@ use crate::time::UnixTime;
 impl Hub {
     /// Issues a challenge for `pubkey` on behalf of `app`, to be redeemed on
     /// `flow` only. The audience defaults to the app's key id (a backend-only app).
+    /// A refusal is recorded as a failed sign-in.
     pub fn challenge(
         &self,
         app: &ApiKeyRecord,
@@ -23,12 +24,39 @@ impl Hub {
         pubkey: &str,
         audience: Option<&str>,
     ) -> Result<IssuedChallenge, Error> {
-        self.challenge_for(app, flow, &Identity::parse(pubkey)?, audience)
+        let meta = ClientMeta::default();
+        let identity = Identity::parse(pubkey)
+            .map_err(|e| self.challenge_refused(app, None, e.into(), &meta))?;
+        self.challenge_from(app, flow, &identity, audience, &meta)
     }
 
     /// [`Hub::challenge`] for an identity already parsed (and so already checked:
     /// parsing is most of the cost of a challenge).
     pub fn challenge_for(
+        &self,
+        app: &ApiKeyRecord,
+        flow: Flow,
+        identity: &Identity,
+        audience: Option<&str>,
+    ) -> Result<IssuedChallenge, Error> {
+        self.challenge_from(app, flow, identity, audience, &ClientMeta::default())
+    }
+
+    /// [`Hub::challenge_for`] for a client whose address and user agent are known
+    /// (recorded if it is refused).
+    pub fn challenge_from(
+        &self,
+        app: &ApiKeyRecord,
+        flow: Flow,
+        identity: &Identity,
+        audience: Option<&str>,
+        meta: &ClientMeta,
+    ) -> Result<IssuedChallenge, Error> {
+        self.issue_challenge(app, flow, identity, audience)
+            .map_err(|e| self.challenge_refused(app, Some(identity), e, meta))
+    }
+
+    fn issue_challenge(
         &self,
         app: &ApiKeyRecord,
         flow: Flow,
@@ -52,6 +80,19 @@ impl Hub {
         )?)
     }
 
+    /// Records a challenge refused (a sign-in failed before its signature) and
+    /// gives the error back.
+    pub(crate) fn challenge_refused(
+        &self,
+        app: &ApiKeyRecord,
+        identity: Option<&Identity>,
+        e: Error,
+        meta: &ClientMeta,
+    ) -> Error {
+        self.sign_in_failed(app, identity, &e, meta, Some("challenge"));
+        e
+    }
+
     /// Redeems a signed challenge issued on `flow`: verifies it, records the
     /// session durably, and only then mints the token.
     pub async fn redeem(
@@ -67,7 +108,7 @@ impl Hub {
             Ok(i) => i,
             Err(e) => {
                 let e = Error::from(e);
-                self.sign_in_failed(app, None, &e, &meta);
+                self.sign_in_failed(app, None, &e, &meta, None);
                 return Err(e);
             }
         };
@@ -124,7 +165,7 @@ impl Hub {
         meta: ClientMeta,
     ) -> Result<IssuedToken, Error> {
         let failed = |e: Error| {
-            self.sign_in_failed(app, Some(identity), &e, &meta);
+            self.sign_in_failed(app, Some(identity), &e, &meta, None);
             e
         };
         let subject = identity.to_string();
@@ -158,13 +199,15 @@ impl Hub {
             .await
     }
 
-    /// Records a refused sign-in: the error's code, never the input.
+    /// Records a refused sign-in: the error's code, never the input; `detail`
+    /// `challenge` when the challenge itself was refused.
     fn sign_in_failed(
         &self,
         app: &ApiKeyRecord,
         identity: Option<&Identity>,
         e: &Error,
         meta: &ClientMeta,
+        detail: Option<&str>,
     ) {
         let mut event = self
             .event(AuditKind::SigninFailed)
@@ -172,6 +215,7 @@ impl Hub {
             .app(&app.id)
             .client(meta.address.as_deref(), meta.user_agent.as_deref());
         event.identity = identity.map(Identity::to_string);
+        event.detail = detail.map(str::to_owned);
         self.record(event);
     }
 

@@ -27,6 +27,8 @@ pub struct SignInContext {
     pub account: Option<String>,
     /// The app's MFA policy.
     pub mfa_required: bool,
+    /// The key is an account's recovery key (it may not sign in).
+    pub recovery: bool,
 }
 
 /// A session with what decides its assurance level.
@@ -71,6 +73,35 @@ pub enum RecoverOutcome {
     NoSuchAccount,
     /// The key belongs to another account that has other keys too.
     InOtherAccount,
+}
+
+/// A recovery key's one use: `identity`, signed in with session `session_id`,
+/// joins `account`, whose recovery key `recovery` authorized it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UseRecovery {
+    pub nonce_id: [u8; 16],
+    pub nonce_expires_at: UnixTime,
+    pub account: String,
+    pub recovery: String,
+    pub identity: String,
+    pub session_id: String,
+    pub label: Option<String>,
+    /// The session is raised to `aal2` until then.
+    pub aal2_until: UnixTime,
+    pub now: UnixTime,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecoveryOutcome {
+    /// Joined; this many other sessions of the account were revoked.
+    Recovered(u64),
+    ChallengeUsed,
+    /// The key is no longer the account's recovery key (used or replaced).
+    RecoveryGone,
+    /// The signed-in key's own account has more in it than this key.
+    InOtherAccount,
+    /// The caller's session ended meanwhile.
+    SessionGone,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -155,7 +186,8 @@ pub trait AccountStore: Send + Sync + 'static {
 
     /// Spends the link challenge's nonce and adds the key, in one transaction. A
     /// key alone in an account of its own (no other key, no TOTP) moves, and its
-    /// sessions (which name the old account) are revoked.
+    /// sessions (which name the old account) are revoked. A key linked with the
+    /// label `recovery` replaces the account's previous recovery key.
     fn link_key(&self, link: LinkKey) -> BoxFuture<'_, StoreResult<LinkOutcome>>;
 
     /// Removes a key from its account and revokes every session it made (feed
@@ -176,6 +208,12 @@ pub trait AccountStore: Send + Sync + 'static {
         identity: &'a str,
         now: UnixTime,
     ) -> BoxFuture<'a, StoreResult<RecoverOutcome>>;
+
+    /// In one transaction: spends the recovery challenge's nonce and the
+    /// recovery key (removed from the account), moves the signed-in key into the
+    /// account (from an account it is alone in), revokes every other session of
+    /// every key of the account, and raises the caller's session to `aal2`.
+    fn use_recovery_key(&self, r: UseRecovery) -> BoxFuture<'_, StoreResult<RecoveryOutcome>>;
 
     fn set_mfa_required<'a>(
         &'a self,

@@ -173,6 +173,12 @@ impl AuditEvent {
         self
     }
 
+    /// The client of a request: its address and user agent.
+    pub fn from(self, cred: &crate::http::Credential<'_>) -> Self {
+        let address = cred.address.map(|a| a.to_string());
+        self.client(address.as_deref(), cred.user_agent)
+    }
+
     /// The event with every free-text field cleaned (what is stored).
     pub fn cleaned(mut self) -> Self {
         for (field, max) in [

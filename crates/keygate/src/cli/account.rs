@@ -7,6 +7,7 @@ use clap::{Args, Subcommand};
 use ed25519_dalek::SigningKey;
 
 use keygate::client::account::{AccountClient, LinkCode, accept_link};
+use keygate::client::recovery;
 use keygate::hub::TokenOptions;
 use keygate::identity::Identity;
 use keygate::time::{Clock, SystemClock};
@@ -50,6 +51,23 @@ pub(crate) enum AccountCommand {
         /// A name for the new key in the key list.
         #[arg(long)]
         label: Option<String>,
+    },
+    /// Create your account's recovery key: 24 words, shown once, that let a new
+    /// device join the account when every other key is lost. Replaces the
+    /// previous one.
+    RecoveryKey(UserArgs),
+    /// On a new device: join the account of a recovery phrase (24 words, read
+    /// from standard input). Every other session of the account ends; the
+    /// phrase is spent.
+    UseRecoveryKey {
+        #[command(flatten)]
+        user: UserArgs,
+        /// A name for this device's key in the key list.
+        #[arg(long)]
+        label: Option<String>,
+        /// Print the whole token response as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Remove a key from your account; every session it made ends at once.
     Remove {
@@ -165,6 +183,45 @@ pub(crate) async fn account(a: AccountCommand) -> CliResult {
             let linked = linked.map_err(|e| e.to_string())?;
             println!("linked {} to account {}", linked.identity, linked.account);
             Ok(())
+        }
+        AccountCommand::RecoveryKey(user) => {
+            let (key, client) = user_session(user).await?;
+            let recovery = recovery::new_recovery_key();
+            let linked = client
+                .create_recovery_key(&key, &recovery)
+                .await
+                .map_err(|e| e.to_string())?;
+            eprintln!(
+                "Recovery key of account {}. Write these {} words down and keep them \
+                 offline: they are shown once, and whoever has them can take over the \
+                 account (`keygate account use-recovery-key` on a new device). The \
+                 previous recovery key, if any, no longer works.",
+                linked.account,
+                recovery::WORDS
+            );
+            println!("{}", recovery::words_of(&recovery));
+            Ok(())
+        }
+        AccountCommand::UseRecoveryKey { user, label, json } => {
+            eprintln!(
+                "Type the {} words of the recovery key, then Enter:",
+                recovery::WORDS
+            );
+            let mut words = String::new();
+            std::io::stdin()
+                .read_line(&mut words)
+                .map_err(|e| e.to_string())?;
+            let recovery = recovery::key_from_words(&words).map_err(|e| e.to_string())?;
+            let (key, mut client) = user_session(user).await?;
+            let t = client
+                .recover(&key, &recovery, label.as_deref())
+                .await
+                .map_err(|e| e.to_string())?;
+            eprintln!(
+                "This key joined the account; every other session of it ended and the \
+                 recovery key is spent: create a new one (`keygate account recovery-key`)."
+            );
+            print_token(&t, json)
         }
         AccountCommand::Remove { identity, user } => {
             let (_, client) = user_session(user).await?;

@@ -762,3 +762,197 @@ async fn split_mode_provider_forwards_the_account_endpoints() {
     provider.stop().await;
     hub.stop().await;
 }
+
+/// A sign-in through the Hub's HTTP API that may be refused; status and body.
+async fn try_sign_in(s: &TestServer, app: &App, key: &SigningKey) -> (u16, Value) {
+    let (status, c) = app
+        .post(s, "/v1/challenge", json!({"pubkey": id(key)}))
+        .await;
+    assert_eq!(status, 200, "{c}");
+    let text = c["challenge"].as_str().unwrap();
+    let body = json!({"pubkey": id(key), "challenge": text, "sig": sign(key, text)});
+    app.post(s, "/v1/token", body).await
+}
+
+#[tokio::test]
+async fn a_recovery_key_lets_a_new_device_join_once_and_ends_the_old_sessions() {
+    use keygate::client::account::AccountClient;
+    use keygate::client::recovery;
+    let s = serve().await;
+    let app = app(&s, false).await;
+    let (a, n, m, m2) = (user(171), user(173), user(174), user(175));
+    let ta = sign_in(&s, &app, &a, json!({})).await;
+    let acct = claims(&ta)["acct"].as_str().unwrap().to_owned();
+    let ta2 = sign_in(&s, &app, &a, json!({})).await;
+
+    // Created by the signed-in device: linked with the label `recovery`; a newer
+    // one replaces it.
+    let old = recovery::new_recovery_key();
+    let rec =
+        recovery::key_from_words(&recovery::words_of(&SigningKey::from_bytes(&[172; 32]))).unwrap();
+    let client = AccountClient::new(&s.http(), tok(&ta));
+    client.create_recovery_key(&a, &old).await.unwrap();
+    let linked = client.create_recovery_key(&a, &rec).await.unwrap();
+    assert_eq!(linked.account, acct);
+    let (_, keys) = get(&s, "/v1/account/keys", tok(&ta)).await;
+    let listed: Vec<(&str, &Value)> = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["identity"].as_str().unwrap(), &k["label"]))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            (id(&a).as_str(), &Value::Null),
+            (id(&rec).as_str(), &json!("recovery"))
+        ]
+    );
+
+    // It is no second factor: the account may still change from aal1, and it
+    // cannot raise a session or sign in.
+    let (status, v) = mfa_by_key(&s, tok(&ta), &rec).await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (403, Some("forbidden")),
+        "{v}"
+    );
+    let (status, v) = try_sign_in(&s, &app, &rec).await;
+    assert_eq!(
+        (status, v["error"].as_str()),
+        (403, Some("forbidden")),
+        "{v}"
+    );
+    assert!(!v.to_string().contains(&id(&rec)), "{v}");
+    // Nor can a key that is no recovery key serve as one.
+    let mut nc = AccountClient::new(&s.http(), tok(&sign_in(&s, &app, &n, json!({})).await));
+    let e = nc.recover(&n, &a, None).await.unwrap_err().to_string();
+    assert!(e.contains("forbidden"), "{e}");
+    let e = nc.recover(&n, &old, None).await.unwrap_err().to_string();
+    assert!(e.contains("forbidden"), "{e}");
+
+    // The device is lost. A new one signed in with a key of its own (an account
+    // of its own) joins with the words: same session, now aal2 in the account.
+    let tn = sign_in(&s, &app, &n, json!({})).await;
+    assert_ne!(claims(&tn)["acct"], json!(acct));
+    let mut nc = AccountClient::new(&s.http(), tok(&tn));
+    let t = nc.recover(&n, &rec, Some("new phone")).await.unwrap();
+    let c = keygate::token::decode_unverified(&t.token).unwrap();
+    assert_eq!(c["acct"], json!(acct));
+    assert_eq!(c["sub"], json!(id(&n)));
+    assert_eq!(c["sid"], claims(&tn)["sid"]);
+    assert_eq!(
+        (c["acr"].as_str(), &c["amr"]),
+        (Some("aal2"), &json!(["swk", "mfa"]))
+    );
+
+    // Every old session ended, the other new-device session too; the recovery
+    // key is spent; the events say so.
+    for old in [&ta, &ta2] {
+        let (status, v) = get(&s, "/v1/whoami", tok(old)).await;
+        assert_eq!(status, 401, "{v}");
+    }
+    let (_, keys) = get(&s, "/v1/account/keys", &t.token).await;
+    let ids: Vec<&str> = keys["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["identity"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, [id(&a), id(&n)]);
+    assert_eq!(keys["keys"][1]["label"], "new phone");
+    let e = nc.recover(&n, &rec, None).await.unwrap_err().to_string();
+    assert!(e.contains("forbidden"), "{e}");
+    let (status, ev) = get(&s, "/v1/account/events", &t.token).await;
+    assert_eq!(status, 200, "{ev}");
+    let kinds: Vec<&str> = ev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"recovery_used") && kinds.contains(&"recovery_key_created"),
+        "{kinds:?}"
+    );
+    let used = ev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "recovery_used" && e["outcome"].is_null())
+        .unwrap();
+    assert_eq!(used["identity"], json!(id(&n)));
+
+    // aal2 lets the new device remove the lost key (another key needs it now).
+    let (status, v) = delete(&s, &format!("/v1/account/keys/{}", id(&a)), &t.token).await;
+    assert_eq!(status, 200, "{v}");
+
+    // A key whose own account holds other keys cannot join that way.
+    let rec2 = recovery::new_recovery_key();
+    nc.create_recovery_key(&n, &rec2).await.unwrap();
+    let tm = sign_in(&s, &app, &m, json!({})).await;
+    link(&s, tok(&tm), &m, &m2).await;
+    let mut mc = AccountClient::new(&s.http(), tok(&tm));
+    let e = mc.recover(&m, &rec2, None).await.unwrap_err().to_string();
+    assert!(e.contains("key_in_other_account"), "{e}");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_creates_a_recovery_key_and_a_new_device_uses_it() {
+    use std::io::Write;
+    let s = serve().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, n) = (dir.path().join("a.pem"), dir.path().join("n.pem"));
+    let (a, n) = (a.to_str().unwrap(), n.to_str().unwrap());
+    keygate(&["id", "new", "--key", a], true);
+    keygate(&["id", "new", "--key", n], true);
+    let url = s.http();
+    let out = keygate(
+        &["account", "recovery-key", "--url", &url, "--key", a],
+        true,
+    );
+    let words = out.lines().next().unwrap().to_owned();
+    assert_eq!(words.split(' ').count(), 24, "{out}");
+    assert!(out.contains("shown once"), "{out}");
+
+    let use_words = |words: &str| {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keygate"))
+            .args([
+                "account",
+                "use-recovery-key",
+                "--url",
+                &url,
+                "--key",
+                n,
+                "--json",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{words}").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = use_words(&words.to_uppercase());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let t: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(claims(&t)["acr"], "aal2");
+    // Spent; and a phrase with a broken checksum never reaches the server, nor
+    // is it repeated.
+    let again = use_words(&words);
+    assert!(!again.status.success());
+    // 24 × "abandon" is the zero entropy with checksum 0 (its own is 0x66).
+    let out = use_words(&"abandon ".repeat(24));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("checksum"), "{err}");
+    assert!(!err.contains("abandon"), "{err}");
+    let keys = keygate(&["account", "keys", "--url", &url, "--key", n], true);
+    assert_eq!(keys.matches("bbaarei").count(), 2, "{keys}");
+    s.stop().await;
+}

@@ -107,6 +107,19 @@ async fn every_kind_is_recorded_after_its_action_and_no_secret_is() {
             .is_some_and(|a| a.starts_with("acct_"))
     );
     assert_eq!(ok[0].outcome, None);
+    // A challenge refused before any signature is a failed sign-in too, without
+    // the input.
+    let (status, _) = app
+        .post(&s, "/v1/challenge", json!({"pubkey": "not-a-key-xyz"}))
+        .await;
+    assert_eq!(status, 400);
+    let all = events(&s).await;
+    let failed = of_kind(&all, AuditKind::SigninFailed);
+    assert_eq!(failed.len(), 2);
+    assert_eq!(failed[0].detail.as_deref(), Some("challenge"));
+    assert_eq!(failed[0].identity, None);
+    assert!(failed[0].outcome.is_some());
+    secrets.push("not-a-key-xyz".into());
 
     // token_refreshed, then refresh_reuse_detected (the old token again).
     let (status, r) = post(
@@ -129,11 +142,33 @@ async fn every_kind_is_recorded_after_its_action_and_no_secret_is() {
     )
     .await;
     assert_eq!(status, 401);
+    // A refused refresh is a token_refreshed event with its code (here the
+    // session is gone with the reuse).
+    let next = r["refresh_token"].as_str().unwrap();
+    let (status, _) = post(
+        &s,
+        "/v1/token/refresh",
+        None,
+        json!({"refresh_token": next, "client_id": "cli"}),
+    )
+    .await;
+    assert_eq!(status, 401);
     let all = events(&s).await;
-    assert_eq!(of_kind(&all, AuditKind::TokenRefreshed).len(), 1);
+    let refreshed = of_kind(&all, AuditKind::TokenRefreshed);
+    assert_eq!(refreshed.len(), 2);
+    assert_eq!(refreshed[1].outcome, None);
+    assert_eq!(refreshed[0].outcome.as_deref(), Some("session_revoked"));
+    assert_eq!(refreshed[0].session.as_deref(), ta["session_id"].as_str());
+    // Every event of a request carries its client's address.
+    assert!(
+        refreshed
+            .iter()
+            .all(|e| e.address.as_deref() == Some("127.0.0.1"))
+    );
     let reuse = of_kind(&all, AuditKind::RefreshReuseDetected);
     assert_eq!(reuse.len(), 1);
     assert_eq!(reuse[0].session.as_deref(), ta["session_id"].as_str());
+    assert_eq!(reuse[0].address.as_deref(), Some("127.0.0.1"));
 
     // account_key_linked, mfa_verified and mfa_failed (by key), mfa_enrolled.
     let ta = sign_in(&s, &app, &a, json!({})).await;
@@ -284,6 +319,16 @@ async fn every_kind_is_recorded_after_its_action_and_no_secret_is() {
     assert_eq!(by, ["cap", "key_removed", "user", "admin"]);
     let removed = of_kind(&all, AuditKind::AccountKeyRemoved);
     assert_eq!(removed[0].identity.as_deref(), Some(id(&b).as_str()));
+    for kind in [
+        AuditKind::AccountKeyRemoved,
+        AuditKind::AccountKeyLinked,
+        AuditKind::Logout,
+        AuditKind::MfaVerified,
+        AuditKind::MfaEnrolled,
+    ] {
+        let e = of_kind(&all, kind)[0];
+        assert_eq!(e.address.as_deref(), Some("127.0.0.1"), "{kind}");
+    }
     assert_eq!(
         of_kind(&all, AuditKind::Logout)[0].detail.as_deref(),
         Some("local")
@@ -302,12 +347,39 @@ async fn every_kind_is_recorded_after_its_action_and_no_secret_is() {
     assert_eq!(of_kind(&all, AuditKind::SigningKeyRotated).len(), 1);
     let minted = of_kind(&all, AuditKind::DevTokenMinted);
     assert_eq!(minted[0].identity.as_deref(), Some(id(&a).as_str()));
+    // recovery_key_created, then recovery_used (and the sessions it ended).
+    let (c, rec, d) = (user(203), user(204), user(205));
+    let tc = sign_in(&s, &app, &c, json!({})).await;
+    let client = keygate::client::account::AccountClient::new(&s.http(), tok(&tc));
+    client.create_recovery_key(&c, &rec).await.unwrap();
+    let td = sign_in(&s, &app, &d, json!({})).await;
+    let mut dc = keygate::client::account::AccountClient::new(&s.http(), tok(&td));
+    let t = dc.recover(&d, &rec, None).await.unwrap();
+    let words = keygate::client::recovery::words_of(&rec);
+    secrets.extend([tok(&tc).to_owned(), tok(&td).to_owned(), t.token.clone()]);
+    // The phrase as a whole (single words are ordinary English: "account" is one).
+    secrets.push(words);
+    let all = events(&s).await;
+    let used = of_kind(&all, AuditKind::RecoveryUsed);
+    assert_eq!(used[0].identity.as_deref(), Some(id(&d).as_str()));
+    let acct = keygate::token::decode_unverified(tok(&tc)).unwrap()["acct"].clone();
+    assert_eq!(used[0].account.as_deref(), acct.as_str());
+    assert_eq!(used[0].detail.as_deref(), Some("revoked 1"));
+    assert_eq!(
+        of_kind(&all, AuditKind::SessionRevoked)[0]
+            .detail
+            .as_deref(),
+        Some("recovery")
+    );
+    assert_eq!(
+        of_kind(&all, AuditKind::RecoveryKeyCreated)[0]
+            .identity
+            .as_deref(),
+        Some(id(&rec).as_str())
+    );
     for kind in AuditKind::ALL {
-        if matches!(
-            kind,
-            AuditKind::RecoveryKeyCreated | AuditKind::RecoveryUsed | AuditKind::AccountRecovered
-        ) {
-            continue;
+        if kind == AuditKind::AccountRecovered {
+            continue; // the operator's command: its own test below
         }
         assert!(!of_kind(&all, kind).is_empty(), "no {kind} event");
     }

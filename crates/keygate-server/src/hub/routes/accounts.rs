@@ -32,6 +32,18 @@ pub(crate) struct LinkRequest {
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
+pub(crate) struct RecoverRequest {
+    challenge: String,
+    /// The recovery key's signature.
+    sig: String,
+    /// The signed-in (new) key's signature.
+    new_sig: String,
+    /// A name for the new key in the key list (not `recovery`).
+    #[serde(default)]
+    label: Option<String>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 pub(crate) struct SignedRequest {
     challenge: String,
     sig: String,
@@ -63,6 +75,8 @@ pub fn is_account_path(path: &str) -> bool {
             | "/v1/account/events"
             | "/v1/account/link/challenge"
             | "/v1/account/link"
+            | "/v1/account/recover/challenge"
+            | "/v1/account/recover"
             | "/v1/mfa/challenge"
             | "/v1/mfa/key"
             | "/v1/mfa/totp"
@@ -151,7 +165,28 @@ pub(super) async fn link(
 ) -> Result<Linked, Error> {
     hub.guard().check_ip(ip)?;
     let b = body?;
-    hub.link_key(&b.challenge, &b.sig, &b.new_sig, b.label.as_deref())
+    hub.link_key(&b.challenge, &b.sig, &b.new_sig, b.label.as_deref(), ip)
+        .await
+}
+
+pub(super) async fn recover_challenge(
+    hub: Arc<Hub>,
+    h: Request,
+    body: Result<KeyRequest, Error>,
+) -> Result<ChallengeBody, Error> {
+    let b = body?;
+    let c = hub.recovery_challenge(h.credential(), &b.identity).await?;
+    Ok(challenge_body(c))
+}
+
+pub(super) async fn recover(
+    hub: Arc<Hub>,
+    h: Request,
+    body: Result<RecoverRequest, Error>,
+) -> Result<IssuedToken, Error> {
+    let b = body?;
+    let label = b.label.as_deref();
+    hub.recover_with_key(h.credential(), &b.challenge, &b.sig, &b.new_sig, label)
         .await
 }
 

@@ -226,6 +226,14 @@ fn account_routes(hub: &Arc<Hub>) -> BoxedFilter<(Response,)> {
         .and(post_from_ip::<a::LinkRequest>(hub))
         .then(a::link)
         .map(reply);
+    let recover_challenge = warp::path!("v1" / "account" / "recover" / "challenge")
+        .and(post_json::<a::KeyRequest>(hub))
+        .then(a::recover_challenge)
+        .map(reply);
+    let recover = warp::path!("v1" / "account" / "recover")
+        .and(post_json::<a::RecoverRequest>(hub))
+        .then(a::recover)
+        .map(reply);
     let mfa_challenge = warp::path!("v1" / "mfa" / "challenge")
         .and(post_json::<a::KeyRequest>(hub))
         .then(a::mfa_challenge)
@@ -255,6 +263,10 @@ fn account_routes(hub: &Arc<Hub>) -> BoxedFilter<(Response,)> {
         .or(link_challenge)
         .unify()
         .or(link)
+        .unify()
+        .or(recover_challenge)
+        .unify()
+        .or(recover)
         .unify()
         .or(mfa_challenge)
         .unify()

@@ -6,6 +6,7 @@ use futures_util::future::BoxFuture;
 use sqlx::{Encode, Executor, Type};
 
 use super::{Backend, SqlStore};
+use crate::account::{Factor, RECOVERY_LABEL};
 use crate::store::accounts::*;
 use crate::store::rows::{Columns, SESSION_COLUMNS, session_from_row};
 use crate::store::{Revoke, StoreError, StoreResult};
@@ -13,6 +14,61 @@ use crate::time::UnixTime;
 
 fn totp_context(account: &str) -> String {
     format!("account_totp:{account}")
+}
+
+// Transaction helpers of the account side, with the bounds they need.
+impl<B: Backend> SqlStore<B>
+where
+    for<'c> &'c mut B::Connection: Executor<'c, Database = B>,
+    for<'q> i64: Encode<'q, B> + Type<B>,
+    for<'q> &'q str: Encode<'q, B> + Type<B>,
+{
+    /// How many keys and confirmed TOTP secrets an account has, in a transaction.
+    async fn account_size_in(conn: &mut B::Connection, account: &str) -> StoreResult<i64> {
+        let row = sqlx::query(
+            "SELECT (SELECT COUNT(*) FROM account_keys WHERE account_id = $1) + \
+             (SELECT COUNT(*) FROM account_totp WHERE account_id = $1 \
+              AND confirmed_at IS NOT NULL) AS n",
+        )
+        .bind(account)
+        .fetch_one(conn)
+        .await?;
+        Ok(row.int("n")?)
+    }
+
+    /// The recovery keys of an account (at most one), in a transaction.
+    async fn recovery_keys_in(conn: &mut B::Connection, account: &str) -> StoreResult<Vec<String>> {
+        let rows =
+            sqlx::query("SELECT identity FROM account_keys WHERE account_id = $1 AND label = $2")
+                .bind(account)
+                .bind(RECOVERY_LABEL)
+                .fetch_all(conn)
+                .await?;
+        rows.iter().map(|r| Ok(r.text("identity")?)).collect()
+    }
+
+    /// Raises a session to `aal2` with `factor` until `until`, in a transaction.
+    async fn raise_in(
+        conn: &mut B::Connection,
+        session: &str,
+        factor: &str,
+        until: UnixTime,
+        now: UnixTime,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO session_mfa (session_id, factor, aal2_until, raised_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (session_id) DO UPDATE SET \
+             factor = excluded.factor, aal2_until = excluded.aal2_until, \
+             raised_at = excluded.raised_at",
+        )
+        .bind(session)
+        .bind(factor)
+        .bind(until)
+        .bind(now)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
 }
 
 // The bounds of `SqlStore`'s impl blocks in `sql.rs`; see there.
@@ -33,15 +89,19 @@ where
         async move {
             let row = sqlx::query(
                 "SELECT (SELECT account_id FROM account_keys WHERE identity = $1) AS account, \
-                 COALESCE((SELECT required FROM api_key_mfa WHERE key_id = $2), 0) AS mfa",
+                 COALESCE((SELECT required FROM api_key_mfa WHERE key_id = $2), 0) AS mfa, \
+                 (SELECT COUNT(*) FROM account_keys WHERE identity = $1 AND label = $3) \
+                   AS recovery",
             )
             .bind(identity)
             .bind(api_key)
+            .bind(RECOVERY_LABEL)
             .fetch_one(&self.read)
             .await?;
             Ok(SignInContext {
                 account: row.opt_text("account")?,
                 mfa_required: row.int("mfa")? != 0,
+                recovery: row.int("recovery")? != 0,
             })
         }
         .boxed()
@@ -147,16 +207,7 @@ where
             let outcome = match Self::account_in(&mut tx, &link.identity).await? {
                 Some(a) if a == link.account => LinkOutcome::AlreadyLinked,
                 Some(other) => {
-                    let others = sqlx::query(
-                        "SELECT (SELECT COUNT(*) FROM account_keys WHERE account_id = $1) + \
-                         (SELECT COUNT(*) FROM account_totp WHERE account_id = $1 \
-                          AND confirmed_at IS NOT NULL) AS n",
-                    )
-                    .bind(other.as_str())
-                    .fetch_one(&mut *tx)
-                    .await?
-                    .int("n")?;
-                    if others > 1 {
+                    if Self::account_size_in(&mut tx, &other).await? > 1 {
                         LinkOutcome::InOtherAccount
                     } else {
                         sqlx::query("DELETE FROM account_totp WHERE account_id = $1")
@@ -177,6 +228,15 @@ where
                 None => LinkOutcome::Linked,
             };
             if outcome == LinkOutcome::Linked {
+                if link.label.as_deref() == Some(RECOVERY_LABEL) {
+                    let old = Self::recovery_keys_in(&mut tx, &link.account).await?;
+                    for key in &old {
+                        sqlx::query("DELETE FROM account_keys WHERE identity = $1")
+                            .bind(key.as_str())
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                }
                 sqlx::query(
                     "INSERT INTO account_keys (identity, account_id, label, added_at) \
                      VALUES ($1, $2, $3, $4)",
@@ -286,6 +346,100 @@ where
         .boxed()
     }
 
+    fn use_recovery_key(&self, r: UseRecovery) -> BoxFuture<'_, StoreResult<RecoveryOutcome>> {
+        async move {
+            let mut tx = self.write.begin().await?;
+            if !Self::spend_nonce(&mut tx, &r.nonce_id, r.nonce_expires_at).await? {
+                return Ok(RecoveryOutcome::ChallengeUsed);
+            }
+            if !Self::recovery_keys_in(&mut tx, &r.account)
+                .await?
+                .contains(&r.recovery)
+            {
+                tx.commit().await?;
+                return Ok(RecoveryOutcome::RecoveryGone);
+            }
+            let live = sqlx::query(
+                "SELECT 1 AS live FROM sessions WHERE id = $1 AND subject = $2 \
+                 AND revoked_at IS NULL AND expires_at > $3 AND last_used_at + idle_timeout > $3",
+            )
+            .bind(r.session_id.as_str())
+            .bind(r.identity.as_str())
+            .bind(r.now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if live.is_none() {
+                return Ok(RecoveryOutcome::SessionGone);
+            }
+            match Self::account_in(&mut tx, &r.identity).await? {
+                Some(a) if a == r.account => {}
+                Some(other) => {
+                    if Self::account_size_in(&mut tx, &other).await? > 1 {
+                        return Ok(RecoveryOutcome::InOtherAccount);
+                    }
+                    sqlx::query("DELETE FROM account_totp WHERE account_id = $1")
+                        .bind(other.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(
+                        "UPDATE account_keys SET account_id = $1, label = $2, added_at = $3 \
+                         WHERE identity = $4",
+                    )
+                    .bind(r.account.as_str())
+                    .bind(r.label.as_deref())
+                    .bind(r.now)
+                    .bind(r.identity.as_str())
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                None => {
+                    sqlx::query(
+                        "INSERT INTO account_keys (identity, account_id, label, added_at) \
+                         VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(r.identity.as_str())
+                    .bind(r.account.as_str())
+                    .bind(r.label.as_deref())
+                    .bind(r.now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            sqlx::query("DELETE FROM account_keys WHERE identity = $1")
+                .bind(r.recovery.as_str())
+                .execute(&mut *tx)
+                .await?;
+            let keys = sqlx::query("SELECT identity FROM account_keys WHERE account_id = $1")
+                .bind(r.account.as_str())
+                .fetch_all(&mut *tx)
+                .await?;
+            let mut revoked = 0;
+            for row in keys {
+                let subject = row.text("identity")?;
+                let which = if subject == r.identity {
+                    Revoke::AllOfExcept {
+                        subject: &subject,
+                        keep: &r.session_id,
+                    }
+                } else {
+                    Revoke::AllOf { subject: &subject }
+                };
+                revoked += Self::revoke_in(&mut tx, &which, r.now).await?;
+            }
+            Self::raise_in(
+                &mut tx,
+                &r.session_id,
+                Factor::Recovery.as_str(),
+                r.aal2_until,
+                r.now,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(RecoveryOutcome::Recovered(revoked))
+        }
+        .boxed()
+    }
+
     fn set_mfa_required<'a>(
         &'a self,
         api_key: &'a str,
@@ -383,17 +537,13 @@ where
             if live.is_none() {
                 return Ok(MfaOutcome::SessionGone);
             }
-            sqlx::query(
-                "INSERT INTO session_mfa (session_id, factor, aal2_until, raised_at) \
-                 VALUES ($1, $2, $3, $4) ON CONFLICT (session_id) DO UPDATE SET \
-                 factor = excluded.factor, aal2_until = excluded.aal2_until, \
-                 raised_at = excluded.raised_at",
+            Self::raise_in(
+                &mut tx,
+                &done.session_id,
+                &done.factor,
+                done.aal2_until,
+                done.now,
             )
-            .bind(done.session_id.as_str())
-            .bind(done.factor.as_str())
-            .bind(done.aal2_until)
-            .bind(done.now)
-            .execute(&mut *tx)
             .await?;
             tx.commit().await?;
             Ok(MfaOutcome::Raised)
