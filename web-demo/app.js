@@ -447,7 +447,7 @@ async function showRecoveryNotice() {
   } catch {
     return; // the events are a courtesy here: the key list above is what matters
   }
-  const used = events.find((e) => e.kind === 'recovery_used');
+  const used = events.find((e) => e.kind === 'recovery_used' && !e.outcome); // a refused try has an outcome
   const notice = $('recovery-notice');
   notice.hidden = !used;
   if (!used) return;
