@@ -6,9 +6,10 @@
 import {
   identityOf, keyStore, signIn, refresh, whoami, listSessions, revokeSession, logout, decodeJwt, boundThumbprint,
   ChallengeRefused, SignInCancelled,
-  accountKeys, removeKey, inviteUrl, linkCodeFromUrl, acceptLink, enrolTotp, verifyTotp, qrDataUrl,
+  accountKeys, removeKey, inviteUrl, linkCodeFromUrl, acceptLink, enrolTotp, verifyTotp, qrDataUrl, accountEvents,
+  createRecoveryKey, recoverAccount, RECOVERY_LABEL,
 } from './keygate-client.js';
-import { describe, SESSION_OVER } from './errors.js';
+import { describe, describeRecovery, SESSION_OVER } from './errors.js';
 
 const CLIENT_ID = 'web-demo';
 const store = keyStore({ name: 'keygate-demo' });
@@ -251,15 +252,19 @@ function renderSession() {
   const s = state.session;
   const signedIn = Boolean(s);
   $('token-card').hidden = !signedIn;
+  $('recover-box').hidden = !signedIn;
+  $('recover-hint').hidden = signedIn;
   $('sessions-card').hidden = !signedIn;
   $('account-card').hidden = !signedIn;
   $('signed-out-card').hidden = signedIn;
   document.body.classList.toggle('signed-in', signedIn);
   $('sign-in').textContent = signedIn ? 'Sign in again (new session)' : 'Sign in';
   if (!signedIn) {
+    hideRecoveryWords();
+    $('recovery-notice').hidden = true;
     $('sessions').replaceChildren();
     $('whoami-out').hidden = true;
-    for (const id of ['token-msg', 'sessions-msg']) quiet(id);
+    for (const id of ['token-msg', 'sessions-msg', 'recover-msg']) quiet(id);
     return;
   }
   let decoded;
@@ -411,8 +416,11 @@ function accountKeyItem(k) {
   remove.addEventListener('click', () => busy(remove, () => doRemoveKey(k.identity, k.current)));
   const times = [`added ${ago(k.added_at)}`, k.last_used_at && `last used ${ago(k.last_used_at)}`]
     .filter(Boolean).join(' · ');
-  return el('li', { class: `session${k.current ? ' current' : ''}` },
-    el('div', { class: 'title' }, k.label ?? 'key', k.current ? el('span', { class: 'pill here', text: 'this browser' }) : null),
+  const recovery = k.label === RECOVERY_LABEL;
+  return el('li', { class: `session${k.current ? ' current' : ''}`, 'data-label': k.label ?? '' },
+    el('div', { class: 'title' }, k.label ?? 'key',
+      k.current ? el('span', { class: 'pill here', text: 'this browser' }) : null,
+      recovery ? el('span', { class: 'pill', text: 'recovery key: can only add a device' }) : null),
     el('div', { class: 'detail', text: times }),
     el('div', { class: 'sid mono', text: k.identity }),
     remove);
@@ -426,7 +434,27 @@ async function showAccount() {
     $('account-keys').replaceChildren(...view.keys.map(accountKeyItem));
   } catch (err) {
     await handleSessionError('account-msg', err);
+    return;
   }
+  await showRecoveryNotice();
+}
+
+/** A notice when the account's events show its recovery key was used (newest use). */
+async function showRecoveryNotice() {
+  let events;
+  try {
+    ({ events } = await accountEvents(state.session.token, { limit: 50, ...withKey() }));
+  } catch {
+    return; // the events are a courtesy here: the key list above is what matters
+  }
+  const used = events.find((e) => e.kind === 'recovery_used' && !e.outcome); // a refused try has an outcome
+  const notice = $('recovery-notice');
+  notice.hidden = !used;
+  if (!used) return;
+  const from = [used.user_agent && device(used.user_agent), used.address].filter(Boolean).join(', ');
+  notice.textContent = `This account was recovered with its recovery key ${ago(used.at) ?? ''} (${when(used.at)}` +
+    `${from ? `, from ${from}` : ''}). Every session from before then was ended, and that recovery key is spent. ` +
+    'If that wasn’t you, remove the keys below that you don’t know, then make a new recovery key.';
 }
 
 async function doRemoveKey(identity, mine) {
@@ -500,6 +528,65 @@ async function doVerifyTotp() {
   }
 }
 
+// ---- recovery key (keygate-recovery.js) ------------------------------------------------
+
+/** Takes the words off the page: they were shown once and are kept nowhere. */
+function hideRecoveryWords() {
+  $('recovery-words').replaceChildren();
+  $('recovery-box').hidden = true;
+}
+
+async function doCreateRecovery() {
+  quiet('account-msg');
+  hideRecoveryWords();
+  let made;
+  try {
+    made = await createRecoveryKey({
+      token: state.session.token, identity: state.identity, privateKey: state.keyRecord.keyPair.privateKey, ...withKey(),
+    });
+  } catch (err) {
+    await handleSessionError('account-msg', err);
+    return;
+  }
+  // Only in the DOM, until "I wrote them down" (or a reload) removes them.
+  $('recovery-words').replaceChildren(...made.words.split(' ').map((w) => el('li', { text: w })));
+  $('recovery-box').hidden = false;
+  $('recovery-box').scrollIntoView({ behavior: 'smooth', block: 'nearest' });
+  say('account-msg', 'ok', 'Recovery key created and linked to your account as “recovery”. Any earlier one no longer works.');
+  await showAccount();
+}
+
+async function doRecover() {
+  quiet('recover-msg');
+  const before = state.session.token;
+  let raised;
+  try {
+    raised = await recoverAccount({
+      token: before, words: $('recover-words').value, identity: state.identity,
+      privateKey: state.keyRecord.keyPair.privateKey,
+      label: navigator.userAgent ? device(navigator.userAgent) : undefined, ...withKey(),
+    });
+  } catch (err) {
+    if (SESSION_OVER.has(err?.code)) {
+      await handleSessionError('recover-msg', err);
+      return;
+    }
+    const { text, code, detail } = describeRecovery(err);
+    say('recover-msg', 'bad', text, [code, detail].filter(Boolean).join(' · ') || null);
+    return;
+  }
+  $('recover-words').value = '';
+  await adoptRaised(raised, 'recovery');
+  let acct = null;
+  try {
+    acct = decodeJwt(raised.token).payload.acct ?? null;
+  } catch { /* shown as unknown */ }
+  say('recover-msg', 'ok', `Account ${acct ?? ''} recovered: this browser’s key is in it now, this session is at aal2, ` +
+    'and every other session of the account has ended. The words are used up: make a new recovery key (step 5).');
+  await showSessions();
+  await showAccount();
+}
+
 async function doAcceptLink(code) {
   quiet('link-msg');
   try {
@@ -551,6 +638,12 @@ function wire() {
   $('copy-invite').addEventListener('click', () => navigator.clipboard?.writeText($('invite-url').textContent));
   $('enrol-totp').addEventListener('click', () => busy($('enrol-totp'), doEnrolTotp));
   $('verify-totp').addEventListener('click', () => busy($('verify-totp'), doVerifyTotp));
+  $('create-recovery').addEventListener('click', () => busy($('create-recovery'), doCreateRecovery));
+  $('recovery-done').addEventListener('click', () => {
+    hideRecoveryWords();
+    say('account-msg', 'info', 'The words are gone from this page. Keep your copy safe.');
+  });
+  $('recover').addEventListener('click', () => busy($('recover'), doRecover));
   setInterval(tick, 1000);
 }
 

@@ -1,5 +1,6 @@
 // A sentence a person can act on for every error code of the protocol, plus the few
-// the page itself produces (network, connection_lost, timeout, bad_response).
+// the page itself produces (network, connection_lost, timeout, bad_response,
+// invalid_recovery_words), and the meaning some codes take when recovering an account.
 
 const MESSAGES = {
   network: 'Can’t reach the server — it looks down or is restarting. Try again in a moment.',
@@ -22,6 +23,10 @@ const MESSAGES = {
   invalid_scope: 'The server doesn’t allow the access this page asked for.',
   forbidden_origin: 'The server doesn’t accept sign-ins from this address. Open the demo at the address the server was set up for.',
   forbidden: 'You’re not allowed to do that.',
+  mfa_required: 'This needs a second factor first: enter a code from your authenticator app (step 5) to raise this session, then try again.',
+  key_in_other_account: 'That key already belongs to another account.',
+  last_account_key: 'That is the account’s last key: removing it would lock everyone out.',
+  invalid_recovery_words: 'Those aren’t the words of a recovery key. Check them against what you wrote down: 24 words, in order.',
   not_found: 'Not found — it may already be gone.',
   payload_too_large: 'The request was too large for the server.',
   message_too_large: 'A message was too large for the server.',
@@ -32,6 +37,12 @@ const MESSAGES = {
   invalid_dpop_proof: 'The server didn’t accept the proof signed by this browser’s key for your key-bound token. Check this computer’s clock, or sign in again.',
   use_dpop_nonce: 'The server wanted a fresh nonce in the key proof, twice in a row. Try again.',
   dpop_required: 'This app only issues tokens bound to your key, and the sign-in carried no proof of it. Sign in again.',
+};
+
+/** What a code means when the words of a recovery key were just used. */
+const RECOVERY_MESSAGES = {
+  forbidden: 'These words are not the recovery key of any account: it may have been used already (each works once) or replaced by a newer one.',
+  key_in_other_account: 'This browser’s key already belongs to an account with other keys, so it can’t join another one. Make a new identity (step 1), sign in, and recover again.',
 };
 
 /** { text, code, detail } for an error of any kind. */
@@ -46,6 +57,15 @@ export function describe(err) {
   // The server's own words help whoever debugs; the network's don't.
   const detail = err?.code && code !== 'network' && err.message && !text.includes(err.message) ? err.message : '';
   return { text, code: err?.code ?? null, detail };
+}
+
+/** describe(), with what the codes mean during a recovery. */
+export function describeRecovery(err) {
+  const d = describe(err);
+  // The package says which word or what is wrong (never echoing the words): lead with that.
+  if (err?.code === 'invalid_recovery_words') return { ...d, text: `${err.message} Check them against what you wrote down.`, detail: '' };
+  const text = RECOVERY_MESSAGES[err?.code];
+  return text ? { ...d, text } : d;
 }
 
 // Codes after which the local sign-in is gone for good: the package's list.

@@ -22,12 +22,20 @@ export const mfaChallenge = (token, identity, { baseUrl, dpop } = {}) =>
   call('POST', '/v1/mfa/challenge', { token, baseUrl, dpop, body: { identity } });
 export const mfaKey = (token, { challenge, sig }, { baseUrl, dpop } = {}) =>
   call('POST', '/v1/mfa/key', { token, baseUrl, dpop, body: { challenge, sig } });
+/** The account's security events, newest first (docs/audit.md): `{ events, next_before }`. */
+export function accountEvents(token, { before, limit, baseUrl, dpop } = {}) {
+  const query = new URLSearchParams();
+  if (before !== undefined) query.set('before', String(before));
+  if (limit !== undefined) query.set('limit', String(limit));
+  const q = query.toString();
+  return call('GET', `/v1/account/events${q ? `?${q}` : ''}`, { token, baseUrl, dpop });
+}
 
 const b64urlText = (s) => base64url(new TextEncoder().encode(s));
 const unb64urlText = (s) => new TextDecoder().decode(fromBase64url(s));
 
 /** The fields of a `keygate <kind> challenge v1` text, or null if it is not one. */
-function parseFields(text, header, lineCount) {
+export function parseFields(text, header, lineCount) {
   const lines = String(text).split('\n');
   if (lines[0] !== header || lines.length !== lineCount) return null;
   const f = {};
@@ -44,16 +52,24 @@ export const parseLinkChallenge = (text) => parseFields(text, 'keygate link chal
 
 /**
  * On the signed-in device: asks for a link challenge naming `newIdentity`, checks it
- * names this key, signs it, and returns the URL the new device opens (the code rides
- * in the fragment, which browsers never send to a server).
+ * names this key (`identity`) and that one, and signs it: `{ challenge, sig }`.
  */
-export async function inviteUrl({ token, identity, privateKey, newIdentity, baseUrl, dpop, pageUrl = globalThis.location?.href }) {
-  const { challenge } = await linkChallenge(token, newIdentity.trim(), { baseUrl, dpop });
+export async function signedLinkChallenge({ token, identity, privateKey, newIdentity, baseUrl, dpop }) {
+  const { challenge } = await linkChallenge(token, newIdentity, { baseUrl, dpop });
   const f = parseLinkChallenge(challenge);
-  if (!f || f.identity !== identity || f['new-identity'] !== newIdentity.trim()) {
+  if (!f || f.identity !== identity || f['new-identity'] !== newIdentity) {
     throw new Error('The server sent a link challenge for other keys; nothing was signed.');
   }
-  const sig = await signText(privateKey, challenge);
+  return { challenge, sig: await signText(privateKey, challenge) };
+}
+
+/**
+ * On the signed-in device: a signed link challenge for `newIdentity` (see above) as
+ * the URL the new device opens (the code rides in the fragment, which browsers never
+ * send to a server).
+ */
+export async function inviteUrl({ token, identity, privateKey, newIdentity, baseUrl, dpop, pageUrl = globalThis.location?.href }) {
+  const { challenge, sig } = await signedLinkChallenge({ token, identity, privateKey, newIdentity: newIdentity.trim(), baseUrl, dpop });
   const code = b64urlText(JSON.stringify({ challenge, sig }));
   return new URL(`/#link=${code}`, pageUrl).href;
 }

@@ -17,8 +17,12 @@ export {
 } from './keygate-protocol.js';
 export { dpopProof, jwkThumbprint, publicJwk, boundThumbprint } from './keygate-dpop.js';
 export {
-  accountKeys, removeKey, linkChallenge, completeLink, enrolTotp, verifyTotp, mfaChallenge, mfaKey,
+  accountKeys, removeKey, linkChallenge, completeLink, enrolTotp, verifyTotp, mfaChallenge, mfaKey, accountEvents,
   parseLinkChallenge, inviteUrl, linkCodeFromUrl, acceptLink, stepUpWithKey, qrDataUrl,
 } from './keygate-account.js';
+export {
+  RECOVERY_LABEL, RECOVERY_WORDS, newRecoveryKey, recoveryKeyFromSeed, recoveryKeyFromWords, normaliseRecoveryWords,
+  parseRecoveryChallenge, recoveryChallenge, completeRecovery, createRecoveryKey, recoverAccount,
+} from './keygate-recovery.js';
 export { KEYPAIR, SESSION, keyStore, memoryStore } from './keygate-keystore.js';
 export { TokenStore } from './keygate-tokens.js';

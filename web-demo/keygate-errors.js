@@ -16,8 +16,13 @@ export const ERROR_CODES = Object.freeze([
   'invalid_dpop_proof', 'use_dpop_nonce', 'dpop_required',
 ]);
 
-/** Codes this package produces itself: no answer, a dropped socket, a reply it cannot read. */
-export const CLIENT_CODES = Object.freeze(['network', 'connection_lost', 'timeout', 'bad_response', 'closed']);
+/**
+ * Codes this package produces itself: no answer, a dropped socket, a reply it cannot
+ * read; recovery words that are not a recovery key (checked before anything is sent).
+ */
+export const CLIENT_CODES = Object.freeze([
+  'network', 'connection_lost', 'timeout', 'bad_response', 'closed', 'invalid_recovery_words',
+]);
 
 /** Codes after which the sign-in is gone for good and only signing in again helps. */
 export const SESSION_OVER = new Set([

@@ -19,8 +19,9 @@ import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 // The server, within() and totp(): shared with the keygate-client package's tests.
 import { startKeygate, within, totp } from '../../clients/js/test/support.js';
-// A proof by a key that is not the page's, made the way any client would.
-import { dpopProof } from '../../clients/js/src/index.js';
+// A proof by a key that is not the page's, made the way any client would (dpop.js
+// alone: the package's entry also imports its dependency, which this test does not install).
+import { dpopProof } from '../../clients/js/src/dpop.js';
 
 const demoDir = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
@@ -267,6 +268,21 @@ function forwardToGateway(gateway, host) {
   };
 }
 
+/** Headless Chromium on a fresh profile (its own user-data-dir): nothing shared with another. */
+async function launchProfile(dir) {
+  assert.ok(fs.existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: apt-get install -y chromium, or set CHROMIUM`);
+  const context = await chromium.launchPersistentContext(dir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    viewport: { width: 1280, height: 800 },
+    timeout: 60_000,
+    args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking',
+      '--disable-component-update', '--disable-sync', '--no-first-run'],
+  });
+  context.setDefaultTimeout(STEP);
+  return context;
+}
+
 // ---- the test ----------------------------------------------------------------------
 
 describe('keygate web demo in Chromium', { timeout: 240_000 }, () => {
@@ -288,16 +304,7 @@ describe('keygate web demo in Chromium', { timeout: 240_000 }, () => {
     origin = server.origin;
     assert.ok(server.gateway, 'keygate serve started its gateway');
     assert.match(origin, /^http:\/\/127\.0\.0\.1:\d+$/);
-    assert.ok(fs.existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: apt-get install -y chromium, or set CHROMIUM`);
-    context = await chromium.launchPersistentContext(path.join(server.dir, 'profile'), {
-      executablePath: CHROMIUM,
-      headless: true,
-      viewport: { width: 1280, height: 800 },
-      timeout: 60_000,
-      args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--disable-background-networking',
-        '--disable-component-update', '--disable-sync', '--no-first-run'],
-    });
-    context.setDefaultTimeout(STEP);
+    context = await launchProfile(path.join(server.dir, 'profile'));
     context.on('page', watch);
     page = context.pages()[0] ?? (await context.newPage());
     watch(page);
@@ -629,5 +636,213 @@ describe('keygate web demo in Chromium', { timeout: 240_000 }, () => {
     const message = await text(page, '#signin-msg');
     assert.match(message, /Can’t reach the server/);
     assert.match(message, /network/);
+  });
+});
+
+// ---- recovery: lose the only device, recover with the words in a fresh profile ----------
+
+/**
+ * Records what a page sends (request bodies and URLs, WebSocket frames) and its
+ * script errors; `expected401` lists URL paths whose refusal the page is made to see.
+ */
+function record(page, log) {
+  page.on('pageerror', (err) => log.problems.push(`uncaught: ${err.message}`));
+  page.on('console', (msg) => {
+    if (msg.type() !== 'error') return;
+    // Chromium logs every 4xx fetch; the one the test provokes on purpose is allowed.
+    if (log.expected401 && /status of 401/.test(msg.text())) return;
+    log.problems.push(`console: ${msg.text()}`);
+  });
+  page.on('websocket', (ws) => ws.on('framesent', ({ payload }) => log.sent.push({ where: `ws ${ws.url()}`, text: String(payload) })));
+  page.on('request', (req) => log.sent.push({
+    where: `${req.method()} ${new URL(req.url()).pathname}`, url: req.url(), text: req.postData() ?? '',
+  }));
+}
+
+/** Every value the page keeps: its IndexedDB records (CryptoKeys as a marker), localStorage, sessionStorage. */
+const storedText = (page) => page.evaluate(() => new Promise((resolve, reject) => {
+  const open = indexedDB.open('keygate-demo');
+  open.onerror = () => reject(open.error);
+  open.onsuccess = () => {
+    const all = open.result.transaction('kv').objectStore('kv').getAll();
+    all.onerror = () => reject(all.error);
+    all.onsuccess = () => resolve(JSON.stringify({
+      idb: all.result, local: { ...localStorage }, session: { ...sessionStorage },
+    }, (_, v) => (v instanceof CryptoKey ? `[CryptoKey ${v.type} extractable=${v.extractable}]` : v)));
+  };
+}));
+
+describe('recovery in Chromium: lose the only device, recover with the words in a fresh profile', { timeout: 240_000 }, () => {
+  let server;
+  let origin;
+  let contextA;
+  let contextB;
+  let pageA;
+  let pageB;
+  let identityA;
+  let identityB;
+  let claimsA;
+  let sessionA;
+  let words; // the 24 words as profile A showed them
+  const logA = { sent: [], problems: [] };
+  const logB = { sent: [], problems: [] };
+
+  before(async () => {
+    server = await startKeygate({ webRoot: demoDir });
+    origin = server.origin;
+    contextA = await launchProfile(path.join(server.dir, 'profile-a'));
+    pageA = contextA.pages()[0] ?? (await contextA.newPage());
+    record(pageA, logA);
+  });
+
+  after(async () => {
+    for (const c of [contextA, contextB]) await within(STEP, c?.close() ?? Promise.resolve(), 'closing Chromium').catch(() => {});
+    await server?.dispose();
+  });
+
+  test('profile A signs in, creates a recovery key and is shown its 24 words once', async () => {
+    await pageA.goto(`${origin}/`, { timeout: STEP });
+    identityA = await identityOf(pageA);
+    claimsA = await signIn(pageA, { origin, identity: identityA });
+    assert.match(claimsA.acct ?? '', /^acct_/, 'a signed-in key has an account');
+    assert.equal(await pageA.isVisible('#recover-box'), true, 'recovery is offered once signed in');
+    await pageA.waitForFunction(() => document.querySelectorAll('#account-keys > li').length === 1, null, { timeout: STEP });
+
+    await pageA.click('#create-recovery');
+    await shows(pageA, 'account-msg', 'ok', /Recovery key created/);
+    await pageA.waitForSelector('#recovery-box:not([hidden])', { timeout: STEP });
+    assert.match(await text(pageA, '#recovery-box .warning'), /Write these 24 words down now/);
+    assert.equal(await pageA.$eval('#recovery-words', (ol) => ol.tagName), 'OL', 'numbered');
+    words = await pageA.$$eval('#recovery-words > li', (items) => items.map((li) => li.textContent));
+    assert.equal(words.length, 24);
+    for (const w of words) assert.match(w, /^[a-z]{3,8}$/);
+
+    // The key list shows the recovery key by its label.
+    await pageA.waitForFunction(() => document.querySelectorAll('#account-keys > li').length === 2, null, { timeout: STEP });
+    const labels = await pageA.$$eval('#account-keys > li', (items) => items.map((li) => li.dataset.label));
+    assert.ok(labels.includes('recovery'), JSON.stringify(labels));
+    assert.match(await text(pageA, '#account-keys > li[data-label="recovery"] .title'), /^recovery/);
+
+    // Shown once: "I wrote them down" takes them off the page.
+    await pageA.click('#recovery-done');
+    await pageA.waitForSelector('#recovery-box', { state: 'hidden', timeout: STEP });
+    assert.equal(await pageA.$$eval('#recovery-words > li', (items) => items.length), 0);
+    sessionA = await readStore(pageA, 'session');
+    assert.equal(sessionA.session_id, claimsA.sid);
+  });
+
+  test('a fresh profile signs in with its own key, and wrong words are refused before anything is sent', async () => {
+    contextB = await launchProfile(path.join(server.dir, 'profile-b'));
+    pageB = contextB.pages()[0] ?? (await contextB.newPage());
+    record(pageB, logB);
+    await pageB.goto(`${origin}/`, { timeout: STEP });
+    identityB = await identityOf(pageB);
+    assert.notEqual(identityB, identityA, 'a new profile makes its own key');
+    assert.equal(await pageB.isVisible('#recover-box'), false, 'signed out: no recovery yet');
+    assert.match(await text(pageB, '#recover-hint'), /Sign in here first/);
+    const claimsB = await signIn(pageB, { origin, identity: identityB });
+    assert.notEqual(claimsB.acct, claimsA.acct);
+    await pageB.waitForSelector('#recover-box:not([hidden])', { timeout: STEP });
+
+    // The same words with the last one changed so that the checksum no longer holds
+    // (the page's own package finds which replacement breaks it), and one word short.
+    const broken = await pageB.evaluate(async (ws) => {
+      const kg = await import('/keygate-client.js');
+      for (const w of ['abandon', 'zoo', 'legal', 'about']) {
+        const tried = [...ws.slice(0, 23), w].join(' ');
+        if (await kg.recoveryKeyFromWords(tried).then(() => false, () => true)) return tried;
+      }
+      return null;
+    }, words);
+    assert.ok(broken, 'a wrong last word');
+    const cases = [[broken, /checksum/], [words.slice(0, 23).join(' '), /24 words; this is 23/]];
+    const sentBefore = logB.sent.length;
+    for (const [typed, why] of cases) {
+      await pageB.fill('#recover-words', typed);
+      await pageB.click('#recover');
+      await shows(pageB, 'recover-msg', 'bad', why);
+    }
+    // (GETs of the account view that signing in started may still be on their way: they carry no body.)
+    const calls = logB.sent.slice(sentBefore).filter((m) => !m.where.startsWith('GET '));
+    assert.deepEqual(calls.map((m) => m.where), [], 'nothing went out for wrong words');
+  });
+
+  test('the words recover A\'s account in profile B: acct is A\'s, acr aal2, the key list and a notice say so', async () => {
+    // Typed as written down on paper: numbered, one per line, some in capitals.
+    await pageB.fill('#recover-words', words.map((w, i) => `${i + 1}. ${i % 5 === 0 ? w.toUpperCase() : w}`).join('\n'));
+    const before = await text(pageB, '#claims');
+    await pageB.click('#recover');
+    await shows(pageB, 'recover-msg', 'ok', /recovered/);
+    await pageB.waitForFunction((old) => document.getElementById('claims').textContent !== old, before, { timeout: STEP });
+    const claims = await claimsOf(pageB);
+    assert.equal(claims.acct, claimsA.acct, 'the token names A\'s account');
+    assert.equal(claims.acr, 'aal2');
+    assert.equal(claims.sub, identityB);
+    assert.match(await text(pageB, '#recover-msg'), new RegExp(claimsA.acct));
+    assert.equal(await pageB.inputValue('#recover-words'), '', 'the words are cleared from the field');
+    assert.equal((await readStore(pageB, 'session')).token.split('.')[1], (await text(pageB, '#token-raw')).split('.')[1]);
+
+    // The account now lists A's key and this one; the recovery key is spent.
+    await pageB.waitForFunction((a) => {
+      const items = [...document.querySelectorAll('#account-keys > li')];
+      return items.length === 2 && items.some((li) => li.textContent.includes(a));
+    }, identityA, { timeout: STEP });
+    const keys = await pageB.$$eval('#account-keys > li', (items) => items.map((li) => ({ label: li.dataset.label, text: li.textContent })));
+    assert.ok(keys.some((k) => k.text.includes(identityB) && k.text.includes('this browser')), JSON.stringify(keys));
+    assert.ok(!keys.some((k) => k.label === 'recovery'), 'the recovery key is gone from the account');
+    assert.match(await text(pageB, '#account-id'), new RegExp(`^${claimsA.acct}`));
+    await pageB.waitForSelector('#recovery-notice:not([hidden])', { timeout: STEP });
+    assert.match(await text(pageB, '#recovery-notice'), /recovered with its recovery key/);
+  });
+
+  test('profile A\'s session has ended: refused with its key\'s proof, and the page signs out', async () => {
+    const dead = await whoamiWithPageProof(pageA, origin, sessionA.token);
+    assert.equal(dead.status, 401, JSON.stringify(dead.body));
+    assert.equal(dead.body?.error, 'session_revoked');
+    logA.expected401 = true;
+    await pageA.click('#whoami');
+    await pageA.waitForSelector('#signed-out-card:not([hidden])', { timeout: STEP });
+    assert.match(await text(pageA, '#signin-msg'), /logged out \(revoked\)/);
+    assert.equal(await readStore(pageA, 'session'), null);
+  });
+
+  test('the words never left the pages and are stored nowhere; only the expected fields were sent', async () => {
+    const phrase = words.join(' ');
+    const pairs = words.slice(1).map((w, i) => `${words[i]} ${w}`);
+    for (const [who, log] of [['A', logA], ['B', logB]]) {
+      assert.deepEqual(log.problems, [], `profile ${who}: no script errors or failed loads`);
+      for (const m of log.sent) {
+        const hay = `${m.url ?? ''}\n${m.text}`.toLowerCase();
+        assert.ok(!pairs.some((p) => hay.includes(p)), `profile ${who} sent recovery words: ${m.where}`);
+      }
+    }
+    for (const page of [pageA, pageB]) {
+      const kept = (await storedText(page)).toLowerCase();
+      assert.ok(!kept.includes(phrase) && !pairs.some((p) => kept.includes(p)), 'no words in storage');
+    }
+    // What the recovery calls carried: names and signatures only.
+    const bodies = (log, where) => log.sent.filter((m) => m.where === where).map((m) => JSON.parse(m.text));
+    const linkChallenges = bodies(logA, 'POST /v1/account/link/challenge');
+    assert.equal(linkChallenges.length, 1);
+    assert.deepEqual(Object.keys(linkChallenges[0]), ['identity']);
+    const links = bodies(logA, 'POST /v1/account/link');
+    assert.equal(links.length, 1);
+    assert.deepEqual(Object.keys(links[0]).sort(), ['challenge', 'label', 'new_sig', 'sig']);
+    assert.equal(links[0].label, 'recovery');
+    assert.match(links[0].sig, SIGNATURE);
+    assert.match(links[0].new_sig, SIGNATURE);
+    const recoverChallenges = bodies(logB, 'POST /v1/account/recover/challenge');
+    assert.equal(recoverChallenges.length, 1);
+    assert.deepEqual(Object.keys(recoverChallenges[0]), ['identity']);
+    assert.match(recoverChallenges[0].identity, IDENTITY);
+    assert.equal(recoverChallenges[0].identity, links[0].challenge.split('\n').find((l) => l.startsWith('new-identity: ')).slice(14),
+      'B asked about the key A linked');
+    const recovers = bodies(logB, 'POST /v1/account/recover');
+    assert.equal(recovers.length, 1);
+    assert.deepEqual(Object.keys(recovers[0]).sort(), ['challenge', 'label', 'new_sig', 'sig']);
+    const lines = recovers[0].challenge.split('\n');
+    assert.equal(lines.length, 9);
+    assert.equal(lines[0], 'keygate recovery challenge v1');
+    assert.ok(lines.includes(`account: ${claimsA.acct}`) && lines.includes(`new-identity: ${identityB}`), recovers[0].challenge);
   });
 });

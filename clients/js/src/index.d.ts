@@ -9,8 +9,8 @@ export type ErrorCode =
   | 'last_account_key' | 'invalid_otp' | 'otp_reused' | 'not_found' | 'payload_too_large' | 'message_too_large'
   | 'handshake_timeout' | 'rate_limited' | 'unavailable' | 'bad_gateway' | 'internal_error'
   | 'invalid_dpop_proof' | 'use_dpop_nonce' | 'dpop_required';
-/** Failures the client sees itself: no answer, a dropped socket, an unreadable reply. */
-export type ClientCode = 'network' | 'connection_lost' | 'timeout' | 'bad_response' | 'closed';
+/** Failures the client sees itself: no answer, a dropped socket, an unreadable reply; recovery words that are no recovery key. */
+export type ClientCode = 'network' | 'connection_lost' | 'timeout' | 'bad_response' | 'closed' | 'invalid_recovery_words';
 
 export const ERROR_CODES: readonly ErrorCode[];
 export const CLIENT_CODES: readonly ClientCode[];
@@ -139,6 +139,34 @@ export function linkCodeFromUrl(hash?: string): LinkCode | null;
 export function acceptLink(options: RequestOptions & { code: LinkCode; identity: string; privateKey: CryptoKey; label?: string }): Promise<{ account: string; identity: string }>;
 export function stepUpWithKey(options: RequestOptions & { token: string; identity: string; privateKey: CryptoKey }): Promise<TokenBody>;
 export function qrDataUrl(token: string, text: string, options?: RequestOptions): Promise<string | null>;
+export interface AccountEvent {
+  id: number; at: string; kind: string; outcome: string | null; app: string | null; identity: string | null;
+  session_id: string | null; address: string | null; user_agent: string | null; detail: unknown; [k: string]: unknown;
+}
+/** The account's security events, newest first; `before` pages back (`next_before`), `limit` 1–200. */
+export function accountEvents(token: string, options?: RequestOptions & { before?: number; limit?: number }): Promise<{ events: AccountEvent[]; next_before: number | null }>;
+
+// ---- recovery key ----
+export const RECOVERY_LABEL: 'recovery';
+export const RECOVERY_WORDS: 24;
+/** A recovery key: the 24 BIP-39 words of its seed, its identity and a non-extractable signing key. */
+export interface RecoveryKey { words: string; identity: string; privateKey: CryptoKey }
+/** A new recovery key from 32 random bytes. */
+export function newRecoveryKey(): Promise<RecoveryKey>;
+/** The recovery key of a 32-byte seed (the BIP-39 entropy is the Ed25519 seed). */
+export function recoveryKeyFromSeed(seed: Uint8Array): Promise<RecoveryKey>;
+/** The recovery key of the words; throws KeygateError `invalid_recovery_words` (count, unknown word, checksum). */
+export function recoveryKeyFromWords(words: string): Promise<RecoveryKey>;
+/** Lower case, single spaces, list numbers dropped. */
+export function normaliseRecoveryWords(text: string): string;
+/** The fields of a `keygate recovery challenge v1` text (9 lines), or null. */
+export function parseRecoveryChallenge(text: string): Record<string, string> | null;
+export function recoveryChallenge(token: string, identity: string, options?: RequestOptions): Promise<{ challenge: string; expires_at: string }>;
+export function completeRecovery(token: string, body: { challenge: string; sig: string; new_sig: string; label?: string }, options?: RequestOptions): Promise<TokenBody>;
+/** Makes a recovery key and links it to the account (label `recovery`); show the words once. */
+export function createRecoveryKey(options: RequestOptions & { token: string; identity: string; privateKey: CryptoKey }): Promise<{ words: string; identity: string; account: string }>;
+/** On a new, signed-in device: brings its key into the account the words recover; the same session, now acct = that account, acr aal2. */
+export function recoverAccount(options: RequestOptions & { token: string; words: string; identity: string; privateKey: CryptoKey; label?: string }): Promise<TokenBody>;
 
 // ---- DPoP (RFC 9449) ----
 export interface PublicJwk { kty: 'OKP'; crv: 'Ed25519'; x: string }

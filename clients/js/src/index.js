@@ -14,8 +14,12 @@ export {
 } from './protocol.js';
 export { dpopProof, jwkThumbprint, publicJwk, boundThumbprint } from './dpop.js';
 export {
-  accountKeys, removeKey, linkChallenge, completeLink, enrolTotp, verifyTotp, mfaChallenge, mfaKey,
+  accountKeys, removeKey, linkChallenge, completeLink, enrolTotp, verifyTotp, mfaChallenge, mfaKey, accountEvents,
   parseLinkChallenge, inviteUrl, linkCodeFromUrl, acceptLink, stepUpWithKey, qrDataUrl,
 } from './account.js';
+export {
+  RECOVERY_LABEL, RECOVERY_WORDS, newRecoveryKey, recoveryKeyFromSeed, recoveryKeyFromWords, normaliseRecoveryWords,
+  parseRecoveryChallenge, recoveryChallenge, completeRecovery, createRecoveryKey, recoverAccount,
+} from './recovery.js';
 export { KEYPAIR, SESSION, keyStore, memoryStore } from './keystore.js';
 export { TokenStore } from './tokens.js';

@@ -12,11 +12,15 @@ import os from 'node:os';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 import { startKeygate, packageDir, within, eventually, NO_RATE_LIMITS } from './support.js';
+import { BUNDLE, bip39Bundle } from '../scripts/vendor.js';
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const STEP = 15_000;
 
+// src/*.js as they are; the one bare import (@scure/bip39) maps to the bundle the
+// web demo gets (scripts/vendor.js), as an app without a bundler would map it.
 const PAGE = `<!doctype html><meta charset=utf-8><title>keygate-client test</title>
+<script type="importmap">{"imports": {"@scure/bip39": "./${BUNDLE}", "@scure/bip39/wordlists/english.js": "./${BUNDLE}"}}</script>
 <script type="module">
   import * as kg from './index.js';
   const store = kg.keyStore({ name: 'pkg-test' });
@@ -48,6 +52,7 @@ describe('keygate-client in Chromium', { timeout: 180_000 }, () => {
     for (const f of fs.readdirSync(path.join(packageDir, 'src')).filter((n) => n.endsWith('.js'))) {
       fs.copyFileSync(path.join(packageDir, 'src', f), path.join(webRoot, f));
     }
+    fs.writeFileSync(path.join(webRoot, BUNDLE), bip39Bundle());
     fs.writeFileSync(path.join(webRoot, 'index.html'), PAGE);
     kg = await startKeygate({ webRoot, args: NO_RATE_LIMITS });
     assert.ok(fs.existsSync(CHROMIUM), `no Chromium at ${CHROMIUM}: apt-get install -y chromium, or set CHROMIUM`);

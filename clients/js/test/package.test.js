@@ -40,6 +40,9 @@ test('the web demo holds current copies of the browser modules', () => {
   assert.deepEqual(drift(), [], 'run node clients/js/scripts/vendor.js');
   const copies = vendored();
   assert.ok(Object.values(copies).every((t) => !/from '\.\/(?!keygate-)/.test(t)), 'copies import only copies');
+  assert.ok(Object.values(copies).every((t) => !/from '(?!\.\/)/.test(t)), 'no bare import: the page could not resolve it');
+  assert.match(copies['keygate-recovery.js'], /from '\.\/keygate-bip39\.js'/, 'the dependency comes from the bundle');
+  assert.match(copies['keygate-bip39.js'], /^export \{[^}]*\bentropyToMnemonic\b[^}]*\bwordlist\b[^}]*\};$/m);
   assert.ok(!('keygate-node.js' in copies), 'the Node module stays out of the page');
 });
 
