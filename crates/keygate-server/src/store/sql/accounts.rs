@@ -22,6 +22,7 @@ where
     for<'c> &'c mut B::Connection: Executor<'c, Database = B>,
     for<'q> i64: Encode<'q, B> + Type<B>,
     for<'q> &'q str: Encode<'q, B> + Type<B>,
+    for<'q> Option<&'q str>: Encode<'q, B> + Type<B>,
 {
     /// How many keys and confirmed TOTP secrets an account has, in a transaction.
     async fn account_size_in(conn: &mut B::Connection, account: &str) -> StoreResult<i64> {
@@ -45,6 +46,36 @@ where
                 .fetch_all(conn)
                 .await?;
         rows.iter().map(|r| Ok(r.text("identity")?)).collect()
+    }
+
+    /// Adds a key to an account, in a transaction.
+    async fn insert_key_in(
+        conn: &mut B::Connection,
+        identity: &str,
+        account: &str,
+        label: Option<&str>,
+        now: UnixTime,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO account_keys (identity, account_id, label, added_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(identity)
+        .bind(account)
+        .bind(label)
+        .bind(now)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+
+    /// Takes a key out of its account, in a transaction.
+    async fn delete_key_in(conn: &mut B::Connection, identity: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM account_keys WHERE identity = $1")
+            .bind(identity)
+            .execute(conn)
+            .await?;
+        Ok(())
     }
 
     /// Raises a session to `aal2` with `factor` until `until`, in a transaction.
@@ -214,10 +245,7 @@ where
                             .bind(other.as_str())
                             .execute(&mut *tx)
                             .await?;
-                        sqlx::query("DELETE FROM account_keys WHERE identity = $1")
-                            .bind(link.identity.as_str())
-                            .execute(&mut *tx)
-                            .await?;
+                        Self::delete_key_in(&mut tx, &link.identity).await?;
                         let which = Revoke::AllOf {
                             subject: &link.identity,
                         };
@@ -231,22 +259,12 @@ where
                 if link.label.as_deref() == Some(RECOVERY_LABEL) {
                     let old = Self::recovery_keys_in(&mut tx, &link.account).await?;
                     for key in &old {
-                        sqlx::query("DELETE FROM account_keys WHERE identity = $1")
-                            .bind(key.as_str())
-                            .execute(&mut *tx)
-                            .await?;
+                        Self::delete_key_in(&mut tx, key).await?;
                     }
                 }
-                sqlx::query(
-                    "INSERT INTO account_keys (identity, account_id, label, added_at) \
-                     VALUES ($1, $2, $3, $4)",
-                )
-                .bind(link.identity.as_str())
-                .bind(link.account.as_str())
-                .bind(link.label.as_deref())
-                .bind(link.now)
-                .execute(&mut *tx)
-                .await?;
+                let label = link.label.as_deref();
+                Self::insert_key_in(&mut tx, &link.identity, &link.account, label, link.now)
+                    .await?;
             }
             tx.commit().await?;
             Ok(outcome)
@@ -352,10 +370,17 @@ where
             if !Self::spend_nonce(&mut tx, &r.nonce_id, r.nonce_expires_at).await? {
                 return Ok(RecoveryOutcome::ChallengeUsed);
             }
-            if !Self::recovery_keys_in(&mut tx, &r.account)
-                .await?
-                .contains(&r.recovery)
-            {
+            // Spent first: of two recoveries with one key at once, the second
+            // waits for this row (PostgreSQL) and then finds it gone.
+            let spent = sqlx::query(
+                "DELETE FROM account_keys WHERE identity = $1 AND account_id = $2 AND label = $3",
+            )
+            .bind(r.recovery.as_str())
+            .bind(r.account.as_str())
+            .bind(RECOVERY_LABEL)
+            .execute(&mut *tx)
+            .await?;
+            if B::rows_affected(&spent) != 1 {
                 tx.commit().await?;
                 return Ok(RecoveryOutcome::RecoveryGone);
             }
@@ -373,42 +398,21 @@ where
             }
             match Self::account_in(&mut tx, &r.identity).await? {
                 Some(a) if a == r.account => {}
-                Some(other) => {
-                    if Self::account_size_in(&mut tx, &other).await? > 1 {
-                        return Ok(RecoveryOutcome::InOtherAccount);
+                other => {
+                    if let Some(other) = other {
+                        if Self::account_size_in(&mut tx, &other).await? > 1 {
+                            return Ok(RecoveryOutcome::InOtherAccount);
+                        }
+                        sqlx::query("DELETE FROM account_totp WHERE account_id = $1")
+                            .bind(other.as_str())
+                            .execute(&mut *tx)
+                            .await?;
+                        Self::delete_key_in(&mut tx, &r.identity).await?;
                     }
-                    sqlx::query("DELETE FROM account_totp WHERE account_id = $1")
-                        .bind(other.as_str())
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query(
-                        "UPDATE account_keys SET account_id = $1, label = $2, added_at = $3 \
-                         WHERE identity = $4",
-                    )
-                    .bind(r.account.as_str())
-                    .bind(r.label.as_deref())
-                    .bind(r.now)
-                    .bind(r.identity.as_str())
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                None => {
-                    sqlx::query(
-                        "INSERT INTO account_keys (identity, account_id, label, added_at) \
-                         VALUES ($1, $2, $3, $4)",
-                    )
-                    .bind(r.identity.as_str())
-                    .bind(r.account.as_str())
-                    .bind(r.label.as_deref())
-                    .bind(r.now)
-                    .execute(&mut *tx)
-                    .await?;
+                    let label = r.label.as_deref();
+                    Self::insert_key_in(&mut tx, &r.identity, &r.account, label, r.now).await?;
                 }
             }
-            sqlx::query("DELETE FROM account_keys WHERE identity = $1")
-                .bind(r.recovery.as_str())
-                .execute(&mut *tx)
-                .await?;
             let keys = sqlx::query("SELECT identity FROM account_keys WHERE account_id = $1")
                 .bind(r.account.as_str())
                 .fetch_all(&mut *tx)
