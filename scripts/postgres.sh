@@ -3,6 +3,7 @@
 #
 #   scripts/postgres.sh start DIR   # initdb + start in DIR; prints the base URL
 #   scripts/postgres.sh stop DIR    # stop it (DIR can then be deleted)
+#   scripts/postgres.sh resume DIR  # start a stopped cluster again, on its port
 #
 # The URL it prints (postgres://keygate@127.0.0.1:PORT/) is what
 # KEYGATE_TEST_POSTGRES takes; each test server creates its own database there.
@@ -58,13 +59,26 @@ start() {
   mkdir -p "$dir"
   [ "$(id -u)" = 0 ] && chown postgres "$dir"
   port=$(free_port)
+  echo "$port" >"$dir/port"
   as_owner "$bin/initdb" -D "$dir/data" -U keygate --auth=trust -E UTF8 --no-sync >"$dir/initdb.log" 2>&1 \
     || { cat "$dir/initdb.log" >&2; return 1; }
+  run "$dir" "$bin"
+  echo "postgres://keygate@127.0.0.1:$port/"
+}
+
+# Starts the cluster in DIR on the port it was made with.
+run() {
+  local dir=$1 bin=$2 port
+  port=$(cat "$dir/port")
   # Sockets go in DIR, not /var/run/postgresql, which may not exist or be writable.
   as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
     -o "-h 127.0.0.1 -p $port -k $dir -c max_connections=300 -c fsync=on" start >/dev/null \
     || { cat "$dir/server.log" >&2; return 1; }
-  echo "postgres://keygate@127.0.0.1:$port/"
+}
+
+resume() {
+  local dir=$1
+  run "$dir" "$(pg_bin)"
 }
 
 stop() {
@@ -77,5 +91,6 @@ stop() {
 case "${1:-}" in
   start) start "${2:?usage: $0 start DIR}" ;;
   stop) stop "${2:?usage: $0 stop DIR}" ;;
-  *) echo "usage: $0 start DIR | stop DIR" >&2; exit 2 ;;
+  resume) resume "${2:?usage: $0 resume DIR}" ;;
+  *) echo "usage: $0 start DIR | stop DIR | resume DIR" >&2; exit 2 ;;
 esac

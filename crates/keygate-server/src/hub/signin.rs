@@ -137,66 +137,46 @@ impl Hub {
         expected_audience: Option<&str>,
         meta: ClientMeta,
     ) -> Result<IssuedToken, Error> {
+        // Timed as a whole for the sign-in metrics, whatever the outcome.
         let started = std::time::Instant::now();
-        let result = self
-            .verify_and_open(
-                app,
+        let result = async {
+            let failed = |e: Error| {
+                self.sign_in_failed(app, Some(identity), &e, &meta, None);
+                e
+            };
+            let subject = identity.to_string();
+            if let Err(e) = self.guard.check_identity(&subject) {
+                return Err(failed(e));
+            }
+            let request = validate_options(app, options, identity).map_err(failed)?;
+            let now = self.now();
+            let verified = match challenge::verify(
+                &self.nonce_key,
+                &app.id,
                 flow,
+                signed.challenge,
                 identity,
-                signed,
-                options,
                 expected_audience,
-                meta,
+                signed.sig,
+                now,
             )
-            .await;
+            .inspect_err(|e| {
+                // The client hears only the code; the precise reason (a forged nonce
+                // and a bad signature look alike outside) is for the operator. The
+                // variant name carries no input.
+                tracing::debug!(reason = ?e, ?flow, "signed challenge refused");
+            }) {
+                Ok(v) => v,
+                Err(e) => return Err(failed(e.into())),
+            };
+            let nonce = (verified.nonce_id, verified.expires_at);
+            let kind = AuditKind::SigninSucceeded;
+            self.open_session(app, subject, options, request, nonce, meta, now, kind)
+                .await
+        }
+        .await;
         crate::metrics::metrics().signin(flow, result.as_ref().map(|_| ()), started.elapsed());
         result
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn verify_and_open(
-        &self,
-        app: &ApiKeyRecord,
-        flow: Flow,
-        identity: &Identity,
-        signed: SignedChallenge<'_>,
-        options: &TokenOptions,
-        expected_audience: Option<&str>,
-        meta: ClientMeta,
-    ) -> Result<IssuedToken, Error> {
-        let failed = |e: Error| {
-            self.sign_in_failed(app, Some(identity), &e, &meta, None);
-            e
-        };
-        let subject = identity.to_string();
-        if let Err(e) = self.guard.check_identity(&subject) {
-            return Err(failed(e));
-        }
-        let request = validate_options(app, options, identity).map_err(failed)?;
-        let now = self.now();
-        let verified = match challenge::verify(
-            &self.nonce_key,
-            &app.id,
-            flow,
-            signed.challenge,
-            identity,
-            expected_audience,
-            signed.sig,
-            now,
-        )
-        .inspect_err(|e| {
-            // The client hears only the code; the precise reason (a forged nonce
-            // and a bad signature look alike outside) is for the operator. The
-            // variant name carries no input.
-            tracing::debug!(reason = ?e, ?flow, "signed challenge refused");
-        }) {
-            Ok(v) => v,
-            Err(e) => return Err(failed(e.into())),
-        };
-        let nonce = (verified.nonce_id, verified.expires_at);
-        let kind = AuditKind::SigninSucceeded;
-        self.open_session(app, subject, options, request, nonce, meta, now, kind)
-            .await
     }
 
     /// Records a refused sign-in: the error's code, never the input; `detail`

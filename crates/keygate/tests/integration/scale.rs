@@ -442,3 +442,108 @@ async fn database_unreachable_gives_503_and_no_token() {
     assert_eq!(sessions[0].id, t.session_id);
     s.stop().await;
 }
+
+/// A throwaway PostgreSQL cluster of one test (scripts/postgres.sh), stopped
+/// when dropped.
+struct Cluster(tempfile::TempDir);
+
+impl Cluster {
+    fn script(what: &str, dir: &std::path::Path) -> String {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/postgres.sh");
+        let out = std::process::Command::new("bash")
+            .args([script, what])
+            .arg(dir)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "postgres.sh {what}: {err}");
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// A new cluster and its base URL.
+    fn start() -> (Self, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let base = Self::script("start", dir.path());
+        (Cluster(dir), base)
+    }
+
+    /// Stops (`stop`) or starts again (`resume`) the PostgreSQL server itself.
+    async fn run(&self, what: &'static str) {
+        let dir = self.0.path().to_owned();
+        tokio::task::spawn_blocking(move || Self::script(what, &dir))
+            .await
+            .unwrap();
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        Self::script("stop", self.0.path());
+    }
+}
+
+/// The PostgreSQL server itself stopped mid-test (fast shutdown: every
+/// connection is cut) and started again: `/readyz` is 503 `unavailable` while it
+/// is down, a sign-in then is 503 and makes no token, and both recover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs KEYGATE_TEST_POSTGRES"]
+async fn postgres_stopped_mid_test_then_started_again() {
+    // Runs where the other PostgreSQL tests run (PostgreSQL is installed), on a
+    // cluster of its own so that stopping it stops no other test's database.
+    require_postgres();
+    let (cluster, base) = Cluster::start();
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let clock = ManualClock::new(SystemClock.now());
+    let s = node(&dir, &clock, &postgres_db(&base, "stopped")).await;
+    let app = s.api_key(&[]).await;
+    let c = client(&s, &app);
+    let key = user(121);
+    let readyz = async || {
+        json_of(
+            http()
+                .get(format!("{}/readyz", s.http()))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    };
+    assert_eq!(readyz().await, (200, json!({"status": "ok"})));
+    let challenge = c.challenge(&id(&key), None).await.unwrap();
+    let sig = sign(&key, &challenge.text);
+
+    cluster.run("stop").await;
+    eventually("/readyz to say unavailable", async || {
+        match readyz().await {
+            (503, b) if b == json!({"status": "unavailable"}) => Ok(()),
+            (status, body) => Err(format!("{status} {body}")),
+        }
+    })
+    .await;
+    match c
+        .token(&id(&key), &challenge.text, &sig, &Default::default())
+        .await
+    {
+        Err(ClientError::Server { status, code, .. }) => {
+            assert_eq!((status, code.as_str()), (503, "unavailable"))
+        }
+        other => panic!(
+            "sign-in with PostgreSQL stopped: {:?}",
+            other.map(|t| t.token)
+        ),
+    }
+
+    cluster.run("resume").await;
+    eventually("/readyz to recover", async || match readyz().await {
+        (200, _) => Ok(()),
+        (status, body) => Err(format!("{status} {body}")),
+    })
+    .await;
+    let t = c
+        .token(&id(&key), &challenge.text, &sig, &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(whoami(&s, &t.token).await, 200);
+    s.stop().await;
+    drop(cluster);
+}
