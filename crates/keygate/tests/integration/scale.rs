@@ -357,6 +357,36 @@ impl Link {
     }
 }
 
+/// `GET /readyz` on `s`: status and body.
+async fn readyz(s: &TestServer) -> (u16, serde_json::Value) {
+    json_of(
+        http()
+            .get(format!("{}/readyz", s.http()))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+/// A sign-in while the database is down: 503 `unavailable`, never a token.
+async fn refused_while_down(
+    c: &HubClient,
+    key: &ed25519_dalek::SigningKey,
+    challenge: &str,
+    sig: &str,
+) {
+    match c.token(&id(key), challenge, sig, &Default::default()).await {
+        Err(ClientError::Server { status, code, .. }) => {
+            assert_eq!((status, code.as_str()), (503, "unavailable"))
+        }
+        other => panic!(
+            "sign-in with the database down: {:?}",
+            other.map(|t| t.token)
+        ),
+    }
+}
+
 /// A node whose database becomes unreachable answers 503 `unavailable` (never a
 /// token whose session was not stored), and recovers when the database is back.
 #[tokio::test]
@@ -375,34 +405,13 @@ async fn database_unreachable_gives_503_and_no_token() {
     let key = user(120);
     let challenge = c.challenge(&id(&key), None).await.unwrap();
     let sig = sign(&key, &challenge.text);
-    let readyz = async || {
-        json_of(
-            http()
-                .get(format!("{}/readyz", s.http()))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
-    };
-    assert_eq!(readyz().await, (200, json!({"status": "ok"})));
+    assert_eq!(readyz(&s).await, (200, json!({"status": "ok"})));
 
     let port = link.addr;
     link.cut().await;
     // The readiness probe says so within its deadline; liveness does not change.
-    assert_eq!(readyz().await, (503, json!({"status": "unavailable"})));
-    match c
-        .token(&id(&key), &challenge.text, &sig, &Default::default())
-        .await
-    {
-        Err(ClientError::Server { status, code, .. }) => {
-            assert_eq!((status, code.as_str()), (503, "unavailable"))
-        }
-        other => panic!(
-            "sign-in with the database gone: {:?}",
-            other.map(|t| t.token)
-        ),
-    }
+    assert_eq!(readyz(&s).await, (503, json!({"status": "unavailable"})));
+    refused_while_down(&c, &key, &challenge.text, &sig).await;
     let (status, body) = json_of(
         http()
             .get(format!("{}/v1/revocations?since=0", s.http()))
@@ -417,7 +426,7 @@ async fn database_unreachable_gives_503_and_no_token() {
     // the session it now makes is stored.
     let _link = Link::open(&port.to_string(), target).await;
     eventually("/readyz to recover", async || {
-        let (status, body) = readyz().await;
+        let (status, body) = readyz(&s).await;
         if status == 200 {
             Ok(())
         } else {
@@ -498,43 +507,22 @@ async fn postgres_stopped_mid_test_then_started_again() {
     let app = s.api_key(&[]).await;
     let c = client(&s, &app);
     let key = user(121);
-    let readyz = async || {
-        json_of(
-            http()
-                .get(format!("{}/readyz", s.http()))
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await
-    };
-    assert_eq!(readyz().await, (200, json!({"status": "ok"})));
+    assert_eq!(readyz(&s).await, (200, json!({"status": "ok"})));
     let challenge = c.challenge(&id(&key), None).await.unwrap();
     let sig = sign(&key, &challenge.text);
 
     cluster.run("stop").await;
     eventually("/readyz to say unavailable", async || {
-        match readyz().await {
+        match readyz(&s).await {
             (503, b) if b == json!({"status": "unavailable"}) => Ok(()),
             (status, body) => Err(format!("{status} {body}")),
         }
     })
     .await;
-    match c
-        .token(&id(&key), &challenge.text, &sig, &Default::default())
-        .await
-    {
-        Err(ClientError::Server { status, code, .. }) => {
-            assert_eq!((status, code.as_str()), (503, "unavailable"))
-        }
-        other => panic!(
-            "sign-in with PostgreSQL stopped: {:?}",
-            other.map(|t| t.token)
-        ),
-    }
+    refused_while_down(&c, &key, &challenge.text, &sig).await;
 
     cluster.run("resume").await;
-    eventually("/readyz to recover", async || match readyz().await {
+    eventually("/readyz to recover", async || match readyz(&s).await {
         (200, _) => Ok(()),
         (status, body) => Err(format!("{status} {body}")),
     })

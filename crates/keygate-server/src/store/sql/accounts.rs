@@ -37,17 +37,6 @@ where
         Ok(row.int("n")?)
     }
 
-    /// The recovery keys of an account (at most one), in a transaction.
-    async fn recovery_keys_in(conn: &mut B::Connection, account: &str) -> StoreResult<Vec<String>> {
-        let rows =
-            sqlx::query("SELECT identity FROM account_keys WHERE account_id = $1 AND label = $2")
-                .bind(account)
-                .bind(RECOVERY_LABEL)
-                .fetch_all(conn)
-                .await?;
-        rows.iter().map(|r| Ok(r.text("identity")?)).collect()
-    }
-
     /// Adds a key to an account, in a transaction.
     async fn insert_key_in(
         conn: &mut B::Connection,
@@ -257,10 +246,12 @@ where
             };
             if outcome == LinkOutcome::Linked {
                 if link.label.as_deref() == Some(RECOVERY_LABEL) {
-                    let old = Self::recovery_keys_in(&mut tx, &link.account).await?;
-                    for key in &old {
-                        Self::delete_key_in(&mut tx, key).await?;
-                    }
+                    // The account's previous recovery key goes.
+                    sqlx::query("DELETE FROM account_keys WHERE account_id = $1 AND label = $2")
+                        .bind(link.account.as_str())
+                        .bind(RECOVERY_LABEL)
+                        .execute(&mut *tx)
+                        .await?;
                 }
                 let label = link.label.as_deref();
                 Self::insert_key_in(&mut tx, &link.identity, &link.account, label, link.now)
