@@ -115,6 +115,13 @@ pub struct Identity {
 impl Identity {
     /// Parses any accepted spelling (canonical, PeerId, did:key).
     pub fn parse(input: &str) -> Result<Self, IdentityError> {
+        Self::parse_with(input, &Self::from_bytes)
+    }
+
+    /// [`Identity::parse`] with the point checks of the decoded key bytes done by
+    /// `checked`, which must answer exactly as [`Identity::from_bytes`] does
+    /// ([`IdentityCache`] remembers its answers).
+    fn parse_with(input: &str, checked: &CheckBytes<'_>) -> Result<Self, IdentityError> {
         if input.is_empty() {
             return Err(IdentityError::Empty);
         }
@@ -122,15 +129,15 @@ impl Identity {
             return Err(IdentityError::TooLong);
         }
         if let Some(rest) = input.strip_prefix("did:key:") {
-            let id = Self::parse_did_key(rest)?;
+            let id = Self::parse_did_key(rest, checked)?;
             if id.did_key() != input {
                 return Err(IdentityError::NonCanonicalEncoding);
             }
             return Ok(id);
         }
         match input.as_bytes()[0] {
-            b'b' => Self::parse_canonical(input),
-            b'1' | b'Q' => Self::parse_peer_id(input).and_then(|id| {
+            b'b' => Self::parse_canonical(input, checked),
+            b'1' | b'Q' => Self::parse_peer_id(input, checked).and_then(|id| {
                 // One key, one spelling (non-minimal varints, reordered fields).
                 if id.peer_id() == input {
                     Ok(id)
@@ -202,12 +209,12 @@ impl Identity {
         )
     }
 
-    fn parse_canonical(input: &str) -> Result<Self, IdentityError> {
+    fn parse_canonical(input: &str, checked: &CheckBytes<'_>) -> Result<Self, IdentityError> {
         let bytes = multibase::Base::Base32Lower
             .decode(&input[1..])
             .map_err(|_| IdentityError::BadCharacters)?;
         let key = decode_protobuf_key(&bytes)?;
-        let identity = Self::from_bytes(&key)?;
+        let identity = checked(&key)?;
         // One key, one spelling: the decoder above is strict, and this catches what
         // it lets through (non-minimal varints, field order, base32 trailing bits).
         if identity.to_string() != input {
@@ -216,7 +223,7 @@ impl Identity {
         Ok(identity)
     }
 
-    fn parse_peer_id(input: &str) -> Result<Self, IdentityError> {
+    fn parse_peer_id(input: &str, checked: &CheckBytes<'_>) -> Result<Self, IdentityError> {
         let bytes = multibase::Base::Base58Btc
             .decode(input)
             .map_err(|_| IdentityError::BadCharacters)?;
@@ -228,13 +235,13 @@ impl Identity {
         let len = cur.varint()?;
         let rest = cur.rest();
         match usize::try_from(len) {
-            Ok(len) if len == rest.len() => Self::from_bytes(&decode_protobuf_key(rest)?),
+            Ok(len) if len == rest.len() => checked(&decode_protobuf_key(rest)?),
             Ok(len) if len < rest.len() => Err(IdentityError::TrailingBytes),
             _ => Err(IdentityError::Malformed),
         }
     }
 
-    fn parse_did_key(rest: &str) -> Result<Self, IdentityError> {
+    fn parse_did_key(rest: &str, checked: &CheckBytes<'_>) -> Result<Self, IdentityError> {
         let Some(b58) = rest.strip_prefix('z') else {
             return Err(IdentityError::UnsupportedBase);
         };
@@ -256,7 +263,53 @@ impl Identity {
         }
         let mut k = [0u8; 32];
         k.copy_from_slice(key);
-        Self::from_bytes(&k)
+        checked(&k)
+    }
+}
+
+/// The point checks of decoded key bytes, as [`Identity::from_bytes`] does them.
+type CheckBytes<'a> = dyn Fn(&[u8; 32]) -> Result<Identity, IdentityError> + 'a;
+
+/// A bounded cache of the keys that passed [`Identity::from_bytes`]: parsing a
+/// key seen before skips its point decompression and torsion check (most of the
+/// cost of a parse, as much as a signature check), and nothing else. Every other
+/// check of [`Identity::parse`] (spelling, encoding, canonical form) runs each
+/// time, and a key that failed is never remembered, so a parse through the cache
+/// accepts and refuses exactly what [`Identity::parse`] does.
+///
+/// The cache holds at most its capacity of keys (about 200 bytes each), evicting
+/// by a scan-resistant policy (S3-FIFO): a flood of new keys does not push out
+/// the ones that keep coming back.
+pub struct IdentityCache {
+    keys: quick_cache::sync::Cache<[u8; 32], Identity>,
+}
+
+impl IdentityCache {
+    pub fn new(capacity: usize) -> Self {
+        IdentityCache {
+            keys: quick_cache::sync::Cache::new(capacity.max(1)),
+        }
+    }
+
+    /// [`Identity::parse`], remembering the keys that pass.
+    pub fn parse(&self, input: &str) -> Result<Identity, IdentityError> {
+        Identity::parse_with(input, &|bytes| {
+            if let Some(known) = self.keys.get(bytes) {
+                return Ok(known);
+            }
+            let identity = Identity::from_bytes(bytes)?;
+            self.keys.insert(*bytes, identity);
+            Ok(identity)
+        })
+    }
+
+    /// Keys held now.
+    pub fn len(&self) -> usize {
+        self.keys.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
     }
 }
 

@@ -40,6 +40,18 @@ pub use keygate_proto::{
 /// than the signature check and made every idle socket hold 128 KiB.
 const READ_BUFFER: usize = 2048;
 
+/// Keys the identity cache holds at most (about 250 bytes each, 4 MiB in all).
+pub const IDENTITY_CACHE: usize = 16_384;
+
+/// Parses a signing identity through the process's cache of keys that passed
+/// their point checks before (`IdentityCache`: the same answers as
+/// `Identity::parse`, without the torsion check for a returning key).
+pub fn parse_identity(input: &str) -> Result<Identity, crate::identity::IdentityError> {
+    static KEYS: std::sync::LazyLock<crate::identity::IdentityCache> =
+        std::sync::LazyLock::new(|| crate::identity::IdentityCache::new(IDENTITY_CACHE));
+    KEYS.parse(input)
+}
+
 /// An upgraded sign-in socket.
 pub type SignInSocket = WebSocketStream<hyper_util::rt::TokioIo<warp::hyper::upgrade::Upgraded>>;
 
@@ -200,7 +212,7 @@ impl SignInBackend for LocalSignIn {
                 .pubkey
                 .ok_or_else(|| Error::bad_request("a token request needs a pubkey"))?;
             let refused = |e: Error| self.hub.challenge_refused(&self.app, None, e, &self.meta);
-            let identity = Identity::parse(&pubkey).map_err(|e| refused(e.into()))?;
+            let identity = parse_identity(&pubkey).map_err(|e| refused(e.into()))?;
             let audience = self.audience.clone().or(frame.audience);
             let c = self.hub.challenge_from(
                 &self.app,
@@ -330,7 +342,7 @@ pub async fn serve<B: SignInBackend>(
                     };
                     if frame.options.dpop && dpop.is_some() {
                         let pubkey = frame.pubkey.as_deref().unwrap_or_default();
-                        bind_to = Some(Identity::parse(pubkey)?);
+                        bind_to = Some(parse_identity(pubkey)?);
                     }
                     let c = backend.begin(frame).await?;
                     send(&mut ws, &challenge_frame(&c)).await?;

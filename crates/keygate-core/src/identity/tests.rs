@@ -216,3 +216,57 @@ fn fast_torsion_check_agrees_with_dalek() {
         }
     }
 }
+
+/// Every spelling of a key as the canonical base32 text of its protobuf form.
+fn spelled(key: &[u8; 32]) -> String {
+    let mut proto = PROTO_PREFIX.to_vec();
+    proto.extend_from_slice(key);
+    b32(&proto)
+}
+
+#[test]
+fn the_cache_accepts_and_refuses_exactly_what_parse_does() {
+    let honest = key(11).verifying_key().to_edwards();
+    let mixed = (honest + curve25519_dalek::constants::EIGHT_TORSION[1])
+        .compress()
+        .to_bytes();
+    let mut small = [0u8; 32];
+    small[0] = 1;
+    let mut non_canonical = [0xffu8; 32];
+    non_canonical[0] = 0xee;
+    non_canonical[31] = 0x7f;
+    let mut off = [0u8; 32];
+    off[0] = 2;
+    let good = Identity::from(&key(12));
+    let mut inputs = vec![
+        good.to_string(),
+        good.peer_id(),
+        good.did_key(),
+        String::new(),
+        "bbaareinotbase32!".into(),
+        format!("{}x", good),
+        good.to_string().to_uppercase(),
+    ];
+    for bad in [mixed, small, non_canonical, off] {
+        inputs.push(spelled(&bad));
+    }
+    let cache = IdentityCache::new(2);
+    // Twice over, so that the second round reads what the first remembered;
+    // then a key pushed out by others parses the same again.
+    for round in 0..2 {
+        for input in &inputs {
+            assert_eq!(
+                cache.parse(input),
+                Identity::parse(input),
+                "round {round}: {input:?}"
+            );
+        }
+    }
+    assert_eq!(cache.len(), 1, "only the key that passed is kept");
+    for seed in 20..30 {
+        let other = Identity::from(&key(seed)).to_string();
+        assert_eq!(cache.parse(&other), Identity::parse(&other));
+    }
+    assert!(cache.len() <= 2 + 1, "bounded: {}", cache.len());
+    assert_eq!(cache.parse(&inputs[0]), Ok(good));
+}

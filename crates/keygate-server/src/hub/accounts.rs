@@ -31,7 +31,7 @@ pub const STATEMENT_TTL: i64 = 300;
 /// Why a key is refused where only a recovery key will do (or the reverse).
 const NOT_A_RECOVERY_KEY: &str = "this key is not the recovery key of an account";
 /// Why a recovery key is refused at sign-in.
-const RECOVERY_KEY_SIGN_IN: &str =
+pub(super) const RECOVERY_KEY_SIGN_IN: &str =
     "a recovery key cannot sign in: it only authorizes linking a new device";
 
 /// Events one page of `GET /v1/account/events` holds unless `limit` says fewer.
@@ -743,29 +743,6 @@ impl Hub {
             .render::<qrcode::render::svg::Color>()
             .min_dimensions(240, 240)
             .build())
-    }
-
-    /// A signing-in key's account (created with this key alone on its first
-    /// sign-in) and whether the app requires a second factor.
-    pub(crate) async fn sign_in_account(
-        &self,
-        identity: &str,
-        app: &str,
-    ) -> Result<(String, bool), Error> {
-        let ctx = self.store.sign_in_context(identity, app).await?;
-        if ctx.recovery {
-            return Err(Error::Forbidden(RECOVERY_KEY_SIGN_IN.into()));
-        }
-        let account = match ctx.account {
-            Some(a) => a,
-            None => {
-                let fresh = account::new_account_id(&mut self.entropy.rng());
-                self.store
-                    .create_account(identity, &fresh, self.now())
-                    .await?
-            }
-        };
-        Ok((account, ctx.mfa_required))
     }
 
     /// Refusal of a refresh token whose session still waits for its second factor,

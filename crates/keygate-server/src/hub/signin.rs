@@ -10,7 +10,7 @@ use crate::challenge::{self, Flow, IssuedChallenge};
 use crate::error::Error;
 use crate::identity::Identity;
 use crate::session;
-use crate::store::{ApiKeyRecord, AuditKind, DpopPolicy, RedeemOutcome, Redemption, Revoke};
+use crate::store::{ApiKeyRecord, AuditKind, DpopPolicy, RedeemOutcome, Redemption};
 use crate::time::UnixTime;
 
 impl Hub {
@@ -25,7 +25,7 @@ impl Hub {
         audience: Option<&str>,
     ) -> Result<IssuedChallenge, Error> {
         let meta = ClientMeta::default();
-        let identity = Identity::parse(pubkey)
+        let identity = crate::signin::parse_identity(pubkey)
             .map_err(|e| self.challenge_refused(app, None, e.into(), &meta))?;
         self.challenge_from(app, flow, &identity, audience, &meta)
     }
@@ -104,7 +104,7 @@ impl Hub {
         expected_audience: Option<&str>,
         meta: ClientMeta,
     ) -> Result<IssuedToken, Error> {
-        let identity = match Identity::parse(signed.pubkey) {
+        let identity = match crate::signin::parse_identity(signed.pubkey) {
             Ok(i) => i,
             Err(e) => {
                 let e = Error::from(e);
@@ -245,17 +245,13 @@ impl Hub {
         now: UnixTime,
         event: &mut crate::store::AuditEvent,
     ) -> Result<IssuedToken, Error> {
-        let (account, mfa_required) = self.sign_in_account(&subject, &app.id).await?;
-        event.account = Some(account.clone());
-        let (session_id, refresh_token) = {
+        let (session_id, refresh_token, new_account) = {
             let mut rng = self.entropy.rng();
             let sid = session::session_id(now, &mut rng);
-            (
-                sid,
-                request
-                    .offline
-                    .then(|| session::new_secret_token(&mut rng, session::REFRESH_PREFIX)),
-            )
+            let refresh = request
+                .offline
+                .then(|| session::new_secret_token(&mut rng, session::REFRESH_PREFIX));
+            (sid, refresh, crate::account::new_account_id(&mut rng))
         };
         let session = crate::store::NewSession {
             id: session_id.clone(),
@@ -279,6 +275,8 @@ impl Hub {
                 .map(|(t, c)| (session::hash_secret(t), c)),
             renew: options.session_id.clone(),
             session,
+            new_account,
+            keep: Some(app.max_sessions),
         };
         // Only what the token needs is kept back, not a copy of the whole redemption.
         let created = (
@@ -289,31 +287,41 @@ impl Hub {
             redemption.session.expires_at,
             request.jkt,
         );
-        let mut assurance = if mfa_required {
-            crate::account::Assurance::Pending
-        } else {
-            crate::account::Assurance::Aal1
-        };
-        let s = match self.store.redeem(redemption).await? {
-            RedeemOutcome::Created => {
-                self.cap_sessions(app, &created.0, now).await;
-                created
+        let mut assurance = crate::account::Assurance::Aal1;
+        let (s, account) = match self.store.redeem(redemption).await? {
+            RedeemOutcome::Created(signed) => {
+                if signed.mfa_required {
+                    assurance = crate::account::Assurance::Pending;
+                }
+                if signed.capped > 0 {
+                    tracing::debug!(key = %app.id, ended = signed.capped, "session cap: oldest sessions ended");
+                    let event = self.event(AuditKind::SessionRevoked);
+                    self.record(event.app(&app.id).identity(&created.0).detail("cap"));
+                }
+                (created, signed.account)
             }
-            RedeemOutcome::Renewed(s) => {
-                let s = *s;
+            RedeemOutcome::Renewed { session, account } => {
+                let s = *session;
                 if let Some(auth) = self.store.session_auth(&s.id).await? {
                     assurance = accounts::assurance(&auth, now);
                 }
                 let jkt = created.5.or(s.jkt);
-                (s.subject, s.id, s.scope, s.client_id, s.expires_at, jkt)
+                (
+                    (s.subject, s.id, s.scope, s.client_id, s.expires_at, jkt),
+                    account,
+                )
             }
             RedeemOutcome::ChallengeUsed => return Err(Error::ChallengeUsed),
             RedeemOutcome::ApiKeyRevoked => return Err(ApiKeyError.into()),
+            RedeemOutcome::RecoveryKey => {
+                return Err(Error::Forbidden(accounts::RECOVERY_KEY_SIGN_IN.into()));
+            }
             RedeemOutcome::SessionGone => {
                 let sid = options.session_id.as_deref().unwrap_or_default();
                 return Err(self.why_not_renewed(&created.0, &app.id, sid, now).await);
             }
         };
+        event.account = Some(account.clone());
         let (subject, sid, scope, client_id, session_expires_at, jkt) = s;
         event.session = Some(sid.clone());
         event.detail = Some(
@@ -359,35 +367,6 @@ impl Hub {
         }
     }
 
-    /// Ends the oldest live sessions of `subject` with `app` beyond the key's
-    /// `max_sessions` (each gets a revocation-feed entry). The new session is
-    /// already committed: a failure here is logged, and the next sign-in tries
-    /// again.
-    async fn cap_sessions(&self, app: &ApiKeyRecord, subject: &str, now: UnixTime) {
-        let keep = app.max_sessions.max(1);
-        let result = async {
-            if self.store.live_session_count(subject, &app.id, now).await? <= u64::from(keep) {
-                return Ok(0);
-            }
-            let which = Revoke::Beyond {
-                subject,
-                api_key: &app.id,
-                keep,
-            };
-            self.store.revoke_sessions(which, now).await
-        }
-        .await;
-        match result {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::debug!(key = %app.id, ended = n, "session cap: oldest sessions ended");
-                let event = self.event(AuditKind::SessionRevoked);
-                self.record(event.app(&app.id).identity(subject).detail("cap"));
-            }
-            Err(e) => tracing::warn!(error = %e, "session cap not applied"),
-        }
-    }
-
     /// `POST /v1/dev/token`: a development key mints a token for any identity
     /// without a signature (docs/dev-mode.md), on a Hub started with `--dev`.
     /// The session is real (listed, revocable, capped); the token says `acr`
@@ -411,7 +390,7 @@ impl Hub {
                 "session_id: a development token always starts a new session",
             ));
         }
-        let identity = Identity::parse(pubkey)?;
+        let identity = crate::signin::parse_identity(pubkey)?;
         let subject = identity.to_string();
         self.guard.check_identity(&subject)?;
         let request = validate_options(app, options, &identity)?;

@@ -23,7 +23,6 @@ use crate::error::Error;
 use crate::http::{error_response, header_str, json_body, reply};
 use crate::hub::routes::{ChallengeBody, client_meta};
 use crate::hub::{ClientMeta, Hub, IssuedToken, SignedChallenge, TokenOptions};
-use crate::identity::Identity;
 use crate::signin::{self, ClientFrame, LocalSignIn, ServerFrame, SignInBackend};
 use crate::store::ApiKeyRecord;
 use crate::time::{format_rfc3339, parse_rfc3339};
@@ -140,7 +139,7 @@ impl Provider {
                 hub.challenge(app, Flow::ProviderHttp, id, Some(audience))
             }
             HubLink::Remote(client) => {
-                Identity::parse(id)?;
+                crate::signin::parse_identity(id)?;
                 Ok(client.challenge(id, Some(audience)).await?)
             }
         }
@@ -172,7 +171,7 @@ impl Provider {
             HubLink::Remote(client) => {
                 // The Hub checks that it issued the challenge; we check that it was
                 // issued for this origin.
-                let identity = Identity::parse(&req.id)?;
+                let identity = crate::signin::parse_identity(&req.id)?;
                 challenge::check_addressed_to(&req.challenge, audience, &identity)?;
                 Ok(client
                     .token(&req.id, &req.challenge, &req.sig, &req.options)
@@ -196,7 +195,7 @@ impl SignInBackend for RemoteSignIn {
                 .pubkey
                 .as_deref()
                 .ok_or_else(|| Error::bad_request("a token request needs a pubkey"))?;
-            Identity::parse(pubkey)?;
+            crate::signin::parse_identity(pubkey)?;
             frame.audience = Some(self.audience.clone());
             let mut ws = self.client.connect_ws().await?;
             let answer = client::exchange(&mut ws, &frame).await?;
@@ -353,7 +352,7 @@ pub fn routes(provider: Arc<Provider>) -> BoxedFilter<(Response,)> {
                         }
                         body.options.dpop = proof.is_some() || body.options.dpop;
                         if body.options.dpop {
-                            let identity = Identity::parse(&body.id)?;
+                            let identity = crate::signin::parse_identity(&body.id)?;
                             p.dpop_check("/api/token")
                                 .sign_in(proof, "POST", &identity)?;
                         }

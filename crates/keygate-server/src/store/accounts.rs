@@ -167,15 +167,6 @@ pub trait AccountStore: Send + Sync + 'static {
         api_key: &'a str,
     ) -> BoxFuture<'a, StoreResult<SignInContext>>;
 
-    /// The key's account, creating `fresh` with this key as its only key if it has
-    /// none (first writer wins). Returns the account id.
-    fn create_account<'a>(
-        &'a self,
-        identity: &'a str,
-        fresh: &'a str,
-        now: UnixTime,
-    ) -> BoxFuture<'a, StoreResult<String>>;
-
     fn session_auth<'a>(&'a self, id: &'a str) -> BoxFuture<'a, StoreResult<Option<SessionAuth>>>;
 
     /// The session a refresh token (by hash) belongs to, spent or not.

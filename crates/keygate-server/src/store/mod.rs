@@ -268,17 +268,42 @@ pub struct Redemption {
     /// Renew this existing session (same subject and app) instead of creating
     /// `session`: only its last use moves.
     pub renew: Option<String>,
+    /// The account made for the signing key, in the same transaction, if this
+    /// is its first sign-in (it belongs to no account yet).
+    pub new_account: String,
+    /// Keep at most this many live sessions of the subject with the app: a new
+    /// session beyond it ends the oldest (with feed entries), in the same
+    /// transaction.
+    pub keep: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RedeemOutcome {
-    Created,
-    /// The session named in `renew`, after renewal.
-    Renewed(Box<SessionRecord>),
+    Created(SignedIn),
+    /// The session named in `renew`, after renewal, and the key's account.
+    Renewed {
+        session: Box<SessionRecord>,
+        account: String,
+    },
     ChallengeUsed,
     ApiKeyRevoked,
     /// The session to renew is not this identity's, or no longer live.
     SessionGone,
+    /// The key is its account's recovery key, which never signs in (the
+    /// challenge is spent all the same).
+    RecoveryKey,
+}
+
+/// What a new session's sign-in learnt in its transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedIn {
+    /// The signing key's account (made just now on its first sign-in).
+    pub account: String,
+    /// The app asks for a second factor before the session is complete.
+    pub mfa_required: bool,
+    /// How many of the identity's oldest sessions with the app ended, to keep
+    /// it under its cap (counted on one sign-in of the batch).
+    pub capped: u64,
 }
 
 /// A one-time token id an app minted for one of its users.

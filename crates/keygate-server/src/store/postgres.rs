@@ -55,6 +55,11 @@ fn migrator() -> Migrator {
         (4, "oauth", include_str!("postgres/0004_oauth.sql")),
         (5, "dpop", include_str!("postgres/0005_dpop.sql")),
         (6, "audit", include_str!("postgres/0006_audit.sql")),
+        (
+            7,
+            "session_cap",
+            include_str!("postgres/0007_session_cap.sql"),
+        ),
     ])
 }
 

@@ -15,7 +15,7 @@
 //! SQLite's single writer connection). Each caller learns its own outcome only
 //! after the commit is durable.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use futures_util::FutureExt;
@@ -30,6 +30,7 @@ use super::rows::{
 };
 use super::seal::MasterKey;
 use super::*;
+use crate::account::RECOVERY_LABEL;
 
 mod accounts;
 mod audit;
@@ -240,10 +241,11 @@ where
                 spent_now.insert(n);
             }
         }
-        // 2. Which app keys involved are live, in sorted order. FOR SHARE holds a
-        //    revocation of the key (an UPDATE of its row) until this batch has
-        //    committed, so that the revocation then sees, and revokes, the
-        //    sessions made here (on SQLite the write lock taken above does).
+        // 2. Which app keys involved are live, and whether they ask for a second
+        //    factor, in sorted order. FOR SHARE holds a revocation of the key (an
+        //    UPDATE of its row) until this batch has committed, so that the
+        //    revocation then sees, and revokes, the sessions made here (on SQLite
+        //    the write lock taken above does).
         let mut keys: Vec<&str> = batch
             .iter()
             .filter(|j| j.redemption.renew.is_none())
@@ -251,21 +253,30 @@ where
             .collect();
         keys.sort_unstable();
         keys.dedup();
-        let mut live: HashSet<&str> = HashSet::with_capacity(keys.len());
+        let mut live: HashMap<&str, bool> = HashMap::with_capacity(keys.len());
         let sql = format!(
-            "SELECT 1 AS live FROM api_keys WHERE id = $1 AND revoked_at IS NULL{}",
+            "SELECT COALESCE((SELECT required FROM api_key_mfa WHERE key_id = $1), 0) AS mfa \
+             FROM api_keys WHERE id = $1 AND revoked_at IS NULL{}",
             B::FOR_SHARE
         );
         for key in keys {
-            let row = sqlx::query(sqlx::AssertSqlSafe(sql.clone()))
+            let row = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()))
                 .bind(key)
                 .fetch_optional(&mut *tx)
                 .await?;
-            if row.is_some() {
-                live.insert(key);
+            if let Some(row) = row {
+                live.insert(key, row.int("mfa")? != 0);
             }
         }
-        // 3. Each job's outcome; renewals run here, new sessions are collected.
+        // 3. The account of every key signing in; a key's first sign-in creates
+        //    its own, here rather than in a transaction of its own.
+        let signing: Vec<&Redemption> = batch
+            .iter()
+            .map(|j| &j.redemption)
+            .filter(|r| spent_now.contains(&r.nonce_id))
+            .collect();
+        let accounts = Self::accounts_of(&mut tx, &signing).await?;
+        // 4. Each job's outcome; renewals run here, new sessions are collected.
         let mut outcomes = Vec::with_capacity(batch.len());
         let mut created: Vec<&Redemption> = Vec::with_capacity(batch.len());
         for job in batch {
@@ -275,6 +286,13 @@ where
                 continue;
             }
             let s = &r.session;
+            let Some((account, recovery)) = accounts.get(s.subject.as_str()) else {
+                return Err(StoreError::Internal("account row vanished".into()));
+            };
+            if *recovery {
+                outcomes.push(RedeemOutcome::RecoveryKey);
+                continue;
+            }
             if let Some(sid) = &r.renew {
                 let row = sqlx::query(sqlx::AssertSqlSafe(format!(
                     "UPDATE sessions SET last_used_at = $1 WHERE id = $2 AND subject = $3 \
@@ -288,24 +306,175 @@ where
                 .fetch_optional(&mut *tx)
                 .await?;
                 outcomes.push(match row {
-                    Some(row) => RedeemOutcome::Renewed(Box::new(session_from_row(&row)?)),
+                    Some(row) => RedeemOutcome::Renewed {
+                        session: Box::new(session_from_row(&row)?),
+                        account: account.clone(),
+                    },
                     None => RedeemOutcome::SessionGone,
                 });
                 continue;
             }
-            if !live.contains(s.api_key.as_str()) {
+            let Some(&mfa_required) = live.get(s.api_key.as_str()) else {
                 outcomes.push(RedeemOutcome::ApiKeyRevoked);
                 continue;
-            }
+            };
             created.push(r);
-            outcomes.push(RedeemOutcome::Created);
+            outcomes.push(RedeemOutcome::Created(SignedIn {
+                account: account.clone(),
+                mfa_required,
+                capped: 0,
+            }));
         }
-        // 4. The new sessions, then their refresh tokens.
+        // 5. The new sessions, then their refresh tokens.
         if !created.is_empty() {
             B::insert_sessions(&mut tx, &created).await?;
         }
+        // 6. The per-key session caps, last: they may take the feed's lock.
+        let mut capped = Self::cap_sessions_in(&mut tx, &created).await?;
+        let ended: u64 = capped.values().sum();
         tx.commit().await?;
+        if ended > 0 {
+            crate::metrics::metrics().sessions_revoked(ended);
+            // Told to the first sign-in of each identity and app that passed its cap.
+            for (job, outcome) in batch.iter().zip(outcomes.iter_mut()) {
+                let s = &job.redemption.session;
+                if let RedeemOutcome::Created(signed) = outcome
+                    && let Some(n) = capped.remove(&(s.subject.as_str(), s.api_key.as_str()))
+                {
+                    signed.capped = n;
+                }
+            }
+        }
         Ok(outcomes)
+    }
+
+    /// The account of each subject signing in, and whether that key is its
+    /// account's recovery key. A key with no account gets the one its
+    /// redemption drew (`new_account`), as its only key; where another
+    /// transaction added the key first, its row wins and is read back.
+    async fn accounts_of(
+        tx: &mut Transaction<'_, B>,
+        signing: &[&Redemption],
+    ) -> StoreResult<HashMap<String, (String, bool)>> {
+        let mut subjects: Vec<&str> = signing.iter().map(|r| r.session.subject.as_str()).collect();
+        subjects.sort_unstable();
+        subjects.dedup();
+        let mut found = HashMap::with_capacity(subjects.len());
+        Self::read_accounts(tx, &subjects, &mut found).await?;
+        if found.len() == subjects.len() {
+            return Ok(found);
+        }
+        // First sign-ins, in sorted order (concurrent batches insert in the same
+        // order: no deadlock).
+        let mut first: Vec<&Redemption> = signing
+            .iter()
+            .copied()
+            .filter(|r| !found.contains_key(r.session.subject.as_str()))
+            .collect();
+        first.sort_by(|a, b| a.session.subject.cmp(&b.session.subject));
+        first.dedup_by(|a, b| a.session.subject == b.session.subject);
+        for chunk in chunks(&first) {
+            let sql = values_sql(
+                "INSERT INTO account_keys (identity, account_id, added_at)",
+                3,
+                chunk.len(),
+                " ON CONFLICT DO NOTHING",
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for r in chunk {
+                q = q
+                    .bind(r.session.subject.as_str())
+                    .bind(r.new_account.as_str())
+                    .bind(r.session.created_at);
+            }
+            q.execute(&mut **tx).await?;
+        }
+        let missing: Vec<&str> = first.iter().map(|r| r.session.subject.as_str()).collect();
+        Self::read_accounts(tx, &missing, &mut found).await?;
+        Ok(found)
+    }
+
+    /// Adds to `found` the account and recovery flag of each of `identities`
+    /// that has an account.
+    async fn read_accounts(
+        tx: &mut Transaction<'_, B>,
+        identities: &[&str],
+        found: &mut HashMap<String, (String, bool)>,
+    ) -> StoreResult<()> {
+        for chunk in chunks(identities) {
+            let sql = values_sql(
+                "SELECT identity, account_id, label FROM account_keys WHERE identity IN (",
+                1,
+                chunk.len(),
+                ")",
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for identity in chunk {
+                q = q.bind(*identity);
+            }
+            for row in q.fetch_all(&mut **tx).await? {
+                let recovery = row.opt_text("label")?.as_deref() == Some(RECOVERY_LABEL);
+                found.insert(row.text("identity")?, (row.text("account_id")?, recovery));
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the oldest live sessions of each identity and app among `created`
+    /// beyond its cap ([`Redemption::keep`]), with their feed entries; returns
+    /// how many ended per identity and app. A count over a covering index
+    /// decides first whether the cap can have been passed, so an identity under
+    /// its cap costs one index probe.
+    async fn cap_sessions_in<'r>(
+        tx: &mut Transaction<'_, B>,
+        created: &[&'r Redemption],
+    ) -> StoreResult<HashMap<(&'r str, &'r str), u64>> {
+        let mut pairs: Vec<(&str, &str, u32)> = created
+            .iter()
+            .filter_map(|r| {
+                let s = &r.session;
+                r.keep
+                    .map(|k| (s.subject.as_str(), s.api_key.as_str(), k.max(1)))
+            })
+            .collect();
+        let mut ended = HashMap::new();
+        if pairs.is_empty() {
+            return Ok(ended);
+        }
+        pairs.sort_unstable();
+        pairs.dedup_by(|a, b| (a.0, a.1) == (b.0, b.1));
+        let now = created
+            .iter()
+            .map(|r| r.session.created_at)
+            .max()
+            .unwrap_or_default();
+        let mut rows = Vec::new();
+        for (subject, api_key, keep) in pairs {
+            let open = sqlx::query(
+                "SELECT COUNT(*) AS n FROM (SELECT 1 FROM sessions WHERE subject = $1 \
+                 AND api_key = $2 AND revoked_at IS NULL LIMIT $3) AS open",
+            )
+            .bind(subject)
+            .bind(api_key)
+            .bind(i64::from(keep) + 1)
+            .fetch_one(&mut **tx)
+            .await?;
+            if open.int("n")? <= i64::from(keep) {
+                continue;
+            }
+            let which = Revoke::Beyond {
+                subject,
+                api_key,
+                keep,
+            };
+            let revoked = Self::revoke_rows(tx, &which, now).await?;
+            if !revoked.is_empty() {
+                ended.insert((subject, api_key), revoked.len() as u64);
+                rows.extend(revoked);
+            }
+        }
+        Self::append_feed(tx, &rows, now).await?;
+        Ok(ended)
     }
 
     async fn insert_signing_key_in(
@@ -372,18 +541,23 @@ where
     }
 
     /// Revokes the sessions `UPDATE … WHERE` picks and appends them to the feed.
-    ///
-    /// Where writers are concurrent (PostgreSQL) the feed is locked (EXCLUSIVE:
-    /// plain reads go on) before its sequence numbers are drawn and until commit,
-    /// so entries become visible in sequence order: a reader that has seen entry
-    /// n has seen every entry before it, and its cursor skips none. The lock is
-    /// taken last, after the session rows, so a transaction holding it never
-    /// waits for anything else.
     async fn revoke_in(
         tx: &mut Transaction<'_, B>,
         which: &Revoke<'_>,
         now: UnixTime,
     ) -> StoreResult<u64> {
+        let rows = Self::revoke_rows(tx, which, now).await?;
+        Self::append_feed(tx, &rows, now).await?;
+        Ok(rows.len() as u64)
+    }
+
+    /// Revokes the sessions `UPDATE … WHERE` picks; returns their ids and
+    /// expiries, for [`Self::append_feed`].
+    async fn revoke_rows(
+        tx: &mut Transaction<'_, B>,
+        which: &Revoke<'_>,
+        now: UnixTime,
+    ) -> StoreResult<Vec<(String, i64)>> {
         // The sessions picked, by $2, $3 … (text) then any integers after them.
         let (pick, texts, ints): (&str, Vec<&str>, Vec<i64>) = match *which {
             Revoke::One { subject, id } => ("subject = $2 AND id = $3", vec![subject, id], vec![]),
@@ -419,16 +593,36 @@ where
         for int in ints {
             query = query.bind(int);
         }
-        let rows = query.fetch_all(&mut **tx).await?;
+        query
+            .fetch_all(&mut **tx)
+            .await?
+            .iter()
+            .map(|row| Ok((row.text("id")?, row.int("expires_at")?)))
+            .collect()
+    }
+
+    /// Appends revoked sessions (id, expiry) to the revocation feed.
+    ///
+    /// Where writers are concurrent (PostgreSQL) the feed is locked (EXCLUSIVE:
+    /// plain reads go on) before its sequence numbers are drawn and until commit,
+    /// so entries become visible in sequence order: a reader that has seen entry
+    /// n has seen every entry before it, and its cursor skips none. Call it after
+    /// every session row the transaction updates, so that a transaction holding
+    /// the lock never waits for anything else.
+    async fn append_feed(
+        tx: &mut Transaction<'_, B>,
+        rows: &[(String, i64)],
+        now: UnixTime,
+    ) -> StoreResult<()> {
         if rows.is_empty() {
-            return Ok(0);
+            return Ok(());
         }
         if let Some(lock) = B::lock_exclusive("revocations") {
             sqlx::query(sqlx::AssertSqlSafe(lock))
                 .execute(&mut **tx)
                 .await?;
         }
-        for chunk in chunks(&rows) {
+        for chunk in chunks(rows) {
             let sql = values_sql(
                 "INSERT INTO revocations (session_id, revoked_at, expires_at)",
                 3,
@@ -436,15 +630,12 @@ where
                 "",
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for row in chunk {
-                q = q
-                    .bind(row.text("id")?.as_str())
-                    .bind(now)
-                    .bind(row.int("expires_at")?);
+            for (id, expires_at) in chunk {
+                q = q.bind(id.as_str()).bind(now).bind(*expires_at);
             }
             q.execute(&mut **tx).await?;
         }
-        Ok(rows.len() as u64)
+        Ok(())
     }
 }
 

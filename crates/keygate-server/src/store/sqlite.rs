@@ -44,6 +44,11 @@ fn migrator() -> Migrator {
         (5, "oauth", include_str!("sqlite/0005_oauth.sql")),
         (6, "dpop", include_str!("sqlite/0006_dpop.sql")),
         (7, "audit", include_str!("sqlite/0007_audit.sql")),
+        (
+            8,
+            "session_cap",
+            include_str!("sqlite/0008_session_cap.sql"),
+        ),
     ])
 }
 

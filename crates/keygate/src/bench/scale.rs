@@ -276,8 +276,10 @@ pub async fn store(database: &str, concurrency: usize, count: u64) -> Result<(),
                         },
                         refresh: None,
                         renew: None,
+                        new_account: format!("kga_bench{i}"),
+                        keep: None,
                     };
-                    if store.redeem(r).await != Ok(RedeemOutcome::Created) {
+                    if !matches!(store.redeem(r).await, Ok(RedeemOutcome::Created(_))) {
                         failed += 1;
                     }
                 }

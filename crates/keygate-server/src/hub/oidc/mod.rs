@@ -533,7 +533,7 @@ impl Hub {
     }
 
     fn oidc_issue(&self, app: &ApiKeyRecord, pubkey: &str) -> Result<String, Error> {
-        let identity = Identity::parse(pubkey)?;
+        let identity = crate::signin::parse_identity(pubkey)?;
         self.guard.check_identity(&identity.to_string())?;
         Ok(challenge::issue(
             &self.nonce_key,
@@ -558,7 +558,7 @@ impl Hub {
         signed: SignedChallenge<'_>,
         meta: ClientMeta,
     ) -> Result<super::IssuedToken, Error> {
-        let identity = Identity::parse(signed.pubkey)?;
+        let identity = crate::signin::parse_identity(signed.pubkey)?;
         let subject = identity.to_string();
         self.guard.check_identity(&subject)?;
         let now = self.now();
@@ -1351,7 +1351,7 @@ impl Hub {
         let code = device.user_code.clone();
         if !approve {
             // The signature still has to be right: only the key holder says no.
-            let identity = Identity::parse(signed.pubkey)?;
+            let identity = crate::signin::parse_identity(signed.pubkey)?;
             challenge::verify(
                 &self.nonce_key,
                 &app.id,

@@ -9,7 +9,7 @@ use super::{Backend, SqlStore};
 use crate::account::{Factor, RECOVERY_LABEL};
 use crate::store::accounts::*;
 use crate::store::rows::{Columns, SESSION_COLUMNS, session_from_row};
-use crate::store::{Revoke, StoreError, StoreResult};
+use crate::store::{Revoke, StoreResult};
 use crate::time::UnixTime;
 
 fn totp_context(account: &str) -> String {
@@ -123,30 +123,6 @@ where
                 mfa_required: row.int("mfa")? != 0,
                 recovery: row.int("recovery")? != 0,
             })
-        }
-        .boxed()
-    }
-
-    fn create_account<'a>(
-        &'a self,
-        identity: &'a str,
-        fresh: &'a str,
-        now: UnixTime,
-    ) -> BoxFuture<'a, StoreResult<String>> {
-        async move {
-            let mut tx = self.write.begin().await?;
-            sqlx::query(
-                "INSERT INTO account_keys (identity, account_id, added_at) VALUES ($1, $2, $3) \
-                 ON CONFLICT DO NOTHING",
-            )
-            .bind(identity)
-            .bind(fresh)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            let account = Self::account_in(&mut tx, identity).await?;
-            tx.commit().await?;
-            account.ok_or_else(|| StoreError::Internal("account row vanished".into()))
         }
         .boxed()
     }

@@ -34,7 +34,18 @@ fn redemption(nonce: u8, sid: &str, api_key: &str) -> Redemption {
         },
         refresh: Some(([nonce; 32], "cli".into())),
         renew: None,
+        new_account: format!("kga_{nonce}"),
+        keep: None,
     }
+}
+
+/// A new session's outcome, in account `account`, nothing capped.
+fn created(account: &str) -> RedeemOutcome {
+    RedeemOutcome::Created(SignedIn {
+        account: account.into(),
+        mfa_required: false,
+        capped: 0,
+    })
 }
 
 /// One batch holding every case at once has the outcomes of running its jobs
@@ -42,7 +53,7 @@ fn redemption(nonce: u8, sid: &str, api_key: &str) -> Redemption {
 /// `commit` runs a batch on `store`'s database.
 async fn batch_then_cap(
     store: &dyn Store,
-    commit: impl AsyncFnOnce(&[Job]) -> StoreResult<Vec<RedeemOutcome>>,
+    commit: impl AsyncFn(&[Job]) -> StoreResult<Vec<RedeemOutcome>>,
 ) {
     for (id, revoked_at) in [("kgk_live", None), ("kgk_gone", Some(5))] {
         let key = crate::apikey::generate(&mut keygate_core::entropy::os_rng());
@@ -55,8 +66,9 @@ async fn batch_then_cap(
             .unwrap();
     }
     // A nonce spent by an earlier batch.
+    // (It is the key's first sign-in: it makes the key's account.)
     let first = store.redeem(redemption(9, "s0", "kgk_live")).await;
-    assert_eq!(first, Ok(RedeemOutcome::Created));
+    assert_eq!(first, Ok(created("kga_9")));
     let jobs: Vec<Job> = [
         redemption(1, "s1", "kgk_live"),
         redemption(1, "s2", "kgk_live"),
@@ -74,11 +86,11 @@ async fn batch_then_cap(
     assert_eq!(
         commit(&jobs).await.unwrap(),
         [
-            Created,
+            created("kga_9"),
             ChallengeUsed,
             ChallengeUsed,
             ApiKeyRevoked,
-            Created
+            created("kga_9")
         ]
     );
     let sessions = store.sessions_of("bbaareisubject").await.unwrap();
@@ -120,6 +132,49 @@ async fn batch_then_cap(
     revoked.sort_unstable();
     assert_eq!(revoked, ["s0", "s1"]);
     assert_eq!(store.revocation_cursor().await.unwrap(), feed[1].seq);
+
+    // Two first sign-ins of one new key in one batch share the account the
+    // first drew; its cap of one, applied in the batch, keeps the newest
+    // and puts the other in the feed, counted on the first sign-in.
+    let jobs: Vec<Job> = [(20, "t1"), (21, "t2")]
+        .into_iter()
+        .map(|(nonce, sid)| {
+            let mut r = redemption(nonce, sid, "kgk_live");
+            r.session.subject = "bbaarenewkey".into();
+            r.keep = Some(1);
+            Job {
+                redemption: r,
+                reply: oneshot::channel().0,
+            }
+        })
+        .collect();
+    let capped = RedeemOutcome::Created(SignedIn {
+        account: "kga_20".into(),
+        mfa_required: false,
+        capped: 1,
+    });
+    assert_eq!(commit(&jobs).await.unwrap(), [capped, created("kga_20")]);
+    let n = store
+        .live_session_count("bbaarenewkey", "kgk_live", 1_500)
+        .await
+        .unwrap();
+    assert_eq!(n, 1);
+    assert!(
+        store
+            .session("t1")
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some()
+    );
+    let feed = store.revocations_since(0, 10).await.unwrap();
+    assert_eq!(feed.last().map(|e| e.session_id.as_str()), Some("t1"));
+    // Under its cap, a sign-in ends nothing.
+    let mut r = redemption(22, "t3", "kgk_live");
+    r.keep = Some(10);
+    assert_eq!(store.redeem(r).await, Ok(created("kga_9")));
+    assert_eq!(store.revocations_since(0, 10).await.unwrap().len(), 3);
 }
 
 #[cfg(feature = "sqlite")]
@@ -313,7 +368,10 @@ async fn oauth_state(store: &dyn Store) {
     let mut sign_in = redemption(40, "s_oidc", "kgk_app");
     sign_in.refresh = None;
     sign_in.session.client_id = Some("kgc_one".into());
-    assert_eq!(store.redeem(sign_in).await, Ok(RedeemOutcome::Created));
+    assert!(matches!(
+        store.redeem(sign_in).await,
+        Ok(RedeemOutcome::Created(_))
+    ));
     store
         .add_refresh_token("s_oidc", [41; 32], "kgc_one", 1_000)
         .await
