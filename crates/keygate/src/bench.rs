@@ -137,6 +137,8 @@ struct Plan {
     duration: Duration,
     count: Option<u64>,
     rate: Option<f64>,
+    /// A new key for every sign-in: each is the key's first (its account is made).
+    new_keys: bool,
 }
 
 async fn load(a: LoadArgs) -> Result<(), String> {
@@ -158,6 +160,7 @@ async fn load(a: LoadArgs) -> Result<(), String> {
         duration: Duration::from_secs_f64(a.duration),
         count: a.count,
         rate: a.rate,
+        new_keys: a.new_keys,
     };
     let floor = if a.floor_budget > 0.0 {
         let f = measure_floor(a.floor_budget.min(60.0)).await?;
@@ -245,7 +248,10 @@ async fn run_load(name: &'static str, target: &Target, pid: u32, plan: Plan) -> 
     let target = Arc::new(target.clone());
     let tasks: Vec<_> = users
         .into_iter()
-        .map(|user| tokio::spawn(client_loop(target.clone(), user, plan.flow, shared.clone())))
+        .map(|user| {
+            let (target, shared) = (target.clone(), shared.clone());
+            tokio::spawn(client_loop(target, user, plan.flow, plan.new_keys, shared))
+        })
         .collect();
     tokio::time::sleep(plan.warmup).await;
     let before = Counters::read(pid);
@@ -307,8 +313,9 @@ async fn run_load(name: &'static str, target: &Target, pid: u32, plan: Plan) -> 
 
 async fn client_loop(
     target: Arc<Target>,
-    user: client::User,
+    mut user: client::User,
     flow: Flow,
+    new_keys: bool,
     shared: Arc<Shared>,
 ) -> ClientStats {
     let mut stats = ClientStats::default();
@@ -325,6 +332,9 @@ async fn client_loop(
         };
         if shared.phase.load(Ordering::SeqCst) == STOPPED {
             break;
+        }
+        if new_keys {
+            user = client::User::new(&target);
         }
         let outcome = tokio::time::timeout(SIGN_IN_TIMEOUT, async {
             match flow {
@@ -420,6 +430,11 @@ impl Report {
             Some(r) => format!("open loop at {r:.0}/s"),
             None => "closed loop".into(),
         };
+        let mode = if self.plan.new_keys {
+            format!("{mode}, a new key each sign-in")
+        } else {
+            mode
+        };
         let flow = match self.plan.flow {
             Flow::Ws => "WebSocket",
             Flow::Http => "HTTP",
@@ -480,6 +495,7 @@ impl Report {
             "url": self.url,
             "flow": format!("{:?}", self.plan.flow).to_lowercase(),
             "clients": self.plan.clients,
+            "new_keys": self.plan.new_keys,
             "rate_target": self.plan.rate,
             "seconds": self.window.as_secs_f64(),
             "ok": self.ok,

@@ -124,4 +124,8 @@ pub struct LoadArgs {
     /// Also print each result as one line of JSON.
     #[arg(long)]
     pub json: bool,
+    /// Sign in with a new key every time (each sign-in is that key's first, and
+    /// makes its account) instead of one key per client.
+    #[arg(long)]
+    pub new_keys: bool,
 }
