@@ -66,6 +66,14 @@ async fn app_of(s: &TestServer) -> App {
     App { id, secret }
 }
 
+/// A server, an app of it, and a mux link of the app's.
+async fn linked() -> (TestServer, App, Ws) {
+    let s = serve().await;
+    let app = app_of(&s).await;
+    let ws = mux(&s, &app).await;
+    (s, app, ws)
+}
+
 /// Checks an error frame: its code, its id (none when `id` is `None`), the
 /// message repeated as `value`, and that it quotes nothing of `sent`.
 fn assert_error(f: &Value, id: Option<&str>, code: &str, sent: &str) {
@@ -75,6 +83,49 @@ fn assert_error(f: &Value, id: Option<&str>, code: &str, sent: &str) {
     assert_eq!(f["value"], f["message"], "{f}");
     assert!(!f["message"].as_str().unwrap().is_empty(), "{f}");
     assert!(sent.is_empty() || !f.to_string().contains(sent), "{f}");
+}
+
+/// Starts sign-in `tag` of `key` on a mux link; the challenge text.
+async fn ask(ws: &mut Ws, tag: &str, key: &SigningKey) -> String {
+    send(ws, json!({"type": "token", "id": tag, "pubkey": id(key)})).await;
+    let c = recv(ws).await;
+    assert_eq!(
+        (c["type"].as_str(), c["id"].as_str()),
+        (Some("challenge"), Some(tag)),
+        "{c}"
+    );
+    c["value"].as_str().unwrap().to_owned()
+}
+
+/// Answers challenge `text` of sign-in `tag` with `key`'s signature; the token frame.
+async fn answer(ws: &mut Ws, tag: &str, key: &SigningKey, text: &str) -> Value {
+    send(
+        ws,
+        json!({"type": "challenge", "id": tag, "sig": sign(key, text)}),
+    )
+    .await;
+    let t = recv(ws).await;
+    assert_eq!(
+        (t["type"].as_str(), t["id"].as_str()),
+        (Some("token"), Some(tag)),
+        "{t}"
+    );
+    t
+}
+
+/// A user's sign-in on a Provider's `/ws/userauth` up to its first answer.
+async fn user_asks(url: &str, origin: &str, key: &SigningKey) -> (Ws, Value) {
+    let mut ws = connect(url, Some(origin)).await;
+    send(&mut ws, json!({"type": "token", "pubkey": id(key)})).await;
+    let c = recv(&mut ws).await;
+    (ws, c)
+}
+
+/// The user signs challenge frame `c`; the Provider's answer.
+async fn user_answers(ws: &mut Ws, key: &SigningKey, c: &Value) -> Value {
+    let text = c["value"].as_str().unwrap();
+    send(ws, json!({"type": "challenge", "sig": sign(key, text)})).await;
+    recv(ws).await
 }
 
 #[tokio::test]
@@ -91,18 +142,10 @@ async fn split_provider_carries_many_sign_ins_over_a_few_hub_links() {
                 (url.clone(), split.origin.clone(), all_challenged.clone());
             tokio::spawn(async move {
                 let key = user_n(n);
-                let mut ws = connect(&url, Some(&origin)).await;
-                send(&mut ws, json!({"type": "token", "pubkey": id(&key)})).await;
-                let c = recv(&mut ws).await;
+                let (mut ws, c) = user_asks(&url, &origin, &key).await;
                 assert_eq!(c["type"], "challenge", "{c}");
                 barrier.wait().await;
-                let text = c["value"].as_str().unwrap();
-                send(
-                    &mut ws,
-                    json!({"type": "challenge", "sig": sign(&key, text)}),
-                )
-                .await;
-                let t = recv(&mut ws).await;
+                let t = user_answers(&mut ws, &key, &c).await;
                 assert_eq!(t["type"], "token", "{t}");
                 (id(&key), t["value"].as_str().unwrap().to_owned())
             })
@@ -195,29 +238,8 @@ async fn mux_refuses_unsigned_handshakes_and_frames_without_a_valid_id() {
     assert_error(&recv(&mut ws).await, Some("nobody"), "bad_request", evil);
 
     // The link still serves a sign-in after all that.
-    send(
-        &mut ws,
-        json!({"type": "token", "id": "ok", "pubkey": id(&key)}),
-    )
-    .await;
-    let c = recv(&mut ws).await;
-    assert_eq!(
-        (c["type"].as_str(), c["id"].as_str()),
-        (Some("challenge"), Some("ok")),
-        "{c}"
-    );
-    let text = c["value"].as_str().unwrap();
-    send(
-        &mut ws,
-        json!({"type": "challenge", "id": "ok", "sig": sign(&key, text)}),
-    )
-    .await;
-    let t = recv(&mut ws).await;
-    assert_eq!(
-        (t["type"].as_str(), t["id"].as_str()),
-        (Some("token"), Some("ok")),
-        "{t}"
-    );
+    let text = ask(&mut ws, "ok", &key).await;
+    answer(&mut ws, "ok", &key, &text).await;
 
     // A flood of frames without a valid id closes it.
     for _ in 0..40 {
@@ -243,9 +265,7 @@ async fn mux_refuses_unsigned_handshakes_and_frames_without_a_valid_id() {
 
 #[tokio::test]
 async fn mux_sign_ins_are_kept_apart_by_id() {
-    let s = serve().await;
-    let app = app_of(&s).await;
-    let mut ws = mux(&s, &app).await;
+    let (s, app, mut ws) = linked().await;
     let (a, b) = (user(61), user(62));
     send(
         &mut ws,
@@ -303,17 +323,7 @@ async fn mux_sign_ins_are_kept_apart_by_id() {
         "{body}"
     );
 
-    send(
-        &mut ws,
-        json!({"type": "challenge", "id": "A", "sig": sign(&a, &challenges["A"])}),
-    )
-    .await;
-    let t = recv(&mut ws).await;
-    assert_eq!(
-        (t["type"].as_str(), t["id"].as_str()),
-        (Some("token"), Some("A")),
-        "{t}"
-    );
+    let t = answer(&mut ws, "A", &a, &challenges["A"]).await;
     let claims = verifier(&s.http())
         .await
         .verify(t["value"].as_str().unwrap(), s.clock.now())
@@ -338,9 +348,7 @@ async fn mux_sign_ins_are_kept_apart_by_id() {
 
 #[tokio::test]
 async fn mux_caps_the_sign_ins_in_progress_on_a_link() {
-    let s = serve().await;
-    let app = app_of(&s).await;
-    let mut ws = mux(&s, &app).await;
+    let (s, app, mut ws) = linked().await;
     let key = user(63);
     let cap = keygate::hub::mux::MAX_PENDING;
     for n in 0..cap {
@@ -394,31 +402,14 @@ async fn mux_caps_the_sign_ins_in_progress_on_a_link() {
 
     // One ends: there is room again.
     let first = first.unwrap();
-    send(
-        &mut ws,
-        json!({"type": "challenge", "id": "0", "sig": sign(&key, &first)}),
-    )
-    .await;
-    assert_eq!(recv(&mut ws).await["type"], "token");
-    send(
-        &mut ws,
-        json!({"type": "token", "id": "one-more", "pubkey": id(&key)}),
-    )
-    .await;
-    let c = recv(&mut ws).await;
-    assert_eq!(
-        (c["type"].as_str(), c["id"].as_str()),
-        (Some("challenge"), Some("one-more")),
-        "{c}"
-    );
+    answer(&mut ws, "0", &key, &first).await;
+    ask(&mut ws, "one-more", &key).await;
     s.stop().await;
 }
 
 #[tokio::test]
 async fn mux_link_closes_once_its_api_key_is_revoked() {
-    let s = serve().await;
-    let app = app_of(&s).await;
-    let mut ws = mux(&s, &app).await;
+    let (s, app, mut ws) = linked().await;
     let store = s.running.store.as_ref().unwrap();
     assert!(store.revoke_api_key(&app.id, s.clock.now()).await.unwrap());
     // Checked every few seconds: the error frame, then 1008.
@@ -479,18 +470,20 @@ async fn sign_ins_pending_on_a_closed_hub_link_fail_and_the_next_takes_a_new_lin
     let keys: Vec<_> = (0..3).map(|n| user_n(100 + n)).collect();
     let mut pending = Vec::new();
     for key in &keys {
-        let mut ws = connect(&url, Some(&origin)).await;
-        send(&mut ws, json!({"type": "token", "pubkey": id(key)})).await;
-        let c = recv(&mut ws).await;
+        let (ws, c) = user_asks(&url, &origin, key).await;
         assert_eq!(c["type"], "challenge", "{c}");
-        pending.push((ws, c["value"].as_str().unwrap().to_owned()));
+        pending.push((ws, c));
     }
     assert_eq!(established_on(hub_addr.port()), 1);
 
     // The Hub stops (closing its links) and comes back on the same address.
     hub.stop().await;
-    for ((ws, text), key) in pending.iter_mut().zip(&keys) {
-        send(ws, json!({"type": "challenge", "sig": sign(key, text)})).await;
+    for ((ws, c), key) in pending.iter_mut().zip(&keys) {
+        send(
+            ws,
+            json!({"type": "challenge", "sig": sign(key, c["value"].as_str().unwrap())}),
+        )
+        .await;
         expect_error(ws, "unavailable", 1008).await;
     }
     let hub = hub_on(&dir, &clock, hub_addr).await;
@@ -498,19 +491,11 @@ async fn sign_ins_pending_on_a_closed_hub_link_fail_and_the_next_takes_a_new_lin
     // The next sign-in opens a fresh link (at once, or after the backoff).
     let key = user_n(200);
     let t = eventually("a sign-in over a new hub link", async || {
-        let mut ws = connect(&url, Some(&origin)).await;
-        send(&mut ws, json!({"type": "token", "pubkey": id(&key)})).await;
-        let c = recv(&mut ws).await;
+        let (mut ws, c) = user_asks(&url, &origin, &key).await;
         if c["type"] != "challenge" {
             return Err(c);
         }
-        let text = c["value"].as_str().unwrap();
-        send(
-            &mut ws,
-            json!({"type": "challenge", "sig": sign(&key, text)}),
-        )
-        .await;
-        let t = recv(&mut ws).await;
+        let t = user_answers(&mut ws, &key, &c).await;
         if t["type"] == "token" { Ok(t) } else { Err(t) }
     })
     .await;
