@@ -348,7 +348,7 @@ async fn mux_sign_ins_are_kept_apart_by_id() {
 
 #[tokio::test]
 async fn mux_caps_the_sign_ins_in_progress_on_a_link() {
-    let (s, app, mut ws) = linked().await;
+    let (s, _app, mut ws) = linked().await;
     let key = user(63);
     let cap = keygate::hub::mux::MAX_PENDING;
     for n in 0..cap {
