@@ -72,6 +72,7 @@ use keygate_proto::{
 
 pub mod account;
 pub mod device;
+pub mod mux;
 pub mod recovery;
 mod verifier;
 pub use verifier::{
@@ -219,7 +220,18 @@ impl HubClient {
 
     /// Opens `/v1/ws/token`, authenticated with the API-key signature.
     pub async fn connect_ws(&self) -> Result<WsStream, ClientError> {
-        let url = format!("{}/v1/ws/token", self.ws_base);
+        self.connect_signed("/v1/ws/token").await
+    }
+
+    /// Opens `/v1/ws/mux` (many sign-ins over one socket), authenticated with the
+    /// API-key signature; run it with [`mux::MuxLink::start`], or let a
+    /// [`mux::MuxPool`] do both.
+    pub async fn connect_mux(&self) -> Result<WsStream, ClientError> {
+        self.connect_signed("/v1/ws/mux").await
+    }
+
+    async fn connect_signed(&self, path: &str) -> Result<WsStream, ClientError> {
+        let url = format!("{}{path}", self.ws_base);
         let mut req = url
             .as_str()
             .into_client_request()

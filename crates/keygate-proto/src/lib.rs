@@ -298,3 +298,86 @@ impl ServerFrame {
         }
     }
 }
+
+/// Longest request id of a multiplexed sign-in (`/v1/ws/mux`).
+pub const MUX_ID_MAX: usize = 64;
+
+/// Whether `id` may tag a sign-in on `/v1/ws/mux`: 1 to [`MUX_ID_MAX`] visible
+/// ASCII characters (`!` to `~`).
+pub fn valid_mux_id(id: &str) -> bool {
+    (1..=MUX_ID_MAX).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// A frame to `/v1/ws/mux`: a [`ClientFrame`] tagged with the request id of its
+/// sign-in.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct MuxClientFrame {
+    pub id: String,
+    #[serde(flatten)]
+    pub frame: ClientFrame,
+}
+
+/// A frame from `/v1/ws/mux`: a [`ServerFrame`] tagged with the request id it
+/// answers; without one for an error about a frame that had no valid id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MuxServerFrame {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(flatten)]
+    pub frame: ServerFrame,
+}
+
+#[cfg(test)]
+mod mux_tests {
+    use super::*;
+
+    #[test]
+    fn mux_ids_are_short_visible_ascii() {
+        for ok in ["1", "a-b_c.d", "~!", &"x".repeat(MUX_ID_MAX)] {
+            assert!(valid_mux_id(ok), "{ok}");
+        }
+        for bad in ["", " ", "a b", "é", "a\n", &"x".repeat(MUX_ID_MAX + 1)] {
+            assert!(!valid_mux_id(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn mux_frames_are_sign_in_frames_with_an_id() {
+        let f = MuxClientFrame {
+            id: "7".into(),
+            frame: ClientFrame {
+                kind: "token".into(),
+                pubkey: Some("bbaa".into()),
+                ..Default::default()
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&f).unwrap(),
+            serde_json::json!({"id": "7", "type": "token", "pubkey": "bbaa"})
+        );
+        let s: MuxServerFrame = serde_json::from_value(serde_json::json!(
+            {"id": "7", "type": "challenge", "value": "v", "expires_at": "t"}
+        ))
+        .unwrap();
+        assert_eq!(s.id.as_deref(), Some("7"));
+        assert_eq!(
+            s.frame,
+            ServerFrame::Challenge {
+                value: "v".into(),
+                expires_at: "t".into()
+            }
+        );
+        let e = MuxServerFrame {
+            id: None,
+            frame: ServerFrame::Error {
+                code: "bad_request".into(),
+                message: "m".into(),
+                value: "m".into(),
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&e).unwrap(),
+            serde_json::json!({"type": "error", "code": "bad_request", "message": "m", "value": "m"})
+        );
+    }
+}

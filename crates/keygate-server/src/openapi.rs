@@ -453,6 +453,19 @@ pub fn document() -> OpenApi {
     d.add::<keygate_proto::ServerFrame>();
     d.push(op);
     let op = Op::new(
+        Get,
+        "/v1/ws/mux",
+        "hub",
+        "Many WebSocket sign-ins over one long-lived socket (upgrade)",
+    )
+    .auth(Auth::ApiKey)
+    .empty(
+        "101",
+        "Switching to the multiplexed sign-in: the frames of /v1/ws/token with a request `id`",
+    )
+    .errors(&[400, 401, 503]);
+    d.push(op);
+    let op = Op::new(
         Post,
         "/v1/introspect",
         "hub",

@@ -48,6 +48,9 @@ pub struct Options {
     pub user_api_key: Option<(String, ApiSecret)>,
     /// Provider mode: the Hub's URL (`ws://…`).
     pub hub_url: Option<String>,
+    /// Provider mode: long-lived `/v1/ws/mux` links to the Hub that carry the
+    /// socket sign-ins (`--hub-connections`).
+    pub hub_connections: usize,
     pub clock: Arc<dyn Clock>,
     /// Where new ids and keys come from (the OS RNG unless a test fixes it).
     pub entropy: Arc<dyn Entropy>,
@@ -156,6 +159,7 @@ impl Options {
             challenge_ttl: challenge::DEFAULT_TTL,
             user_api_key: None,
             hub_url: None,
+            hub_connections: crate::provider::DEFAULT_HUB_CONNECTIONS,
             clock: Arc::new(SystemClock),
             entropy: Arc::new(OsEntropy),
             limits: crate::limits::Limits::default(),
@@ -219,6 +223,9 @@ impl Running {
     /// the start; the admin listener stops last.
     pub async fn stop(mut self) {
         self.health.drain();
+        if let Some(hub) = &self.hub {
+            hub.close_links();
+        }
         if let Some(gateway) = self.gateway.take() {
             gateway.stop().await;
         }
@@ -386,7 +393,8 @@ pub async fn start(opts: Options) -> Result<Running, StartError> {
                 origins.clone(),
                 opts.web_root.clone(),
             )
-            .with_guard(guard.clone());
+            .with_guard(guard.clone())
+            .with_hub_connections(opts.hub_connections);
             crate::provider::routes(Arc::new(provider))
         }
     };

@@ -160,7 +160,7 @@ pub fn challenge_frame(c: &IssuedChallenge) -> ServerFrame {
     }
 }
 
-fn to_message(frame: &ServerFrame) -> Message {
+pub(crate) fn to_message(frame: &ServerFrame) -> Message {
     Message::text(serde_json::to_string(frame).unwrap_or_default())
 }
 
@@ -299,6 +299,18 @@ impl DpopCheck {
     }
 }
 
+/// Whether a `token` frame's `dpop` member asks for a key-bound token; the
+/// proof itself belongs in the `challenge` frame.
+pub fn token_dpop(field: Option<DpopField>) -> Result<bool, Error> {
+    match field {
+        None | Some(DpopField::Flag(false)) => Ok(false),
+        Some(DpopField::Flag(true)) => Ok(true),
+        Some(DpopField::Proof(_)) => Err(Error::bad_request(
+            "dpop: true in the token frame, the proof in the challenge frame",
+        )),
+    }
+}
+
 /// Runs one sign-in on an upgraded socket, then closes it: 1000 after a token,
 /// 1008 after an error (1009 for a frame over [`MAX_FRAME`]), cleanly
 /// (`close_cleanly`). The flow must end
@@ -331,15 +343,7 @@ pub async fn serve<B: SignInBackend>(
             let dpop_field = frame.dpop.take();
             match (frame.kind.as_str(), pending) {
                 ("token", false) => {
-                    frame.options.dpop = match dpop_field {
-                        None | Some(DpopField::Flag(false)) => false,
-                        Some(DpopField::Flag(true)) => true,
-                        Some(DpopField::Proof(_)) => {
-                            return Err(Error::bad_request(
-                                "dpop: true in the token frame, the proof in the challenge frame",
-                            ));
-                        }
-                    };
+                    frame.options.dpop = token_dpop(dpop_field)?;
                     if frame.options.dpop && dpop.is_some() {
                         let pubkey = frame.pubkey.as_deref().unwrap_or_default();
                         bind_to = Some(parse_identity(pubkey)?);
@@ -437,7 +441,7 @@ where
     let _ = tokio::time::timeout(LINGER, drain).await;
 }
 
-fn close_frame(code: u16, reason: &str) -> Message {
+pub(crate) fn close_frame(code: u16, reason: &str) -> Message {
     Message::Close(Some(CloseFrame {
         code: CloseCode::from(code),
         reason: reason.to_owned().into(),
@@ -450,7 +454,7 @@ async fn send(ws: &mut SignInSocket, frame: &ServerFrame) -> Result<(), Error> {
         .map_err(|_| Error::bad_request("connection lost"))
 }
 
-fn read_error(e: &tokio_tungstenite::tungstenite::Error) -> Error {
+pub(crate) fn read_error(e: &tokio_tungstenite::tungstenite::Error) -> Error {
     match e {
         tokio_tungstenite::tungstenite::Error::Capacity(_) => Error::MessageTooLarge,
         _ => Error::bad_request("malformed WebSocket frame"),

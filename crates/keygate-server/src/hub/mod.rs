@@ -26,6 +26,7 @@ mod broker;
 mod introspect;
 mod keyring;
 mod mint;
+pub mod mux;
 pub mod oidc;
 mod revocation;
 pub mod routes;
@@ -119,6 +120,8 @@ pub struct Hub {
     dpop_origins: Vec<String>,
     /// Where security events go (docs/audit.md).
     audit: crate::audit::AuditSink,
+    /// Turns `true` when the Hub stops: its long-lived `/v1/ws/mux` links close.
+    links: tokio::sync::watch::Sender<bool>,
 }
 
 impl Hub {
@@ -162,6 +165,7 @@ impl Hub {
         let audit = crate::audit::AuditSink::start(store.clone(), config.audit.clone());
         Ok(Hub {
             audit,
+            links: tokio::sync::watch::Sender::new(false),
             dpop,
             dpop_origins,
             guard: crate::limits::Guard::new(config.limits.clone()),
@@ -184,6 +188,17 @@ impl Hub {
     /// The Hub's clock.
     pub fn clock(&self) -> Arc<dyn Clock> {
         self.clock.clone()
+    }
+
+    /// Closes every `/v1/ws/mux` link (1001) and refuses none: called when the
+    /// server stops, so that Providers move to a fresh link at once.
+    pub fn close_links(&self) {
+        self.links.send_replace(true);
+    }
+
+    /// Turns `true` when [`Hub::close_links`] is called.
+    pub(crate) fn links_closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.links.subscribe()
     }
 
     pub fn now(&self) -> UnixTime {

@@ -18,7 +18,8 @@ use warp::reply::Response;
 use warp::{Filter, Reply};
 
 use crate::challenge::{self, Flow, IssuedChallenge};
-use crate::client::{self, HubClient, WsStream};
+use crate::client::HubClient;
+use crate::client::mux::{MuxPool, MuxSignIn};
 use crate::error::Error;
 use crate::http::{error_response, header_str, json_body, reply};
 use crate::hub::routes::{ChallengeBody, client_meta};
@@ -43,7 +44,12 @@ pub struct Provider {
     /// Public origins, first one the default audience.
     origins: Vec<String>,
     web_root: Option<PathBuf>,
+    /// Split mode: the long-lived `/v1/ws/mux` links its socket sign-ins take.
+    mux: Option<Arc<MuxPool>>,
 }
+
+/// Links to the Hub a Provider in split mode keeps by default (`--hub-connections`).
+pub const DEFAULT_HUB_CONNECTIONS: usize = 4;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -84,13 +90,31 @@ impl Provider {
             guard: crate::limits::Guard::new(crate::limits::Limits::default()),
             origins,
             web_root,
+            mux: None,
         }
+        .with_hub_connections(DEFAULT_HUB_CONNECTIONS)
     }
 
     /// Enforce these limits (by default [`crate::limits::Limits::default`]); a
     /// Provider sharing a process with its Hub shares the Hub's guard.
     pub fn with_guard(mut self, guard: Arc<crate::limits::Guard>) -> Self {
         self.guard = guard;
+        let size = self
+            .mux
+            .as_ref()
+            .map_or(DEFAULT_HUB_CONNECTIONS, |p| p.size());
+        self.with_hub_connections(size)
+    }
+
+    /// Split mode: relay socket sign-ins over at most `n` long-lived links to the
+    /// Hub (`/v1/ws/mux`, opened when first needed). Each answer from the Hub is
+    /// awaited at most half the handshake deadline; past it the user gets
+    /// `unavailable`.
+    pub fn with_hub_connections(mut self, n: usize) -> Self {
+        if let HubLink::Remote(client) = &self.link {
+            let deadline = self.guard.limits.handshake_timeout / 2;
+            self.mux = Some(Arc::new(MuxPool::new(client.clone(), n, deadline)));
+        }
         self
     }
 
@@ -181,11 +205,12 @@ impl Provider {
     }
 }
 
-/// Sign-in relayed to a remote Hub's `/v1/ws/token`.
+/// Sign-in relayed to a remote Hub over a pooled `/v1/ws/mux` link.
 struct RemoteSignIn {
-    client: HubClient,
+    pool: Arc<MuxPool>,
     audience: String,
-    socket: Option<WsStream>,
+    /// The sign-in on the link, once its challenge has come.
+    on_link: Option<MuxSignIn>,
 }
 
 impl SignInBackend for RemoteSignIn {
@@ -197,9 +222,9 @@ impl SignInBackend for RemoteSignIn {
                 .ok_or_else(|| Error::bad_request("a token request needs a pubkey"))?;
             crate::signin::parse_identity(pubkey)?;
             frame.audience = Some(self.audience.clone());
-            let mut ws = self.client.connect_ws().await?;
-            let answer = client::exchange(&mut ws, &frame).await?;
-            self.socket = Some(ws);
+            let sign_in = self.pool.sign_in().await?;
+            let answer = sign_in.send(&frame).await?;
+            self.on_link = Some(sign_in);
             match answer {
                 ServerFrame::Challenge { value, expires_at } => Ok(IssuedChallenge {
                     expires_at: parse_rfc3339(&expires_at).unwrap_or_default(),
@@ -213,15 +238,17 @@ impl SignInBackend for RemoteSignIn {
 
     fn finish(&mut self, sig: String) -> BoxFuture<'_, Result<IssuedToken, Error>> {
         async move {
-            let mut ws = self.socket.take().ok_or(Error::Unavailable)?;
+            let sign_in = self.on_link.take().ok_or(Error::Unavailable)?;
             let frame = ClientFrame {
                 kind: "challenge".into(),
                 sig: Some(sig),
                 ..Default::default()
             };
-            let answer = client::exchange(&mut ws, &frame).await;
-            let _ = futures_util::SinkExt::close(&mut ws).await;
-            answer?.into_token().ok_or(Error::Unavailable)
+            sign_in
+                .send(&frame)
+                .await?
+                .into_token()
+                .ok_or(Error::Unavailable)
         }
         .boxed()
     }
@@ -275,11 +302,14 @@ pub fn routes(provider: Arc<Provider>) -> BoxedFilter<(Response,)> {
                         })
                         .into_response()
                     }
-                    HubLink::Remote(client) => {
+                    HubLink::Remote(_) => {
+                        let Some(pool) = p.mux.clone() else {
+                            return error_response(&Error::Unavailable);
+                        };
                         let backend = RemoteSignIn {
-                            client: client.clone(),
+                            pool,
                             audience,
-                            socket: None,
+                            on_link: None,
                         };
                         let check = p.dpop_check("/ws/userauth");
                         ws.on_upgrade(move |s| {

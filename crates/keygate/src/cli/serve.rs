@@ -167,6 +167,11 @@ pub(crate) struct ProviderArgs {
     /// The Hub's URL, e.g. ws://127.0.0.1:8081.
     #[arg(long, env = "HUB_URL")]
     hub_url: String,
+    /// Long-lived WebSockets to the Hub that carry the socket sign-ins, many
+    /// at once each (opened when first needed, reopened after a failure).
+    #[arg(long, env = "HUB_CONNECTIONS", default_value_t = keygate::provider::DEFAULT_HUB_CONNECTIONS as u16,
+          value_parser = clap::value_parser!(u16).range(1..=256))]
+    hub_connections: u16,
     #[arg(long = "origin", env = "KEYGATE_ORIGINS", value_delimiter = ',')]
     origins: Vec<String>,
     #[arg(long, env = "KEYGATE_WEB_ROOT")]
@@ -199,7 +204,8 @@ fn default_web_root() -> Option<PathBuf> {
         .find(|p| p.join("index.html").is_file())
 }
 
-pub(crate) async fn serve(mode: Mode, a: ServeArgs, hub_url: Option<String>) -> CliResult {
+/// `hub`: a Provider's Hub URL and how many links it keeps to it.
+pub(crate) async fn serve(mode: Mode, a: ServeArgs, hub: Option<(String, usize)>) -> CliResult {
     let mut opts = server::Options::new(mode, a.listen, a.db.database);
     opts.issuer = a.issuer;
     opts.origins = a.origins;
@@ -208,7 +214,10 @@ pub(crate) async fn serve(mode: Mode, a: ServeArgs, hub_url: Option<String>) -> 
     opts.limits = a.net.limits();
     opts.tls = a.net.tls_cert.clone().zip(a.net.tls_key.clone());
     opts.user_api_key = user_api_key()?;
-    opts.hub_url = hub_url;
+    if let Some((url, links)) = hub {
+        opts.hub_url = Some(url);
+        opts.hub_connections = links;
+    }
     opts.dev = a.dev;
     opts.dpop_nonces = a.dpop_nonce;
     opts.admin = a.net.admin.admin();
@@ -262,7 +271,12 @@ pub(crate) async fn provider(a: ProviderArgs) -> CliResult {
         audit_stdout: false,
         net: a.net,
     };
-    serve(Mode::Provider, args, Some(a.hub_url)).await
+    serve(
+        Mode::Provider,
+        args,
+        Some((a.hub_url, usize::from(a.hub_connections))),
+    )
+    .await
 }
 
 pub(crate) async fn gateway(a: GatewayArgs) -> CliResult {

@@ -14,6 +14,7 @@ mod flows;
 mod gateway;
 mod hardening;
 mod lifecycle;
+mod mux;
 mod oidc;
 mod ops;
 mod scale;

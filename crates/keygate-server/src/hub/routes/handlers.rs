@@ -188,6 +188,20 @@ pub(super) async fn ws_token(
     }
 }
 
+/// `GET /v1/ws/mux`: the admission of `/v1/ws/token` (API-key signature), then
+/// a long-lived link carrying many sign-ins (see [`crate::hub::mux`]). It holds no
+/// handshake slot: it is authenticated and meant to stay open.
+pub(super) async fn ws_mux(ws: signin::Upgrade, hub: Arc<Hub>, headers: HeaderMap) -> Response {
+    match app(&hub, &headers).await {
+        Ok(app) => ws
+            .max_message_size(signin::MAX_FRAME)
+            .max_frame_size(signin::MAX_FRAME)
+            .on_upgrade(move |socket| crate::hub::mux::serve(socket, hub, app))
+            .into_response(),
+        Err(e) => error_response(&e),
+    }
+}
+
 pub(super) async fn introspect(
     hub: Arc<Hub>,
     headers: Request,

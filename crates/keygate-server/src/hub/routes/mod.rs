@@ -114,6 +114,11 @@ pub fn api_routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
         .and(warp::header::headers_cloned())
         .and(peer_ip())
         .then(h::ws_token);
+    let ws_mux = warp::path!("v1" / "ws" / "mux")
+        .and(signin::ws())
+        .and(with_hub(&hub))
+        .and(warp::header::headers_cloned())
+        .then(h::ws_mux);
     let introspect = warp::path!("v1" / "introspect")
         .and(on(warp::post(), &hub))
         .and(optional_body())
@@ -146,6 +151,8 @@ pub fn api_routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
         .or(dev_token)
         .unify()
         .or(ws_token)
+        .unify()
+        .or(ws_mux)
         .unify()
         .or(introspect)
         .unify()
