@@ -108,11 +108,17 @@ async fn main() {
     for i in 0..keys * 2 {
         sign_in(i).await;
     }
-    let (a0, b0) = (ALLOCS.load(Ordering::Relaxed), BYTES.load(Ordering::Relaxed));
+    let (a0, b0) = (
+        ALLOCS.load(Ordering::Relaxed),
+        BYTES.load(Ordering::Relaxed),
+    );
     for i in 0..count as usize {
         sign_in(i).await;
     }
-    let (a1, b1) = (ALLOCS.load(Ordering::Relaxed), BYTES.load(Ordering::Relaxed));
+    let (a1, b1) = (
+        ALLOCS.load(Ordering::Relaxed),
+        BYTES.load(Ordering::Relaxed),
+    );
     println!(
         "{count} sign-ins by {keys} keys (returning): {:.1} allocations and {:.0} bytes \
          allocated per sign-in",
