@@ -64,7 +64,8 @@ if command -v node >/dev/null 2>&1 && [ -f "$KOA_DIR/server.js" ]; then
   (cd "$WORK/koa" && npm install --no-audit --no-fund --loglevel=error >/dev/null)
   (cd "$WORK/koa" && PORT=8090 AUDIENCE=http://127.0.0.1:8090 exec node server.js \
     >"$WORK/koa.log" 2>&1) &
-  pids+=("$!")
+  koa_pid=$!
+  pids+=("$koa_pid")
   for _ in $(seq 50); do
     curl -fs -o /dev/null http://127.0.0.1:8090/.well-known/jwks.json && break
     sleep 0.1
@@ -82,6 +83,16 @@ for flow in ws http; do
   "$K" bench load --flow "$flow" --clients 64 --duration "$SECS" "${compare[@]}" --json \
     | tee "$OUT/$flow.txt"
 done
+echo "== first sign-ins (a new key every time)"
+"$K" bench load --flow ws --clients 64 --duration "$SECS" --new-keys --floor-budget 0 --json \
+  | tee "$OUT/ws-new-keys.txt"
+if [ ${#compare[@]} -gt 0 ]; then
+  echo "== the independent load generator (Node.js): keygate, then koa"
+  NODE_PATH="$WORK/koa/node_modules" node scripts/loadgen.cjs --clients 64 --seconds "$SECS" \
+    "keygate=ws://127.0.0.1:8080/ws/userauth=$server" \
+    "koa=ws://127.0.0.1:8090/ws/userauth=$koa_pid" \
+    | tee "$OUT/node.txt"
+fi
 half=$(grep '"target":"keygate"' "$OUT/ws.txt" | head -1 \
   | python3 -c 'import sys,json; print(int(json.load(sys.stdin)["sign_ins_per_s"] / 2))')
 for flow in ws http; do
