@@ -450,13 +450,15 @@ where
             .unwrap_or_default();
         let mut rows = Vec::new();
         for (subject, api_key, keep) in pairs {
+            // No `LIMIT $n`: SQLite plans a LIMIT from its bound value, so binding
+            // one re-prepares the statement on every run. The cap keeps the count
+            // near `keep`, and it is read from the index alone.
             let open = sqlx::query(
-                "SELECT COUNT(*) AS n FROM (SELECT 1 FROM sessions WHERE subject = $1 \
-                 AND api_key = $2 AND revoked_at IS NULL LIMIT $3) AS open",
+                "SELECT COUNT(*) AS n FROM sessions WHERE subject = $1 AND api_key = $2 \
+                 AND revoked_at IS NULL",
             )
             .bind(subject)
             .bind(api_key)
-            .bind(i64::from(keep) + 1)
             .fetch_one(&mut **tx)
             .await?;
             if open.int("n")? <= i64::from(keep) {
@@ -558,28 +560,35 @@ where
         which: &Revoke<'_>,
         now: UnixTime,
     ) -> StoreResult<Vec<(String, i64)>> {
-        // The sessions picked, by $2, $3 … (text) then any integers after them.
-        let (pick, texts, ints): (&str, Vec<&str>, Vec<i64>) = match *which {
-            Revoke::One { subject, id } => ("subject = $2 AND id = $3", vec![subject, id], vec![]),
-            Revoke::AllOf { subject } => ("subject = $2", vec![subject], vec![]),
+        // The sessions picked, by $2, $3 … (text).
+        let (pick, texts): (std::borrow::Cow<'static, str>, Vec<&str>) = match *which {
+            Revoke::One { subject, id } => ("subject = $2 AND id = $3".into(), vec![subject, id]),
+            Revoke::AllOf { subject } => ("subject = $2".into(), vec![subject]),
             Revoke::AllOfExcept { subject, keep } => {
-                ("subject = $2 AND id != $3", vec![subject, keep], vec![])
+                ("subject = $2 AND id != $3".into(), vec![subject, keep])
             }
-            Revoke::ApiKey { id } => ("api_key = $2", vec![id], vec![]),
+            Revoke::ApiKey { id } => ("api_key = $2".into(), vec![id]),
             Revoke::OAuthClient { id, app } => {
-                ("client_id = $2 AND api_key = $3", vec![id, app], vec![])
+                ("client_id = $2 AND api_key = $3".into(), vec![id, app])
             }
-            // SQLite needs a LIMIT before an OFFSET: one no table reaches.
+            // The OFFSET is written in (an integer, one statement per cap value):
+            // SQLite plans LIMIT and OFFSET from their bound values, so binding
+            // them would re-prepare the statement on every run. SQLite needs a
+            // LIMIT before an OFFSET: one no table reaches.
             Revoke::Beyond {
                 subject,
                 api_key,
                 keep,
             } => (
-                "id IN (SELECT id FROM sessions WHERE subject = $2 AND api_key = $3 \
-                 AND revoked_at IS NULL AND expires_at > $1 AND last_used_at + idle_timeout > $1 \
-                 ORDER BY created_at DESC, id DESC LIMIT $5 OFFSET $4)",
+                format!(
+                    "id IN (SELECT id FROM sessions WHERE subject = $2 AND api_key = $3 \
+                     AND revoked_at IS NULL AND expires_at > $1 \
+                     AND last_used_at + idle_timeout > $1 \
+                     ORDER BY created_at DESC, id DESC LIMIT {} OFFSET {keep})",
+                    i64::MAX
+                )
+                .into(),
                 vec![subject, api_key],
-                vec![i64::from(keep), i64::MAX],
             ),
         };
         let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -589,9 +598,6 @@ where
         .bind(now);
         for text in texts {
             query = query.bind(text);
-        }
-        for int in ints {
-            query = query.bind(int);
         }
         query
             .fetch_all(&mut **tx)
