@@ -422,19 +422,22 @@ where
 
     /// Ends the oldest live sessions of each identity and app among `created`
     /// beyond its cap ([`Redemption::keep`]), with their feed entries; returns
-    /// how many ended per identity and app. A count over a covering index
-    /// decides first whether the cap can have been passed, so an identity under
-    /// its cap costs one index probe.
+    /// how many ended per identity and app. A few statements for the whole
+    /// batch, whatever its size: one count per app over a covering index
+    /// decides which identities can have passed their cap (an identity under
+    /// it costs one index probe), one ranking picks the sessions beyond each
+    /// cap, and one update ends them.
     async fn cap_sessions_in<'r>(
         tx: &mut Transaction<'_, B>,
         created: &[&'r Redemption],
     ) -> StoreResult<HashMap<(&'r str, &'r str), u64>> {
-        let mut pairs: Vec<(&str, &str, u32)> = created
+        // (app, identity, cap) once each: the smallest cap if a batch has two.
+        let mut pairs: Vec<(&'r str, &'r str, u32)> = created
             .iter()
             .filter_map(|r| {
                 let s = &r.session;
                 r.keep
-                    .map(|k| (s.subject.as_str(), s.api_key.as_str(), k.max(1)))
+                    .map(|k| (s.api_key.as_str(), s.subject.as_str(), k.max(1)))
             })
             .collect();
         let mut ended = HashMap::new();
@@ -448,31 +451,95 @@ where
             .map(|r| r.session.created_at)
             .max()
             .unwrap_or_default();
-        let mut rows = Vec::new();
-        for (subject, api_key, keep) in pairs {
-            // No `LIMIT $n`: SQLite plans a LIMIT from its bound value, so binding
-            // one re-prepares the statement on every run. The cap keeps the count
-            // near `keep`, and it is read from the index alone.
-            let open = sqlx::query(
-                "SELECT COUNT(*) AS n FROM sessions WHERE subject = $1 AND api_key = $2 \
-                 AND revoked_at IS NULL",
-            )
-            .bind(subject)
-            .bind(api_key)
-            .fetch_one(&mut **tx)
-            .await?;
-            if open.int("n")? <= i64::from(keep) {
-                continue;
+        // 1. Which identities are over their cap. No `LIMIT`: the cap keeps each
+        //    count near it, and the count is read from the index alone.
+        let mut over: Vec<(&'r str, &'r str, u32)> = Vec::new();
+        for group in pairs.chunk_by(|a, b| a.0 == b.0) {
+            for chunk in chunks(group) {
+                let n = chunk.len();
+                let sql = values_sql(
+                    "SELECT subject, COUNT(*) AS n FROM sessions WHERE subject IN (",
+                    1,
+                    n,
+                    &format!(
+                        ") AND api_key = ${} AND revoked_at IS NULL GROUP BY subject",
+                        n + 1
+                    ),
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for p in chunk {
+                    q = q.bind(p.1);
+                }
+                for row in q.bind(group[0].0).fetch_all(&mut **tx).await? {
+                    let subject = row.text("subject")?;
+                    if let Ok(i) = chunk.binary_search_by(|p| p.1.cmp(subject.as_str()))
+                        && row.int("n")? > i64::from(chunk[i].2)
+                    {
+                        over.push(chunk[i]);
+                    }
+                }
             }
-            let which = Revoke::Beyond {
-                subject,
-                api_key,
-                keep,
-            };
-            let revoked = Self::revoke_rows(tx, &which, now).await?;
-            if !revoked.is_empty() {
-                ended.insert((subject, api_key), revoked.len() as u64);
-                rows.extend(revoked);
+        }
+        if over.is_empty() {
+            return Ok(ended);
+        }
+        // 2. Their live sessions beyond the newest `keep`, per app and cap.
+        over.sort_unstable_by_key(|p| (p.0, p.2, p.1));
+        let mut ids: Vec<String> = Vec::new();
+        for group in over.chunk_by(|a, b| (a.0, a.2) == (b.0, b.2)) {
+            for chunk in chunks(group) {
+                let n = chunk.len();
+                let sql = values_sql(
+                    "SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY subject \
+                     ORDER BY created_at DESC, id DESC) AS rn FROM sessions WHERE subject IN (",
+                    1,
+                    n,
+                    &format!(
+                        ") AND api_key = ${a} AND revoked_at IS NULL AND expires_at > ${t} \
+                         AND last_used_at + idle_timeout > ${t}) AS ranked WHERE rn > ${k}",
+                        a = n + 1,
+                        t = n + 2,
+                        k = n + 3
+                    ),
+                );
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for p in chunk {
+                    q = q.bind(p.1);
+                }
+                let q = q.bind(group[0].0).bind(now).bind(i64::from(group[0].2));
+                for row in q.fetch_all(&mut **tx).await? {
+                    ids.push(row.text("id")?);
+                }
+            }
+        }
+        // 3. Ended in id order (on PostgreSQL, the order their row locks are
+        //    taken in by every batch: no deadlock), then their feed entries.
+        ids.sort_unstable();
+        ids.dedup();
+        let mut rows = Vec::with_capacity(ids.len());
+        for chunk in chunks(&ids) {
+            let n = chunk.len();
+            let sql = values_sql(
+                &format!(
+                    "UPDATE sessions SET revoked_at = ${} WHERE revoked_at IS NULL AND id IN (",
+                    n + 1
+                ),
+                1,
+                n,
+                ") RETURNING id, subject, api_key, expires_at",
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for id in chunk {
+                q = q.bind(id.as_str());
+            }
+            for row in q.bind(now).fetch_all(&mut **tx).await? {
+                let (subject, app) = (row.text("subject")?, row.text("api_key")?);
+                if let Ok(i) =
+                    pairs.binary_search_by(|p| (p.0, p.1).cmp(&(app.as_str(), subject.as_str())))
+                {
+                    *ended.entry((pairs[i].1, pairs[i].0)).or_insert(0) += 1;
+                }
+                rows.push((row.text("id")?, row.int("expires_at")?));
             }
         }
         Self::append_feed(tx, &rows, now).await?;

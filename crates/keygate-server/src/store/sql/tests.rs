@@ -55,7 +55,11 @@ async fn batch_then_cap(
     store: &dyn Store,
     commit: impl AsyncFn(&[Job]) -> StoreResult<Vec<RedeemOutcome>>,
 ) {
-    for (id, revoked_at) in [("kgk_live", None), ("kgk_gone", Some(5))] {
+    for (id, revoked_at) in [
+        ("kgk_live", None),
+        ("kgk_gone", Some(5)),
+        ("kgk_other", None),
+    ] {
         let key = crate::apikey::generate(&mut keygate_core::entropy::os_rng());
         store
             .insert_api_key(ApiKeyRecord {
@@ -175,6 +179,65 @@ async fn batch_then_cap(
     r.keep = Some(10);
     assert_eq!(store.redeem(r).await, Ok(created("kga_9")));
     assert_eq!(store.revocations_since(0, 10).await.unwrap().len(), 3);
+
+    // One batch, many identities with two apps: each identity and app keeps its
+    // own newest two; the ones under their cap, and the other app's sessions of
+    // an identity over it, are untouched; every ended session is in the feed.
+    let subjects = ["bbaarecapa", "bbaarecapb", "bbaarecapc"];
+    let job = |nonce: u8, subject: &str, app: &str, at: UnixTime| {
+        let mut r = redemption(nonce, &format!("c{nonce}"), app);
+        r.session.subject = subject.into();
+        r.session.created_at = at;
+        r.keep = Some(2);
+        Job {
+            redemption: r,
+            reply: oneshot::channel().0,
+        }
+    };
+    // a: three with kgk_live, and one with kgk_other; b: two; c: one.
+    let first: Vec<Job> = vec![
+        job(30, subjects[0], "kgk_live", 1_000),
+        job(31, subjects[0], "kgk_live", 1_001),
+        job(32, subjects[1], "kgk_live", 1_000),
+        job(33, subjects[0], "kgk_other", 1_000),
+    ];
+    commit(&first).await.unwrap();
+    let second: Vec<Job> = vec![
+        job(34, subjects[2], "kgk_live", 1_002),
+        job(35, subjects[0], "kgk_live", 1_002),
+        job(36, subjects[1], "kgk_live", 1_002),
+        job(37, subjects[0], "kgk_live", 1_003),
+    ];
+    let outcomes = commit(&second).await.unwrap();
+    let capped: Vec<u64> = outcomes
+        .iter()
+        .map(|o| match o {
+            RedeemOutcome::Created(s) => s.capped,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    // Told once per identity and app, on its first sign-in in the batch.
+    assert_eq!(capped, [0, 2, 0, 0]);
+    let live = |subject: &'static str, app: &'static str| async move {
+        let mut ids: Vec<String> = store
+            .sessions_of(subject)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|s| s.api_key == app && s.revoked_at.is_none())
+            .map(|s| s.id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    };
+    assert_eq!(live(subjects[0], "kgk_live").await, ["c35", "c37"]);
+    assert_eq!(live(subjects[0], "kgk_other").await, ["c33"]);
+    assert_eq!(live(subjects[1], "kgk_live").await, ["c32", "c36"]);
+    assert_eq!(live(subjects[2], "kgk_live").await, ["c34"]);
+    let feed = store.revocations_since(0, 10).await.unwrap();
+    let mut last: Vec<&str> = feed[3..].iter().map(|e| e.session_id.as_str()).collect();
+    last.sort_unstable();
+    assert_eq!(last, ["c30", "c31"]);
 }
 
 #[cfg(feature = "sqlite")]
