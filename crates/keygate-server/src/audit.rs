@@ -1,6 +1,9 @@
 //! The audit trail's writer (docs/audit.md): security events go through a bounded
 //! channel to one task that appends them in batches, one transaction per batch,
 //! so the hot path never waits for a commit and never pays an fsync per event.
+//! A sign-in's own event is not among them: it is written in the sign-in's
+//! group-committed transaction ([`crate::store::Redemption::event`]), and only
+//! printed here.
 //!
 //! When the channel is full (the store is slow or down, or a flood of failed
 //! sign-ins), an event is dropped and counted ([`AuditSink::dropped`]): a request
@@ -47,6 +50,9 @@ impl Default for AuditConfig {
 
 enum Message {
     Event(Box<AuditEvent>),
+    /// Written already (a sign-in's own event, in its transaction): printed
+    /// for `--audit-stdout` only.
+    Print(Box<AuditEvent>),
     /// Answered once every event sent before it has been written (or failed).
     Flush(oneshot::Sender<()>),
 }
@@ -57,6 +63,7 @@ pub struct AuditSink {
     tx: mpsc::Sender<Message>,
     dropped: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
+    stdout: bool,
 }
 
 impl AuditSink {
@@ -69,6 +76,7 @@ impl AuditSink {
             tx,
             dropped: Arc::new(AtomicU64::new(0)),
             failed,
+            stdout: config.stdout,
         }
     }
 
@@ -79,6 +87,27 @@ impl AuditSink {
             .tx
             .try_send(Message::Event(Box::new(event.cleaned())))
             .is_err()
+        {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            crate::metrics::metrics().audit_dropped(1);
+        }
+    }
+
+    /// Whether events are also printed on stdout (`--audit-stdout`).
+    pub fn prints(&self) -> bool {
+        self.stdout
+    }
+
+    /// Prints, in its turn, an event the store has written itself (a sign-in's,
+    /// in the sign-in's transaction), when events go to stdout too; else
+    /// nothing. Dropped and counted like [`AuditSink::record`] when the queue
+    /// is full.
+    pub fn print(&self, event: AuditEvent) {
+        if self.stdout
+            && self
+                .tx
+                .try_send(Message::Print(Box::new(event.cleaned())))
+                .is_err()
         {
             self.dropped.fetch_add(1, Ordering::Relaxed);
             crate::metrics::metrics().audit_dropped(1);
@@ -118,22 +147,30 @@ async fn writer(
             return;
         }
         let mut events = Vec::with_capacity(messages.len());
+        // Every event in arrival order, stored here or not, for stdout.
+        let mut lines = Vec::new();
         let mut flushes = Vec::new();
         for m in messages.drain(..) {
             match m {
-                Message::Event(e) => events.push(*e),
+                Message::Event(e) => {
+                    if stdout {
+                        lines.push((*e).clone());
+                    }
+                    events.push(*e);
+                }
+                Message::Print(e) => lines.push(*e),
                 Message::Flush(f) => flushes.push(f),
             }
         }
-        if !events.is_empty() {
-            if let Err(e) = store.append_audit(&events).await {
-                failed.fetch_add(events.len() as u64, Ordering::Relaxed);
-                crate::metrics::metrics().audit_dropped(events.len() as u64);
-                tracing::warn!(error = %e, lost = events.len(), "audit events not written");
-            }
-            if stdout {
-                print_lines(&events);
-            }
+        if !events.is_empty()
+            && let Err(e) = store.append_audit(&events).await
+        {
+            failed.fetch_add(events.len() as u64, Ordering::Relaxed);
+            crate::metrics::metrics().audit_dropped(events.len() as u64);
+            tracing::warn!(error = %e, lost = events.len(), "audit events not written");
+        }
+        if !lines.is_empty() {
+            print_lines(&lines);
         }
         for f in flushes {
             let _ = f.send(());

@@ -53,6 +53,7 @@ fn sign_in_at(
         refresh: None,
         renew: None,
         new_account: format!("kga_{nonce}"),
+        event: None,
         keep: None,
     }
 }

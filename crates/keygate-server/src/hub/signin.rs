@@ -201,7 +201,9 @@ impl Hub {
 
     /// The rest of a sign-in once the identity is proven (by its signature over a
     /// challenge, or by a development key): spends `nonce` (id, expiry), records
-    /// the session durably, and only then mints the token.
+    /// the session durably, and only then mints the token. The audit event
+    /// (`kind`) of a sign-in that succeeds is written in the same transaction;
+    /// a refused one is recorded here, as a failed sign-in with the error's code.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn open_session(
         &self,
@@ -214,25 +216,33 @@ impl Hub {
         now: UnixTime,
         kind: AuditKind,
     ) -> Result<IssuedToken, Error> {
-        // Recorded once the outcome is known: `kind` on success, else a failed
-        // sign-in with the error's code.
-        let mut event = self
+        let event = self
             .event(kind)
             .app(&app.id)
             .identity(&subject)
             .client(meta.address.as_deref(), meta.user_agent.as_deref());
         let result = self
-            .open_session_recorded(app, subject, options, request, nonce, meta, now, &mut event)
+            .open_session_recorded(
+                app,
+                subject,
+                options,
+                request,
+                nonce,
+                meta,
+                now,
+                event.clone(),
+            )
             .await;
         if let Err(e) = &result {
+            let mut event = event;
             event.kind = AuditKind::SigninFailed;
             event.outcome = Some(e.code().to_owned());
+            self.record(event);
         }
-        self.record(event);
         result
     }
 
-    /// [`Hub::open_session`], filling in `event`'s account and session.
+    /// [`Hub::open_session`], with `event` to write if it succeeds.
     #[allow(clippy::too_many_arguments)]
     async fn open_session_recorded(
         &self,
@@ -243,7 +253,7 @@ impl Hub {
         nonce: ([u8; 16], UnixTime),
         meta: ClientMeta,
         now: UnixTime,
-        event: &mut crate::store::AuditEvent,
+        mut event: crate::store::AuditEvent,
     ) -> Result<IssuedToken, Error> {
         let (session_id, refresh_token, new_account) = {
             let mut rng = self.entropy.rng();
@@ -253,6 +263,19 @@ impl Hub {
                 .then(|| session::new_secret_token(&mut rng, session::REFRESH_PREFIX));
             (sid, refresh, crate::account::new_account_id(&mut rng))
         };
+        // A renewal keeps its session (the store renews exactly that id).
+        event.session = Some(options.session_id.as_ref().unwrap_or(&session_id).clone());
+        event.detail = Some(
+            if options.session_id.is_some() {
+                "renewed"
+            } else {
+                "new"
+            }
+            .into(),
+        );
+        let event = event.cleaned();
+        // A copy only for `--audit-stdout`, printed once the account is known.
+        let mut printed = self.audit.prints().then(|| event.clone());
         let session = crate::store::NewSession {
             id: session_id.clone(),
             subject,
@@ -277,6 +300,7 @@ impl Hub {
             session,
             new_account,
             keep: Some(app.max_sessions),
+            event: Some(event),
         };
         // Only what the token needs is kept back, not a copy of the whole redemption.
         let created = (
@@ -295,8 +319,10 @@ impl Hub {
                 }
                 if signed.capped > 0 {
                     tracing::debug!(key = %app.id, ended = signed.capped, "session cap: oldest sessions ended");
-                    let event = self.event(AuditKind::SessionRevoked);
-                    self.record(event.app(&app.id).identity(&created.0).detail("cap"));
+                    if printed.is_some() {
+                        self.audit
+                            .print(crate::store::AuditEvent::cap(now, &app.id, &created.0));
+                    }
                 }
                 (created, signed.account)
             }
@@ -321,17 +347,11 @@ impl Hub {
                 return Err(self.why_not_renewed(&created.0, &app.id, sid, now).await);
             }
         };
-        event.account = Some(account.clone());
+        if let Some(mut event) = printed.take() {
+            event.account = Some(account.clone());
+            self.audit.print(event);
+        }
         let (subject, sid, scope, client_id, session_expires_at, jkt) = s;
-        event.session = Some(sid.clone());
-        event.detail = Some(
-            if options.session_id.is_some() {
-                "renewed"
-            } else {
-                "new"
-            }
-            .into(),
-        );
         Ok(self.mint(
             Grant {
                 subject: &subject,

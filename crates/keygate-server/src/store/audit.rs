@@ -142,6 +142,15 @@ impl AuditEvent {
         }
     }
 
+    /// The per-identity session cap ended `identity`'s oldest sessions with
+    /// `app` (detail `cap`).
+    pub fn cap(at: UnixTime, app: &str, identity: &str) -> Self {
+        AuditEvent::new(AuditKind::SessionRevoked, at)
+            .app(app)
+            .identity(identity)
+            .detail("cap")
+    }
+
     pub fn outcome(mut self, code: impl Into<String>) -> Self {
         self.outcome = Some(code.into());
         self

@@ -275,6 +275,11 @@ pub struct Redemption {
     /// session beyond it ends the oldest (with feed entries), in the same
     /// transaction.
     pub keep: Option<u32>,
+    /// The sign-in's audit event, written in the same transaction if the
+    /// sign-in succeeds (its account filled in there), with a `session_revoked`
+    /// `cap` event ([`AuditEvent::cap`]) when the cap ends sessions. A refused
+    /// sign-in's event is the caller's to record.
+    pub event: Option<AuditEvent>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -329,21 +329,39 @@ where
         if !created.is_empty() {
             B::insert_sessions(&mut tx, &created).await?;
         }
-        // 6. The per-key session caps, last: they may take the feed's lock.
+        // 6. The per-key session caps: they may take the feed's lock (after it,
+        //    only appends to the audit table, which wait for no row).
         let mut capped = Self::cap_sessions_in(&mut tx, &created).await?;
         let ended: u64 = capped.values().sum();
+        // 7. The audit events of the sign-ins that succeeded, each after its
+        //    cap's. A cap is told to the first sign-in of its identity and app.
+        let mut events = Vec::new();
+        for (job, outcome) in batch.iter().zip(outcomes.iter_mut()) {
+            let r = &job.redemption;
+            let s = &r.session;
+            let account = match outcome {
+                RedeemOutcome::Created(signed) => {
+                    if let Some(n) = capped.remove(&(s.subject.as_str(), s.api_key.as_str())) {
+                        signed.capped = n;
+                        if r.event.is_some() {
+                            events.push(AuditEvent::cap(s.created_at, &s.api_key, &s.subject));
+                        }
+                    }
+                    &signed.account
+                }
+                RedeemOutcome::Renewed { account, .. } => account,
+                _ => continue,
+            };
+            if let Some(event) = &r.event {
+                let mut event = event.clone();
+                event.account = Some(account.clone());
+                events.push(event);
+            }
+        }
+        Self::insert_audit(&mut tx, &events).await?;
         tx.commit().await?;
         if ended > 0 {
             crate::metrics::metrics().sessions_revoked(ended);
-            // Told to the first sign-in of each identity and app that passed its cap.
-            for (job, outcome) in batch.iter().zip(outcomes.iter_mut()) {
-                let s = &job.redemption.session;
-                if let RedeemOutcome::Created(signed) = outcome
-                    && let Some(n) = capped.remove(&(s.subject.as_str(), s.api_key.as_str()))
-                {
-                    signed.capped = n;
-                }
-            }
         }
         Ok(outcomes)
     }

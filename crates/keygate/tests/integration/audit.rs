@@ -484,6 +484,65 @@ async fn a_user_sees_only_their_own_accounts_events() {
     s.stop().await;
 }
 
+/// A sign-in's event, and its cap's, are written in the sign-in's own
+/// transaction: in the table when its token is issued, with no flush of the
+/// audit queue, and in order (the cap's before the sign-in's).
+#[tokio::test]
+async fn a_sign_in_is_in_the_trail_as_soon_as_its_token_is_issued() {
+    let s = serve().await;
+    let app = app_with(&s, |k| keygate::store::ApiKeyRecord {
+        max_sessions: 1,
+        ..k
+    })
+    .await;
+    let a = user(232);
+    let first = sign_in(&s, &app, &a, json!({})).await;
+    let second = sign_in(&s, &app, &a, json!({})).await;
+    // The table as it is, without `events()`'s flush.
+    let q = AuditQuery {
+        limit: 100,
+        ..AuditQuery::default()
+    };
+    let all = store(&s).audit_events(&q).await.unwrap();
+    let trail: Vec<(AuditKind, Option<&str>, Option<&str>)> = all
+        .iter()
+        .rev()
+        .map(|r| &r.event)
+        .filter(|e| e.identity.as_deref() == Some(id(&a).as_str()))
+        .map(|e| (e.kind, e.session.as_deref(), e.detail.as_deref()))
+        .collect();
+    assert_eq!(
+        trail,
+        [
+            (
+                AuditKind::SigninSucceeded,
+                first["session_id"].as_str(),
+                Some("new")
+            ),
+            (AuditKind::SessionRevoked, None, Some("cap")),
+            (
+                AuditKind::SigninSucceeded,
+                second["session_id"].as_str(),
+                Some("new")
+            ),
+        ]
+    );
+    let signed: Vec<&AuditEvent> = of_kind(&all, AuditKind::SigninSucceeded);
+    assert_eq!(signed[0].account, signed[1].account);
+    assert!(
+        signed[0]
+            .account
+            .as_deref()
+            .is_some_and(|a| a.starts_with("acct_"))
+    );
+    assert!(
+        signed
+            .iter()
+            .all(|e| e.app.as_deref() == Some(app.id.as_str()))
+    );
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn old_events_are_purged_and_the_cli_reads_and_purges() {
     // The server's own purger (first round at start) would race this test's
@@ -599,6 +658,13 @@ async fn audit_stdout_streams_one_json_object_per_line() {
     for e in &lines {
         assert_eq!(e["kind"], "signin_succeeded");
         assert_eq!(e["identity"], id(&key));
+        // Written in the sign-in's transaction, printed with its account.
+        assert!(
+            e["account_id"]
+                .as_str()
+                .is_some_and(|a| a.starts_with("acct_")),
+            "{e}"
+        );
         // The Provider's socket saw the user's own address.
         assert_eq!(e["address"], "127.0.0.1");
         assert!(e["at"].is_string() && e["at_unix"].is_i64(), "{e}");

@@ -35,6 +35,7 @@ fn redemption(nonce: u8, sid: &str, api_key: &str) -> Redemption {
         refresh: Some(([nonce; 32], "cli".into())),
         renew: None,
         new_account: format!("kga_{nonce}"),
+        event: None,
         keep: None,
     }
 }
