@@ -212,7 +212,7 @@ pub async fn purge(database: &str, rows: u64) -> Result<(), String> {
 /// `concurrency` tasks, and reports the rate and this process's CPU per sign-in:
 /// the cost of durability alone (group commit, B-tree inserts, WAL, fsync).
 pub async fn store(database: &str, concurrency: usize, count: u64) -> Result<(), String> {
-    use crate::store::{NewSession, RedeemOutcome, Redemption, Store};
+    use crate::store::{AuditEvent, AuditKind, NewSession, RedeemOutcome, Redemption, Store};
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
     let url = sqlite_url(database);
@@ -278,6 +278,12 @@ pub async fn store(database: &str, concurrency: usize, count: u64) -> Result<(),
                         renew: None,
                         new_account: format!("kga_bench{i}"),
                         keep: None,
+                        // As the Hub's sign-ins do: their event in the same commit.
+                        event: Some(
+                            AuditEvent::new(AuditKind::SigninSucceeded, now)
+                                .app(api_key.as_str())
+                                .identity(subjects[i].as_str()),
+                        ),
                     };
                     if !matches!(store.redeem(r).await, Ok(RedeemOutcome::Created(_))) {
                         failed += 1;
