@@ -366,6 +366,39 @@ where
         Ok(outcomes)
     }
 
+    /// Appends `events` in the caller's transaction: the audit writer's batches,
+    /// and a sign-in's own events in its group commit.
+    pub(super) async fn insert_audit(
+        tx: &mut Transaction<'_, B>,
+        events: &[AuditEvent],
+    ) -> StoreResult<()> {
+        for chunk in chunks(events) {
+            let sql = values_sql(
+                "INSERT INTO audit_events (at, kind, outcome, app, account_id, identity, \
+                 session_id, address, user_agent, detail)",
+                10,
+                chunk.len(),
+                "",
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for e in chunk {
+                q = q
+                    .bind(e.at)
+                    .bind(e.kind.as_str())
+                    .bind(e.outcome.as_deref())
+                    .bind(e.app.as_deref())
+                    .bind(e.account.as_deref())
+                    .bind(e.identity.as_deref())
+                    .bind(e.session.as_deref())
+                    .bind(e.address.as_deref())
+                    .bind(e.user_agent.as_deref())
+                    .bind(e.detail.as_deref());
+            }
+            q.execute(&mut **tx).await?;
+        }
+        Ok(())
+    }
+
     /// The account of each subject signing in, and whether that key is its
     /// account's recovery key. A key with no account gets the one its
     /// redemption drew (`new_account`), as its only key; where another

@@ -4,7 +4,7 @@ use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
 use sqlx::{Encode, Executor, Type};
 
-use super::{Backend, SqlStore, chunks, values_sql};
+use super::{Backend, SqlStore};
 use crate::store::audit::*;
 use crate::store::rows::Columns;
 use crate::store::{StoreError, StoreResult};
@@ -40,50 +40,6 @@ enum Bind<'a> {
 }
 
 // The bounds of `SqlStore`'s impl blocks in `sql.rs`; see there.
-impl<B: Backend> SqlStore<B>
-where
-    for<'c> &'c mut B::Connection: Executor<'c, Database = B>,
-    for<'q> i64: Encode<'q, B> + Type<B>,
-    for<'q> Option<i64>: Encode<'q, B> + Type<B>,
-    for<'q> &'q str: Encode<'q, B> + Type<B>,
-    for<'q> Option<&'q str>: Encode<'q, B> + Type<B>,
-    for<'q> &'q [u8]: Encode<'q, B> + Type<B>,
-{
-    /// Appends `events` in the caller's transaction: the audit writer's batches,
-    /// and a sign-in's own events in its group commit.
-    pub(super) async fn insert_audit(
-        tx: &mut sqlx::Transaction<'_, B>,
-        events: &[AuditEvent],
-    ) -> StoreResult<()> {
-        for chunk in chunks(events) {
-            let sql = values_sql(
-                "INSERT INTO audit_events (at, kind, outcome, app, account_id, identity, \
-                 session_id, address, user_agent, detail)",
-                10,
-                chunk.len(),
-                "",
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for e in chunk {
-                q = q
-                    .bind(e.at)
-                    .bind(e.kind.as_str())
-                    .bind(e.outcome.as_deref())
-                    .bind(e.app.as_deref())
-                    .bind(e.account.as_deref())
-                    .bind(e.identity.as_deref())
-                    .bind(e.session.as_deref())
-                    .bind(e.address.as_deref())
-                    .bind(e.user_agent.as_deref())
-                    .bind(e.detail.as_deref());
-            }
-            q.execute(&mut **tx).await?;
-        }
-        Ok(())
-    }
-}
-
-// The same bounds.
 impl<B: Backend> AuditStore for SqlStore<B>
 where
     for<'c> &'c mut B::Connection: Executor<'c, Database = B>,
