@@ -117,9 +117,7 @@ impl AdminServer {
         health: Arc<crate::metrics::Health>,
         clock: Arc<dyn Clock>,
     ) -> Result<AdminServer, StartError> {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| StartError::Bind(addr, e))?;
+        let listener = crate::listener::bind(addr).map_err(|e| StartError::Bind(addr, e))?;
         let addr = listener
             .local_addr()
             .map_err(|e| StartError::Bind(addr, e))?;
@@ -257,9 +255,8 @@ impl Running {
 /// Starts a server as `opts` says and returns once it is listening.
 pub async fn start(opts: Options) -> Result<Running, StartError> {
     opts.admin.check()?;
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
-        .map_err(|e| StartError::Bind(opts.listen, e))?;
+    let listener =
+        crate::listener::bind(opts.listen).map_err(|e| StartError::Bind(opts.listen, e))?;
     let addr = listener
         .local_addr()
         .map_err(|e| StartError::Bind(opts.listen, e))?;

@@ -167,9 +167,8 @@ async fn launch(
     }
     let signer = assertion::AssertionSigner::new(key);
     let jwks = signer.jwks();
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| StartError::Bind(config.listen, e))?;
+    let listener =
+        crate::listener::bind(config.listen).map_err(|e| StartError::Bind(config.listen, e))?;
     let addr = listener
         .local_addr()
         .map_err(|e| StartError::Bind(config.listen, e))?;

@@ -111,3 +111,31 @@ async fn deadlines_for_head_body_idle_and_stalled_writes() {
     slot.conn.first_byte();
     assert_eq!(fires(&slot.conn, WAIT).await, head);
 }
+
+/// A burst of new connections larger than the backlog std and mio ask for (128)
+/// waits in the kernel's accept queue instead of having its SYNs dropped (which
+/// clients send again only after a second, then three): every connect of the
+/// burst completes while nothing accepts yet, and each is there to accept.
+#[tokio::test]
+async fn a_burst_of_new_connections_is_queued_not_dropped() {
+    const BURST: usize = 200;
+    let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse::<usize>().ok())
+        .unwrap_or(4096);
+    if somaxconn <= BURST {
+        eprintln!("net.core.somaxconn is {somaxconn}: the kernel caps any backlog below the burst");
+        return;
+    }
+    let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connects =
+        (0..BURST).map(|_| tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(addr)));
+    let streams = futures_util::future::join_all(connects).await;
+    let connected = streams.iter().filter(|s| matches!(s, Ok(Ok(_)))).count();
+    assert_eq!(connected, BURST, "connects completed without an accept");
+    for _ in 0..BURST {
+        let accepted = tokio::time::timeout(WAIT, listener.accept()).await;
+        assert!(matches!(accepted, Ok(Ok(_))));
+    }
+}
