@@ -60,6 +60,11 @@ fn migrator() -> Migrator {
             "session_cap",
             include_str!("postgres/0007_session_cap.sql"),
         ),
+        (
+            8,
+            "session_cap_order",
+            include_str!("postgres/0008_session_cap_order.sql"),
+        ),
     ])
 }
 
@@ -120,6 +125,8 @@ impl Backend for Postgres {
     const COMMITTERS: usize = COMMITTERS;
     const FOR_SHARE: &'static str = " FOR SHARE";
     const FOR_UPDATE: &'static str = " FOR UPDATE";
+    const ALL_AFTER: &'static str = "OFFSET";
+    const ANONYMOUS_VALUES: bool = false;
 
     fn lock_exclusive(table: &str) -> Option<String> {
         Some(format!("LOCK TABLE {table} IN EXCLUSIVE MODE"))

@@ -55,6 +55,13 @@ pub trait Backend: Database<Row: Columns, Arguments: IntoArguments<Self>> {
     /// Appended to a read whose rows this transaction will update and others must
     /// wait for (PostgreSQL `FOR UPDATE`); empty where writes are serialized.
     const FOR_UPDATE: &'static str;
+    /// Ends an ordered query with every row after the first N, when followed
+    /// by N (SQLite wants a `LIMIT` before an `OFFSET`).
+    const ALL_AFTER: &'static str;
+    /// Whether [`values_sql`] writes anonymous placeholders: SQLite looks a
+    /// named one up by a linear search, and sqlx looks up every parameter's
+    /// name, so a statement of n numbered placeholders binds in O(n²).
+    const ANONYMOUS_VALUES: bool;
 
     /// The statement that makes concurrent writers of `table` take turns until
     /// commit, where they would not anyway.
@@ -124,13 +131,22 @@ pub(super) fn migrator(steps: &[(i64, &str, &'static str)]) -> Migrator {
     )
 }
 
-/// `INSERT … VALUES ($1, $2), ($3, $4) …`: `rows` groups of `columns` numbered
-/// placeholders.
-pub(super) fn values_sql(head: &str, columns: usize, rows: usize, tail: &str) -> String {
+/// `INSERT … VALUES ($1, $2), ($3, $4) …`: `rows` groups of `columns`
+/// placeholders, numbered on PostgreSQL and anonymous (`?`, in the same order)
+/// on SQLite; numbers in `head` and `tail` count on from `rows * columns`.
+pub(super) fn values_sql<B: Backend>(
+    head: &str,
+    columns: usize,
+    rows: usize,
+    tail: &str,
+) -> String {
     let groups: Vec<String> = (0..rows)
         .map(|r| {
             let params: Vec<String> = (1..=columns)
-                .map(|c| format!("${}", r * columns + c))
+                .map(|c| match B::ANONYMOUS_VALUES {
+                    true => "?".to_owned(),
+                    false => format!("${}", r * columns + c),
+                })
                 .collect();
             format!("({})", params.join(", "))
         })
@@ -373,7 +389,7 @@ where
         events: &[AuditEvent],
     ) -> StoreResult<()> {
         for chunk in chunks(events) {
-            let sql = values_sql(
+            let sql = values_sql::<B>(
                 "INSERT INTO audit_events (at, kind, outcome, app, account_id, identity, \
                  session_id, address, user_agent, detail)",
                 10,
@@ -425,7 +441,7 @@ where
         first.sort_by(|a, b| a.session.subject.cmp(&b.session.subject));
         first.dedup_by(|a, b| a.session.subject == b.session.subject);
         for chunk in chunks(&first) {
-            let sql = values_sql(
+            let sql = values_sql::<B>(
                 "INSERT INTO account_keys (identity, account_id, added_at)",
                 3,
                 chunk.len(),
@@ -453,7 +469,7 @@ where
         found: &mut HashMap<String, (String, bool)>,
     ) -> StoreResult<()> {
         for chunk in chunks(identities) {
-            let sql = values_sql(
+            let sql = values_sql::<B>(
                 "SELECT identity, account_id, label FROM account_keys WHERE identity IN (",
                 1,
                 chunk.len(),
@@ -473,11 +489,10 @@ where
 
     /// Ends the oldest live sessions of each identity and app among `created`
     /// beyond its cap ([`Redemption::keep`]), with their feed entries; returns
-    /// how many ended per identity and app. A few statements for the whole
-    /// batch, whatever its size: one count per app over a covering index
-    /// decides which identities can have passed their cap (an identity under
-    /// it costs one index probe), one ranking picks the sessions beyond each
-    /// cap, and one update ends them.
+    /// how many ended per identity and app. Two statements for the whole batch,
+    /// whatever its size: one walk of the covering index `sessions_subject_app`
+    /// (newest first) per identity picks the sessions beyond each cap, and one
+    /// update ends them.
     async fn cap_sessions_in<'r>(
         tx: &mut Transaction<'_, B>,
         created: &[&'r Redemption],
@@ -502,67 +517,44 @@ where
             .map(|r| r.session.created_at)
             .max()
             .unwrap_or_default();
-        // 1. Which identities are over their cap. No `LIMIT`: the cap keeps each
-        //    count near it, and the count is read from the index alone.
-        let mut over: Vec<(&'r str, &'r str, u32)> = Vec::new();
-        for group in pairs.chunk_by(|a, b| a.0 == b.0) {
-            for chunk in chunks(group) {
-                let n = chunk.len();
-                let sql = values_sql(
-                    "SELECT subject, COUNT(*) AS n FROM sessions WHERE subject IN (",
-                    1,
-                    n,
-                    &format!(
-                        ") AND api_key = ${} AND revoked_at IS NULL GROUP BY subject",
-                        n + 1
-                    ),
-                );
-                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-                for p in chunk {
-                    q = q.bind(p.1);
-                }
-                for row in q.bind(group[0].0).fetch_all(&mut **tx).await? {
-                    let subject = row.text("subject")?;
-                    if let Ok(i) = chunk.binary_search_by(|p| p.1.cmp(subject.as_str()))
-                        && row.int("n")? > i64::from(chunk[i].2)
-                    {
-                        over.push(chunk[i]);
-                    }
-                }
-            }
-        }
-        if over.is_empty() {
-            return Ok(ended);
-        }
-        // 2. Their live sessions beyond the newest `keep`, per app and cap.
-        over.sort_unstable_by_key(|p| (p.0, p.2, p.1));
+        // 1. Each identity's live sessions beyond the newest `keep`: one walk of
+        //    the covering index per identity, newest first, skipping `keep`
+        //    (no table row is read and nothing is sorted), all of a chunk's
+        //    identities in one statement. An identity under its cap costs the
+        //    walk of its few index entries.
+        pairs.sort_unstable_by_key(|p| (p.0, p.2, p.1));
         let mut ids: Vec<String> = Vec::new();
-        for group in over.chunk_by(|a, b| (a.0, a.2) == (b.0, b.2)) {
+        for group in pairs.chunk_by(|a, b| (a.0, a.2) == (b.0, b.2)) {
             for chunk in chunks(group) {
                 let n = chunk.len();
-                let sql = values_sql(
-                    "SELECT id FROM (SELECT id, ROW_NUMBER() OVER (PARTITION BY subject \
-                     ORDER BY created_at DESC, id DESC) AS rn FROM sessions WHERE subject IN (",
-                    1,
-                    n,
-                    &format!(
-                        ") AND api_key = ${a} AND revoked_at IS NULL AND expires_at > ${t} \
-                         AND last_used_at + idle_timeout > ${t}) AS ranked WHERE rn > ${k}",
-                        a = n + 1,
-                        t = n + 2,
-                        k = n + 3
-                    ),
-                );
+                let sql = (1..=n)
+                    .map(|i| {
+                        format!(
+                            "SELECT id FROM (SELECT id FROM sessions WHERE subject = ${i} \
+                             AND api_key = ${a} AND revoked_at IS NULL AND expires_at > ${t} \
+                             AND last_used_at + idle_timeout > ${t} \
+                             ORDER BY created_at DESC, id DESC {skip} {keep}) AS c{i}",
+                            a = n + 1,
+                            t = n + 2,
+                            skip = B::ALL_AFTER,
+                            keep = group[0].2,
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(" UNION ALL ");
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
                 for p in chunk {
                     q = q.bind(p.1);
                 }
-                let q = q.bind(group[0].0).bind(now).bind(i64::from(group[0].2));
-                for row in q.fetch_all(&mut **tx).await? {
+                for row in q.bind(group[0].0).bind(now).fetch_all(&mut **tx).await? {
                     ids.push(row.text("id")?);
                 }
             }
         }
+        if ids.is_empty() {
+            return Ok(ended);
+        }
+        pairs.sort_unstable();
         // 3. Ended in id order (on PostgreSQL, the order their row locks are
         //    taken in by every batch: no deadlock), then their feed entries.
         ids.sort_unstable();
@@ -570,7 +562,7 @@ where
         let mut rows = Vec::with_capacity(ids.len());
         for chunk in chunks(&ids) {
             let n = chunk.len();
-            let sql = values_sql(
+            let sql = values_sql::<B>(
                 &format!(
                     "UPDATE sessions SET revoked_at = ${} WHERE revoked_at IS NULL AND id IN (",
                     n + 1
@@ -747,7 +739,7 @@ where
                 .await?;
         }
         for chunk in chunks(rows) {
-            let sql = values_sql(
+            let sql = values_sql::<B>(
                 "INSERT INTO revocations (session_id, revoked_at, expires_at)",
                 3,
                 chunk.len(),

@@ -49,6 +49,11 @@ fn migrator() -> Migrator {
             "session_cap",
             include_str!("sqlite/0008_session_cap.sql"),
         ),
+        (
+            9,
+            "session_cap_order",
+            include_str!("sqlite/0009_session_cap_order.sql"),
+        ),
     ])
 }
 
@@ -105,6 +110,8 @@ impl Backend for Sqlite {
     // Every write runs on the one writer connection, in turn.
     const FOR_SHARE: &'static str = "";
     const FOR_UPDATE: &'static str = "";
+    const ALL_AFTER: &'static str = "LIMIT -1 OFFSET";
+    const ANONYMOUS_VALUES: bool = true;
 
     fn lock_exclusive(_table: &str) -> Option<String> {
         None
@@ -123,7 +130,7 @@ impl Backend for Sqlite {
         async move {
             let mut spent = Vec::with_capacity(fresh.len());
             for chunk in chunks(fresh) {
-                let sql = values_sql(
+                let sql = values_sql::<Sqlite>(
                     "INSERT INTO used_nonces (nonce, expires_at)",
                     2,
                     chunk.len(),
@@ -146,7 +153,7 @@ impl Backend for Sqlite {
     ) -> BoxFuture<'a, StoreResult<()>> {
         async move {
             for chunk in chunks(created) {
-                let sql = values_sql(
+                let sql = values_sql::<Sqlite>(
                     "INSERT INTO sessions (id, subject, api_key, client_id, scope, created_at, \
                      last_used_at, expires_at, idle_timeout, user_agent, address, jkt)",
                     12,

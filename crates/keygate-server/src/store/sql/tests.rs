@@ -9,9 +9,15 @@ fn batches_are_cut_into_few_fixed_shapes() {
     assert_eq!(sizes(MAX_BATCH).iter().sum::<usize>(), MAX_BATCH);
     let rows: Vec<usize> = (0..87).collect();
     assert_eq!(chunks(&rows).flatten().copied().collect::<Vec<_>>(), rows);
+    #[cfg(feature = "postgres")]
     assert_eq!(
-        values_sql("INSERT INTO t (a, b)", 2, 2, " RETURNING a"),
+        values_sql::<sqlx::Postgres>("INSERT INTO t (a, b)", 2, 2, " RETURNING a"),
         "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4) RETURNING a"
+    );
+    #[cfg(feature = "sqlite")]
+    assert_eq!(
+        values_sql::<sqlx::Sqlite>("UPDATE t SET a = $5 WHERE b IN (", 2, 2, ")"),
+        "UPDATE t SET a = $5 WHERE b IN ( VALUES (?, ?), (?, ?))"
     );
 }
 
@@ -239,6 +245,23 @@ async fn batch_then_cap(
     let mut last: Vec<&str> = feed[3..].iter().map(|e| e.session_id.as_str()).collect();
     last.sort_unstable();
     assert_eq!(last, ["c30", "c31"]);
+
+    // Only live sessions hold a place: a newer session past its idle timeout
+    // neither counts toward the cap nor is ended by it.
+    let d = "bbaarecapd";
+    let mut idle = job(41, d, "kgk_live", 1_001);
+    idle.redemption.session.idle_timeout = 1;
+    commit(&[job(40, d, "kgk_live", 1_000), idle])
+        .await
+        .unwrap();
+    let outcomes = commit(&[job(42, d, "kgk_live", 1_003)]).await.unwrap();
+    assert!(matches!(&outcomes[0], RedeemOutcome::Created(s) if s.capped == 0));
+    assert_eq!(live(d, "kgk_live").await, ["c40", "c41", "c42"]);
+    let outcomes = commit(&[job(43, d, "kgk_live", 1_004)]).await.unwrap();
+    assert!(matches!(&outcomes[0], RedeemOutcome::Created(s) if s.capped == 1));
+    assert_eq!(live(d, "kgk_live").await, ["c41", "c42", "c43"]);
+    let feed = store.revocations_since(0, 10).await.unwrap();
+    assert_eq!(feed.last().map(|e| e.session_id.as_str()), Some("c40"));
 }
 
 #[cfg(feature = "sqlite")]
