@@ -299,7 +299,13 @@ describe('keygate web demo in Chromium', { timeout: 240_000 }, () => {
     const config = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'keygate-demo-gw-')), 'gateway.toml');
     fs.writeFileSync(config, `listen = "127.0.0.1:0"\n\n[[route]]\nname = "app"\nprefix = "/app"\nupstream = "http://127.0.0.1:${upstream.port}"\n`);
     // --web-root: this tree's page, whatever source tree KEYGATE_BIN was built from.
-    server = await startKeygate({ webRoot: demoDir, args: ['--gateway-config', config] });
+    // One identity signs in seven times in a few seconds here, two requests each:
+    // the default per-identity limit (60 a minute, bursts of 10) would refuse the
+    // last ones when the suite runs fast. The limiter has its own tests in Rust.
+    server = await startKeygate({
+      webRoot: demoDir,
+      args: ['--gateway-config', config, '--rate-per-identity', '600'],
+    });
     fs.rmSync(path.dirname(config), { recursive: true, force: true }); // read at start
     origin = server.origin;
     assert.ok(server.gateway, 'keygate serve started its gateway');
