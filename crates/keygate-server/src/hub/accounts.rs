@@ -203,7 +203,8 @@ impl Hub {
 
     /// `GET /v1/account/events`: the security events of the caller's account
     /// (or of its key, when the session has no account), newest first, at most
-    /// `limit` (1 to [`MAX_EVENTS_PAGE`]) with an id below `before`.
+    /// `limit` (1 to [`MAX_EVENTS_PAGE`]) with an id below `before`, including
+    /// every event recorded before the request arrived.
     pub async fn account_events(
         &self,
         token: impl Into<Credential<'_>>,
@@ -222,6 +223,9 @@ impl Hub {
             Some(account) => q.visible_to = Some(account.clone()),
             None => q.identity = Some(claims.sub.clone()),
         }
+        // Read your own writes: events queued before this request (the
+        // recovery just made, a logout) are in the table before it is read.
+        self.audit.flush().await;
         let rows = self.store.audit_events(&q).await?;
         let next_before = (rows.len() == limit as usize)
             .then(|| rows.last().map(|r| r.id))
