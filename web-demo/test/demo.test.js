@@ -64,7 +64,9 @@ function parseOrRaw(text) {
 
 function watch(page) {
   page.on('pageerror', (err) => traffic.problems.push(`uncaught: ${err.message}`));
-  page.on('console', (msg) => { if (msg.type() === 'error') traffic.problems.push(`console: ${msg.text()}`); });
+  page.on('console', (msg) => {
+    if (msg.type() === 'error') traffic.problems.push(`console: ${msg.text()} (${msg.location().url})`);
+  });
   page.on('websocket', (ws) => {
     ws.on('framesent', ({ payload }) => traffic.sent.push({ where: `ws ${ws.url()}`, ...parseOrRaw(String(payload)) }));
     ws.on('framereceived', ({ payload }) => noteReceived(parseOrRaw(String(payload)).json));
