@@ -36,10 +36,15 @@ as_owner() {
 }
 
 # A port nothing listens on: a random one that refuses a connection.
+# Below the kernel's ephemeral range (32768-60999 by default): a port there can be
+# some connection's source port, which refuses connections yet cannot be bound
+# (seen once: "could not bind ... Address already in use" under heavy loopback use).
 free_port() {
-  local p
+  local p low
+  low=$(cut -f1 /proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || echo 32768)
+  [ "$low" -gt 12000 ] 2>/dev/null || low=32768
   for _ in $(seq 50); do
-    p=$((20000 + RANDOM % 30000))
+    p=$((10000 + RANDOM % (low - 10000)))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return; fi
   done
   echo "scripts/postgres.sh: no free port found" >&2
