@@ -143,9 +143,12 @@ pub(super) fn values_sql<B: Backend>(
     let groups: Vec<String> = (0..rows)
         .map(|r| {
             let params: Vec<String> = (1..=columns)
-                .map(|c| match B::ANONYMOUS_VALUES {
-                    true => "?".to_owned(),
-                    false => format!("${}", r * columns + c),
+                .map(|c| {
+                    if B::ANONYMOUS_VALUES {
+                        "?".to_owned()
+                    } else {
+                        format!("${}", r * columns + c)
+                    }
                 })
                 .collect();
             format!("({})", params.join(", "))
@@ -555,7 +558,7 @@ where
             return Ok(ended);
         }
         pairs.sort_unstable();
-        // 3. Ended in id order (on PostgreSQL, the order their row locks are
+        // 2. Ended in id order (on PostgreSQL, the order their row locks are
         //    taken in by every batch: no deadlock), then their feed entries.
         ids.sort_unstable();
         ids.dedup();
