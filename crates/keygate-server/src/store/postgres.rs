@@ -127,6 +127,7 @@ impl Backend for Postgres {
     const FOR_UPDATE: &'static str = " FOR UPDATE";
     const ALL_AFTER: &'static str = "OFFSET";
     const ANONYMOUS_VALUES: bool = false;
+    const FINISH_CHECKPOINT: Option<&'static str> = None;
 
     fn lock_exclusive(table: &str) -> Option<String> {
         Some(format!("LOCK TABLE {table} IN EXCLUSIVE MODE"))

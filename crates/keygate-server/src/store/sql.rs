@@ -17,6 +17,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures_util::FutureExt;
 use futures_util::future::BoxFuture;
@@ -62,6 +63,10 @@ pub trait Backend: Database<Row: Columns, Arguments: IntoArguments<Self>> {
     /// named one up by a linear search, and sqlx looks up every parameter's
     /// name, so a statement of n numbered placeholders binds in O(n²).
     const ANONYMOUS_VALUES: bool;
+    /// Run by the writer between batches once [`SqlStore::wal_due`] is set
+    /// (SQLite: the checkpoint's last frames, see `sqlite.rs`); `None` where
+    /// the database checkpoints by itself.
+    const FINISH_CHECKPOINT: Option<&'static str>;
 
     /// The statement that makes concurrent writers of `table` take turns until
     /// commit, where they would not anyway.
@@ -98,8 +103,11 @@ pub struct SqlStore<B: Backend> {
     pub(super) write: Pool<B>,
     /// Where plain reads go (PostgreSQL: the same pool).
     pub(super) read: Pool<B>,
-    jobs: mpsc::Sender<Job>,
+    pub(super) jobs: mpsc::Sender<Job>,
     seal: Arc<MasterKey>,
+    /// Set when the writer should run [`Backend::FINISH_CHECKPOINT`] after its
+    /// next batch.
+    pub(super) wal_due: Arc<AtomicBool>,
 }
 
 impl<B: Backend> Clone for SqlStore<B> {
@@ -109,6 +117,7 @@ impl<B: Backend> Clone for SqlStore<B> {
             read: self.read.clone(),
             jobs: self.jobs.clone(),
             seal: self.seal.clone(),
+            wal_due: self.wal_due.clone(),
         }
     }
 }
@@ -189,19 +198,22 @@ where
     /// A store on open pools (migrated), with its group committer running.
     pub(super) fn start(write: Pool<B>, read: Pool<B>, seal: MasterKey) -> Self {
         let (jobs, rx) = mpsc::channel(MAX_BATCH * 4);
-        tokio::spawn(Self::group_committer(write.clone(), rx));
+        let wal_due = Arc::new(AtomicBool::new(false));
+        tokio::spawn(Self::group_committer(write.clone(), rx, wal_due.clone()));
         SqlStore {
             write,
             read,
             jobs,
             seal: Arc::new(seal),
+            wal_due,
         }
     }
 
     /// Takes up to [`MAX_BATCH`] waiting sign-ins at a time and commits each
     /// batch on its own task, at most [`Backend::COMMITTERS`] at once: while all
-    /// are busy, arrivals wait and form the next, larger batch.
-    async fn group_committer(pool: Pool<B>, mut rx: mpsc::Receiver<Job>) {
+    /// are busy, arrivals wait and form the next, larger batch. After a batch's
+    /// replies it runs [`Backend::FINISH_CHECKPOINT`] when `wal_due` asks.
+    async fn group_committer(pool: Pool<B>, mut rx: mpsc::Receiver<Job>, wal_due: Arc<AtomicBool>) {
         let slots = Arc::new(Semaphore::new(B::COMMITTERS));
         loop {
             let Ok(slot) = slots.clone().acquire_owned().await else {
@@ -212,10 +224,10 @@ where
                 return;
             }
             let pool = pool.clone();
+            let wal_due = wal_due.clone();
             tokio::spawn(async move {
                 let started = std::time::Instant::now();
                 let result = Self::commit_batch(&pool, &batch).await;
-                drop(slot);
                 if result.is_ok() {
                     crate::metrics::metrics().group_commit(batch.len(), started.elapsed());
                 }
@@ -231,6 +243,13 @@ where
                         }
                     }
                 }
+                if let Some(sql) = B::FINISH_CHECKPOINT
+                    && wal_due.swap(false, Ordering::AcqRel)
+                    && let Err(e) = sqlx::query(sql).execute(&pool).await
+                {
+                    tracing::debug!(error = %e, "checkpoint not finished");
+                }
+                drop(slot);
             });
         }
     }

@@ -11,6 +11,8 @@
 //! of a group commit and of the purge.
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -21,6 +23,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions,
     SqliteQueryResult, SqliteRow, SqliteSynchronous,
 };
+use tokio::sync::mpsc;
 
 use super::sql::{self, Backend, SqlStore, chunks, values_sql};
 use super::*;
@@ -57,12 +60,28 @@ fn migrator() -> Migrator {
     ])
 }
 
-/// WAL pages after which the writer's commit copies them into the database
-/// file (SQLite's default is 1,000). A sign-in dirties about six pages, so the
-/// default checkpointed a dozen times a second under load, each time rewriting
-/// the same hot index pages and syncing the file; 8,192 pages (a WAL of up to
-/// 32 MiB, docs/deployment.md) measured 353 → 325 µs of server CPU per sign-in.
-const WAL_CHECKPOINT_PAGES: u32 = 8192;
+/// How often a reader connection copies the WAL into the database file.
+///
+/// SQLite's automatic checkpoint runs inside a writer's commit: every sign-in
+/// waiting for the writer waited for it too. At half the peak (1,550 sign-ins/s)
+/// the commits that ran one took 6–25 ms against about 1 ms for the others, and
+/// made the p99 11–38 ms; with no checkpoint at all it was 6–8 ms. So the
+/// writer never checkpoints by itself (`wal_autocheckpoint=0`): every
+/// CHECKPOINT_EVERY a background pass (`PASSIVE`: it waits for no one) copies the
+/// WAL's new frames while the writer goes on committing. Once the WAL holds
+/// [`WAL_RESTART_FRAMES`], the writer, between two batches, copies the few frames
+/// committed during the pass ([`FINISH`]), which lets its next commit start the
+/// WAL again from its beginning.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+
+/// The WAL's frames past which the writer finishes a checkpoint so that the
+/// log starts over: it grows to about this (32 MiB of 4 KiB pages) and a
+/// pass's worth more (docs/operations.md). At the peak that is about four
+/// times a second, at half the peak about twice.
+const WAL_RESTART_FRAMES: i64 = 8192;
+
+/// A checkpoint that waits for no one: the background pass and the writer's.
+const FINISH: &str = "PRAGMA wal_checkpoint(PASSIVE)";
 
 impl SqlStore<Sqlite> {
     /// Opens (creating if needed) the database at `url` (`sqlite://path` or a plain
@@ -86,14 +105,14 @@ impl SqlStore<Sqlite> {
         // few random index pages: with SQLite's default 2 MB cache a batch spills
         // dirty pages to the WAL mid-transaction and reads them back (measured:
         // a third of the writer's time). 64 MiB holds a batch and the hot pages.
-        // Checkpoints run every WAL_CHECKPOINT_PAGES pages instead of 1,000.
+        // Checkpoints run beside it (CHECKPOINT_EVERY), not in its commits.
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(
                 opts.clone()
                     .pragma("cache_size", "-65536")
-                    .pragma("wal_autocheckpoint", WAL_CHECKPOINT_PAGES.to_string()),
+                    .pragma("wal_autocheckpoint", "0"),
             )
             .await?;
         migrator()
@@ -105,7 +124,13 @@ impl SqlStore<Sqlite> {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(opts)
             .await?;
-        Ok(Self::start(write, read, seal))
+        let store = Self::start(write, read, seal);
+        tokio::spawn(checkpointer(
+            store.read.clone(),
+            store.jobs.downgrade(),
+            store.wal_due.clone(),
+        ));
+        Ok(store)
     }
 
     /// `PRAGMA integrity_check`: "ok" on a healthy file.
@@ -116,6 +141,44 @@ impl SqlStore<Sqlite> {
     }
 }
 
+/// Every [`CHECKPOINT_EVERY`], copies the WAL into the database file on a reader
+/// connection, and asks the writer to finish (`due`) when the WAL is long; ends
+/// with the store. (The
+/// readers close before the writer, whose close then removes the WAL.)
+async fn checkpointer(
+    read: sqlx::SqlitePool,
+    store: mpsc::WeakSender<sql::Job>,
+    due: Arc<AtomicBool>,
+) {
+    let mut every = tokio::time::interval(CHECKPOINT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    every.tick().await;
+    loop {
+        every.tick().await;
+        if store.strong_count() == 0 || read.is_closed() {
+            return;
+        }
+        if let Err(e) = background_pass(&read, &due, WAL_RESTART_FRAMES).await {
+            tracing::debug!(error = %e, "checkpoint failed");
+        }
+    }
+}
+
+/// One `PASSIVE` checkpoint on a reader connection. When the WAL holds
+/// `restart_at` frames or more, the writer is asked to finish (`due`): frames
+/// may have come after the pass began. Returns the frames the WAL held.
+pub(super) async fn background_pass(
+    read: &sqlx::SqlitePool,
+    due: &AtomicBool,
+    restart_at: i64,
+) -> StoreResult<i64> {
+    let (_busy, frames, _copied): (i64, i64, i64) = sqlx::query_as(FINISH).fetch_one(read).await?;
+    if frames >= restart_at {
+        due.store(true, Ordering::Release);
+    }
+    Ok(frames)
+}
+
 impl Backend for Sqlite {
     /// One writer connection: one batch at a time.
     const COMMITTERS: usize = 1;
@@ -124,6 +187,7 @@ impl Backend for Sqlite {
     const FOR_UPDATE: &'static str = "";
     const ALL_AFTER: &'static str = "LIMIT -1 OFFSET";
     const ANONYMOUS_VALUES: bool = true;
+    const FINISH_CHECKPOINT: Option<&'static str> = Some(FINISH);
 
     fn lock_exclusive(_table: &str) -> Option<String> {
         None
@@ -290,8 +354,8 @@ mod tests {
     }
 
     /// The writer connection runs with the settings the sign-in path was
-    /// measured with: WAL, a full sync per commit, the large page cache and the
-    /// longer checkpoint interval.
+    /// measured with: WAL, a full sync per commit, the large page cache and no
+    /// checkpoint of its own making (CHECKPOINT_EVERY).
     #[tokio::test]
     async fn the_writer_runs_with_its_measured_settings() {
         let dir = tempfile::tempdir().unwrap();
@@ -307,7 +371,7 @@ mod tests {
         for (pragma, want) in [
             ("synchronous", 2),
             ("cache_size", -65536),
-            ("wal_autocheckpoint", i64::from(WAL_CHECKPOINT_PAGES)),
+            ("wal_autocheckpoint", 0),
         ] {
             let got: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("PRAGMA {pragma}")))
                 .fetch_one(&mut *conn)

@@ -278,6 +278,63 @@ async fn a_batch_has_the_outcomes_of_its_jobs_in_order_on_sqlite() {
     .await;
 }
 
+/// SQLite's writer never checkpoints by itself: once asked (`wal_due`, which a
+/// background pass sets), it copies the WAL after its next batch, so the batch
+/// after that starts the WAL again from its beginning.
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn the_writer_finishes_a_checkpoint_so_the_wal_starts_over() {
+    use crate::store::SqliteStore;
+    use crate::store::sqlite::background_pass;
+    use std::sync::atomic::Ordering;
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("w.db").display().to_string())
+        .await
+        .unwrap();
+    let key = crate::apikey::generate(&mut keygate_core::entropy::os_rng());
+    store
+        .insert_api_key(ApiKeyRecord::new(
+            "kgk_live".into(),
+            "app".into(),
+            key.secret,
+            1,
+        ))
+        .await
+        .unwrap();
+    // One batch per sign-in, none checkpointed: the WAL only grows.
+    for n in 1..=40u8 {
+        let r = redemption(n, &format!("s{n}"), "kgk_live");
+        assert!(matches!(
+            store.redeem(r).await,
+            Ok(RedeemOutcome::Created(_))
+        ));
+    }
+    // Asked to finish while frames are still uncopied: the next batch appends,
+    // then the writer copies everything and the batch after it starts over.
+    store.wal_due.store(true, Ordering::Release);
+    for n in 41..=42u8 {
+        let r = redemption(n, &format!("s{n}"), "kgk_live");
+        assert!(matches!(
+            store.redeem(r).await,
+            Ok(RedeemOutcome::Created(_))
+        ));
+    }
+    assert!(!store.wal_due.load(Ordering::Acquire));
+    // The WAL holds the last batch's frames only (without the writer's pass it
+    // would hold all 42 batches'). A background pass asks for a finish only
+    // when the WAL is as long as it is told.
+    let frames = background_pass(&store.read, &store.wal_due, 1000)
+        .await
+        .unwrap();
+    assert!((1..20).contains(&frames), "{frames} frames in the WAL");
+    assert!(!store.wal_due.load(Ordering::Acquire));
+    assert_eq!(
+        background_pass(&store.read, &store.wal_due, frames).await,
+        Ok(frames)
+    );
+    assert!(store.wal_due.load(Ordering::Acquire));
+}
+
 /// A PostgreSQL store in a database of its own (named after `what`), on the
 /// server `KEYGATE_TEST_POSTGRES` (with `KEYGATE_MASTER_KEY`) names.
 #[cfg(feature = "postgres")]
