@@ -143,8 +143,8 @@ impl SqlStore<Sqlite> {
 
 /// Every [`CHECKPOINT_EVERY`], copies the WAL into the database file on a reader
 /// connection, and asks the writer to finish (`due`) when the WAL is long; ends
-/// with the store. (The
-/// readers close before the writer, whose close then removes the WAL.)
+/// with the store. (The readers close before the writer, whose close then
+/// removes the WAL.)
 async fn checkpointer(
     read: sqlx::SqlitePool,
     store: mpsc::WeakSender<sql::Job>,
