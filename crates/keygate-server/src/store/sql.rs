@@ -103,7 +103,7 @@ pub struct SqlStore<B: Backend> {
     pub(super) write: Pool<B>,
     /// Where plain reads go (PostgreSQL: the same pool).
     pub(super) read: Pool<B>,
-    pub(super) jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Job>,
     seal: Arc<MasterKey>,
     /// Set when the writer should run [`Backend::FINISH_CHECKPOINT`] after its
     /// next batch.

@@ -11,8 +11,8 @@
 //! of a group commit and of the purge.
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures_util::FutureExt;
@@ -23,7 +23,6 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions,
     SqliteQueryResult, SqliteRow, SqliteSynchronous,
 };
-use tokio::sync::mpsc;
 
 use super::sql::{self, Backend, SqlStore, chunks, values_sql};
 use super::*;
@@ -70,8 +69,8 @@ fn migrator() -> Migrator {
 /// CHECKPOINT_EVERY a background pass (`PASSIVE`: it waits for no one) copies the
 /// WAL's new frames while the writer goes on committing. Once the WAL holds
 /// [`WAL_RESTART_FRAMES`], the writer, between two batches, copies the few frames
-/// committed during the pass ([`FINISH`]), which lets its next commit start the
-/// WAL again from its beginning.
+/// committed during the pass (the same [`PASSIVE_CHECKPOINT`]), which lets its
+/// next commit start the WAL again from its beginning.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
 /// The WAL's frames past which the writer finishes a checkpoint so that the
@@ -81,7 +80,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 const WAL_RESTART_FRAMES: i64 = 8192;
 
 /// A checkpoint that waits for no one: the background pass and the writer's.
-const FINISH: &str = "PRAGMA wal_checkpoint(PASSIVE)";
+const PASSIVE_CHECKPOINT: &str = "PRAGMA wal_checkpoint(PASSIVE)";
 
 impl SqlStore<Sqlite> {
     /// Opens (creating if needed) the database at `url` (`sqlite://path` or a plain
@@ -127,8 +126,7 @@ impl SqlStore<Sqlite> {
         let store = Self::start(write, read, seal);
         tokio::spawn(checkpointer(
             store.read.clone(),
-            store.jobs.downgrade(),
-            store.wal_due.clone(),
+            Arc::downgrade(&store.wal_due),
         ));
         Ok(store)
     }
@@ -143,21 +141,17 @@ impl SqlStore<Sqlite> {
 
 /// Every [`CHECKPOINT_EVERY`], copies the WAL into the database file on a reader
 /// connection, and asks the writer to finish (`due`) when the WAL is long; ends
-/// with the store. (The readers close before the writer, whose close then
-/// removes the WAL.)
-async fn checkpointer(
-    read: sqlx::SqlitePool,
-    store: mpsc::WeakSender<sql::Job>,
-    due: Arc<AtomicBool>,
-) {
+/// with the store (when `due` has no other holder) or its readers. (The readers
+/// close before the writer, whose close then removes the WAL.)
+async fn checkpointer(read: sqlx::SqlitePool, due: Weak<AtomicBool>) {
     let mut every = tokio::time::interval(CHECKPOINT_EVERY);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     every.tick().await;
     loop {
         every.tick().await;
-        if store.strong_count() == 0 || read.is_closed() {
+        let Some(due) = due.upgrade().filter(|_| !read.is_closed()) else {
             return;
-        }
+        };
         if let Err(e) = background_pass(&read, &due, WAL_RESTART_FRAMES).await {
             tracing::debug!(error = %e, "checkpoint failed");
         }
@@ -172,7 +166,8 @@ pub(super) async fn background_pass(
     due: &AtomicBool,
     restart_at: i64,
 ) -> StoreResult<i64> {
-    let (_busy, frames, _copied): (i64, i64, i64) = sqlx::query_as(FINISH).fetch_one(read).await?;
+    let (_busy, frames, _copied): (i64, i64, i64) =
+        sqlx::query_as(PASSIVE_CHECKPOINT).fetch_one(read).await?;
     if frames >= restart_at {
         due.store(true, Ordering::Release);
     }
@@ -187,7 +182,7 @@ impl Backend for Sqlite {
     const FOR_UPDATE: &'static str = "";
     const ALL_AFTER: &'static str = "LIMIT -1 OFFSET";
     const ANONYMOUS_VALUES: bool = true;
-    const FINISH_CHECKPOINT: Option<&'static str> = Some(FINISH);
+    const FINISH_CHECKPOINT: Option<&'static str> = Some(PASSIVE_CHECKPOINT);
 
     fn lock_exclusive(_table: &str) -> Option<String> {
         None
