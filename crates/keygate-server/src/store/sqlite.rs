@@ -105,13 +105,19 @@ impl SqlStore<Sqlite> {
         // dirty pages to the WAL mid-transaction and reads them back (measured:
         // a third of the writer's time). 64 MiB holds a batch and the hot pages.
         // Checkpoints run beside it (CHECKPOINT_EVERY), not in its commits.
+        // A bulk statement inside the batch's transaction keeps a statement
+        // journal (the pages it changed, to undo it alone); past 64 KiB SQLite
+        // spills that to a temporary file, written page by page and never
+        // synced. In memory it costs no syscall, and the writer's statements are
+        // bounded (MAX_BATCH rows, purges by LIMIT).
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(
                 opts.clone()
                     .pragma("cache_size", "-65536")
-                    .pragma("wal_autocheckpoint", "0"),
+                    .pragma("wal_autocheckpoint", "0")
+                    .pragma("temp_store", "memory"),
             )
             .await?;
         migrator()
@@ -349,8 +355,9 @@ mod tests {
     }
 
     /// The writer connection runs with the settings the sign-in path was
-    /// measured with: WAL, a full sync per commit, the large page cache and no
-    /// checkpoint of its own making (CHECKPOINT_EVERY).
+    /// measured with: WAL, a full sync per commit, the large page cache, no
+    /// checkpoint of its own making (CHECKPOINT_EVERY) and statement journals
+    /// in memory.
     #[tokio::test]
     async fn the_writer_runs_with_its_measured_settings() {
         let dir = tempfile::tempdir().unwrap();
@@ -367,6 +374,7 @@ mod tests {
             ("synchronous", 2),
             ("cache_size", -65536),
             ("wal_autocheckpoint", 0),
+            ("temp_store", 2),
         ] {
             let got: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!("PRAGMA {pragma}")))
                 .fetch_one(&mut *conn)
