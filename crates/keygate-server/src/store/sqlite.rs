@@ -108,8 +108,9 @@ impl SqlStore<Sqlite> {
         // A bulk statement inside the batch's transaction keeps a statement
         // journal (the pages it changed, to undo it alone); past 64 KiB SQLite
         // spills that to a temporary file, written page by page and never
-        // synced. In memory it costs no syscall, and the writer's statements are
-        // bounded (MAX_BATCH rows, purges by LIMIT).
+        // synced. In memory it costs no syscall; a batch holds at most MAX_BATCH
+        // sign-ins, purges delete by LIMIT, and a revocation of every session of
+        // an app key adds only its returned ids (docs/operations.md).
         let write = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(10))
