@@ -6,9 +6,10 @@
 //! [`MAX_BATCH`]) into one transaction, so N concurrent sign-ins cost one fsync,
 //! not N. Other writes take the same single write connection in turn.
 //!
-//! The statements are those of the SQL store (`sql.rs`); this file holds what is
-//! SQLite's own: opening the file, its pools and pragmas, and the bulk statements
-//! of a group commit and of the purge.
+//! The statements are those of the SQL store (`sql.rs`, the group commit in
+//! `sql/batch.rs`); this file holds what is SQLite's own: opening the file, its
+//! pools and pragmas, the background checkpoint of the WAL, and the bulk
+//! statements of a group commit and of the purge.
 
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, Ordering};
