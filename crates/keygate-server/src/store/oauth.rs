@@ -102,8 +102,13 @@ pub enum DevicePoll {
     Denied,
     /// Approved: answered once, then the grant is gone.
     Approved {
-        client_id: String,
         grant: String,
+    },
+    /// Polled by a client it was not issued to: the grant is gone (spent, as a
+    /// code presented by the wrong client is), with the grant of an approval so
+    /// that the caller can end the session it opened.
+    OtherClient {
+        grant: Option<String>,
     },
 }
 
@@ -201,13 +206,16 @@ pub trait OAuthStore: Send + Sync + 'static {
         now: UnixTime,
     ) -> BoxFuture<'a, StoreResult<bool>>;
 
-    /// One poll, which is recorded: [`DevicePoll::Expired`] at or after
-    /// `expires_at`; [`DevicePoll::Pending`] with `slow_down` when polled sooner
-    /// than `interval` after the previous poll; [`DevicePoll::Approved`] once
-    /// (the grant is then gone and later polls say [`DevicePoll::Unknown`]).
-    fn poll_device(
-        &self,
+    /// One poll by `client_id`, which is recorded: [`DevicePoll::OtherClient`]
+    /// (whatever the grant's state) when the grant is another client's;
+    /// [`DevicePoll::Expired`] at or after `expires_at`; [`DevicePoll::Pending`]
+    /// with `slow_down` when polled sooner than `interval` after the previous
+    /// poll; [`DevicePoll::Approved`] once (the grant is then gone and later
+    /// polls say [`DevicePoll::Unknown`]).
+    fn poll_device<'a>(
+        &'a self,
         device_hash: [u8; 32],
+        client_id: &'a str,
         now: UnixTime,
-    ) -> BoxFuture<'_, StoreResult<DevicePoll>>;
+    ) -> BoxFuture<'a, StoreResult<DevicePoll>>;
 }

@@ -666,6 +666,45 @@ async fn the_device_grant_is_approved_with_the_key() {
     );
 }
 
+/// RFC 8628 §3.4: a device code is bound to the client it was issued to. Another
+/// client's poll learns nothing of it (not `authorization_pending`), and spends
+/// it, as a code presented by the wrong client is.
+#[tokio::test]
+async fn a_device_code_polled_by_another_client_is_spent() {
+    let s = serve().await;
+    let (owner, thief) = (
+        client(&s, "RS256", true, true).await,
+        client(&s, "RS256", true, true).await,
+    );
+    let (status, d) = json_of(
+        http()
+            .post(format!("{}/oauth/device_authorization", s.http()))
+            .form(&[("client_id", owner.id.as_str()), ("scope", "openid")])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{d}");
+    let device_code = d["device_code"].as_str().unwrap().to_owned();
+    let form = [
+        ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
+        ("device_code", device_code.as_str()),
+    ];
+    let (status, t, _) = token_request(&s, &thief, &form).await;
+    assert_eq!((status, t["error"].as_str()), (400, Some("invalid_grant")));
+    s.clock.advance(6);
+    let (status, t, _) = token_request(&s, &owner, &form).await;
+    assert_eq!(
+        (status, t["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "the device starts over"
+    );
+    let user_code = d["user_code"].as_str().unwrap();
+    let approval = keygate::client::device::device_request(&s.http(), &user(48), user_code).await;
+    assert!(approval.is_err(), "the user code went with it");
+}
+
 #[tokio::test]
 async fn discovery_names_every_endpoint_under_the_issuer() {
     let s = serve().await;

@@ -1421,7 +1421,7 @@ impl Hub {
         let now = self.now();
         match self
             .store
-            .poll_device(sha256(device_code), now)
+            .poll_device(sha256(device_code), &client.id, now)
             .await
             .map_err(Error::from)?
         {
@@ -1444,14 +1444,19 @@ impl Hub {
                 "access_denied",
                 "the user denied the request",
             )),
-            DevicePoll::Approved { client_id, grant } => {
+            DevicePoll::Approved { grant } => {
                 let grant: CodeGrant =
                     serde_json::from_str(&grant).map_err(|_| OAuthError::invalid_grant())?;
-                if client_id != client.id {
-                    self.end_session_by_id(&grant.sid).await;
-                    return Err(OAuthError::invalid_grant());
-                }
                 self.issue_for_grant(client, &grant, now, jkt).await
+            }
+            DevicePoll::OtherClient { grant } => {
+                // Spent, as a code presented by the wrong client is: the thief
+                // learns nothing and the device starts over.
+                let approved = grant.and_then(|g| serde_json::from_str::<CodeGrant>(&g).ok());
+                if let Some(grant) = approved {
+                    self.end_session_by_id(&grant.sid).await;
+                }
+                Err(OAuthError::invalid_grant())
             }
         }
     }

@@ -386,11 +386,12 @@ where
         .boxed()
     }
 
-    fn poll_device(
-        &self,
+    fn poll_device<'a>(
+        &'a self,
         device_hash: [u8; 32],
+        client_id: &'a str,
         now: UnixTime,
-    ) -> BoxFuture<'_, StoreResult<DevicePoll>> {
+    ) -> BoxFuture<'a, StoreResult<DevicePoll>> {
         async move {
             let mut tx = self.write.begin().await?;
             // FOR UPDATE: concurrent polls of one grant take turns, so an
@@ -406,23 +407,27 @@ where
             let Some(row) = row else {
                 return Ok(DevicePoll::Unknown);
             };
-            if now >= row.int("expires_at")? {
-                return Ok(DevicePoll::Expired);
-            }
             let state = row.text("state")?;
-            if state == APPROVED {
+            // Checked first: another client learns nothing of the grant's state,
+            // and its poll moves no clock of the rightful client's.
+            let other = row.text("client_id")? != client_id;
+            if other || state == APPROVED {
                 sqlx::query("DELETE FROM oauth_devices WHERE device_hash = $1")
                     .bind(&device_hash[..])
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;
-                let grant = row
-                    .opt_text("grant_json")?
-                    .ok_or_else(|| internal("an approved device grant has no grant"))?;
-                return Ok(DevicePoll::Approved {
-                    client_id: row.text("client_id")?,
-                    grant,
-                });
+                // Only an approval stores a grant.
+                let grant = row.opt_text("grant_json")?;
+                if other {
+                    return Ok(DevicePoll::OtherClient { grant });
+                }
+                let grant =
+                    grant.ok_or_else(|| internal("an approved device grant has no grant"))?;
+                return Ok(DevicePoll::Approved { grant });
+            }
+            if now >= row.int("expires_at")? {
+                return Ok(DevicePoll::Expired);
             }
             let interval = row.int("poll_interval")?;
             let slow_down = row

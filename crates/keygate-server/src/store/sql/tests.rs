@@ -538,7 +538,32 @@ async fn oauth_state(store: &dyn Store) {
     }
     assert_eq!(store.refresh_session_id([43; 32]).await.unwrap(), None);
 
-    // Device grants. Pending: polled too soon is slow_down.
+    // Device grants. Another client's poll spends the grant whatever its state,
+    // tells nothing of it, and hands back an approval's grant (its session to end).
+    let (stolen, stolen_approved) = (
+        device(56, "GHJK-LMNP", 1_600),
+        device(57, "QRST-VWXZ", 1_600),
+    );
+    for d in [&stolen, &stolen_approved] {
+        store.insert_device(d.clone()).await.unwrap();
+    }
+    assert!(
+        store
+            .decide_device("QRST-VWXZ", Some("{\"b\":2}".into()), 1_000)
+            .await
+            .unwrap()
+    );
+    for (n, grant) in [(56, None), (57, Some("{\"b\":2}".to_owned()))] {
+        let poll = store.poll_device([n; 32], "kgc_two", 1_000).await.unwrap();
+        assert_eq!(poll, DevicePoll::OtherClient { grant }, "grant {n}");
+        let after = store.poll_device([n; 32], "kgc_one", 1_001).await.unwrap();
+        assert_eq!(after, DevicePoll::Unknown, "grant {n} is spent");
+    }
+    assert_eq!(
+        store.device_by_user_code("GHJK-LMNP", 1_001).await.unwrap(),
+        None
+    );
+    // Pending: polled too soon is slow_down.
     let (pending, denied, late) = (
         device(51, "BCDF-GHJK", 1_600),
         device(52, "LMNP-QRST", 1_600),
@@ -556,7 +581,7 @@ async fn oauth_state(store: &dyn Store) {
         None
     );
     for (now, slow_down) in [(1_000, false), (1_003, true), (1_007, true), (1_012, false)] {
-        let poll = store.poll_device([51; 32], now).await.unwrap();
+        let poll = store.poll_device([51; 32], "kgc_one", now).await.unwrap();
         assert_eq!(poll, Pending { slow_down }, "at {now}");
     }
     // Approved: answered once, then gone (so is the user code).
@@ -575,16 +600,18 @@ async fn oauth_state(store: &dyn Store) {
         None
     );
     let approved = Approved {
-        client_id: "kgc_one".into(),
         grant: "{\"a\":1}".into(),
     };
-    assert_eq!(store.poll_device([51; 32], 1_014).await.unwrap(), approved);
     assert_eq!(
-        store.poll_device([51; 32], 1_030).await.unwrap(),
+        store.poll_device([51; 32], "kgc_one", 1_014).await.unwrap(),
+        approved
+    );
+    assert_eq!(
+        store.poll_device([51; 32], "kgc_one", 1_030).await.unwrap(),
         DevicePoll::Unknown
     );
     assert_eq!(
-        store.poll_device([55; 32], 1_030).await.unwrap(),
+        store.poll_device([55; 32], "kgc_one", 1_030).await.unwrap(),
         DevicePoll::Unknown
     );
     // Denied: says so at every poll.
@@ -595,8 +622,14 @@ async fn oauth_state(store: &dyn Store) {
             .await
             .unwrap()
     );
-    assert_eq!(store.poll_device([52; 32], 1_014).await.unwrap(), Denied);
-    assert_eq!(store.poll_device([52; 32], 1_030).await.unwrap(), Denied);
+    assert_eq!(
+        store.poll_device([52; 32], "kgc_one", 1_014).await.unwrap(),
+        Denied
+    );
+    assert_eq!(
+        store.poll_device([52; 32], "kgc_one", 1_030).await.unwrap(),
+        Denied
+    );
     // Expired: undecidable, not found by its user code, expired to a poll.
     assert_eq!(
         store.device_by_user_code("VWXZ-BCDF", 1_100).await.unwrap(),
@@ -608,9 +641,12 @@ async fn oauth_state(store: &dyn Store) {
             .await
             .unwrap()
     );
-    assert_eq!(store.poll_device([53; 32], 1_100).await.unwrap(), Expired);
     assert_eq!(
-        store.poll_device([53; 32], 1_099).await.unwrap(),
+        store.poll_device([53; 32], "kgc_one", 1_100).await.unwrap(),
+        Expired
+    );
+    assert_eq!(
+        store.poll_device([53; 32], "kgc_one", 1_099).await.unwrap(),
         Pending { slow_down: false }
     );
 
@@ -652,7 +688,7 @@ async fn oauth_state(store: &dyn Store) {
         }
     );
     assert_eq!(
-        store.poll_device([53; 32], 1_050).await.unwrap(),
+        store.poll_device([53; 32], "kgc_one", 1_050).await.unwrap(),
         DevicePoll::Unknown,
         "the older grant went"
     );
@@ -661,7 +697,7 @@ async fn oauth_state(store: &dyn Store) {
     let purged = store.purge_expired(1_700, 10).await.unwrap();
     assert_eq!((purged.oauth_codes, purged.oauth_devices), (0, 1));
     assert_eq!(
-        store.poll_device([52; 32], 1_000).await.unwrap(),
+        store.poll_device([52; 32], "kgc_one", 1_000).await.unwrap(),
         DevicePoll::Unknown
     );
 }
