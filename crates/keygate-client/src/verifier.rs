@@ -409,7 +409,9 @@ impl OfflineVerifier {
         if !dpop_scheme && !scheme.eq_ignore_ascii_case("bearer") {
             return Err(Error::MissingToken);
         }
-        let claims = self.verify(token, now)?;
+        let claims = self
+            .verify(token, now)
+            .map_err(|e| e.under_scheme(dpop_scheme))?;
         let Some(jkt) = dpop::bound_key(claims.cnf.as_ref(), dpop_scheme)?.map(str::to_owned)
         else {
             return Ok(claims);

@@ -94,6 +94,12 @@ pub enum Error {
     /// A bearer token sent with the DPoP scheme.
     #[error("this token is not bound to a key: send it as Authorization: Bearer")]
     DpopUnboundToken,
+    /// A token refused for itself (malformed, expired, revoked, ...) when it came
+    /// with the `DPoP` scheme: the same code, status and message, answered with a
+    /// `DPoP` challenge instead of a `Bearer` one (RFC 9449 §7.1). See
+    /// [`Error::under_scheme`].
+    #[error("{0}")]
+    DpopScheme(Box<Error>),
     /// The app takes key-bound tokens only and the sign-in brought no proof.
     #[error("this app requires DPoP: sign in with a DPoP proof made by your key")]
     DpopRequired,
@@ -148,6 +154,7 @@ impl Error {
             Error::UseDpopNonce { .. } => "use_dpop_nonce",
             Error::DpopBoundToken | Error::DpopUnboundToken => "invalid_token",
             Error::DpopRequired => "dpop_required",
+            Error::DpopScheme(e) => e.code(),
             Error::Remote { code, .. } => code,
         }
     }
@@ -178,6 +185,7 @@ impl Error {
                 }
             }
             Error::DpopRequired => 400,
+            Error::DpopScheme(e) => e.status(),
             Error::InvalidScope
             | Error::InvalidSession
             | Error::ForbiddenOrigin
@@ -260,8 +268,28 @@ impl Error {
             Error::UseDpopNonce {
                 at_issue: false, ..
             } => Some("use_dpop_nonce"),
-            Error::DpopBoundToken | Error::DpopUnboundToken => Some("invalid_token"),
+            Error::DpopBoundToken | Error::DpopUnboundToken | Error::DpopScheme(_) => {
+                Some("invalid_token")
+            }
             _ => None,
+        }
+    }
+
+    /// `self` as the answer to a request whose token came with the `DPoP` scheme
+    /// when `dpop_scheme`: a refusal of the token itself (a `401` that is not
+    /// already a DPoP refusal) becomes [`Error::DpopScheme`], so that its
+    /// challenge is `DPoP`. Anything else is unchanged.
+    pub fn under_scheme(self, dpop_scheme: bool) -> Self {
+        let token_refused = self.status() == 401
+            && self.dpop_error().is_none()
+            && !matches!(
+                self,
+                Error::MissingToken | Error::ApiKey(_) | Error::Remote { .. }
+            );
+        if dpop_scheme && token_refused {
+            Error::DpopScheme(Box::new(self))
+        } else {
+            self
         }
     }
 
@@ -352,6 +380,29 @@ mod tests {
                 .contains("invalid_token")
         );
         assert_eq!(Error::NotFound.www_authenticate(), None);
+        // A token refused under the DPoP scheme keeps its code, status and
+        // message, with a DPoP challenge; nothing else changes scheme.
+        let expired = Error::from(TokenError::Expired);
+        let under = expired.clone().under_scheme(true);
+        assert_eq!(under, Error::DpopScheme(Box::new(expired.clone())));
+        assert_eq!(
+            (under.code(), under.status(), under.message()),
+            (expired.code(), 401, expired.message())
+        );
+        assert_eq!(
+            under.www_authenticate().unwrap(),
+            r#"DPoP realm="keygate", error="invalid_token", algs="EdDSA Ed25519 ES256""#
+        );
+        assert_eq!(expired.clone().under_scheme(false), expired);
+        for same in [
+            Error::MissingToken,
+            Error::NotFound,
+            Error::DpopBoundToken,
+            Error::from(ApiKeyError),
+            Error::MfaRequired { methods: vec![] },
+        ] {
+            assert_eq!(same.clone().under_scheme(true), same);
+        }
         let r = Error::from_remote(200, "Bad Code!", "m");
         assert_eq!((r.status(), r.code()), (502, "adode"));
     }

@@ -148,7 +148,10 @@ impl Gate {
         } else {
             let cred = crate::http::credential(req.headers(), req.method().as_str(), path);
             let token = cred.token.ok_or(Error::MissingToken)?;
-            let claims = self.authenticate(token, now).await?;
+            let claims = self
+                .authenticate(token, now)
+                .await
+                .map_err(|e| e.under_scheme(cred.dpop_scheme))?;
             self.check_binding(&cred, token, &claims, route, now)?;
             Some(claims)
         };

@@ -68,6 +68,17 @@ impl Hub {
         cred: Credential<'_>,
         allow_pending: bool,
     ) -> Result<(AccessClaims, SessionAuth), Error> {
+        let dpop_scheme = cred.dpop_scheme;
+        self.authenticate_as(cred, allow_pending)
+            .await
+            .map_err(|e| e.under_scheme(dpop_scheme))
+    }
+
+    async fn authenticate_as(
+        &self,
+        cred: Credential<'_>,
+        allow_pending: bool,
+    ) -> Result<(AccessClaims, SessionAuth), Error> {
         let token = cred.token.ok_or(Error::MissingToken)?;
         let now = self.now();
         let (claims, pending_token) = self.ring().verifier.verify_any(token, now)?;

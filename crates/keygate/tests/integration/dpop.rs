@@ -163,8 +163,35 @@ async fn a_bound_token_works_only_with_a_fresh_proof_by_its_key_for_that_request
         (401, Some("invalid_token")),
         "{body}"
     );
-    let (status, _, _) = call(&url, get, &format!("Bearer {}", bearer.token), None).await;
+    let (status, _, _) = call(&url, get.clone(), &format!("Bearer {}", bearer.token), None).await;
     assert_eq!(status, 200);
+
+    // A token refused for itself (here: its session ended) is answered in the
+    // scheme it came with (RFC 9449 §7.1), at keygate's endpoints and userinfo.
+    let logout = format!("{}/v1/logout", s.http());
+    let p = proof(&s, &key, "POST", &logout, Some(&t.token));
+    let (status, _, body) = call(&logout, reqwest::Method::POST, &dpop_auth, Some(&p)).await;
+    assert_eq!(status, 200, "{body}");
+    let userinfo = format!("{}/oauth/userinfo", s.http());
+    for (at, code) in [(&url, "session_revoked"), (&userinfo, "invalid_token")] {
+        let p = proof(&s, &key, "GET", at, Some(&t.token));
+        let (status, challenge, body) = call(at, get.clone(), &dpop_auth, Some(&p)).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (401, Some(code)),
+            "{at}: {body}"
+        );
+        let c = challenge.unwrap();
+        assert!(
+            c.starts_with("DPoP ") && c.contains(r#"error="invalid_token""#),
+            "{at}: {c}"
+        );
+    }
+    let (_, challenge, _) = call(&url, get, "Bearer not-a-token", None).await;
+    assert!(
+        challenge.unwrap().starts_with("Bearer "),
+        "Bearer stays Bearer"
+    );
 }
 
 #[tokio::test]
@@ -428,4 +455,10 @@ async fn the_offline_verifier_checks_the_binding_of_a_request() {
         v.verify_request(&req(Some(&other), &auth), now),
         Err(keygate::Error::Dpop { .. })
     ));
+    // An expired token with the DPoP scheme: refused for itself, under that scheme.
+    let p = proof(&s, &key, "GET", url, Some(&t.token));
+    let late = v.verify_request(&req(Some(&p), &auth), now + 86_400);
+    let e = late.unwrap_err();
+    assert!(matches!(e, keygate::Error::DpopScheme(_)), "{e:?}");
+    assert!(e.www_authenticate().unwrap().starts_with("DPoP "));
 }

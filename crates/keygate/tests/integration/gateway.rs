@@ -1379,4 +1379,19 @@ async fn key_bound_tokens_pass_only_with_a_proof_for_the_public_url_which_is_not
     )
     .await;
     assert_eq!(status, 401);
+    // A token refused for itself is answered in the scheme it came with.
+    for (scheme, want) in [("DPoP", "DPoP "), ("Bearer", "Bearer ")] {
+        let res = http()
+            .get(format!("{}/api/orders", g.http_url()))
+            .header("authorization", format!("{scheme} {token}x"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 401);
+        let challenge = res.headers()["www-authenticate"].to_str().unwrap();
+        assert!(
+            challenge.starts_with(want) && challenge.contains(r#"error="invalid_token""#),
+            "{scheme}: {challenge}"
+        );
+    }
 }

@@ -60,6 +60,11 @@ impl OAuthError {
                 "this token is not bound to a key: send it as Authorization: Bearer",
                 DPOP_INVALID_TOKEN,
             ),
+            Error::DpopScheme(_) if at_resource => (
+                "invalid_token",
+                "the access token is invalid, expired or revoked",
+                DPOP_INVALID_TOKEN,
+            ),
             _ => return None,
         };
         Some(OAuthError {
