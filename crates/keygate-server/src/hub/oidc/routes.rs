@@ -320,6 +320,25 @@ fn checked_ip(hub: &Hub, ip: Option<IpAddr>) -> Result<(), Error> {
     hub.guard().check_ip(ip)
 }
 
+/// `endpoint` open to scripts of any origin (CORS), for a browser client (a
+/// public client's single-page app) that calls it itself: the token, userinfo and
+/// revocation endpoints. No credentials are allowed: none of them reads a cookie,
+/// each request brings its own code, token or client credentials, so another
+/// origin's script can do nothing a server could not. Preflights may ask for the
+/// headers these endpoints take; the answers expose the two a client must read.
+fn browser_cors<F>(endpoint: F) -> BoxedFilter<(Response,)>
+where
+    F: Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static,
+{
+    let cors = warp::cors()
+        .allow_any_origin()
+        .allow_methods(["GET", "POST"])
+        .allow_headers(["authorization", "content-type", "dpop"])
+        .expose_headers(["dpop-nonce", "www-authenticate"])
+        .max_age(600);
+    endpoint.with(cors).map(warp::Reply::into_response).boxed()
+}
+
 /// Every OpenID Provider route.
 pub fn routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
     let discovery = warp::path!(".well-known" / "openid-configuration")
@@ -402,7 +421,7 @@ pub fn routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
                 reply(r.await)
             },
         );
-    let token = warp::path!("oauth" / "token").and(form_post(&hub)).then(
+    let token = warp::path!("oauth" / "token").and(browser_cors(form_post(&hub).then(
         |hub: Arc<Hub>, parsed: FormParts| async move {
             let r = async {
                 let (creds, form) = parsed?;
@@ -410,15 +429,18 @@ pub fn routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
             };
             oauth_reply(r.await)
         },
-    );
-    let userinfo = warp::path!("oauth" / "userinfo")
-        .and(warp::get().or(warp::post()).unify())
-        .and(with_hub(&hub))
-        .and(crate::http::request())
-        .then(|hub: Arc<Hub>, h: crate::http::Request| async move {
-            oauth_reply(hub.userinfo(h.credential()).await)
-        });
-    let revoke = warp::path!("oauth" / "revoke").and(form_post(&hub)).then(
+    )));
+    let userinfo = warp::path!("oauth" / "userinfo").and(browser_cors(
+        warp::get()
+            .or(warp::post())
+            .unify()
+            .and(with_hub(&hub))
+            .and(crate::http::request())
+            .then(|hub: Arc<Hub>, h: crate::http::Request| async move {
+                oauth_reply(hub.userinfo(h.credential()).await)
+            }),
+    ));
+    let revoke = warp::path!("oauth" / "revoke").and(browser_cors(form_post(&hub).then(
         |hub: Arc<Hub>, parsed: FormParts| async move {
             let r = async {
                 let (creds, form) = parsed?;
@@ -434,7 +456,7 @@ pub fn routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
                 Err(e) => e.response(),
             }
         },
-    );
+    )));
     let introspect = warp::path!("oauth" / "introspect")
         .and(form_post(&hub))
         .then(|hub: Arc<Hub>, parsed: FormParts| async move {
