@@ -457,6 +457,7 @@ async fn authorization_errors_redirect_only_to_the_registered_uri() {
         (vec![("scope", "profile")], "invalid_scope"),
         (vec![("scope", "openid admin")], "invalid_scope"),
         (vec![("prompt", "none login")], "invalid_request"),
+        (vec![("registration", "{}")], "registration_not_supported"),
     ] {
         let res = http
             .get(authorize_url(&s, &c, &extra))
@@ -470,6 +471,16 @@ async fn authorization_errors_redirect_only_to_the_registered_uri() {
         assert_eq!(q["error"], error, "{extra:?}");
         assert_eq!(q["state"], "st-1");
     }
+    // A repeated state (RFC 6749 §3.1): refused, and echoed as neither value.
+    let res = http
+        .get(format!("{}&state=st-2", authorize_url(&s, &c, &[])))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302);
+    let q = query_of(res.headers()["location"].to_str().unwrap());
+    assert_eq!(q["error"], "invalid_request");
+    assert!(!q.contains_key("state"), "{q:?}");
 }
 
 #[tokio::test]

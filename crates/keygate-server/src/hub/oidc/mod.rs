@@ -351,6 +351,8 @@ impl Hub {
         if raw_state.is_some() && state.is_none() {
             return Err(fail("invalid_request", "state is too long"));
         }
+        // A repeated state is echoed as neither of its values.
+        get("state")?;
         if get("request")?.is_some() {
             return Err(fail(
                 "request_not_supported",
@@ -361,6 +363,12 @@ impl Hub {
             return Err(fail(
                 "request_uri_not_supported",
                 "request_uri is not supported",
+            ));
+        }
+        if get("registration")?.is_some() {
+            return Err(fail(
+                "registration_not_supported",
+                "the registration parameter is not supported",
             ));
         }
         match get("response_type")? {
