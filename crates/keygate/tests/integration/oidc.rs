@@ -622,23 +622,24 @@ async fn logout_ends_the_session_and_returns_only_to_a_registered_uri() {
     assert_eq!(res.status(), 400);
 }
 
+/// `POST /oauth/device_authorization` by the public client `c`: its `200` answer.
+async fn device_authorization(s: &TestServer, c: &Client, scope: &str) -> serde_json::Value {
+    let res = http()
+        .post(format!("{}/oauth/device_authorization", s.http()))
+        .form(&[("client_id", c.id.as_str()), ("scope", scope)])
+        .send()
+        .await
+        .unwrap();
+    let (status, d) = json_of(res).await;
+    assert_eq!(status, 200, "{d}");
+    d
+}
+
 #[tokio::test]
 async fn the_device_grant_is_approved_with_the_key() {
     let s = serve().await;
     let c = client(&s, "RS256", true, true).await;
-    let (status, d) = json_of(
-        http()
-            .post(format!("{}/oauth/device_authorization", s.http()))
-            .form(&[
-                ("client_id", c.id.as_str()),
-                ("scope", "openid offline_access"),
-            ])
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200, "{d}");
+    let d = device_authorization(&s, &c, "openid offline_access").await;
     let device_code = d["device_code"].as_str().unwrap().to_owned();
     let user_code = d["user_code"].as_str().unwrap().to_owned();
     assert_eq!(d["verification_uri"], "http://keygate.test/oauth/device");
@@ -687,16 +688,7 @@ async fn a_device_code_polled_by_another_client_is_spent() {
         client(&s, "RS256", true, true).await,
         client(&s, "RS256", true, true).await,
     );
-    let (status, d) = json_of(
-        http()
-            .post(format!("{}/oauth/device_authorization", s.http()))
-            .form(&[("client_id", owner.id.as_str()), ("scope", "openid")])
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(status, 200, "{d}");
+    let d = device_authorization(&s, &owner, "openid").await;
     let device_code = d["device_code"].as_str().unwrap().to_owned();
     let form = [
         ("grant_type", "urn:ietf:params:oauth:grant-type:device_code"),
