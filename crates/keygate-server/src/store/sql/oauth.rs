@@ -411,6 +411,9 @@ where
             // Checked first: another client learns nothing of the grant's state,
             // and its poll moves no clock of the rightful client's.
             let other = row.text("client_id")? != client_id;
+            if !other && now >= row.int("expires_at")? {
+                return Ok(DevicePoll::Expired);
+            }
             if other || state == APPROVED {
                 sqlx::query("DELETE FROM oauth_devices WHERE device_hash = $1")
                     .bind(&device_hash[..])
@@ -425,9 +428,6 @@ where
                 let grant =
                     grant.ok_or_else(|| internal("an approved device grant has no grant"))?;
                 return Ok(DevicePoll::Approved { grant });
-            }
-            if now >= row.int("expires_at")? {
-                return Ok(DevicePoll::Expired);
             }
             let interval = row.int("poll_interval")?;
             let slow_down = row

@@ -614,6 +614,19 @@ async fn oauth_state(store: &dyn Store) {
         store.poll_device([55; 32], "kgc_one", 1_030).await.unwrap(),
         DevicePoll::Unknown
     );
+    // Approved, but collected at or after its expiry: expired, and no grant.
+    store
+        .insert_device(device(58, "CDFG-HJKL", 1_600))
+        .await
+        .unwrap();
+    assert!(
+        store
+            .decide_device("CDFG-HJKL", Some("{}".into()), 1_500)
+            .await
+            .unwrap()
+    );
+    let late = store.poll_device([58; 32], "kgc_one", 1_600).await.unwrap();
+    assert_eq!(late, Expired, "approved too late");
     // Denied: says so at every poll.
     assert!(store.decide_device("LMNP-QRST", None, 1_013).await.unwrap());
     assert!(
@@ -695,7 +708,7 @@ async fn oauth_state(store: &dyn Store) {
     let purged = store.purge_expired(1_200, 10).await.unwrap();
     assert_eq!((purged.oauth_codes, purged.oauth_devices), (1, 0));
     let purged = store.purge_expired(1_700, 10).await.unwrap();
-    assert_eq!((purged.oauth_codes, purged.oauth_devices), (0, 1));
+    assert_eq!((purged.oauth_codes, purged.oauth_devices), (0, 2));
     assert_eq!(
         store.poll_device([52; 32], "kgc_one", 1_000).await.unwrap(),
         DevicePoll::Unknown
