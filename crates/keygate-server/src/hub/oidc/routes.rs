@@ -421,42 +421,41 @@ pub fn routes(hub: Arc<Hub>) -> BoxedFilter<(Response,)> {
                 reply(r.await)
             },
         );
-    let token = warp::path!("oauth" / "token").and(browser_cors(form_post(&hub).then(
-        |hub: Arc<Hub>, parsed: FormParts| async move {
-            let r = async {
-                let (creds, form) = parsed?;
-                hub.oauth_token(&creds, &form).await
-            };
-            oauth_reply(r.await)
-        },
-    )));
-    let userinfo = warp::path!("oauth" / "userinfo").and(browser_cors(
-        warp::get()
-            .or(warp::post())
-            .unify()
-            .and(with_hub(&hub))
-            .and(crate::http::request())
-            .then(|hub: Arc<Hub>, h: crate::http::Request| async move {
-                oauth_reply(hub.userinfo(h.credential()).await)
-            }),
-    ));
-    let revoke = warp::path!("oauth" / "revoke").and(browser_cors(form_post(&hub).then(
-        |hub: Arc<Hub>, parsed: FormParts| async move {
-            let r = async {
-                let (creds, form) = parsed?;
-                hub.oauth_revoke(&creds, &form).await
-            };
-            match r.await {
-                Ok(()) => {
-                    let mut res = Response::new(Default::default());
-                    res.headers_mut()
-                        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                    res
-                }
-                Err(e) => e.response(),
+    // The token, userinfo and revocation endpoints, then each under its path with
+    // CORS (the path first, so that only these paths answer preflights).
+    let token = form_post(&hub).then(|hub: Arc<Hub>, parsed: FormParts| async move {
+        let r = async {
+            let (creds, form) = parsed?;
+            hub.oauth_token(&creds, &form).await
+        };
+        oauth_reply(r.await)
+    });
+    let userinfo = warp::get()
+        .or(warp::post())
+        .unify()
+        .and(with_hub(&hub))
+        .and(crate::http::request())
+        .then(|hub: Arc<Hub>, h: crate::http::Request| async move {
+            oauth_reply(hub.userinfo(h.credential()).await)
+        });
+    let revoke = form_post(&hub).then(|hub: Arc<Hub>, parsed: FormParts| async move {
+        let r = async {
+            let (creds, form) = parsed?;
+            hub.oauth_revoke(&creds, &form).await
+        };
+        match r.await {
+            Ok(()) => {
+                let mut res = Response::new(Default::default());
+                res.headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                res
             }
-        },
-    )));
+            Err(e) => e.response(),
+        }
+    });
+    let token = warp::path!("oauth" / "token").and(browser_cors(token));
+    let userinfo = warp::path!("oauth" / "userinfo").and(browser_cors(userinfo));
+    let revoke = warp::path!("oauth" / "revoke").and(browser_cors(revoke));
     let introspect = warp::path!("oauth" / "introspect")
         .and(form_post(&hub))
         .then(|hub: Arc<Hub>, parsed: FormParts| async move {
