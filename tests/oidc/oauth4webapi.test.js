@@ -79,12 +79,24 @@ for (const alg of ['RS256', 'ES256']) test(`oauth4webapi: a public ${alg} client
     assert.notEqual(refreshed.refresh_token, tokens.refresh_token);
     assert.equal((await validate(refreshed.access_token)).acct, idClaims.sub);
 
+    // A refresh that narrows the scope (RFC 6749 §6): the access token holds only
+    // what was asked; asking for more than was granted is invalid_scope.
+    const wider = await within(STEP, oauth.refreshTokenGrantRequest(as, cl, auth, refreshed.refresh_token,
+      { ...options, additionalParameters: { scope: `${SCOPE} email` } }), 'wider refresh');
+    const widerErr = await oauth.processRefreshTokenResponse(as, cl, wider).then(() => assert.fail('a wider scope was granted'), (e) => e);
+    assert.equal(widerErr.error, 'invalid_scope', widerErr.message);
+    const narrowed = await oauth.processRefreshTokenResponse(as, cl,
+      await within(STEP, oauth.refreshTokenGrantRequest(as, cl, auth, refreshed.refresh_token,
+        { ...options, additionalParameters: { scope: 'openid' } }), 'narrowed refresh'));
+    assert.equal(narrowed.scope, 'openid');
+    assert.equal((await validate(narrowed.access_token)).scope, 'openid');
+
     // Revocation of the rotated refresh token: 200, and the token is refused after.
-    const revoked = await within(STEP, oauth.revocationRequest(as, cl, auth, refreshed.refresh_token,
+    const revoked = await within(STEP, oauth.revocationRequest(as, cl, auth, narrowed.refresh_token,
       { ...options, additionalParameters: { token_type_hint: 'refresh_token' } }), 'revocation');
     assert.equal(revoked.status, 200);
     await oauth.processRevocationResponse(revoked);
-    const again = await within(STEP, oauth.refreshTokenGrantRequest(as, cl, auth, refreshed.refresh_token, options), 'refresh after revocation');
+    const again = await within(STEP, oauth.refreshTokenGrantRequest(as, cl, auth, narrowed.refresh_token, options), 'refresh after revocation');
     const err = await oauth.processRefreshTokenResponse(as, cl, again).then(() => assert.fail('a revoked refresh token was accepted'), (e) => e);
     assert.equal(err.error, 'invalid_grant', err.message);
     assert.deepEqual(user.problems, []);

@@ -103,6 +103,23 @@ pub fn hash_secret(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()
 }
 
+/// The scope a refresh asks for (RFC 6749 §6), narrowed from the one the session
+/// was granted: every token of `requested` must be granted, and the answer names
+/// them in the grant's order, once each. `None` when one is not granted or none
+/// is named.
+pub fn narrow_scope(granted: &str, requested: &str) -> Option<String> {
+    let mut want = requested.split(' ').filter(|s| !s.is_empty()).peekable();
+    want.peek()?;
+    if want.any(|w| !granted.split(' ').any(|g| g == w)) {
+        return None;
+    }
+    let kept: Vec<&str> = granted
+        .split(' ')
+        .filter(|g| !g.is_empty() && requested.split(' ').any(|w| w == *g))
+        .collect();
+    Some(kept.join(" "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -137,5 +154,20 @@ mod tests {
         assert!(t.starts_with("kgr_") && t.len() == 47);
         assert_ne!(t, new_secret_token(&mut rng, REFRESH_PREFIX));
         assert_eq!(hash_secret(&t), hash_secret(&t.clone()));
+    }
+
+    #[test]
+    fn a_refresh_narrows_the_granted_scope_and_never_widens_it() {
+        let granted = "openid profile offline_access";
+        assert_eq!(narrow_scope(granted, "openid").as_deref(), Some("openid"));
+        assert_eq!(
+            narrow_scope(granted, "offline_access openid openid").as_deref(),
+            Some("openid offline_access")
+        );
+        assert_eq!(narrow_scope(granted, granted).as_deref(), Some(granted));
+        assert_eq!(narrow_scope(granted, "openid email"), None);
+        assert_eq!(narrow_scope(granted, "openid profil"), None);
+        assert_eq!(narrow_scope(granted, " "), None);
+        assert_eq!(narrow_scope("", "openid"), None);
     }
 }

@@ -38,18 +38,23 @@ impl Hub {
     /// one by that key (the new token stays bound); an unbound session's new token
     /// is bound to the proof's key when one comes, which must be the identity's own
     /// unless `any_key` (an OpenID client's key, docs/dpop.md).
+    ///
+    /// `scope`, when given, narrows the new access token's scope (RFC 6749 §6):
+    /// naming a scope the session was not granted is `invalid_scope`, and spends
+    /// nothing. The session and its refresh token keep the scope granted.
     pub async fn refresh(
         &self,
         refresh_token: &str,
         client_id: &str,
         cred: Credential<'_>,
         any_key: bool,
+        scope: Option<&str>,
     ) -> Result<IssuedToken, Error> {
         // `token_refreshed`, with the error's code when refused (a reuse is
         // `refresh_reuse_detected` instead), and what is known of the session.
         let mut event = self.event(AuditKind::TokenRefreshed).from(&cred);
         let result = self
-            .refresh_recorded(refresh_token, client_id, cred, any_key, &mut event)
+            .refresh_recorded(refresh_token, client_id, cred, any_key, scope, &mut event)
             .await;
         match &result {
             Err(Error::RefreshTokenReused) => {}
@@ -66,6 +71,7 @@ impl Hub {
         client_id: &str,
         cred: Credential<'_>,
         any_key: bool,
+        scope: Option<&str>,
         event: &mut crate::store::AuditEvent,
     ) -> Result<IssuedToken, Error> {
         if refresh_token.len() > 128 || client_id.is_empty() || client_id.len() > MAX_CLIENT_ID_LEN
@@ -82,6 +88,12 @@ impl Hub {
             event.session = Some(a.session.id.clone());
             event.account = a.account.clone();
         }
+        let narrowed = match (scope, &auth) {
+            (Some(want), Some(a)) => {
+                Some(session::narrow_scope(&a.session.scope, want).ok_or(Error::InvalidScope)?)
+            }
+            _ => None,
+        };
         // The app once, before the rotation: its DPoP policy decides, and a
         // refused proof must not spend the refresh token.
         let app = match &auth {
@@ -140,7 +152,7 @@ impl Hub {
                 subject: &s.subject,
                 app: &s.api_key,
                 session_id: &s.id,
-                scope: &s.scope,
+                scope: narrowed.as_deref().unwrap_or(&s.scope),
                 client_id: s.client_id.clone(),
                 role: None,
                 account: auth.as_ref().and_then(|a| a.account.clone()),

@@ -573,6 +573,51 @@ async fn refresh_rotates_and_revocation_ends_the_session() {
 }
 
 #[tokio::test]
+async fn a_refresh_narrows_the_scope_and_never_widens_it() {
+    let s = serve().await;
+    let c = client(&s, "RS256", true, true).await;
+    let url = authorize_url(&s, &c, &[("scope", "openid offline_access")]);
+    let to = sign_in_page(&s, &url, &user(46), true).await;
+    let (_, t) = exchange(&s, &c, &query_of(&to)["code"]).await;
+    assert_eq!(t["scope"], "openid offline_access");
+    let refresh = |token: String, scope: &'static str| {
+        let (s, c) = (&s, &c);
+        async move {
+            let mut form = vec![("grant_type", "refresh_token"), ("refresh_token", &*token)];
+            if !scope.is_empty() {
+                form.push(("scope", scope));
+            }
+            let (status, v, _) = token_request(s, c, &form).await;
+            (status, v)
+        }
+    };
+    // `profile` is the client's, but this session was not granted it: refused,
+    // and the refresh token is not spent.
+    let first = t["refresh_token"].as_str().unwrap().to_owned();
+    let (status, r) = refresh(first.clone(), "openid profile").await;
+    assert_eq!((status, r["error"].as_str()), (400, Some("invalid_scope")));
+    // Narrowed: the access token holds only what was asked, no ID token without
+    // `openid`, so userinfo refuses it.
+    let (status, r) = refresh(first, "offline_access").await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["scope"], "offline_access");
+    assert!(r.get("id_token").is_none());
+    let access = r["access_token"].as_str().unwrap();
+    assert_eq!(get(&s, "/oauth/userinfo", access).await.0, 403);
+    // The refresh token keeps the scope granted.
+    let (status, r) = refresh(r["refresh_token"].as_str().unwrap().to_owned(), "").await;
+    assert_eq!(status, 200, "{r}");
+    assert_eq!(r["scope"], "openid offline_access");
+    assert!(r["id_token"].is_string());
+    assert_eq!(
+        get(&s, "/oauth/userinfo", r["access_token"].as_str().unwrap())
+            .await
+            .0,
+        200
+    );
+}
+
+#[tokio::test]
 async fn logout_ends_the_session_and_returns_only_to_a_registered_uri() {
     let s = serve().await;
     let c = client(&s, "EdDSA", false, true).await;

@@ -789,14 +789,15 @@ impl Hub {
             Some("refresh_token") => {
                 let token = get("refresh_token")?
                     .ok_or(OAuthError::invalid_request("refresh_token is missing"))?;
-                if let Some(s) = get("scope")?
+                let scope = get("scope")?;
+                if let Some(s) = scope
                     && s.split(' ').any(|s| {
                         !s.is_empty() && s != "openid" && !client.scopes.iter().any(|c| c == s)
                     })
                 {
                     return Err(OAuthError::invalid_scope());
                 }
-                self.refresh_grant(&client, token, creds).await
+                self.refresh_grant(&client, token, scope, creds).await
             }
             Some(DEVICE_GRANT) => {
                 let code = get("device_code")?
@@ -1019,6 +1020,7 @@ impl Hub {
         &self,
         client: &OAuthClientRecord,
         token: &str,
+        scope: Option<&str>,
         creds: &ClientCredentials,
     ) -> Result<TokenResponse, OAuthError> {
         let cred = Credential {
@@ -1029,9 +1031,10 @@ impl Hub {
             ..Credential::default()
         };
         let issued = self
-            .refresh(token, &client.id, cred, true)
+            .refresh(token, &client.id, cred, true, scope)
             .await
             .map_err(|e| match e {
+                Error::InvalidScope => OAuthError::invalid_scope(),
                 Error::Unavailable
                 | Error::Internal
                 | Error::Dpop { .. }
@@ -1054,7 +1057,10 @@ impl Hub {
             auth_time: auth.session.created_at,
             acr: assurance.acr().to_owned(),
             amr: assurance.amr(),
-            scope: auth.session.scope.clone(),
+            // Already checked by the refresh: the narrowed scope it minted.
+            scope: scope
+                .and_then(|s| session::narrow_scope(&auth.session.scope, s))
+                .unwrap_or_else(|| auth.session.scope.clone()),
             nonce: None,
             redirect_uri: None,
             code_challenge: None,

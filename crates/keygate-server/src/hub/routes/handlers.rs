@@ -250,7 +250,7 @@ pub(super) async fn refresh(
 ) -> Result<IssuedToken, Error> {
     hub.guard().check_ip(ip)?;
     let b = body?;
-    hub.refresh(&b.refresh_token, &b.client_id, h.credential(), false)
+    hub.refresh(&b.refresh_token, &b.client_id, h.credential(), false, None)
         .await
 }
 
