@@ -272,6 +272,28 @@ impl Hub {
 
     /// Verifies a signed challenge of the OIDC flow and opens a session of the
     /// client's app (MFA pending when the app requires it).
+    /// Checks a challenge of the provider's own flow, bound to its origin,
+    /// signed by `identity`.
+    pub(super) fn oidc_verify(
+        &self,
+        app: &ApiKeyRecord,
+        signed: &SignedChallenge<'_>,
+        identity: &crate::identity::Identity,
+        now: crate::time::UnixTime,
+    ) -> Result<challenge::VerifiedChallenge, Error> {
+        Ok(challenge::verify(
+            &self.nonce_key,
+            &app.id,
+            Flow::Oidc,
+            signed.challenge,
+            identity,
+            Some(&self.issuer_origin()),
+            signed.sig,
+            now,
+        )
+        .inspect_err(|e| tracing::debug!(reason = ?e, "oidc signed challenge refused"))?)
+    }
+
     pub(super) async fn oidc_sign_in(
         &self,
         app: &ApiKeyRecord,
@@ -284,17 +306,7 @@ impl Hub {
         let subject = identity.to_string();
         self.guard.check_identity(&subject)?;
         let now = self.now();
-        let verified = challenge::verify(
-            &self.nonce_key,
-            &app.id,
-            Flow::Oidc,
-            signed.challenge,
-            &identity,
-            Some(&self.issuer_origin()),
-            signed.sig,
-            now,
-        )
-        .inspect_err(|e| tracing::debug!(reason = ?e, "oidc signed challenge refused"))?;
+        let verified = self.oidc_verify(app, &signed, &identity, now)?;
         let options = TokenOptions {
             client_id: Some(client.id.clone()),
             ..TokenOptions::default()

@@ -6,7 +6,6 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use super::{ClientCredentials, CodeGrant, OAuthError, TokenResponse, sha256, single, with_query};
-use crate::challenge::{self, Flow};
 use crate::error::Error;
 use crate::hub::{ClientMeta, Hub, SignedChallenge};
 use crate::store::{ApiKeyRecord, DevicePoll, DeviceRecord, OAuthClientRecord};
@@ -111,16 +110,7 @@ impl Hub {
         if !approve {
             // The signature still has to be right: only the key holder says no.
             let identity = crate::signin::parse_identity(signed.pubkey)?;
-            challenge::verify(
-                &self.nonce_key,
-                &app.id,
-                Flow::Oidc,
-                signed.challenge,
-                &identity,
-                Some(&self.issuer_origin()),
-                signed.sig,
-                self.now(),
-            )?;
+            self.oidc_verify(&app, &signed, &identity, self.now())?;
             self.store.decide_device(&code, None, self.now()).await?;
             return Ok(serde_json::json!({ "approved": false }));
         }
