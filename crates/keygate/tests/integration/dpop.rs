@@ -166,13 +166,26 @@ async fn a_bound_token_works_only_with_a_fresh_proof_by_its_key_for_that_request
     let (status, _, _) = call(&url, get.clone(), &format!("Bearer {}", bearer.token), None).await;
     assert_eq!(status, 200);
 
-    // A token refused for itself (here: its session ended) is answered in the
-    // scheme it came with (RFC 9449 §7.1), at keygate's endpoints and userinfo.
+    // A token refused for itself is answered in the scheme it came with (RFC
+    // 9449 §7.1): at userinfo, this sign-in's token lacks `openid`,
+    let userinfo = format!("{}/oauth/userinfo", s.http());
+    let p = proof(&s, &key, "GET", &userinfo, Some(&t.token));
+    let (status, challenge, body) = call(&userinfo, get.clone(), &dpop_auth, Some(&p)).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (403, Some("insufficient_scope")),
+        "{body}"
+    );
+    let c = challenge.unwrap();
+    assert!(
+        c.starts_with("DPoP ") && c.contains(r#"error="insufficient_scope""#),
+        "{c}"
+    );
+    // and here its session ended, at keygate's endpoints and userinfo.
     let logout = format!("{}/v1/logout", s.http());
     let p = proof(&s, &key, "POST", &logout, Some(&t.token));
     let (status, _, body) = call(&logout, reqwest::Method::POST, &dpop_auth, Some(&p)).await;
     assert_eq!(status, 200, "{body}");
-    let userinfo = format!("{}/oauth/userinfo", s.http());
     for (at, code) in [(&url, "session_revoked"), (&userinfo, "invalid_token")] {
         let p = proof(&s, &key, "GET", at, Some(&t.token));
         let (status, challenge, body) = call(at, get.clone(), &dpop_auth, Some(&p)).await;

@@ -142,11 +142,15 @@ impl OAuthError {
         }
     }
 
-    pub fn insufficient_scope() -> Self {
+    /// `403` for a token without `openid` at userinfo (RFC 6750 §3.1), challenged
+    /// in the scheme the token came with (RFC 9449 §7.1).
+    pub fn insufficient_scope(dpop_scheme: bool) -> Self {
         OAuthError {
-            challenge: Some(
-                r#"Bearer realm="keygate", error="insufficient_scope", scope="openid""#,
-            ),
+            challenge: Some(if dpop_scheme {
+                r#"DPoP realm="keygate", error="insufficient_scope", scope="openid", algs="EdDSA Ed25519 ES256""#
+            } else {
+                r#"Bearer realm="keygate", error="insufficient_scope", scope="openid""#
+            }),
             ..Self::new(
                 403,
                 "insufficient_scope",

@@ -665,12 +665,14 @@ impl Hub {
         &self,
         token: impl Into<Credential<'_>>,
     ) -> Result<serde_json::Value, OAuthError> {
+        let cred = token.into();
+        let dpop_scheme = cred.dpop_scheme;
         let (claims, _) = self
-            .authenticate_user(token)
+            .authenticate_user(cred)
             .await
             .map_err(OAuthError::bearer)?;
         if !has_scope(&claims.scope, "openid") {
-            return Err(OAuthError::insufficient_scope());
+            return Err(OAuthError::insufficient_scope(dpop_scheme));
         }
         let did = Identity::parse(&claims.sub)
             .map(|i| i.did_key())
