@@ -618,6 +618,52 @@ async fn a_refresh_narrows_the_scope_and_never_widens_it() {
 }
 
 #[tokio::test]
+async fn browser_clients_get_cors_at_the_token_endpoints_only() {
+    let s = serve().await;
+    let spa = "https://spa.example";
+    for path in ["/oauth/token", "/oauth/userinfo", "/oauth/revoke"] {
+        let preflight = http()
+            .request(reqwest::Method::OPTIONS, format!("{}{path}", s.http()))
+            .header("origin", spa)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization, dpop")
+            .send()
+            .await
+            .unwrap();
+        let res = http()
+            .post(format!("{}{path}", s.http()))
+            .header("origin", spa)
+            .send()
+            .await
+            .unwrap();
+        for r in [&preflight, &res] {
+            let h = r.headers();
+            assert_eq!(h["access-control-allow-origin"], spa, "{path}");
+            assert!(
+                !h.contains_key("access-control-allow-credentials"),
+                "{path}"
+            );
+            assert!(
+                h.get_all("vary").iter().any(|v| v == "origin"),
+                "{path}: {h:?}"
+            );
+        }
+    }
+    for path in ["/oauth/introspect", "/oauth/device_authorization"] {
+        let res = http()
+            .post(format!("{}{path}", s.http()))
+            .header("origin", spa)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            !res.headers().contains_key("access-control-allow-origin"),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn logout_ends_the_session_and_returns_only_to_a_registered_uri() {
     let s = serve().await;
     let c = client(&s, "EdDSA", false, true).await;

@@ -326,6 +326,7 @@ fn checked_ip(hub: &Hub, ip: Option<IpAddr>) -> Result<(), Error> {
 /// each request brings its own code, token or client credentials, so another
 /// origin's script can do nothing a server could not. Preflights may ask for the
 /// headers these endpoints take; the answers expose the two a client must read.
+/// The allowed origin is the request's own, so every answer says `Vary: Origin`.
 fn browser_cors<F>(endpoint: F) -> BoxedFilter<(Response,)>
 where
     F: Filter<Extract = (Response,), Error = Rejection> + Clone + Send + Sync + 'static,
@@ -336,7 +337,15 @@ where
         .allow_headers(["authorization", "content-type", "dpop"])
         .expose_headers(["dpop-nonce", "www-authenticate"])
         .max_age(600);
-    endpoint.with(cors).map(warp::Reply::into_response).boxed()
+    endpoint
+        .with(cors)
+        .map(|reply| {
+            let mut res = warp::Reply::into_response(reply);
+            res.headers_mut()
+                .append(header::VARY, HeaderValue::from_static("origin"));
+            res
+        })
+        .boxed()
 }
 
 /// Every OpenID Provider route.
