@@ -108,15 +108,11 @@ pub fn hash_secret(token: &str) -> [u8; 32] {
 /// them in the grant's order, once each. `None` when one is not granted or none
 /// is named.
 pub fn narrow_scope(granted: &str, requested: &str) -> Option<String> {
-    let mut want = requested.split(' ').filter(|s| !s.is_empty()).peekable();
-    want.peek()?;
-    if want.any(|w| !granted.split(' ').any(|g| g == w)) {
+    let want: Vec<&str> = requested.split(' ').filter(|s| !s.is_empty()).collect();
+    if want.is_empty() || want.iter().any(|w| !granted.split(' ').any(|g| g == *w)) {
         return None;
     }
-    let kept: Vec<&str> = granted
-        .split(' ')
-        .filter(|g| !g.is_empty() && requested.split(' ').any(|w| w == *g))
-        .collect();
+    let kept: Vec<&str> = granted.split(' ').filter(|g| want.contains(g)).collect();
     Some(kept.join(" "))
 }
 
